@@ -11,13 +11,13 @@
 
 namespace wideep {
 
-inline const Napi::Value& ArgAt(const Napi::CallbackInfo& info, size_t i, const char* name) {
+inline Napi::Value ArgAt(const Napi::CallbackInfo& info, size_t i, const char* name) {
   if (info.Length() <= i || info[i].IsUndefined()) ThrowInvalidArg(info.Env(), std::string("missing argument '") + name + "'");
   return info[i];
 }
 
 inline int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name, int64_t min, int64_t max) {
-  const Napi::Value& v = ArgAt(info, i, name);
+  Napi::Value v = ArgAt(info, i, name);
   int64_t out = 0;
   if (v.IsBigInt()) {
     bool lossless = false;
@@ -40,7 +40,7 @@ inline int64_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name
 }
 
 inline uint64_t ArgPtr(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const Napi::Value& v = ArgAt(info, i, name);
+  Napi::Value v = ArgAt(info, i, name);
   if (!v.IsBigInt()) ThrowInvalidArg(info.Env(), std::string("argument '") + name + "' must be a bigint device pointer");
   bool lossless = false;
   uint64_t p = v.As<Napi::BigInt>().Uint64Value(&lossless);
@@ -49,19 +49,19 @@ inline uint64_t ArgPtr(const Napi::CallbackInfo& info, size_t i, const char* nam
 }
 
 inline Napi::Object ArgObject(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const Napi::Value& v = ArgAt(info, i, name);
+  Napi::Value v = ArgAt(info, i, name);
   if (!v.IsObject()) ThrowInvalidArg(info.Env(), std::string("argument '") + name + "' must be an object");
   return v.As<Napi::Object>();
 }
 
 inline Napi::TypedArray ArgTypedArray(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const Napi::Value& v = ArgAt(info, i, name);
+  Napi::Value v = ArgAt(info, i, name);
   if (!v.IsTypedArray()) ThrowInvalidArg(info.Env(), std::string("argument '") + name + "' must be a typed array");
   return v.As<Napi::TypedArray>();
 }
 
 inline std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const Napi::Value& v = ArgAt(info, i, name);
+  Napi::Value v = ArgAt(info, i, name);
   if (!v.IsString()) ThrowInvalidArg(info.Env(), std::string("argument '") + name + "' must be a string");
   return v.As<Napi::String>().Utf8Value();
 }
