@@ -40,7 +40,10 @@
             "native/cuda/copies.cc",
             "native/cuda/probe.cc",
             "native/dynlib/dynamic_library.cc",
-            "native/nccl/nccl_loader.cc"
+            "native/nccl/nccl_loader.cc",
+            "native/nccl/nccl_error.cc",
+            "native/nccl/comm_core.cc",
+            "native/nccl/communicator.cc"
           ],
           "include_dirs": ["<(cuda_home)/include"],
           "defines": [

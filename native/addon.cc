@@ -1,6 +1,5 @@
-// Module entry: one Napi::Addon instance per environment (main thread or
-// worker_threads), so nothing here is process-global except loaded libraries.
-#include <napi.h>
+// Module entry. Nothing here is process-global except loaded shared libraries.
+#include "addon.h"
 
 #include "build_info.h"
 
@@ -10,32 +9,33 @@
 #include "cuda/event.h"
 #include "cuda/probe.h"
 #include "cuda/stream.h"
+#include "nccl/communicator.h"
 #include "nccl/nccl_loader.h"
 #endif
 
 namespace wideep {
 
-class WideepAddon : public Napi::Addon<WideepAddon> {
- public:
-  WideepAddon(Napi::Env env, Napi::Object exports) {
-    exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
+WideepAddon::WideepAddon(Napi::Env env, Napi::Object exports) {
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
 #ifdef WIDEEP_WITH_CUDA
-    Napi::Object cuda = Napi::Object::New(env);
-    cuda.Set("probe", Napi::Function::New(env, Probe, "probe"));
-    cuda.Set("Stream", Stream::Define(env));
-    cuda.Set("Event", Event::Define(env));
-    cuda.Set("DeviceMemory", DeviceMemory::Define(env));
-    cuda.Set("copyHostToDevice", Napi::Function::New(env, CopyHostToDevice, "copyHostToDevice"));
-    cuda.Set("copyDeviceToHost", Napi::Function::New(env, CopyDeviceToHost, "copyDeviceToHost"));
-    cuda.Set("copyDeviceToDevice", Napi::Function::New(env, CopyDeviceToDevice, "copyDeviceToDevice"));
-    cuda.Set("memset", Napi::Function::New(env, Memset, "memset"));
-    cuda.Set("memGetInfo", Napi::Function::New(env, MemGetInfo, "memGetInfo"));
-    cuda.Set("trimMemoryPool", Napi::Function::New(env, TrimMemoryPool, "trimMemoryPool"));
-    cuda.Set("ncclLoad", Napi::Function::New(env, nccl::LoadBinding, "ncclLoad"));
-    exports.Set("cuda", cuda);
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("probe", Napi::Function::New(env, Probe, "probe"));
+  cuda.Set("Stream", Stream::Define(env));
+  cuda.Set("Event", Event::Define(env));
+  cuda.Set("DeviceMemory", DeviceMemory::Define(env));
+  cuda.Set("copyHostToDevice", Napi::Function::New(env, CopyHostToDevice, "copyHostToDevice"));
+  cuda.Set("copyDeviceToHost", Napi::Function::New(env, CopyDeviceToHost, "copyDeviceToHost"));
+  cuda.Set("copyDeviceToDevice", Napi::Function::New(env, CopyDeviceToDevice, "copyDeviceToDevice"));
+  cuda.Set("memset", Napi::Function::New(env, Memset, "memset"));
+  cuda.Set("memGetInfo", Napi::Function::New(env, MemGetInfo, "memGetInfo"));
+  cuda.Set("trimMemoryPool", Napi::Function::New(env, TrimMemoryPool, "trimMemoryPool"));
+  cuda.Set("ncclLoad", Napi::Function::New(env, nccl::LoadBinding, "ncclLoad"));
+  Napi::Function comm = nccl::Communicator::Define(env);
+  communicatorCtor = Napi::Persistent(comm);
+  cuda.Set("Communicator", comm);
+  exports.Set("cuda", cuda);
 #endif
-  }
-};
+}
 
 }  // namespace wideep
 

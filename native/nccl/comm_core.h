@@ -1,0 +1,78 @@
+// The state of one NCCL communicator, shared by the JS object, worker threads
+// and a watchdog thread. The watchdog aborts the communicator when NCCL reports
+// an asynchronous error or an operation runs past the timeout (a dead peer),
+// so no caller ever waits forever.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/errors.h"
+#include "nccl/nccl_api.h"
+
+namespace wideep::nccl {
+
+class CommCore {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  CommCore(const Api* api, Comm comm, int device, int64_t timeoutMs);
+  ~CommCore();
+  CommCore(const CommCore&) = delete;
+  CommCore& operator=(const CommCore&) = delete;
+
+  // Issues NCCL calls for one operation on `stream`, under the lock, and
+  // tracks the operation for the watchdog. Returns a Failure instead of throwing.
+  Failure Enqueue(const char* what, cudaStream_t stream, const std::function<Result(Comm)>& issue);
+
+  // Polls an in-progress nonblocking call to completion, bounded by the timeout.
+  Failure Complete(Result r, const char* what);
+
+  // Aborts (idempotent) and records `why` as the error every later call reports.
+  void Abort(const Failure& why);
+
+  // The recorded failure, or ok() while healthy.
+  Failure Status();
+
+  // For a split: runs `fn` with the raw communicator while no operation is issued.
+  Failure WithComm(const std::function<Failure(Comm)>& fn);
+
+  const Api* api() const { return api_; }
+  int device() const { return device_; }
+  int64_t timeoutMs() const { return timeoutMs_; }
+
+ private:
+  struct Pending {
+    cudaEvent_t start;
+    cudaEvent_t end;
+    const char* what;
+    bool started = false;
+    Clock::time_point startedAt;
+  };
+
+  void AbortLocked(const Failure& why);
+  void WatchdogLoop();
+  cudaEvent_t TakeEventLocked(Failure* f);
+
+  const Api* api_;
+  Comm comm_;
+  int device_;
+  int64_t timeoutMs_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  Failure failure_;
+  std::deque<Pending> pending_;
+  std::vector<cudaEvent_t> freeEvents_;
+  std::thread watchdog_;
+};
+
+}  // namespace wideep::nccl
