@@ -43,7 +43,11 @@
             "native/nccl/nccl_loader.cc",
             "native/nccl/nccl_error.cc",
             "native/nccl/comm_core.cc",
-            "native/nccl/communicator.cc"
+            "native/nccl/communicator.cc",
+            "native/ep/ep_buffer.cc",
+            "native/ep/normal_dispatch.cu",
+            "native/ep/normal_combine.cu",
+            "native/ep/low_latency.cu"
           ],
           "include_dirs": ["<(cuda_home)/include"],
           "defines": [

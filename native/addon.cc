@@ -9,6 +9,7 @@
 #include "cuda/event.h"
 #include "cuda/probe.h"
 #include "cuda/stream.h"
+#include "ep/ep_buffer.h"
 #include "nccl/communicator.h"
 #include "nccl/nccl_loader.h"
 #endif
@@ -33,6 +34,7 @@ WideepAddon::WideepAddon(Napi::Env env, Napi::Object exports) {
   Napi::Function comm = nccl::Communicator::Define(env);
   communicatorCtor = Napi::Persistent(comm);
   cuda.Set("Communicator", comm);
+  cuda.Set("EpBuffer", ep::EpBuffer::Define(env));
   exports.Set("cuda", cuda);
 #endif
 }

@@ -1,0 +1,212 @@
+// Small device helpers shared by the EP kernels: memory-model primitives for
+// cross-GPU signalling over NVLink, bounded spin-waits, vector copies and the
+// bulk-copy (TMA) engine. Each name says what it does.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ep/ep_status.h"
+
+namespace wideep::ep {
+
+constexpr int kWarpSize = 32;
+
+// ---- memory model ---------------------------------------------------------
+
+__device__ __forceinline__ uint32_t ld_acquire_sys(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ uint64_t ld_acquire_sys(const uint64_t* p) {
+  uint64_t v;
+  asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void st_release_sys(uint32_t* p, uint32_t v) {
+  asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ int ld_volatile(const int* p) {
+  int v;
+  asm volatile("ld.volatile.global.s32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void red_add_release_sys(uint64_t* p, uint64_t v) {
+  asm volatile("red.release.sys.global.add.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+__device__ __forceinline__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Makes writes issued by the bulk-copy engine ordered with later generic
+// accesses (the flag stores that publish them).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async;" ::: "memory"); }
+
+// ---- errors and bounded waits ---------------------------------------------
+
+// Records the first error in device memory (cheap to poll) and mirrors it to
+// host-mapped memory (for the host to read after the launch).
+__device__ __forceinline__ void report_error(const ErrorSink& sink, int code, int phase, int peer, int value) {
+  if (atomicCAS(&sink.dev->code, 0, code) == 0) {
+    sink.dev->phase = phase;
+    sink.dev->peer = peer;
+    sink.dev->value = value;
+    sink.host->phase = phase;
+    sink.host->peer = peer;
+    sink.host->value = value;
+    __threadfence_system();
+    sink.host->code = code;
+    __threadfence_system();
+  }
+}
+
+__device__ __forceinline__ int error_code(const ErrorSink& sink) { return ld_volatile(&sink.dev->code); }
+__device__ __forceinline__ bool has_error(const ErrorSink& sink) { return error_code(sink) != 0; }
+
+// Spins until *flag == expected. On timeout, or when another thread of this
+// rank already failed, records/propagates the error and returns false.
+__device__ __forceinline__ bool wait_flag_eq(const uint32_t* flag, uint32_t expected, uint64_t deadline,
+                                             const ErrorSink& sink, int phase, int peer) {
+  while (ld_acquire_sys(flag) != expected) {
+    if (global_timer_ns() > deadline) {
+      report_error(sink, kEpErrTimeout, phase, peer, static_cast<int>(expected));
+      return false;
+    }
+    if (has_error(sink)) return false;
+  }
+  return true;
+}
+
+__device__ __forceinline__ bool wait_counter_ge(const uint64_t* counter, uint64_t expected, uint64_t deadline,
+                                                const ErrorSink& sink, int phase, int peer) {
+  while (ld_acquire_sys(counter) < expected) {
+    if (global_timer_ns() > deadline) {
+      report_error(sink, kEpErrTimeout, phase, peer, static_cast<int>(expected));
+      return false;
+    }
+    if (has_error(sink)) return false;
+  }
+  return true;
+}
+
+// ---- vector copies ----------------------------------------------------------
+
+// Global loads that bypass L1 (data is streamed once).
+__device__ __forceinline__ int4 ld_nc_v4(const int4* p) {
+  int4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void st_na_v4(int4* p, const int4& v) {
+  asm volatile("st.global.L1::no_allocate.v4.s32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z),
+               "r"(v.w)
+               : "memory");
+}
+
+// A warp copies `bytes` (a multiple of 16) from src to dst, keeping
+// kUnroll 16-byte loads in flight per lane.
+template <int kUnroll>
+__device__ __forceinline__ void warp_copy(void* dst, const void* src, int bytes, int lane) {
+  const int n = bytes >> 4;
+  const int4* s = static_cast<const int4*>(src);
+  int4* d = static_cast<int4*>(dst);
+  int i = lane;
+  for (; i + (kUnroll - 1) * kWarpSize < n; i += kUnroll * kWarpSize) {
+    int4 v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) v[u] = ld_nc_v4(s + i + u * kWarpSize);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) st_na_v4(d + i + u * kWarpSize, v[u]);
+  }
+  for (; i < n; i += kWarpSize) st_na_v4(d + i, ld_nc_v4(s + i));
+}
+
+// ---- bulk-copy engine (TMA, sm_90) ------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_wait_parity(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "WAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n"
+      "}\n" ::"r"(smem_addr(bar)),
+      "r"(parity)
+      : "memory");
+}
+
+// Global -> shared, completing on `bar` (bytes must be a multiple of 16).
+__device__ __forceinline__ void bulk_load(void* smem_dst, const void* gmem_src, uint32_t bytes, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+          smem_addr(smem_dst)),
+      "l"(gmem_src), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
+}
+
+// Shared -> global (also a peer GPU's memory mapped over NVLink).
+__device__ __forceinline__ void bulk_store(void* gmem_dst, const void* smem_src, uint32_t bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(gmem_dst), "r"(smem_addr(smem_src)),
+               "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+
+// Waits until at most N committed store groups still read shared memory.
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(N) : "memory");
+}
+
+// Waits until every committed store group has completed its writes.
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+
+// Orders this thread's generic shared-memory writes before the bulk engine reads them.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+// ---- warp utilities ---------------------------------------------------------
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Index of the first k with topk[k] == expert, or -1.
+template <typename IdxT>
+__device__ __forceinline__ int first_slot_of(const IdxT* topk, int k, int64_t expert) {
+  for (int i = 0; i < k; ++i) {
+    if (static_cast<int64_t>(topk[i]) == expert) return i;
+  }
+  return -1;
+}
+
+}  // namespace wideep::ep

@@ -1,0 +1,23 @@
+// Host-callable launchers of the EP kernels (defined in the .cu files).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "ep/ep_params.h"
+
+namespace wideep::ep {
+
+cudaError_t LaunchNotify(const NotifyArgs& a, cudaStream_t stream);
+cudaError_t LaunchDispatch(const DispatchArgs& a, int numSms, bool useTma, cudaStream_t stream);
+cudaError_t LaunchCombine(const CombineArgs& a, int numSms, bool useTma, cudaStream_t stream);
+
+}  // namespace wideep::ep
+
+namespace wideep::ep {
+
+cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
+cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, cudaStream_t stream);
+cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, cudaStream_t stream);
+cudaError_t LaunchLowLatencyCombineRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
+
+}  // namespace wideep::ep

@@ -1,0 +1,214 @@
+// Layout of the registered (IPC-mapped) EP buffer and the argument structs of
+// the EP kernels. Shared by host code and kernels; offsets are computed in
+// TypeScript (src/ep/cuda/layout.ts) and are identical on every rank.
+#pragma once
+
+#include <cstdint>
+
+#include "ep/ep_status.h"
+
+namespace wideep::ep {
+
+constexpr int kMaxRanks = 8;             // one NVLink domain
+constexpr int kMaxLocalExperts = 1024;
+constexpr int kMaxTopk = 16;
+constexpr int kScaleBlock = 128;         // channels per fp8 scale
+constexpr int kControlBytes = 64 * 1024; // reserved for NormalControl + LowLatencyControl[2] + LocalState
+
+// Written by peers into this rank's buffer during normal mode.
+struct NormalControl {
+  uint32_t notifySeq[kMaxRanks];                 // [src]: src published this dispatch's counts
+  uint32_t combineSeq[kMaxRanks];                // [src]: src entered this combine
+  int32_t notifyRows[kMaxRanks][kMaxRanks];      // [src][dst]: rows src sends to dst
+  int32_t notifySignature[kMaxRanks];            // [src]: hidden/topk/dtype of src's call, must match ours
+  int32_t notifyError[kMaxRanks];                // [src]: src's own error code for this call (0 = none)
+  uint64_t dispatchArrived;                      // rows received by this dispatch
+  uint64_t combineArrived;                       // rows received by this combine
+  int32_t notifyExpertRows[kMaxRanks][kMaxLocalExperts];  // [src][local expert]
+};
+
+// Written by peers into one half of the low-latency area.
+struct LowLatencyControl {
+  uint32_t dispatchFlag[kMaxRanks];  // [src]: src finished sending this dispatch
+  uint32_t combineFlag[kMaxRanks];   // [src]: src finished sending this combine
+  int32_t srcTokens[kMaxRanks];      // [src]: tokens src dispatched
+};
+
+// Only this rank touches it.
+struct LocalState {
+  EpStatus status;  // first error; the buffer is unusable once it is set
+  uint32_t normalSeq;
+  uint32_t combineSeq;
+  uint32_t llDispatchSeq[2];
+  uint32_t llCombineSeq[2];
+  uint32_t finished[8];  // per-kernel "blocks done" counters for the last-block pattern
+};
+
+enum FinishCounter : int {
+  kFinishDispatch = 0,
+  kFinishCombine = 1,
+  kFinishLlDispatchSend = 2,
+  kFinishLlDispatchRecv = 3,
+  kFinishLlCombineSend = 4,
+  kFinishLlCombineRecv = 5,
+};
+
+constexpr uint64_t kNormalControlOffset = 0;
+constexpr uint64_t kLowLatencyControlOffset = 48 * 1024;  // LowLatencyControl[2]
+constexpr uint64_t kLocalStateOffset = 60 * 1024;
+static_assert(sizeof(NormalControl) <= kLowLatencyControlOffset, "NormalControl overflows its region");
+static_assert(kLowLatencyControlOffset + 2 * sizeof(LowLatencyControl) <= kLocalStateOffset, "LL control overflow");
+static_assert(kLocalStateOffset + sizeof(LocalState) <= kControlBytes, "LocalState overflow");
+
+// Base address of every rank's registered buffer, as mapped in this process.
+struct PeerBases {
+  uint8_t* ptr[kMaxRanks];
+};
+
+// Normal-mode regions (byte offsets from a buffer base).
+struct NormalRegions {
+  uint64_t slab0;        // receive slot s starts at slab0 + s * slabStride
+  uint64_t slabStride;
+  uint64_t slabX;        // offsets inside a slot: rows, scales, topk ids, weights, source token ids
+  uint64_t slabScales;
+  uint64_t slabTopkIdx;
+  uint64_t slabTopkWeights;
+  uint64_t slabSrcIdx;
+  uint64_t combineX;     // [R][maxTokens][H] bf16 rows returned by each rank
+  uint64_t combineWeights;  // [R][maxTokens][k] f32
+};
+
+// Per-dispatch routing, in device memory owned by the handle.
+struct RoutingMeta {
+  int32_t numRecv;                   // rows this rank received
+  int32_t sendBase[kMaxRanks];       // where this rank's rows start in each destination's slot
+  int32_t recvBase[kMaxRanks + 1];   // where each source's rows start in this rank's slot
+  int32_t sentRows[kMaxRanks];       // rows this rank sent to each destination
+};
+
+// Counts the host reads (pinned, mapped) after the notify kernel.
+struct HostCounts {
+  int32_t numRecv;
+  int32_t perExpert[kMaxLocalExperts];  // aligned
+};
+
+// Shape of one call, carried in the notify exchange so ranks that disagree fail loudly.
+inline int32_t CallSignature(int hidden, int topk, int elemBytes, int hasScales) {
+  return (hidden << 8) ^ (topk << 3) ^ (elemBytes << 1) ^ hasScales;
+}
+
+struct NotifyArgs {
+  PeerBases peers;
+  int rank;
+  int numRanks;
+  int numTokens;
+  int topk;
+  int numExperts;
+  int expertAlignment;
+  int numWorstTokens;  // 0 = off
+  int cached;          // 1: routing known, only synchronise
+  int layoutOnly;      // 1: compute the layout outputs and positions, no exchange
+  int32_t signature;
+  uint64_t timeoutNs;
+  const void* topkIdx;  // [T][k], i32 or i64
+  int idx64;
+  int32_t* sendPos;     // [T][R] out: position of the token in each destination's list, -1 if not sent
+  int32_t* numTokensPerRank;    // optional layout outputs
+  int32_t* numTokensPerExpert;
+  uint8_t* isTokenInRank;
+  RoutingMeta* meta;
+  HostCounts* host;     // null for a cached dispatch or numWorstTokens
+  ErrorSink status;
+};
+
+struct DispatchArgs {
+  PeerBases peers;
+  NormalRegions regions;
+  int rank;
+  int numRanks;
+  int slot;
+  int numTokens;
+  int hidden;
+  int elemBytes;         // 2 (bf16) or 1 (fp8)
+  int hasScales;
+  int topk;              // 0 for a cached dispatch (no top-k outputs)
+  int idx64;
+  int numLocalExperts;
+  int numWorstTokens;
+  uint64_t timeoutNs;
+  const uint8_t* x;
+  const float* xScales;
+  const void* topkIdx;
+  const float* topkWeights;
+  const int32_t* sendPos;
+  const RoutingMeta* meta;
+  ErrorSink status;
+};
+
+struct CombineArgs {
+  PeerBases peers;
+  NormalRegions regions;
+  int rank;
+  int numRanks;
+  int slot;
+  int numTokens;   // T of this rank (origin side)
+  int maxTokens;   // row capacity per source of the combine receive area
+  int numRows;     // rows of x (N or numWorstTokens)
+  int hidden;
+  int topk;        // 0: no weights to reduce
+  uint64_t timeoutNs;
+  const uint16_t* x;          // [numRows][H] bf16
+  const float* topkWeights;   // [numRows][k]
+  const uint16_t* bias0;      // [T][H] or null
+  const uint16_t* bias1;
+  uint16_t* out;              // [T][H]
+  float* outWeights;          // [T][k]
+  const int32_t* sendPos;
+  const RoutingMeta* meta;
+  ErrorSink status;
+};
+
+}  // namespace wideep::ep
+
+namespace wideep::ep {
+
+// One half of the low-latency area (byte offsets from a buffer base).
+struct LowLatencyRegions {
+  uint64_t staging;      // [R][M] rows as sent (fp8 row + scales, or bf16 row), stagingStride bytes each
+  uint64_t stagingStride;
+  uint64_t srcTopk;      // [R][M][maxTopk] i32: every source's top-k ids
+  uint64_t recvX;        // [L][R*M][H] packed expert-major rows
+  uint64_t recvScales;   // [L][R*M][H/128] f32
+  uint64_t srcInfo;      // [L][R*M] i32
+  uint64_t layoutRange;  // [L][R][2] i32
+  uint64_t recvCount;    // [L] i32
+  uint64_t combineRecv;  // [M][maxTopk][H] bf16: expert outputs returned to this rank
+};
+
+struct LowLatencyArgs {
+  PeerBases peers;
+  LowLatencyRegions regions;
+  int rank;
+  int numRanks;
+  int half;            // 0 or 1
+  int numTokens;       // T of this rank
+  int maxTokens;       // M
+  int hidden;
+  int topk;
+  int maxTopk;
+  int numExperts;
+  int numLocalExperts;
+  int useFp8;
+  int roundScale;
+  int idx64;
+  uint64_t timeoutNs;
+  const uint16_t* x;          // dispatch: [T][H] bf16
+  const void* topkIdx;        // [T][k]
+  const float* topkWeights;   // combine: [T][k]
+  const uint16_t* y;          // combine: [L][R*M][H] bf16
+  uint16_t* out;              // combine: [T][H] bf16
+  int32_t* cumulativeStats;   // dispatch: [L] or null
+  ErrorSink status;
+};
+
+}  // namespace wideep::ep

@@ -1,0 +1,329 @@
+// Low-latency dispatch/combine (decode). No host synchronisation, fixed
+// buffers, device-side sequence numbers (so CUDA-graph replays stay in step),
+// and each operation split into a send and a receive kernel so that a hook
+// can run the receive later while the SMs do other work.
+//
+// Dispatch sends each token ONCE per destination rank (not once per expert):
+// the token's row (cast to fp8 with per-128-channel scales on the fly) goes
+// to the destination's staging row [source][token], together with every
+// source's top-k ids. The receive kernel packs the rows expert-major, in
+// (source rank, token) order. Combine returns each (token, expert) row to its
+// origin, which reduces them with the top-k weights.
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include "ep/device_utils.cuh"
+#include "ep/ep_kernels.h"
+
+namespace wideep::ep {
+namespace {
+
+constexpr int kSendThreads = 512;
+constexpr int kRecvThreads = 512;
+constexpr float kFp8Max = 448.0f;
+constexpr float kMinAmax = 1e-4f;  // keeps all-zero blocks finite
+
+__device__ __forceinline__ LowLatencyControl* ll_control(uint8_t* base, int half) {
+  return reinterpret_cast<LowLatencyControl*>(base + kLowLatencyControlOffset) + half;
+}
+
+__device__ __forceinline__ LocalState* local_of(uint8_t* base) {
+  return reinterpret_cast<LocalState*>(base + kLocalStateOffset);
+}
+
+__device__ __forceinline__ int64_t load_idx(const void* p, int idx64, size_t i) {
+  return idx64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
+}
+
+// The last block of a grid to get here returns true (after resetting the counter).
+__device__ __forceinline__ bool is_last_block(uint32_t* counter) {
+  __shared__ bool last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence_system();
+    last = atomicAdd(counter, 1) == gridDim.x - 1;
+    if (last) *counter = 0;
+  }
+  __syncthreads();
+  return last;
+}
+
+// Scale of a block with absolute maximum `amax`: amax/448, or that rounded up
+// to a power of two (exact, from the float's bits) when roundScale is set.
+__device__ __forceinline__ float fp8_scale(float amax, bool roundScale) {
+  float s = amax / kFp8Max;
+  if (!roundScale) return s;
+  uint32_t b = __float_as_uint(s);
+  if (b & 0x7fffffu) b = (b & 0xff800000u) + 0x800000u;
+  return __uint_as_float(b);
+}
+
+__device__ __forceinline__ uint32_t pack_fp8x4(float a, float b, float c, float d) {
+  __nv_fp8x2_storage_t lo = __nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3);
+  __nv_fp8x2_storage_t hi = __nv_cvt_float2_to_fp8x2(make_float2(c, d), __NV_SATFINITE, __NV_E4M3);
+  return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+}
+
+// ------------------------------------------------------------------ dispatch
+
+__global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) {
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  constexpr int kWarps = kSendThreads / kWarpSize;
+  const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts;
+  uint8_t* mine = a.peers.ptr[me];
+  if (has_error(a.status)) return;
+  const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
+  const size_t stagingStride = a.regions.stagingStride;
+
+  for (int t = blockIdx.x * kWarps + warp; t < a.numTokens; t += gridDim.x * kWarps) {
+    // Destinations: ranks owning any of the token's experts.
+    int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
+    const int bit = e >= 0 ? 1 << static_cast<int>(e / L) : 0;
+    const int mask = __reduce_or_sync(0xffffffffu, bit);
+    // Every destination gets the top-k row (it tells which tokens were sent).
+    if (lane < a.topk) {
+      for (int r = 0; r < R; ++r) {
+        int32_t* dst = reinterpret_cast<int32_t*>(a.peers.ptr[r] + a.regions.srcTopk) +
+                       (static_cast<size_t>(me) * a.maxTokens + t) * a.maxTopk;
+        dst[lane] = static_cast<int32_t>(e);
+      }
+    }
+    const int4* src = reinterpret_cast<const int4*>(a.x + static_cast<size_t>(t) * H);
+    const size_t rowOffset = a.regions.staging + (static_cast<size_t>(me) * a.maxTokens + t) * stagingStride;
+    if (a.useFp8) {
+      // Two 128-channel blocks per warp step: lanes 0-15 and 16-31, 8 channels
+      // each. H % 128 == 0, so idle lanes of the last step form whole halves.
+      for (int base = 0; base < H / 8; base += kWarpSize) {
+        const int c = base + lane;
+        const bool active = c < H / 8;
+        int4 v = active ? ld_nc_v4(src + c) : make_int4(0, 0, 0, 0);
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+        float f[8];
+        float amax = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          float2 p = __bfloat1622float2(h[i]);
+          f[2 * i] = p.x;
+          f[2 * i + 1] = p.y;
+          amax = fmaxf(amax, fmaxf(fabsf(p.x), fabsf(p.y)));
+        }
+#pragma unroll
+        for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        amax = fmaxf(amax, kMinAmax);
+        const float scale = fp8_scale(amax, a.roundScale);
+        const float inv = a.roundScale ? 1.0f / scale : kFp8Max / amax;
+        uint2 q;
+        q.x = pack_fp8x4(f[0] * inv, f[1] * inv, f[2] * inv, f[3] * inv);
+        q.y = pack_fp8x4(f[4] * inv, f[5] * inv, f[6] * inv, f[7] * inv);
+        if (!active) continue;
+        for (int r = 0; r < R; ++r) {
+          if (!((mask >> r) & 1)) continue;
+          uint8_t* row = a.peers.ptr[r] + rowOffset;
+          *reinterpret_cast<uint2*>(row + static_cast<size_t>(c) * 8) = q;
+          if ((lane & 15) == 0) reinterpret_cast<float*>(row + H)[c / 16] = scale;
+        }
+      }
+    } else {
+      for (int c = lane; c < H / 8; c += kWarpSize) {
+        int4 v = ld_nc_v4(src + c);
+        for (int r = 0; r < R; ++r) {
+          if ((mask >> r) & 1) st_na_v4(reinterpret_cast<int4*>(a.peers.ptr[r] + rowOffset) + c, v);
+        }
+      }
+    }
+  }
+
+  if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchSend]) && tid < R) {
+    LowLatencyControl* peer = ll_control(a.peers.ptr[tid], a.half);
+    peer->srcTokens[me] = a.numTokens;
+    __threadfence_system();
+    st_release_sys(&peer->dispatchFlag[me], seq);
+  }
+}
+
+// One block per local expert: waits for every source, packs its slots in
+// (source, token) order and copies the rows.
+__global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
+  extern __shared__ int32_t slotList[];  // [R*M]: (source << 16) | token
+  __shared__ int total;
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  constexpr int kWarps = kRecvThreads / kWarpSize;
+  const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
+  uint8_t* mine = a.peers.ptr[me];
+  LowLatencyControl* ctrl = ll_control(mine, a.half);
+  const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
+  const uint64_t deadline = global_timer_ns() + a.timeoutNs;
+  if (tid < R) wait_flag_eq(&ctrl->dispatchFlag[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
+  __syncthreads();
+  const bool ok = !has_error(a.status);
+
+  const int j = blockIdx.x;
+  const int64_t expert = static_cast<int64_t>(me) * L + j;
+  const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
+  int32_t* layoutRange = reinterpret_cast<int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
+  if (ok && warp == 0) {
+    int running = 0;
+    for (int s = 0; s < R; ++s) {
+      const int T = ld_volatile(&ctrl->srcTokens[s]);
+      const int begin = running;
+      for (int base = 0; base < T; base += kWarpSize) {
+        const int t = base + lane;
+        bool hit = false;
+        if (t < T) {
+          const int32_t* row = srcTopk + (static_cast<size_t>(s) * M + t) * a.maxTopk;
+          for (int k = 0; k < a.topk; ++k) hit |= row[k] == expert;
+        }
+        const unsigned bits = __ballot_sync(0xffffffffu, hit);
+        if (hit) slotList[running + __popc(bits & ((1u << lane) - 1))] = (s << 16) | t;
+        running += __popc(bits);
+      }
+      if (lane == 0) {
+        layoutRange[2 * s] = begin;
+        layoutRange[2 * s + 1] = running - begin;
+      }
+    }
+    if (lane == 0) total = running;
+  }
+  __syncthreads();
+  if (ok) {
+    const int n = total;
+    const int scaleCols = H / kScaleBlock;
+    const int rowBytes = a.useFp8 ? H : H * 2;
+    const size_t slots = static_cast<size_t>(R) * M;
+    for (int p = warp; p < n; p += kWarps) {
+      const int s = slotList[p] >> 16, t = slotList[p] & 0xffff;
+      const uint8_t* stage = mine + a.regions.staging + (static_cast<size_t>(s) * M + t) * a.regions.stagingStride;
+      uint8_t* dst = mine + a.regions.recvX + (static_cast<size_t>(j) * slots + p) * rowBytes;
+      warp_copy<4>(dst, stage, rowBytes, lane);
+      if (a.useFp8) {
+        float* sdst = reinterpret_cast<float*>(mine + a.regions.recvScales) + (static_cast<size_t>(j) * slots + p) * scaleCols;
+        for (int c = lane; c < scaleCols; c += kWarpSize) sdst[c] = reinterpret_cast<const float*>(stage + H)[c];
+      }
+      if (lane == 0) reinterpret_cast<int32_t*>(mine + a.regions.srcInfo)[static_cast<size_t>(j) * slots + p] = t;
+    }
+    if (tid == 0) {
+      reinterpret_cast<int32_t*>(mine + a.regions.recvCount)[j] = n;
+      if (a.cumulativeStats) a.cumulativeStats[j] += n;
+    }
+  }
+  if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchRecv]) && tid == 0) {
+    local_of(mine)->llDispatchSeq[a.half] = seq;
+  }
+}
+
+// ------------------------------------------------------------------- combine
+
+// One block per local expert: returns each slot's row to (origin, token, k).
+__global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArgs a) {
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  constexpr int kWarps = kSendThreads / kWarpSize;
+  const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
+  uint8_t* mine = a.peers.ptr[me];
+  if (has_error(a.status)) return;
+  const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
+  const int j = blockIdx.x;
+  const int64_t expert = static_cast<int64_t>(me) * L + j;
+  const size_t slots = static_cast<size_t>(R) * M;
+  const int n = reinterpret_cast<const int32_t*>(mine + a.regions.recvCount)[j];
+  const int32_t* range = reinterpret_cast<const int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
+  const int32_t* srcInfo = reinterpret_cast<const int32_t*>(mine + a.regions.srcInfo) + static_cast<size_t>(j) * slots;
+  const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
+  const size_t rowBytes = static_cast<size_t>(H) * 2;
+  for (int p = warp; p < n; p += kWarps) {
+    int s = 0;
+    while (s + 1 < R && range[2 * (s + 1)] <= p) ++s;
+    const int t = srcInfo[p];
+    const int k = first_slot_of(srcTopk + (static_cast<size_t>(s) * M + t) * a.maxTopk, a.topk, expert);
+    const uint8_t* src = reinterpret_cast<const uint8_t*>(a.y) + (static_cast<size_t>(j) * slots + p) * rowBytes;
+    uint8_t* dst = a.peers.ptr[s] + a.regions.combineRecv + (static_cast<size_t>(t) * a.maxTopk + k) * rowBytes;
+    warp_copy<4>(dst, src, static_cast<int>(rowBytes), lane);
+  }
+  if (is_last_block(&local_of(mine)->finished[kFinishLlCombineSend]) && tid < R) {
+    __threadfence_system();
+    st_release_sys(&ll_control(a.peers.ptr[tid], a.half)->combineFlag[me], seq);
+  }
+}
+
+// Warp per token: out[t] = sum_k w[t,k] * row(t, k), in k order, in float.
+__global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) {
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  constexpr int kWarps = kRecvThreads / kWarpSize;
+  const int R = a.numRanks, me = a.rank, H = a.hidden;
+  uint8_t* mine = a.peers.ptr[me];
+  LowLatencyControl* ctrl = ll_control(mine, a.half);
+  const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
+  const uint64_t deadline = global_timer_ns() + a.timeoutNs;
+  if (tid < R) wait_flag_eq(&ctrl->combineFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
+  __syncthreads();
+  if (!has_error(a.status)) {
+    const size_t rowBytes = static_cast<size_t>(H) * 2;
+    for (int t = blockIdx.x * kWarps + warp; t < a.numTokens; t += gridDim.x * kWarps) {
+      int64_t ids[kMaxTopk];
+      float w[kMaxTopk];
+      for (int k = 0; k < a.topk; ++k) {
+        ids[k] = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + k);
+        w[k] = a.topkWeights[static_cast<size_t>(t) * a.topk + k];
+      }
+      for (int c = lane; c < H / 8; c += kWarpSize) {
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int k = 0; k < a.topk; ++k) {
+          if (ids[k] < 0) continue;
+          int kk = k;
+          for (int q = 0; q < k; ++q) {
+            if (ids[q] == ids[k]) {
+              kk = q;
+              break;
+            }
+          }
+          const int4 v = ld_nc_v4(reinterpret_cast<const int4*>(
+              mine + a.regions.combineRecv + (static_cast<size_t>(t) * a.maxTopk + kk) * rowBytes) + c);
+          const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            float2 f = __bfloat1622float2(h[i]);
+            acc[2 * i] = fmaf(w[k], f.x, acc[2 * i]);
+            acc[2 * i + 1] = fmaf(w[k], f.y, acc[2 * i + 1]);
+          }
+        }
+        int4 o;
+        __nv_bfloat162* oh = reinterpret_cast<__nv_bfloat162*>(&o);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) oh[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
+        reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H)[c] = o;
+      }
+    }
+  }
+  if (is_last_block(&local_of(mine)->finished[kFinishLlCombineRecv]) && tid == 0) {
+    local_of(mine)->llCombineSeq[a.half] = seq;
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
+  ll_dispatch_send<<<numSms, kSendThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, cudaStream_t stream) {
+  const size_t smem = static_cast<size_t>(a.numRanks) * a.maxTokens * sizeof(int32_t);
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(ll_dispatch_recv, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  ll_dispatch_recv<<<a.numLocalExperts, kRecvThreads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, cudaStream_t stream) {
+  ll_combine_send<<<a.numLocalExperts, kSendThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchLowLatencyCombineRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
+  ll_combine_recv<<<numSms, kRecvThreads, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace wideep::ep

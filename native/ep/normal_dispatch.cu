@@ -1,0 +1,324 @@
+// Normal-mode dispatch (prefill): every (token, destination rank) pair is
+// written once, straight into its final row of the destination's receive slot
+// over NVLink. Two kernels:
+//  1. notify (one block): per-token destinations and positions, the count
+//     exchange with every peer, and the receive layout. The host reads the
+//     counts after it while the data kernel already runs.
+//  2. data (numSms blocks): copies the rows and their metadata, then the last
+//     block waits until every expected row has arrived.
+#include <cuda_bf16.h>
+
+#include "ep/device_utils.cuh"
+#include "ep/ep_kernels.h"
+#include "ep/row_copy.cuh"
+
+namespace wideep::ep {
+namespace {
+
+constexpr int kNotifyThreads = 1024;
+constexpr int kNotifyWarps = kNotifyThreads / kWarpSize;
+
+__device__ __forceinline__ NormalControl* control_of(uint8_t* base) {
+  return reinterpret_cast<NormalControl*>(base + kNormalControlOffset);
+}
+
+__device__ __forceinline__ LocalState* local_of(uint8_t* base) {
+  return reinterpret_cast<LocalState*>(base + kLocalStateOffset);
+}
+
+__device__ __forceinline__ int64_t load_idx(const void* p, int idx64, int i) {
+  return idx64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
+}
+
+// Bitmask of destination ranks of token t; counts its distinct experts into
+// expertCount (shared) and validates every index.
+__device__ int token_rank_mask(const NotifyArgs& a, int t, int* expertCount, int expertsPerRank) {
+  int mask = 0;
+  for (int k = 0; k < a.topk; ++k) {
+    int64_t e = load_idx(a.topkIdx, a.idx64, t * a.topk + k);
+    if (e == -1) continue;
+    if (e < -1 || e >= a.numExperts) {
+      report_error(a.status, kEpErrBadExpert, kPhaseLayout, t, static_cast<int>(e));
+      continue;
+    }
+    bool seen = false;
+    for (int p = 0; p < k; ++p) seen |= load_idx(a.topkIdx, a.idx64, t * a.topk + p) == e;
+    if (!seen && expertCount) atomicAdd(&expertCount[e], 1);
+    mask |= 1 << static_cast<int>(e / expertsPerRank);
+  }
+  return mask;
+}
+
+__global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a) {
+  extern __shared__ int expertCount[];  // [numExperts]
+  __shared__ int warpTotals[kNotifyWarps][kMaxRanks];
+  __shared__ int running[kMaxRanks];
+  __shared__ uint32_t seq;
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int R = a.numRanks, me = a.rank;
+  const int expertsPerRank = a.numExperts / R;
+  uint8_t* mine = a.peers.ptr[me];
+  NormalControl* ctrl = control_of(mine);
+  const uint64_t deadline = global_timer_ns() + a.timeoutNs;
+
+  if (tid == 0) seq = local_of(mine)->normalSeq + 1;
+  if (tid < kMaxRanks) running[tid] = 0;
+  if (!a.cached) {
+    for (int e = tid; e < a.numExperts; e += kNotifyThreads) expertCount[e] = 0;
+  }
+  __syncthreads();
+
+  if (!a.cached) {
+    // Positions: an exclusive scan per destination over the token order.
+    for (int base = 0; base < a.numTokens; base += kNotifyThreads) {
+      const int t = base + tid;
+      const int mask = t < a.numTokens ? token_rank_mask(a, t, expertCount, expertsPerRank) : 0;
+      int before[kMaxRanks];
+      for (int r = 0; r < R; ++r) {
+        unsigned bits = __ballot_sync(0xffffffffu, (mask >> r) & 1);
+        before[r] = __popc(bits & ((1u << lane) - 1));
+        if (lane == 0) warpTotals[warp][r] = __popc(bits);
+      }
+      __syncthreads();
+      if (t < a.numTokens) {
+        for (int r = 0; r < R; ++r) {
+          int offset = running[r];
+          for (int w = 0; w < warp; ++w) offset += warpTotals[w][r];
+          a.sendPos[t * R + r] = (mask >> r) & 1 ? offset + before[r] : -1;
+          if (a.isTokenInRank) a.isTokenInRank[t * R + r] = (mask >> r) & 1;
+        }
+      }
+      __syncthreads();
+      if (tid < R) {
+        for (int w = 0; w < kNotifyWarps; ++w) running[tid] += warpTotals[w][tid];
+      }
+      __syncthreads();
+    }
+    if (a.numTokensPerRank && tid < R) a.numTokensPerRank[tid] = running[tid];
+    if (a.numTokensPerExpert) {
+      for (int e = tid; e < a.numExperts; e += kNotifyThreads) a.numTokensPerExpert[e] = expertCount[e];
+    }
+    if (tid < R && a.meta) a.meta->sentRows[tid] = running[tid];
+  }
+  if (a.layoutOnly) return;
+
+  // Publish: reset our arrival counter first, so that no sender can add to it
+  // before it is zero (they wait for our flag below).
+  if (tid == 0) {
+    ctrl->dispatchArrived = 0;
+    __threadfence_system();
+  }
+  __syncthreads();
+  if (!a.cached) {
+    for (int i = tid; i < R * R; i += kNotifyThreads) {
+      const int dst = i / R, col = i % R;
+      control_of(a.peers.ptr[dst])->notifyRows[me][col] = running[col];
+    }
+    for (int i = tid; i < R * expertsPerRank; i += kNotifyThreads) {
+      const int dst = i / expertsPerRank, j = i % expertsPerRank;
+      control_of(a.peers.ptr[dst])->notifyExpertRows[me][j] = expertCount[dst * expertsPerRank + j];
+    }
+  }
+  if (tid < R) {
+    control_of(a.peers.ptr[tid])->notifySignature[me] = a.signature;
+    control_of(a.peers.ptr[tid])->notifyError[me] = error_code(a.status);
+  }
+  __syncthreads();
+  if (tid < R) {
+    __threadfence_system();
+    st_release_sys(&control_of(a.peers.ptr[tid])->notifySeq[me], seq);
+  }
+  if (tid < R) wait_flag_eq(&ctrl->notifySeq[tid], seq, deadline, a.status, kPhaseNotify, tid);
+  __syncthreads();
+  // Any rank's failure stops every rank before the data phase.
+  if (tid < R && tid != me) {
+    const int err = ld_volatile(&ctrl->notifyError[tid]);
+    if (err != 0) report_error(a.status, kEpErrPeerFailed, kPhaseNotify, tid, err);
+  }
+  if (tid < R && ld_volatile(&ctrl->notifySignature[tid]) != a.signature) {
+    report_error(a.status, kEpErrShapeMismatch, kPhaseNotify, tid, ld_volatile(&ctrl->notifySignature[tid]));
+  }
+  __syncthreads();
+
+  if (!a.cached && tid == 0 && !has_error(a.status)) {
+    int recv = 0;
+    for (int s = 0; s < R; ++s) {
+      a.meta->recvBase[s] = recv;
+      recv += ld_volatile(&ctrl->notifyRows[s][me]);
+    }
+    a.meta->recvBase[R] = recv;
+    a.meta->numRecv = recv;
+    for (int d = 0; d < R; ++d) {
+      int base = 0;
+      for (int s = 0; s < me; ++s) base += ld_volatile(&ctrl->notifyRows[s][d]);
+      a.meta->sendBase[d] = base;
+    }
+    if (a.numWorstTokens > 0 && recv > a.numWorstTokens) {
+      report_error(a.status, kEpErrWorstTokens, kPhaseNotify, me, recv);
+    }
+    if (a.host) a.host->numRecv = recv;
+  }
+  if (!a.cached && a.host) {
+    for (int j = tid; j < expertsPerRank; j += kNotifyThreads) {
+      int n = 0;
+      for (int s = 0; s < R; ++s) n += ld_volatile(&ctrl->notifyExpertRows[s][j]);
+      const int align = a.expertAlignment;
+      a.host->perExpert[j] = (n + align - 1) / align * align;
+    }
+  }
+  __syncthreads();
+  if (tid == 0) local_of(mine)->normalSeq = seq;
+}
+
+// --------------------------------------------------------------------------
+
+template <CopyEngine kEngine>
+struct DispatchConfig;
+template <>
+struct DispatchConfig<CopyEngine::kWarp> {
+  static constexpr int kThreads = 512;
+  static constexpr size_t kSmem = 0;
+};
+template <>
+struct DispatchConfig<CopyEngine::kTma> {
+  static constexpr int kThreads = 128;
+  static constexpr size_t kSmem = (kThreads / kWarpSize) * sizeof(TmaWarpStages);
+};
+
+template <CopyEngine kEngine>
+__global__ void __launch_bounds__(DispatchConfig<kEngine>::kThreads, 1) dispatch_kernel(DispatchArgs a) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  __shared__ int rowsTo[kMaxRanks];
+  __shared__ bool last;
+  constexpr int kThreads = DispatchConfig<kEngine>::kThreads;
+  constexpr int kWarps = kThreads / kWarpSize;
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int R = a.numRanks, me = a.rank;
+  const uint64_t deadline = global_timer_ns() + a.timeoutNs;
+  if (has_error(a.status)) return;  // notify failed: every rank skips the data phase
+
+  const int rowBytes = a.hidden * a.elemBytes;
+  const int scaleCols = a.hasScales ? a.hidden / kScaleBlock : 0;
+  const int idxBytes = a.idx64 ? 8 : 4;
+  const uint64_t slotOffset = a.regions.slab0 + static_cast<uint64_t>(a.slot) * a.regions.slabStride;
+  const RoutingMeta& meta = *a.meta;
+
+  // Destination row of token t on rank r (-1 when not sent).
+  auto dest_row = [&](int t, int r) {
+    int p = a.sendPos[t * R + r];
+    return p < 0 ? -1 : meta.sendBase[r] + p;
+  };
+
+  if (tid < kMaxRanks) rowsTo[tid] = 0;
+  __syncthreads();
+
+  // Rows: whole warps across the grid, token by token.
+  const int globalWarp = blockIdx.x * kWarps + warp;
+  const int numWarps = gridDim.x * kWarps;
+  auto job = [&](int t) {
+    RowJob j;
+    j.src = a.x + static_cast<size_t>(t) * rowBytes;
+    j.numDst = 0;
+    for (int r = 0; r < R; ++r) {
+      int row = dest_row(t, r);
+      if (row >= 0) j.dst[j.numDst++] = a.peers.ptr[r] + slotOffset + a.regions.slabX + static_cast<size_t>(row) * rowBytes;
+    }
+    return j;
+  };
+  TmaWarpStages* stages = reinterpret_cast<TmaWarpStages*>(smem) + warp;
+  copy_rows<kEngine>(globalWarp, numWarps, a.numTokens, rowBytes, stages, lane, job);
+
+  // Small per-row data: scales, local top-k ids, weights, source token id.
+  for (int t = blockIdx.x * kThreads + tid; t < a.numTokens; t += gridDim.x * kThreads) {
+    for (int r = 0; r < R; ++r) {
+      const int row = dest_row(t, r);
+      if (row < 0) continue;
+      atomicAdd(&rowsTo[r], 1);
+      uint8_t* slot = a.peers.ptr[r] + slotOffset;
+      float* scaleDst = reinterpret_cast<float*>(slot + a.regions.slabScales) + static_cast<size_t>(row) * scaleCols;
+      const float* scaleSrc = a.xScales + static_cast<size_t>(t) * scaleCols;
+      if (scaleCols % 4 == 0) {
+        for (int c = 0; c < scaleCols; c += 4) {
+          *reinterpret_cast<float4*>(scaleDst + c) = *reinterpret_cast<const float4*>(scaleSrc + c);
+        }
+      } else {
+        for (int c = 0; c < scaleCols; ++c) scaleDst[c] = scaleSrc[c];
+      }
+      const int lo = r * a.numLocalExperts;
+      for (int k = 0; k < a.topk; ++k) {
+        int64_t e = load_idx(a.topkIdx, a.idx64, t * a.topk + k);
+        const bool local = e >= lo && e < lo + a.numLocalExperts;
+        const int64_t le = local ? e - lo : -1;
+        uint8_t* idxDst = slot + a.regions.slabTopkIdx + (static_cast<size_t>(row) * a.topk + k) * idxBytes;
+        if (a.idx64) *reinterpret_cast<int64_t*>(idxDst) = le;
+        else *reinterpret_cast<int32_t*>(idxDst) = static_cast<int32_t>(le);
+        reinterpret_cast<float*>(slot + a.regions.slabTopkWeights)[static_cast<size_t>(row) * a.topk + k] =
+            local ? a.topkWeights[t * a.topk + k] : 0.0f;
+      }
+      reinterpret_cast<int32_t*>(slot + a.regions.slabSrcIdx)[row] = t;
+    }
+  }
+
+  // Padding rows of a numWorstTokens dispatch: no expert, zero weight.
+  if (a.numWorstTokens > 0 && a.topk > 0) {
+    uint8_t* slot = a.peers.ptr[me] + slotOffset;
+    const int begin = meta.numRecv * a.topk, end = a.numWorstTokens * a.topk;
+    for (int i = begin + blockIdx.x * kThreads + tid; i < end; i += gridDim.x * kThreads) {
+      uint8_t* idxDst = slot + a.regions.slabTopkIdx + static_cast<size_t>(i) * idxBytes;
+      if (a.idx64) *reinterpret_cast<int64_t*>(idxDst) = -1;
+      else *reinterpret_cast<int32_t*>(idxDst) = -1;
+      reinterpret_cast<float*>(slot + a.regions.slabTopkWeights)[i] = 0.0f;
+    }
+  }
+
+  // Publish this block's rows, then let the last block wait for all arrivals.
+  __syncthreads();
+  if (tid < R && rowsTo[tid] > 0) {
+    __threadfence_system();
+    red_add_release_sys(&control_of(a.peers.ptr[tid])->dispatchArrived, static_cast<uint64_t>(rowsTo[tid]));
+  }
+  __syncthreads();
+  if (tid == 0) {
+    __threadfence();
+    uint32_t* fin = &local_of(a.peers.ptr[me])->finished[kFinishDispatch];
+    last = atomicAdd(fin, 1) == gridDim.x - 1;
+    if (last) *fin = 0;
+  }
+  __syncthreads();
+  if (last && tid == 0) {
+    wait_counter_ge(&control_of(a.peers.ptr[me])->dispatchArrived, static_cast<uint64_t>(meta.numRecv), deadline,
+                    a.status, kPhaseDispatchData, -1);
+  }
+}
+
+template <CopyEngine kEngine>
+cudaError_t LaunchDispatchWith(const DispatchArgs& a, int numSms, cudaStream_t stream) {
+  using Cfg = DispatchConfig<kEngine>;
+  if (Cfg::kSmem > 0) {
+    cudaError_t e = cudaFuncSetAttribute(dispatch_kernel<kEngine>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(Cfg::kSmem));
+    if (e != cudaSuccess) return e;
+  }
+  dispatch_kernel<kEngine><<<numSms, Cfg::kThreads, Cfg::kSmem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t LaunchNotify(const NotifyArgs& a, cudaStream_t stream) {
+  const size_t smem = a.cached ? 0 : static_cast<size_t>(a.numExperts) * sizeof(int);
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(notify_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  notify_kernel<<<1, kNotifyThreads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchDispatch(const DispatchArgs& a, int numSms, bool useTma, cudaStream_t stream) {
+  return useTma ? LaunchDispatchWith<CopyEngine::kTma>(a, numSms, stream)
+                : LaunchDispatchWith<CopyEngine::kWarp>(a, numSms, stream);
+}
+
+}  // namespace wideep::ep
