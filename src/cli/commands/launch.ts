@@ -1,0 +1,140 @@
+import { parseArgs } from 'node:util';
+
+import { launch, type LaunchOptions } from '../../dist/launcher.js';
+import { WideepError } from '../../errors.js';
+import { toJson, type CliCommand } from '../command.js';
+
+const USAGE = `usage: wideep launch --nproc-per-node N [--nnodes M --node-rank i --dist-init-addr host:port]
+                     [--master-port P] [--json] script [args...]
+
+Starts N workers of script on this node, one per GPU. A .js/.mjs/.cjs script
+runs under this Node; anything else is executed directly. Arguments after the
+script are the script's.
+
+Every worker gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,
+NODE_RANK, MASTER_ADDR and MASTER_PORT on top of this environment; its output
+lines are prefixed with [rank N]. The launcher of node 0 hosts the job's store
+(a free port on 127.0.0.1 for one node, --dist-init-addr for several).
+
+When a worker fails, the launcher stops all the others (SIGTERM, then SIGKILL
+after 3 s), on every node, names the failed rank and exits 1. SIGINT, SIGTERM
+and SIGHUP are forwarded to the workers.
+
+options:
+  --nproc-per-node N       workers on this node (required)
+  --nnodes M               nodes in the job (default 1)
+  --node-rank i            this node's index, 0..M-1 (default 0)
+  --dist-init-addr h[:p]   node 0's address and store port (required with --nnodes > 1)
+  --master-port P          the store's port (default: free port for one node, else 29500)
+  --json                   after the run, print {ok, worldSize, nodeRank, ranks, failedRank}`;
+
+/** Launcher flags that take a value (so the value is not mistaken for the script). */
+const VALUE_FLAGS = new Set(['--nproc-per-node', '--nnodes', '--node-rank', '--dist-init-addr', '--master-port']);
+
+function usageError(message: string): WideepError {
+  return new WideepError('ERR_INVALID_ARG', `launch: ${message}`);
+}
+
+function flagInt(flag: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw usageError(`${flag}: expected an integer in [${min}, ${max}], got ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
+
+/** Splits `host:port`, `[v6]:port`, `host` or a bare IPv6 address. */
+export function parseHostPort(text: string): { host: string; port: number | undefined } {
+  // '[v6]:port', 'host:port'; a bare IPv6 address (several colons) has no port.
+  const m = /^\[([^\]]+)\](?::(.*))?$/.exec(text) ?? /^([^:]*):([^:]*)$/.exec(text);
+  const host = m ? m[1] : text;
+  const port = m?.[2];
+  if (!host) throw usageError(`--dist-init-addr: expected host[:port], got ${JSON.stringify(text)}`);
+  return { host, port: flagInt('--dist-init-addr port', port, 1, 65535) };
+}
+
+export interface ParsedLaunchArgs {
+  options: LaunchOptions;
+  json: boolean;
+}
+
+/** Parses `wideep launch` arguments; everything from the script on belongs to the script. */
+export function parseLaunchArgs(argv: readonly string[]): ParsedLaunchArgs {
+  let i = 0;
+  const own: string[] = [];
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      i++;
+      break;
+    }
+    if (!a.startsWith('-') || a === '-') break;
+    own.push(a);
+    if (VALUE_FLAGS.has(a) && i + 1 < argv.length) own.push(argv[++i]!);
+  }
+  const script = argv[i];
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: own,
+      strict: true,
+      options: {
+        'nproc-per-node': { type: 'string' },
+        nnodes: { type: 'string' },
+        'node-rank': { type: 'string' },
+        'dist-init-addr': { type: 'string' },
+        'master-port': { type: 'string' },
+        json: { type: 'boolean', default: false },
+      },
+    }));
+  } catch (e) {
+    throw usageError((e as Error).message);
+  }
+  const nproc = flagInt('--nproc-per-node', values['nproc-per-node'], 1, 1024);
+  if (nproc === undefined) throw usageError('--nproc-per-node is required');
+  const nnodes = flagInt('--nnodes', values.nnodes, 1, 1 << 20) ?? 1;
+  const nodeRank = flagInt('--node-rank', values['node-rank'], 0, 1 << 20) ?? 0;
+  if (nodeRank >= nnodes) throw usageError(`--node-rank ${nodeRank} must be below --nnodes ${nnodes}`);
+  const addr = values['dist-init-addr'] === undefined ? undefined : parseHostPort(values['dist-init-addr']);
+  if (nnodes > 1 && !addr) throw usageError('--dist-init-addr is required with --nnodes > 1');
+  const masterPort = flagInt('--master-port', values['master-port'], 1, 65535);
+  if (addr?.port !== undefined && masterPort !== undefined && addr.port !== masterPort) {
+    throw usageError(`--dist-init-addr port ${addr.port} and --master-port ${masterPort} disagree`);
+  }
+  if (script === undefined) throw usageError('no script given');
+  return {
+    options: {
+      script,
+      args: argv.slice(i + 1),
+      nprocPerNode: nproc,
+      nnodes,
+      nodeRank,
+      masterAddr: addr?.host,
+      masterPort: addr?.port ?? masterPort,
+    },
+    json: values.json ?? false,
+  };
+}
+
+export const command: CliCommand = {
+  name: 'launch',
+  summary: 'start one worker process per GPU, with rank variables and a shared store',
+  usage: USAGE,
+  async run(argv, io) {
+    const { options, json } = parseLaunchArgs(argv);
+    const result = await launch({ ...options, stdout: io.out, stderr: io.err });
+    if (result.message) io.err(`wideep launch: ${result.message}`);
+    if (json) {
+      io.out(
+        toJson({
+          ok: result.ok,
+          worldSize: result.worldSize,
+          nodeRank: result.nodeRank,
+          ranks: result.ranks.map(({ rank, exitCode, signal }) => ({ rank, exitCode, signal })),
+          failedRank: result.failedRank,
+        }),
+      );
+    }
+    return result.exitCode;
+  },
+};

@@ -1,0 +1,312 @@
+/**
+ * The store client: one TCP connection, requests pipelined under ids. Waiting
+ * happens on the server; the client only holds a backstop timer per request,
+ * so a frozen server still ends in ERR_TIMEOUT. When the connection drops,
+ * every pending and later call rejects with ERR_PEER. The socket is ref'd only
+ * while a request is in flight: an idle client never keeps Node alive.
+ */
+import { connect as netConnect, type Socket } from 'node:net';
+
+import { WideepError, assertInteger, isWideepError } from '../../errors.js';
+import type { KeyValueStore, StoreValue } from '../types.js';
+import {
+  FrameDecoder,
+  FrameReader,
+  MAX_VALUE_BYTES,
+  Op,
+  PROTOCOL_MAGIC,
+  Status,
+  checkTimeout,
+  decodeError,
+  describeKeys,
+  describeTimeout,
+  encodeFrame,
+  keyBytes,
+  protocolError,
+  startTimer,
+  valueBytes,
+  type Field,
+} from './protocol.js';
+import type { TcpStoreServer } from './server.js';
+
+/** Default limit for connecting and for each call: 300 s. */
+export const DEFAULT_STORE_TIMEOUT_MS = 300_000;
+/** How long past a waiting call's own limit the client waits for the server's answer. */
+const ANSWER_GRACE_MS = 5_000;
+const FIRST_RETRY_MS = 25;
+const MAX_RETRY_MS = 1_000;
+
+export interface StoreClientOptions {
+  host: string;
+  port: number;
+  /** Participants of `barrier()`; barrier refuses to run without it. */
+  worldSize?: number;
+  /** Limit for connecting and the default limit for each call (ms, Infinity allowed); 300 s. */
+  timeoutMs?: number;
+  /** A server this process hosts: closed with the client, after the other clients have left. */
+  server?: TcpStoreServer;
+}
+
+interface Pending {
+  what: string;
+  resolve(r: FrameReader): void;
+  reject(e: WideepError): void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function attempt(host: string, port: number, limitMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host, port });
+    const timer = startTimer(limitMs, () => {
+      socket.destroy();
+      reject(new Error('connection attempt timed out'));
+    });
+    socket.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+  });
+}
+
+export class TcpStoreClient implements KeyValueStore {
+  readonly host: string;
+  readonly port: number;
+  readonly worldSize: number | undefined;
+  readonly timeoutMs: number;
+  readonly #socket: Socket;
+  #server: TcpStoreServer | undefined;
+  readonly #pending = new Map<number, Pending>();
+  readonly #generations = new Map<string, number>();
+  #nextId = 1;
+  #broken: WideepError | undefined;
+  #socketError: string | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(socket: Socket, options: Required<Pick<StoreClientOptions, 'host' | 'port' | 'timeoutMs'>> & StoreClientOptions) {
+    this.host = options.host;
+    this.port = options.port;
+    this.worldSize = options.worldSize;
+    this.timeoutMs = options.timeoutMs;
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 10_000);
+    const decoder = new FrameDecoder();
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const frame of decoder.push(chunk)) this.#answer(frame);
+      } catch (e) {
+        this.#fail(isWideepError(e) ? e : protocolError(String(e)));
+      }
+    });
+    socket.on('error', (e) => {
+      this.#socketError = e.message;
+    });
+    socket.on('close', () =>
+      this.#fail(
+        new WideepError(
+          'ERR_PEER',
+          `store server at ${this.#where} closed the connection${this.#socketError ? ` (${this.#socketError})` : ''}`,
+        ),
+      ),
+    );
+    this.#updateRef();
+  }
+
+  /**
+   * Connects, retrying with backoff until `timeoutMs` (the server may start
+   * after its clients), then checks that the peer speaks this protocol.
+   */
+  static async connect(options: StoreClientOptions): Promise<TcpStoreClient> {
+    const host = options?.host;
+    if (typeof host !== 'string' || host === '') {
+      throw new WideepError('ERR_INVALID_ARG', `store host: expected a non-empty string, got ${JSON.stringify(host)}`);
+    }
+    const port = assertInteger('store port', options.port, 1, 65535);
+    if (options.worldSize !== undefined) assertInteger('store worldSize', options.worldSize, 1);
+    const timeoutMs = checkTimeout('store timeoutMs', options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
+    const deadline = Date.now() + timeoutMs;
+    let delay = FIRST_RETRY_MS;
+    let last = '';
+    for (;;) {
+      const remaining = deadline - Date.now();
+      try {
+        const socket = await attempt(host, port, remaining);
+        const client = new TcpStoreClient(socket, { ...options, host, port, timeoutMs });
+        try {
+          await client.#request('hello', Op.Hello, [{ u32: PROTOCOL_MAGIC }], remaining);
+          client.#server = options.server;
+          return client;
+        } catch (e) {
+          await client.close();
+          throw e;
+        }
+      } catch (e) {
+        if (isWideepError(e, 'ERR_PROTOCOL')) {
+          throw new WideepError('ERR_PROTOCOL', `${host}:${port} is not a wideep store: ${e.message}`, { cause: e });
+        }
+        last = (e as Error).message;
+      }
+      if (Date.now() + delay >= deadline) {
+        throw new WideepError(
+          'ERR_TIMEOUT',
+          `could not connect to the store at ${host}:${port} within ${describeTimeout(timeoutMs)}: ${last}`,
+        );
+      }
+      await sleep(delay);
+      delay = Math.min(2 * delay, MAX_RETRY_MS);
+    }
+  }
+
+  get #where(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  async set(key: string, value: StoreValue): Promise<void> {
+    await this.#request(`set of key ${describeKeys([key])}`, Op.Set, [{ bytes: keyBytes(key) }, { bytes: valueBytes('store value', value) }]);
+  }
+
+  async get(key: string, options?: { timeoutMs?: number }): Promise<Uint8Array> {
+    const k = keyBytes(key);
+    const timeoutMs = this.#callTimeout(options);
+    const r = await this.#request(`get of key ${describeKeys([key])}`, Op.Get, [{ bytes: k }, { f64: timeoutMs }], timeoutMs + ANSWER_GRACE_MS);
+    return new Uint8Array(r.bytes(MAX_VALUE_BYTES));
+  }
+
+  async wait(keys: readonly string[], options?: { timeoutMs?: number }): Promise<void> {
+    if (!Array.isArray(keys)) throw new WideepError('ERR_INVALID_ARG', `store wait: expected an array of keys, got ${typeof keys}`);
+    const fields: Field[] = [{ u32: keys.length }, ...keys.map((k) => ({ bytes: keyBytes(k) }))];
+    const timeoutMs = this.#callTimeout(options);
+    fields.push({ f64: timeoutMs });
+    await this.#request(`wait for keys ${describeKeys(keys)}`, Op.Wait, fields, timeoutMs + ANSWER_GRACE_MS);
+  }
+
+  async add(key: string, delta: number): Promise<number> {
+    const k = keyBytes(key);
+    if (!Number.isSafeInteger(delta)) throw new WideepError('ERR_INVALID_ARG', `store add: delta must be a safe integer, got ${String(delta)}`);
+    return (await this.#request(`add to key ${describeKeys([key])}`, Op.Add, [{ bytes: k }, { f64: delta }])).f64();
+  }
+
+  async compareSet(key: string, expected: StoreValue | null, desired: StoreValue): Promise<Uint8Array> {
+    const fields: Field[] = [
+      { bytes: keyBytes(key) },
+      { u8: expected === null ? 0 : 1 },
+      { bytes: expected === null ? new Uint8Array(0) : valueBytes('store compareSet expected', expected) },
+      { bytes: valueBytes('store compareSet desired', desired) },
+    ];
+    const r = await this.#request(`compareSet of key ${describeKeys([key])}`, Op.CompareSet, fields);
+    return new Uint8Array(r.bytes(MAX_VALUE_BYTES));
+  }
+
+  async delete(key: string): Promise<boolean> {
+    return (await this.#request(`delete of key ${describeKeys([key])}`, Op.Delete, [{ bytes: keyBytes(key) }])).u8() === 1;
+  }
+
+  async barrier(name: string, options?: { timeoutMs?: number }): Promise<void> {
+    const n = keyBytes(name);
+    if (this.worldSize === undefined) {
+      throw new WideepError('ERR_INVALID_ARG', 'store barrier: this client was connected without a worldSize');
+    }
+    const timeoutMs = this.#callTimeout(options);
+    const generation = this.#generations.get(name) ?? 0;
+    this.#generations.set(name, generation + 1);
+    await this.#request(
+      `barrier ${describeKeys([name])}`,
+      Op.Barrier,
+      [{ bytes: n }, { f64: generation }, { u32: this.worldSize }, { f64: timeoutMs }],
+      timeoutMs + ANSWER_GRACE_MS,
+    );
+  }
+
+  /**
+   * Closes the connection, then any server this client hosts, once its other
+   * clients have left or `drainMs` (default: the client's timeout) has passed.
+   * Idempotent: later calls return the first call's promise.
+   */
+  close(options?: { drainMs?: number }): Promise<void> {
+    this.#closing ??= this.#shutdown(options?.drainMs ?? this.timeoutMs);
+    return this.#closing;
+  }
+
+  async #shutdown(drainMs: number): Promise<void> {
+    this.#rejectAll(new WideepError('ERR_CLOSED', 'store client is closed'));
+    if (!this.#socket.closed) {
+      await new Promise<void>((resolve) => {
+        this.#socket.once('close', () => resolve());
+        this.#socket.destroy();
+      });
+    }
+    await this.#server?.close({ drainMs });
+  }
+
+  #callTimeout(options: { timeoutMs?: number } | undefined): number {
+    return options?.timeoutMs === undefined ? this.timeoutMs : checkTimeout('store timeoutMs', options.timeoutMs);
+  }
+
+  #request(what: string, op: number, fields: readonly Field[], answerMs: number = this.timeoutMs): Promise<FrameReader> {
+    if (this.#closing) return Promise.reject(new WideepError('ERR_CLOSED', `store ${what}: the client is closed`));
+    if (this.#broken) return Promise.reject(new WideepError(this.#broken.code, `store ${what}: ${this.#broken.message}`));
+    const id = this.#nextId;
+    this.#nextId = this.#nextId === 0xffffffff ? 1 : this.#nextId + 1;
+    let frame: Buffer;
+    try {
+      frame = encodeFrame(op, id, fields);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise<FrameReader>((resolve, reject) => {
+      const timer = startTimer(
+        answerMs,
+        () => {
+          this.#pending.delete(id);
+          this.#updateRef();
+          reject(new WideepError('ERR_TIMEOUT', `store server at ${this.#where} did not answer the ${what} within ${describeTimeout(answerMs)}`));
+        },
+        { unref: true },
+      );
+      this.#pending.set(id, { what, resolve, reject, timer });
+      this.#updateRef();
+      this.#socket.write(frame);
+    });
+  }
+
+  #answer(frame: Buffer): void {
+    const r = new FrameReader(frame);
+    const status = r.u8();
+    const id = r.u32();
+    const p = this.#pending.get(id);
+    if (!p) return; // its backstop timer already gave up on it
+    this.#pending.delete(id);
+    clearTimeout(p.timer);
+    this.#updateRef();
+    if (status === Status.Ok) p.resolve(r);
+    else p.reject(decodeError(r));
+  }
+
+  #fail(e: WideepError): void {
+    if (this.#broken || this.#closing) return;
+    this.#broken = e;
+    this.#rejectAll(e);
+    this.#socket.destroy();
+  }
+
+  #rejectAll(e: WideepError): void {
+    for (const p of this.#pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new WideepError(e.code, `store ${p.what}: ${e.message}`));
+    }
+    this.#pending.clear();
+    this.#updateRef();
+  }
+
+  #updateRef(): void {
+    if (this.#pending.size > 0) this.#socket.ref();
+    else this.#socket.unref();
+  }
+}
