@@ -39,6 +39,7 @@
             "native/cuda/device_memory.cc",
             "native/cuda/copies.cc",
             "native/cuda/probe.cc",
+            "native/cuda/graph.cc",
             "native/dynlib/dynamic_library.cc",
             "native/nccl/nccl_loader.cc",
             "native/nccl/nccl_error.cc",

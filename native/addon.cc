@@ -7,6 +7,7 @@
 #include "cuda/copies.h"
 #include "cuda/device_memory.h"
 #include "cuda/event.h"
+#include "cuda/graph.h"
 #include "cuda/probe.h"
 #include "cuda/stream.h"
 #include "ep/ep_buffer.h"
@@ -35,6 +36,9 @@ WideepAddon::WideepAddon(Napi::Env env, Napi::Object exports) {
   communicatorCtor = Napi::Persistent(comm);
   cuda.Set("Communicator", comm);
   cuda.Set("EpBuffer", ep::EpBuffer::Define(env));
+  Napi::Function graph = Graph::Define(env);
+  graphCtor = Napi::Persistent(graph);
+  cuda.Set("Graph", graph);
   exports.Set("cuda", cuda);
 #endif
 }

@@ -3,3 +3,22 @@ export * from './tensor/index.js';
 export { Stream, defaultStream } from './cuda/stream.js';
 export { Event } from './cuda/event.js';
 export { deviceCount, memGetInfo, trimMemoryPool } from './cuda/device.js';
+export { Graph } from './cuda/graph.js';
+export { capabilities, type Capabilities, type GpuInfo, type NcclInfo } from './capabilities.js';
+export type { KeyValueStore, ProcessGroup, StoreValue } from './dist/types.js';
+export {
+  TcpStoreServer,
+  TcpStoreClient,
+  openStore,
+  MAX_KEY_BYTES,
+  MAX_VALUE_BYTES,
+  DEFAULT_STORE_TIMEOUT_MS,
+  type StoreServerOptions,
+  type StoreClientOptions,
+  type OpenStoreOptions,
+} from './dist/store/index.js';
+export { detectDistEnv, type DistEnv, type DistEnvOptions, type DistEnvSource } from './dist/env.js';
+export { initProcessGroup, type InitProcessGroupOptions } from './dist/process-group.js';
+export { launch, type LaunchOptions, type LaunchResult, type RankExit, type LaunchFailure } from './dist/launcher.js';
+export { Communicator, type CommunicatorOptions, type ReduceOp, type P2POp } from './comm/communicator.js';
+export { loadNccl } from './comm/nccl-library.js';

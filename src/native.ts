@@ -90,6 +90,54 @@ export interface NativeNcclLoad {
   attempts: NativeLibraryAttempt[];
 }
 
+export interface NativeEpStatus {
+  code: number;
+  phase: number;
+  peer: number;
+  value: number;
+}
+
+export type NativeFieldMap = Record<string, number> & { length: number };
+
+export interface NativeEpBatonLayout {
+  config: NativeFieldMap;
+  notify: NativeFieldMap;
+  dispatch: NativeFieldMap;
+  combine: NativeFieldMap;
+  lowLatency: NativeFieldMap;
+  controlBytes: number;
+  maxRanks: number;
+  maxLocalExperts: number;
+  maxTopk: number;
+  routingMetaBytes: number;
+}
+
+/** native/ep/ep_buffer.cc: the registered buffer, its peers and the EP launches. */
+export interface NativeEpBuffer {
+  readonly base: bigint;
+  readonly closed: boolean;
+  ipcHandle(): Uint8Array;
+  openPeers(handles: Uint8Array[]): void;
+  configure(baton: BigInt64Array): void;
+  notify(baton: BigInt64Array, stream: NativeStream): void;
+  dispatch(baton: BigInt64Array, stream: NativeStream): void;
+  combine(baton: BigInt64Array, stream: NativeStream): void;
+  lowLatencyDispatchSend(baton: BigInt64Array, stream: NativeStream): void;
+  lowLatencyDispatchRecv(baton: BigInt64Array, stream: NativeStream): void;
+  lowLatencyCombineSend(baton: BigInt64Array, stream: NativeStream): void;
+  lowLatencyCombineRecv(baton: BigInt64Array, stream: NativeStream): void;
+  cleanLowLatency(stream: NativeStream): void;
+  readStatus(): NativeEpStatus | null;
+  readCounts(slot: number, numLocalExperts: number): { numRecv: number; perExpert: Int32Array };
+  close(): Promise<void>;
+}
+
+export interface NativeGraph {
+  readonly closed: boolean;
+  launch(stream: NativeStream): void;
+  close(): void;
+}
+
 export interface CudaBinding {
   probe(): NativeProbe;
   Stream: new (device: number, priority?: number) => NativeStream;
@@ -103,6 +151,14 @@ export interface CudaBinding {
   trimMemoryPool(device: number): void;
   /** dlopen()s the first loadable candidate and resolves the NCCL API. Idempotent once loaded. */
   ncclLoad(candidates: string[]): NativeNcclLoad;
+  Graph: {
+    beginCapture(stream: NativeStream): void;
+    endCapture(stream: NativeStream): NativeGraph;
+  };
+  EpBuffer: {
+    new (device: number, bytes: number, numSlots: number, rank: number, numRanks: number): NativeEpBuffer;
+    batonLayout(): NativeEpBatonLayout;
+  };
 }
 
 export interface NativeBinding {

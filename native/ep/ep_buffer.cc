@@ -395,14 +395,13 @@ LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyFi
     auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");           \
     LowLatencyArgs a = MakeLowLatencyArgs(r, b);                                   \
     const int numSms = b.Int(LowLatencyField::numSms);                             \
-    (void)numSms;                                                                  \
     DeviceGuard guard(r.device);                                                   \
     WIDEEP_CUDA_THROW(env, Call);                                                  \
   }
 
 WIDEEP_LL_LAUNCH(LowLatencyDispatchSend, LaunchLowLatencyDispatchSend(a, numSms, stream->stream))
-WIDEEP_LL_LAUNCH(LowLatencyDispatchRecv, LaunchLowLatencyDispatchRecv(a, stream->stream))
-WIDEEP_LL_LAUNCH(LowLatencyCombineSend, LaunchLowLatencyCombineSend(a, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyDispatchRecv, LaunchLowLatencyDispatchRecv(a, numSms, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyCombineSend, LaunchLowLatencyCombineSend(a, numSms, stream->stream))
 WIDEEP_LL_LAUNCH(LowLatencyCombineRecv, LaunchLowLatencyCombineRecv(a, numSms, stream->stream))
 #undef WIDEEP_LL_LAUNCH
 

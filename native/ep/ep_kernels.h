@@ -16,8 +16,9 @@ cudaError_t LaunchCombine(const CombineArgs& a, int numSms, bool useTma, cudaStr
 namespace wideep::ep {
 
 cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
-cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, cudaStream_t stream);
-cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, cudaStream_t stream);
+// The receive grid is one block per local expert; numSms is unused.
+cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
+cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
 cudaError_t LaunchLowLatencyCombineRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
 
 }  // namespace wideep::ep

@@ -66,6 +66,8 @@ __device__ __forceinline__ uint32_t pack_fp8x4(float a, float b, float c, float 
 
 // ------------------------------------------------------------------ dispatch
 
+// Work item = (token, chunk of 256 columns): every SM takes part, so one
+// token's row is cast and written by many warps at once.
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) {
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kSendThreads / kWarpSize;
@@ -73,49 +75,50 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyAr
   uint8_t* mine = a.peers.ptr[me];
   if (has_error(a.status)) return;
   const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
-  const size_t stagingStride = a.regions.stagingStride;
+  const int chunks = (H / 8 + kWarpSize - 1) / kWarpSize;
+  const int items = a.numTokens * chunks;
 
-  for (int t = blockIdx.x * kWarps + warp; t < a.numTokens; t += gridDim.x * kWarps) {
+  for (int item = blockIdx.x * kWarps + warp; item < items; item += gridDim.x * kWarps) {
+    const int t = item / chunks, chunk = item % chunks;
     // Destinations: ranks owning any of the token's experts.
-    int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
-    const int bit = e >= 0 ? 1 << static_cast<int>(e / L) : 0;
-    const int mask = __reduce_or_sync(0xffffffffu, bit);
-    // Every destination gets the top-k row (it tells which tokens were sent).
-    if (lane < a.topk) {
+    const int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
+    const int mask = __reduce_or_sync(0xffffffffu, e >= 0 ? 1 << static_cast<int>(e / L) : 0);
+    // Every destination gets the top-k row: it tells which tokens were sent.
+    if (chunk == 0 && lane < a.topk) {
       for (int r = 0; r < R; ++r) {
         int32_t* dst = reinterpret_cast<int32_t*>(a.peers.ptr[r] + a.regions.srcTopk) +
                        (static_cast<size_t>(me) * a.maxTokens + t) * a.maxTopk;
         dst[lane] = static_cast<int32_t>(e);
       }
     }
-    const int4* src = reinterpret_cast<const int4*>(a.x + static_cast<size_t>(t) * H);
-    const size_t rowOffset = a.regions.staging + (static_cast<size_t>(me) * a.maxTokens + t) * stagingStride;
+    const int c = chunk * kWarpSize + lane;  // 16-byte vector of the bf16 row
+    const bool active = c < H / 8;
+    const int4 v = active ? ld_nc_v4(reinterpret_cast<const int4*>(a.x + static_cast<size_t>(t) * H) + c)
+                          : make_int4(0, 0, 0, 0);
+    const size_t rowOffset =
+        a.regions.staging + (static_cast<size_t>(me) * a.maxTokens + t) * a.regions.stagingStride;
     if (a.useFp8) {
-      // Two 128-channel blocks per warp step: lanes 0-15 and 16-31, 8 channels
-      // each. H % 128 == 0, so idle lanes of the last step form whole halves.
-      for (int base = 0; base < H / 8; base += kWarpSize) {
-        const int c = base + lane;
-        const bool active = c < H / 8;
-        int4 v = active ? ld_nc_v4(src + c) : make_int4(0, 0, 0, 0);
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-        float f[8];
-        float amax = 0;
+      // Lanes 0-15 and 16-31 each hold one 128-channel scale block; H % 128 == 0,
+      // so idle lanes of a last, partial chunk form a whole half.
+      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+      float f[8];
+      float amax = 0;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float2 p = __bfloat1622float2(h[i]);
-          f[2 * i] = p.x;
-          f[2 * i + 1] = p.y;
-          amax = fmaxf(amax, fmaxf(fabsf(p.x), fabsf(p.y)));
-        }
+      for (int i = 0; i < 4; ++i) {
+        float2 p = __bfloat1622float2(h[i]);
+        f[2 * i] = p.x;
+        f[2 * i + 1] = p.y;
+        amax = fmaxf(amax, fmaxf(fabsf(p.x), fabsf(p.y)));
+      }
 #pragma unroll
-        for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        amax = fmaxf(amax, kMinAmax);
-        const float scale = fp8_scale(amax, a.roundScale);
-        const float inv = a.roundScale ? 1.0f / scale : kFp8Max / amax;
-        uint2 q;
-        q.x = pack_fp8x4(f[0] * inv, f[1] * inv, f[2] * inv, f[3] * inv);
-        q.y = pack_fp8x4(f[4] * inv, f[5] * inv, f[6] * inv, f[7] * inv);
-        if (!active) continue;
+      for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      amax = fmaxf(amax, kMinAmax);
+      const float scale = fp8_scale(amax, a.roundScale);
+      const float inv = a.roundScale ? 1.0f / scale : kFp8Max / amax;
+      uint2 q;
+      q.x = pack_fp8x4(f[0] * inv, f[1] * inv, f[2] * inv, f[3] * inv);
+      q.y = pack_fp8x4(f[4] * inv, f[5] * inv, f[6] * inv, f[7] * inv);
+      if (active) {
         for (int r = 0; r < R; ++r) {
           if (!((mask >> r) & 1)) continue;
           uint8_t* row = a.peers.ptr[r] + rowOffset;
@@ -123,12 +126,9 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyAr
           if ((lane & 15) == 0) reinterpret_cast<float*>(row + H)[c / 16] = scale;
         }
       }
-    } else {
-      for (int c = lane; c < H / 8; c += kWarpSize) {
-        int4 v = ld_nc_v4(src + c);
-        for (int r = 0; r < R; ++r) {
-          if ((mask >> r) & 1) st_na_v4(reinterpret_cast<int4*>(a.peers.ptr[r] + rowOffset) + c, v);
-        }
+    } else if (active) {
+      for (int r = 0; r < R; ++r) {
+        if ((mask >> r) & 1) st_na_v4(reinterpret_cast<int4*>(a.peers.ptr[r] + rowOffset) + c, v);
       }
     }
   }
@@ -213,7 +213,8 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
 
 // ------------------------------------------------------------------- combine
 
-// One block per local expert: returns each slot's row to (origin, token, k).
+// Work item = (local expert, slot, 512-byte chunk of the row), over the whole
+// grid: returns the chunk to (origin, token, first k naming this expert).
 __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArgs a) {
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kSendThreads / kWarpSize;
@@ -221,22 +222,54 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
   uint8_t* mine = a.peers.ptr[me];
   if (has_error(a.status)) return;
   const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
-  const int j = blockIdx.x;
-  const int64_t expert = static_cast<int64_t>(me) * L + j;
   const size_t slots = static_cast<size_t>(R) * M;
-  const int n = reinterpret_cast<const int32_t*>(mine + a.regions.recvCount)[j];
-  const int32_t* range = reinterpret_cast<const int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
-  const int32_t* srcInfo = reinterpret_cast<const int32_t*>(mine + a.regions.srcInfo) + static_cast<size_t>(j) * slots;
+  const int32_t* recvCount = reinterpret_cast<const int32_t*>(mine + a.regions.recvCount);
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
   const size_t rowBytes = static_cast<size_t>(H) * 2;
-  for (int p = warp; p < n; p += kWarps) {
+  const int chunks = (H / 8 + kWarpSize - 1) / kWarpSize;
+  // Exclusive prefix of the slots used per local expert, so that items cover
+  // used slots only.
+  extern __shared__ int32_t firstRow[];  // [L + 1]
+  if (warp == 0) {
+    int carry = 0;
+    for (int base = 0; base < L; base += kWarpSize) {
+      const int n = base + lane < L ? recvCount[base + lane] : 0;
+      int incl = n;
+#pragma unroll
+      for (int o = 1; o < kWarpSize; o <<= 1) {
+        const int up = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += up;
+      }
+      if (base + lane < L) firstRow[base + lane] = carry + incl - n;
+      carry += __shfl_sync(0xffffffffu, incl, kWarpSize - 1);
+    }
+    if (lane == 0) firstRow[L] = carry;
+  }
+  __syncthreads();
+  const int items = firstRow[L] * chunks;
+  for (int item = blockIdx.x * kWarps + warp; item < items; item += gridDim.x * kWarps) {
+    const int row = item / chunks, chunk = item % chunks;
+    int lo = 0, hi = L;  // the expert j with firstRow[j] <= row < firstRow[j + 1]
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (firstRow[mid] <= row) lo = mid;
+      else hi = mid;
+    }
+    const int j = lo, p = row - firstRow[j];
+    const int32_t* range = reinterpret_cast<const int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
     int s = 0;
     while (s + 1 < R && range[2 * (s + 1)] <= p) ++s;
-    const int t = srcInfo[p];
+    const int t = reinterpret_cast<const int32_t*>(mine + a.regions.srcInfo)[static_cast<size_t>(j) * slots + p];
+    const int64_t expert = static_cast<int64_t>(me) * L + j;
     const int k = first_slot_of(srcTopk + (static_cast<size_t>(s) * M + t) * a.maxTopk, a.topk, expert);
-    const uint8_t* src = reinterpret_cast<const uint8_t*>(a.y) + (static_cast<size_t>(j) * slots + p) * rowBytes;
-    uint8_t* dst = a.peers.ptr[s] + a.regions.combineRecv + (static_cast<size_t>(t) * a.maxTopk + k) * rowBytes;
-    warp_copy<4>(dst, src, static_cast<int>(rowBytes), lane);
+    const int c = chunk * kWarpSize + lane;
+    if (c < H / 8) {
+      const int4* src = reinterpret_cast<const int4*>(reinterpret_cast<const uint8_t*>(a.y) +
+                                                      (static_cast<size_t>(j) * slots + p) * rowBytes);
+      int4* dst = reinterpret_cast<int4*>(a.peers.ptr[s] + a.regions.combineRecv +
+                                          (static_cast<size_t>(t) * a.maxTopk + k) * rowBytes);
+      st_na_v4(dst + c, ld_nc_v4(src + c));
+    }
   }
   if (is_last_block(&local_of(mine)->finished[kFinishLlCombineSend]) && tid < R) {
     __threadfence_system();
@@ -244,7 +277,8 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
   }
 }
 
-// Warp per token: out[t] = sum_k w[t,k] * row(t, k), in k order, in float.
+// Work item = (token, chunk of 256 columns):
+// out[t] = sum over k (in order, skipping -1) of w[t,k] * row(t, k), in float.
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) {
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kRecvThreads / kWarpSize;
@@ -257,40 +291,39 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArg
   __syncthreads();
   if (!has_error(a.status)) {
     const size_t rowBytes = static_cast<size_t>(H) * 2;
-    for (int t = blockIdx.x * kWarps + warp; t < a.numTokens; t += gridDim.x * kWarps) {
-      int64_t ids[kMaxTopk];
-      float w[kMaxTopk];
+    const int chunks = (H / 8 + kWarpSize - 1) / kWarpSize;
+    for (int item = blockIdx.x * kWarps + warp; item < a.numTokens * chunks; item += gridDim.x * kWarps) {
+      const int t = item / chunks;
+      const int c = (item % chunks) * kWarpSize + lane;
+      if (c >= H / 8) continue;
+      const uint8_t* rows = mine + a.regions.combineRecv + static_cast<size_t>(t) * a.maxTopk * rowBytes;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       for (int k = 0; k < a.topk; ++k) {
-        ids[k] = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + k);
-        w[k] = a.topkWeights[static_cast<size_t>(t) * a.topk + k];
-      }
-      for (int c = lane; c < H / 8; c += kWarpSize) {
-        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        for (int k = 0; k < a.topk; ++k) {
-          if (ids[k] < 0) continue;
-          int kk = k;
-          for (int q = 0; q < k; ++q) {
-            if (ids[q] == ids[k]) {
-              kk = q;
-              break;
-            }
-          }
-          const int4 v = ld_nc_v4(reinterpret_cast<const int4*>(
-              mine + a.regions.combineRecv + (static_cast<size_t>(t) * a.maxTopk + kk) * rowBytes) + c);
-          const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            float2 f = __bfloat1622float2(h[i]);
-            acc[2 * i] = fmaf(w[k], f.x, acc[2 * i]);
-            acc[2 * i + 1] = fmaf(w[k], f.y, acc[2 * i + 1]);
+        const int64_t id = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + k);
+        if (id < 0) continue;
+        // A repeated expert was returned once, under its first k.
+        int kk = k;
+        for (int q = 0; q < k; ++q) {
+          if (load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + q) == id) {
+            kk = q;
+            break;
           }
         }
-        int4 o;
-        __nv_bfloat162* oh = reinterpret_cast<__nv_bfloat162*>(&o);
+        const float w = a.topkWeights[static_cast<size_t>(t) * a.topk + k];
+        const int4 v = ld_nc_v4(reinterpret_cast<const int4*>(rows + static_cast<size_t>(kk) * rowBytes) + c);
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
 #pragma unroll
-        for (int i = 0; i < 4; ++i) oh[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
-        reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H)[c] = o;
+        for (int i = 0; i < 4; ++i) {
+          float2 f = __bfloat1622float2(h[i]);
+          acc[2 * i] = fmaf(w, f.x, acc[2 * i]);
+          acc[2 * i + 1] = fmaf(w, f.y, acc[2 * i + 1]);
+        }
       }
+      int4 o;
+      __nv_bfloat162* oh = reinterpret_cast<__nv_bfloat162*>(&o);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) oh[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
+      reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H)[c] = o;
     }
   }
   if (is_last_block(&local_of(mine)->finished[kFinishLlCombineRecv]) && tid == 0) {
@@ -305,7 +338,7 @@ cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cu
   return cudaGetLastError();
 }
 
-cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, cudaStream_t stream) {
+cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(a.numRanks) * a.maxTokens * sizeof(int32_t);
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(ll_dispatch_recv, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -316,8 +349,9 @@ cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, cudaStream_t s
   return cudaGetLastError();
 }
 
-cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, cudaStream_t stream) {
-  ll_combine_send<<<a.numLocalExperts, kSendThreads, 0, stream>>>(a);
+cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
+  const size_t smem = (static_cast<size_t>(a.numLocalExperts) + 1) * sizeof(int32_t);
+  ll_combine_send<<<numSms, kSendThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
 

@@ -8,7 +8,14 @@ interface Entry {
 
 export const COMMANDS: Record<string, Entry> = {
   doctor: { summary: 'report the addon, CUDA, GPUs, peer access and NCCL', load: () => import('./commands/doctor.js') },
+  launch: {
+    summary: 'start one worker process per GPU, with rank variables and a shared store',
+    load: () => import('./commands/launch.js'),
+  },
 };
+
+/** Commands whose arguments after the first positional belong to someone else (a worker script). */
+const PASSTHROUGH = new Set(['launch']);
 
 export function helpText(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
@@ -42,7 +49,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     return 2;
   }
   const { command } = await entry.load();
-  if (rest.includes('--help') || rest.includes('-h')) {
+  const own = PASSTHROUGH.has(name) ? rest.slice(0, 1) : rest;
+  if (own.includes('--help') || own.includes('-h')) {
     io.out(command.usage);
     return 0;
   }

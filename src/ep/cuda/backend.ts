@@ -1,0 +1,462 @@
+/**
+ * The cuda backend: NVLink dispatch/combine kernels over buffers mapped
+ * between the ranks' processes with CUDA IPC (handles exchanged through the
+ * store). Received rows are views into the registered buffer; a receive slot
+ * stays valid until the slot is reused, after which its old views are closed.
+ */
+import { callNative } from '../../cuda/call.js';
+import { cudaProbe } from '../../cuda/device.js';
+import type { DeviceStorage } from '../../cuda/memory.js';
+import { Event } from '../../cuda/event.js';
+import { Stream } from '../../cuda/stream.js';
+import type { ProcessGroup } from '../../dist/types.js';
+import { WideepError } from '../../errors.js';
+import { requireCuda, type NativeEpBatonLayout, type NativeEpBuffer } from '../../native.js';
+import type { DType } from '../../tensor/dtype.js';
+import { Tensor, type Device } from '../../tensor/tensor.js';
+import type {
+  BackendCombineArgs,
+  BackendCombineResult,
+  BackendDispatchArgs,
+  BackendDispatchResult,
+  BackendLowLatencyCombineArgs,
+  BackendLowLatencyCombineResult,
+  BackendLowLatencyDispatchArgs,
+  BackendLowLatencyDispatchResult,
+  CreateCudaBackend,
+  DispatchRouting,
+  EpBackend,
+  LowLatencyRouting,
+} from '../backend.js';
+import type { EpConfig, StreamOptions } from '../types.js';
+import { Baton } from './batons.js';
+import { CONTROL_BYTES, SCALE_BLOCK, computeCudaLayout, type CudaLayout } from './layout.js';
+import { epStatusError } from './status.js';
+
+/** SMs of the normal-mode kernels when a call names none (DeepEP's default budget). */
+export const DEFAULT_NUM_SMS = 24;
+
+interface CudaRouting extends DispatchRouting {
+  readonly meta: Tensor;
+  readonly sendPos: Tensor;
+  readonly idx64: boolean;
+}
+
+type CudaLowLatencyRouting = LowLatencyRouting;
+
+/** An Event whose done() also reports failures the EP kernels recorded. */
+class EpEvent extends Event {
+  readonly #check: () => void;
+  constructor(device: number, check: () => void) {
+    super(device);
+    this.#check = check;
+  }
+  override async done(): Promise<void> {
+    await super.done();
+    this.#check();
+  }
+}
+
+/** A range of the registered buffer; its views close once the range is reused or the buffer closes. */
+class RegionStorage implements DeviceStorage {
+  constructor(
+    readonly device: number,
+    readonly ptr: bigint,
+    readonly byteLength: number,
+    private readonly isStale: () => boolean,
+  ) {}
+  get closed(): boolean {
+    return this.isStale();
+  }
+  close(): void {
+    // The backend owns the memory; a view has nothing to free.
+  }
+}
+
+function signature(hidden: number, topk: number, elemBytes: number, hasScales: boolean): number {
+  return ((hidden << 8) ^ (topk << 3) ^ (elemBytes << 1) ^ (hasScales ? 1 : 0)) | 0;
+}
+
+let instances = 0;
+
+class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
+  readonly kind = 'cuda' as const;
+  readonly device: Device;
+  readonly #dev: number;
+  readonly #config: EpConfig;
+  readonly #group: ProcessGroup;
+  readonly #prefix: string;
+  readonly #native: NativeEpBuffer;
+  readonly #base: bigint;
+  readonly #layout: CudaLayout;
+  readonly #stream: Stream;
+  readonly #smCount: number;
+  readonly #metaBytes: number;
+  readonly #useTma = process.env.WIDEEP_EP_COPY_ENGINE === 'tma';
+  readonly #notify: Baton;
+  readonly #dispatch: Baton;
+  readonly #combine: Baton;
+  readonly #ll: Baton;
+  /** Generation of each normal slot and low-latency half; bumped when new data lands there. */
+  readonly #slotGen: number[];
+  readonly #halfGen = [0, 0];
+  readonly #countsEvents: Event[];
+  #closed = false;
+
+  constructor(group: ProcessGroup, config: EpConfig, native: NativeEpBuffer, layout: CudaLayout, batons: NativeEpBatonLayout, prefix: string) {
+    this.#dev = config.device!;
+    this.device = `cuda:${this.#dev}`;
+    this.#config = config;
+    this.#group = group;
+    this.#prefix = prefix;
+    this.#native = native;
+    this.#base = native.base;
+    this.#layout = layout;
+    this.#stream = new Stream(this.#dev);
+    this.#smCount = cudaProbe().devices[this.#dev]?.multiProcessorCount ?? 132;
+    this.#metaBytes = batons.routingMetaBytes;
+    this.#notify = new Baton(batons.notify);
+    this.#dispatch = new Baton(batons.dispatch);
+    this.#combine = new Baton(batons.combine);
+    this.#ll = new Baton(batons.lowLatency);
+    this.#slotGen = new Array<number>(config.numRecvSlots).fill(0);
+    this.#countsEvents = Array.from({ length: config.numRecvSlots }, () => new Event(this.#dev));
+  }
+
+  // ---- helpers --------------------------------------------------------------------
+
+  #check(): void {
+    const s = this.#native.readStatus();
+    if (s) throw epStatusError(s, this.#config.rank);
+  }
+
+  #streamFor(o: StreamOptions): Stream {
+    const s = o.stream ?? this.#stream;
+    if (s.device !== this.#dev) {
+      throw new WideepError('ERR_INVALID_ARG', `stream: expected a stream on cuda:${this.#dev}, got one on cuda:${s.device}`);
+    }
+    if (o.previousEvent) s.waitEvent(o.previousEvent);
+    return s;
+  }
+
+  #event(s: Stream): EpEvent {
+    return new EpEvent(this.#dev, () => this.#check()).record(s) as EpEvent;
+  }
+
+  /** A view of `bytes` at `offset` of the registered buffer, valid while `gen()` stays `at`. */
+  #view(offset: number, dtype: DType, shape: number[], gen: () => number): Tensor {
+    const at = gen();
+    const bytes = shape.reduce((a, b) => a * b, 1) * ({ bf16: 2, f16: 2, f32: 4, i32: 4, i64: 8, u8: 1, fp8e4m3: 1 } as const)[dtype];
+    const storage = new RegionStorage(this.#dev, this.#base + BigInt(offset), bytes, () => this.#closed || gen() !== at);
+    return Tensor.fromDeviceStorage(storage, dtype, shape, 0, false);
+  }
+
+  #slotOffset(slot: number, field: string): number {
+    const f = this.#layout.fields;
+    return f.slab0! + slot * f.slabStride! + f[field]!;
+  }
+
+  #halfOffset(half: number, field: string): number {
+    const f = this.#layout.fields;
+    return f.llHalf0! + half * f.llHalfStride! + f[field]!;
+  }
+
+  #ptr(t: Tensor | undefined): bigint {
+    return t ? t.ptr : 0n;
+  }
+
+  // ---- normal mode ----------------------------------------------------------------
+
+  getDispatchLayout(topkIdx: Tensor, options: StreamOptions) {
+    const s = this.#streamFor(options);
+    const T = topkIdx.shape[0]!;
+    const R = this.#config.worldSize;
+    const on = { device: this.device, stream: s };
+    const numTokensPerRank = Tensor.empty([R], 'i32', on);
+    const numTokensPerExpert = Tensor.empty([this.#config.numExperts], 'i32', on);
+    const isTokenInRank = Tensor.empty([T, R], 'u8', on);
+    const scratch = Tensor.empty([Math.max(T, 1), R], 'i32', on);
+    this.#notify
+      .reset()
+      .set('topkIdx', topkIdx.ptr)
+      .set('idx64', topkIdx.dtype === 'i64')
+      .set('numTokens', T)
+      .set('topk', topkIdx.shape[1]!)
+      .set('expertAlignment', 1)
+      .set('layoutOnly', 1)
+      .set('sendPos', scratch.ptr)
+      .set('numTokensPerRank', numTokensPerRank.ptr)
+      .set('numTokensPerExpert', numTokensPerExpert.ptr)
+      .set('isTokenInRank', isTokenInRank.ptr)
+      .set('countsSlot', -1);
+    callNative(() => this.#native.notify(this.#notify.array, s.native));
+    scratch.close();
+    return { numTokensPerRank, numTokensPerExpert, isTokenInRank, event: this.#event(s) };
+  }
+
+  async dispatch(args: BackendDispatchArgs<CudaRouting>, slot: number): Promise<BackendDispatchResult<CudaRouting>> {
+    const s = this.#streamFor(args);
+    const { x, xScales, topkIdx, topkWeights, cached } = args;
+    const T = x.shape[0]!;
+    const H = x.shape[1]!;
+    const R = this.#config.worldSize;
+    const L = this.#config.numLocalExperts;
+    const fp8 = x.dtype === 'fp8e4m3';
+    const elemBytes = fp8 ? 1 : 2;
+    const k = cached ? 0 : topkIdx!.shape[1]!;
+    const idx64 = cached ? cached.idx64 : topkIdx!.dtype === 'i64';
+    const numWorst = cached ? (cached.numRecvTokens < 0 ? cached.numRows : 0) : args.numWorstTokens;
+    const needCounts = !cached && numWorst === 0;
+    const on = { device: this.device, stream: s };
+    const meta = cached?.meta ?? Tensor.empty([this.#metaBytes], 'u8', on);
+    const sendPos = cached?.sendPos ?? Tensor.empty([Math.max(T, 1), R], 'i32', on);
+
+    this.#notify
+      .reset()
+      .set('topkIdx', this.#ptr(topkIdx))
+      .set('idx64', idx64)
+      .set('numTokens', T)
+      .set('topk', k)
+      .set('expertAlignment', 1)
+      .set('numWorstTokens', numWorst)
+      .set('cached', cached !== undefined)
+      .set('signature', signature(H, k, elemBytes, fp8))
+      .set('sendPos', sendPos.ptr)
+      .set('meta', meta.ptr)
+      .set('countsSlot', needCounts ? slot : -1);
+    callNative(() => this.#native.notify(this.#notify.array, s.native));
+    const counted = needCounts ? this.#countsEvents[slot]!.record(s) : undefined;
+    this.#dispatch
+      .reset()
+      .set('slot', slot)
+      .set('numTokens', T)
+      .set('hidden', H)
+      .set('elemBytes', elemBytes)
+      .set('hasScales', fp8)
+      .set('topk', k)
+      .set('idx64', idx64)
+      .set('numWorstTokens', numWorst)
+      .set('x', x.ptr)
+      .set('xScales', this.#ptr(xScales))
+      .set('topkIdx', this.#ptr(topkIdx))
+      .set('topkWeights', this.#ptr(topkWeights))
+      .set('sendPos', sendPos.ptr)
+      .set('meta', meta.ptr)
+      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
+      .set('useTma', this.#useTma);
+    callNative(() => this.#native.dispatch(this.#dispatch.array, s.native));
+    const event = this.#event(s);
+    this.#slotGen[slot]!++;
+
+    let numRecv = cached?.numRecvTokens ?? -1;
+    let perExpert: readonly number[] | undefined = cached?.numRecvTokensPerExpert;
+    if (counted) {
+      await counted.done();
+      this.#check();
+      const c = this.#native.readCounts(slot, L);
+      numRecv = c.numRecv;
+      perExpert = Array.from(c.perExpert);
+    }
+    const rows = numWorst > 0 ? numWorst : numRecv;
+    const gen = () => this.#slotGen[slot]!;
+    const routing: CudaRouting = cached ?? {
+      numTokens: T,
+      topk: k,
+      numRecvTokens: numWorst > 0 ? -1 : numRecv,
+      numRows: rows,
+      numRecvTokensPerExpert: numWorst > 0 ? undefined : perExpert,
+      meta,
+      sendPos,
+      idx64,
+    };
+    return {
+      recvX: this.#view(this.#slotOffset(slot, 'slabX'), x.dtype, [rows, H], gen),
+      recvXScales: fp8 ? this.#view(this.#slotOffset(slot, 'slabScales'), 'f32', [rows, H / SCALE_BLOCK], gen) : undefined,
+      recvTopkIdx: cached ? undefined : this.#view(this.#slotOffset(slot, 'slabTopkIdx'), idx64 ? 'i64' : 'i32', [rows, k], gen),
+      recvTopkWeights: cached ? undefined : this.#view(this.#slotOffset(slot, 'slabTopkWeights'), 'f32', [rows, k], gen),
+      routing,
+      event,
+    };
+  }
+
+  async combine(args: BackendCombineArgs<CudaRouting>, slot: number): Promise<BackendCombineResult> {
+    const s = this.#streamFor(args);
+    const { x, routing, topkWeights, bias } = args;
+    const T = routing.numTokens;
+    const H = x.shape[1]!;
+    const k = topkWeights ? topkWeights.shape[1]! : 0;
+    const on = { device: this.device, stream: s };
+    const combinedX = Tensor.empty([T, H], 'bf16', on);
+    const combinedTopkWeights = topkWeights ? Tensor.empty([T, k], 'f32', on) : undefined;
+    this.#combine
+      .reset()
+      .set('slot', slot)
+      .set('numTokens', T)
+      .set('numRows', x.shape[0]!)
+      .set('hidden', H)
+      .set('topk', k)
+      .set('x', x.ptr)
+      .set('topkWeights', this.#ptr(topkWeights))
+      .set('bias0', this.#ptr(bias[0]))
+      .set('bias1', this.#ptr(bias[1]))
+      .set('out', combinedX.ptr)
+      .set('outWeights', this.#ptr(combinedTopkWeights))
+      .set('sendPos', routing.sendPos.ptr)
+      .set('meta', routing.meta.ptr)
+      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
+      .set('useTma', this.#useTma);
+    callNative(() => this.#native.combine(this.#combine.array, s.native));
+    return { combinedX, combinedTopkWeights, event: this.#event(s) };
+  }
+
+  releaseRouting(routing: CudaRouting): void {
+    // Stream-ordered frees: later work on the stream may still read them.
+    routing.meta.close();
+    routing.sendPos.close();
+  }
+
+  // ---- low-latency mode -----------------------------------------------------------
+
+  #lowLatencyBaton(half: number, T: number, H: number, k: number, idx64: boolean): Baton {
+    return this.#ll
+      .reset()
+      .set('half', half)
+      .set('numTokens', T)
+      .set('hidden', H)
+      .set('topk', k)
+      .set('idx64', idx64)
+      .set('numSms', this.#smCount);
+  }
+
+  /** Runs the receive half now, or returns a hook that runs it later on the same stream. */
+  #receive(run: () => void, withHook: boolean): (() => Promise<void>) | undefined {
+    if (!withHook) {
+      callNative(run);
+      return undefined;
+    }
+    let called = false;
+    return async () => {
+      if (called) throw new WideepError('ERR_INVALID_ARG', 'this receive hook was already called');
+      called = true;
+      callNative(run);
+    };
+  }
+
+  async lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, half: number): Promise<BackendLowLatencyDispatchResult<CudaLowLatencyRouting>> {
+    const s = this.#streamFor(args);
+    const { x, topkIdx } = args;
+    const T = x.shape[0]!;
+    const H = x.shape[1]!;
+    const k = topkIdx.shape[1]!;
+    const R = this.#config.worldSize;
+    const L = this.#config.numLocalExperts;
+    const M = this.#config.lowLatency!.maxTokensPerRank;
+    const b = this.#lowLatencyBaton(half, T, H, k, topkIdx.dtype === 'i64')
+      .set('useFp8', args.useFp8)
+      .set('roundScale', args.roundScale)
+      .set('x', x.ptr)
+      .set('topkIdx', topkIdx.ptr)
+      .set('cumulativeStats', this.#ptr(args.cumulativeRecvStats));
+    callNative(() => this.#native.lowLatencyDispatchSend(b.array, s.native));
+    const saved = b.array.slice();
+    const hook = this.#receive(() => this.#native.lowLatencyDispatchRecv(saved, s.native), args.returnRecvHook);
+    const event = this.#event(s);
+    this.#halfGen[half]!++;
+    const gen = () => this.#halfGen[half]!;
+    return {
+      recvX: this.#view(this.#halfOffset(half, 'llRecvX'), args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
+      recvXScales: args.useFp8 ? this.#view(this.#halfOffset(half, 'llRecvScales'), 'f32', [L, R * M, H / SCALE_BLOCK], gen) : undefined,
+      recvCount: this.#view(this.#halfOffset(half, 'llRecvCount'), 'i32', [L], gen),
+      srcInfo: this.#view(this.#halfOffset(half, 'llSrcInfo'), 'i32', [L, R * M], gen),
+      layoutRange: this.#view(this.#halfOffset(half, 'llLayoutRange'), 'i32', [L, R, 2], gen),
+      routing: { numTokens: T },
+      event,
+      hook,
+    };
+  }
+
+  async lowLatencyCombine(args: BackendLowLatencyCombineArgs<CudaLowLatencyRouting>, half: number): Promise<BackendLowLatencyCombineResult> {
+    const s = this.#streamFor(args);
+    const { y, topkIdx, topkWeights } = args;
+    const T = args.routing.numTokens;
+    const H = y.shape[2]!;
+    const k = topkIdx.shape[1]!;
+    const combinedX = args.out ?? Tensor.empty([T, H], 'bf16', { device: this.device, stream: s });
+    const b = this.#lowLatencyBaton(half, T, H, k, topkIdx.dtype === 'i64')
+      .set('topkIdx', topkIdx.ptr)
+      .set('topkWeights', topkWeights.ptr)
+      .set('y', y.ptr)
+      .set('out', combinedX.ptr);
+    callNative(() => this.#native.lowLatencyCombineSend(b.array, s.native));
+    const saved = b.array.slice();
+    const hook = this.#receive(() => this.#native.lowLatencyCombineRecv(saved, s.native), args.returnRecvHook);
+    return { combinedX, event: this.#event(s), hook };
+  }
+
+  async cleanLowLatencyBuffer(): Promise<void> {
+    callNative(() => this.#native.cleanLowLatency(this.#stream.native));
+    await this.#stream.synchronize();
+    await this.#group.store.barrier(`${this.#prefix}/clean`, { timeoutMs: this.#config.timeoutMs });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    // Peers write into this buffer until they are done: free it only after all ranks got here.
+    try {
+      await this.#group.store.barrier(`${this.#prefix}/close`, { timeoutMs: this.#config.timeoutMs });
+    } finally {
+      for (const e of this.#countsEvents) e.close();
+      await this.#native.close();
+      this.#stream.close();
+    }
+  }
+}
+
+function checkLimits(config: EpConfig, batons: NativeEpBatonLayout): void {
+  const limits: [string, number, number][] = [
+    ['worldSize (ranks in one NVLink domain)', config.worldSize, batons.maxRanks],
+    ['numExperts / worldSize (local experts)', config.numLocalExperts, batons.maxLocalExperts],
+    ['maxTopk', config.maxTopk, batons.maxTopk],
+    ['lowLatency.maxTokensPerRank', config.lowLatency?.maxTokensPerRank ?? 0, 1024],
+  ];
+  for (const [what, value, max] of limits) {
+    if (value > max) throw new WideepError('ERR_INVALID_ARG', `EpBuffer (cuda): ${what} is ${value}; the kernels support at most ${max}`);
+  }
+  if (batons.controlBytes !== CONTROL_BYTES) {
+    throw new WideepError('ERR_PROTOCOL', `the addon reserves ${batons.controlBytes} control bytes, this library expects ${CONTROL_BYTES}; rebuild the addon`);
+  }
+}
+
+export const createCudaBackend: CreateCudaBackend = async (group, config) => {
+  const cuda = requireCuda('EpBuffer (cuda backend)');
+  const device = config.device!;
+  const batons = cuda.EpBuffer.batonLayout();
+  checkLimits(config, batons);
+  const peers = cudaProbe().peerAccess;
+  const layout = computeCudaLayout(config);
+  const prefix = `wideep/ep/cuda${instances++}`;
+  const native = callNative(
+    () => new cuda.EpBuffer(device, layout.totalBytes, config.numRecvSlots, config.rank, config.worldSize),
+  );
+  try {
+    const configure = new Baton(batons.config);
+    for (const [name, value] of Object.entries(layout.fields)) configure.set(name, value);
+    configure.set('timeoutMs', config.timeoutMs);
+    callNative(() => native.configure(configure.array));
+    const { store, rank, worldSize } = group;
+    await store.set(`${prefix}/ipc/${rank}`, native.ipcHandle());
+    const handles = await Promise.all(
+      Array.from({ length: worldSize }, (_, r) => store.get(`${prefix}/ipc/${r}`, { timeoutMs: config.timeoutMs })),
+    );
+    if (peers.length > 1 && peers.some((row) => row.some((ok) => !ok))) {
+      throw new WideepError('ERR_UNSUPPORTED', 'EpBuffer (cuda): every pair of GPUs needs peer access (NVLink); see wideep doctor');
+    }
+    callNative(() => native.openPeers(handles));
+    await store.barrier(`${prefix}/open`, { timeoutMs: config.timeoutMs });
+    return new CudaEpBackend(group, config, native, layout, batons, prefix);
+  } catch (e) {
+    await native.close();
+    throw e;
+  }
+};
