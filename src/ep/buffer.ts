@@ -1,0 +1,365 @@
+/**
+ * EpBuffer: the DeepEP-style dispatch/combine API. It validates arguments,
+ * manages receive-slot leases and delegates the data movement to a backend
+ * (`cpu`: the reference; `cuda`: NVLink kernels, loaded on demand).
+ *
+ * Every collective method does its checks and takes its lease synchronously,
+ * at call time, so errors come before any rank communicates and concurrent
+ * calls see each other's leases.
+ */
+import { WideepError, invalidArg } from '../errors.js';
+import type { ProcessGroup } from '../dist/types.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { CreateCudaBackend, DispatchRouting, EpBackend } from './backend.js';
+import { CpuBackend } from './cpu/backend.js';
+import { alignUp } from './layout.js';
+import { AlternatingPool, DispatchHandle, LowLatencyHandle, RoutingRef, SlotPool, type Lease } from './leases.js';
+import { StoreTransport, isCpuTransport, type CpuTransport } from './transport.js';
+import type {
+  CombineOptions,
+  CombineResult,
+  DispatchLayout,
+  DispatchOptions,
+  DispatchResult,
+  EpBackendKind,
+  EpBufferOptions,
+  EpConfig,
+  LowLatencyCombineOptions,
+  LowLatencyCombineResult,
+  LowLatencyDispatchOptions,
+  LowLatencyDispatchResult,
+  StreamOptions,
+} from './types.js';
+import {
+  checkSharedOptions,
+  requireLowLatency,
+  requireOptions,
+  resolveConfig,
+  sharedOptions,
+  validateCombine,
+  validateDispatch,
+  validateLayoutArgs,
+  validateLowLatencyCombine,
+  validateLowLatencyDispatch,
+} from './validate.js';
+
+function isProcessGroup(v: unknown): v is ProcessGroup {
+  const g = v as Partial<ProcessGroup> | null;
+  return typeof g === 'object' && g !== null && typeof g.store === 'object' && typeof g.rank === 'number' && typeof g.worldSize === 'number';
+}
+
+/** Buffers made per ProcessGroup; ranks create buffers in the same order, so the store prefixes agree. */
+const buffersPerGroup = new WeakMap<ProcessGroup, number>();
+
+function storePrefix(group: ProcessGroup): string {
+  const n = buffersPerGroup.get(group) ?? 0;
+  buffersPerGroup.set(group, n + 1);
+  return `wideep/ep/buffer${n}`;
+}
+
+async function loadCudaBackend(): Promise<CreateCudaBackend> {
+  // A variable specifier: the module is optional, and tsc must not resolve it.
+  const spec = './cuda/backend.js';
+  let mod: { createCudaBackend?: CreateCudaBackend };
+  try {
+    mod = (await import(spec)) as typeof mod;
+  } catch (e) {
+    const err = e as { code?: unknown; message?: unknown };
+    const notFound =
+      err?.code === 'ERR_MODULE_NOT_FOUND' ||
+      err?.code === 'MODULE_NOT_FOUND' ||
+      /Cannot find module|Failed to load url|Does the file exist/i.test(String(err?.message));
+    if (notFound && /cuda[\\/]backend/.test(String(err?.message))) {
+      throw new WideepError('ERR_UNSUPPORTED', 'the cuda backend is not built into this version', { cause: e });
+    }
+    throw e;
+  }
+  if (typeof mod.createCudaBackend !== 'function') {
+    throw new WideepError('ERR_UNSUPPORTED', 'the cuda backend is not built into this version (cuda/backend.js has no createCudaBackend)');
+  }
+  return mod.createCudaBackend;
+}
+
+/** All ranks compare the options that must agree; every rank gets the same verdict. */
+async function exchangeOptions(transport: CpuTransport, config: EpConfig): Promise<void> {
+  const mine = new TextEncoder().encode(JSON.stringify(sharedOptions(config)));
+  const all = await transport.allGather(mine, { timeoutMs: config.timeoutMs });
+  checkSharedOptions(
+    config.rank,
+    all.map((bytes) => JSON.parse(new TextDecoder().decode(bytes)) as (number | null)[]),
+  );
+}
+
+export class EpBuffer implements AsyncDisposable {
+  readonly #config: EpConfig;
+  readonly #backend: EpBackend;
+  /** The transport this buffer made (and closes), if any. */
+  readonly #ownTransport: CpuTransport | undefined;
+  readonly #slots: SlotPool;
+  readonly #lowLatencySlots = new AlternatingPool();
+  #closing: Promise<void> | undefined;
+
+  private constructor(config: EpConfig, backend: EpBackend, ownTransport: CpuTransport | undefined) {
+    this.#config = config;
+    this.#backend = backend;
+    this.#ownTransport = ownTransport;
+    this.#slots = new SlotPool(config.numRecvSlots);
+  }
+
+  /**
+   * Collective: every rank of `group` calls it with the same shared options.
+   * `group` is a CpuTransport (cpu backend) or a ProcessGroup (cuda, or cpu
+   * over the group's store).
+   */
+  static async create(group: CpuTransport | ProcessGroup, options: EpBufferOptions): Promise<EpBuffer> {
+    const where = 'EpBuffer.create';
+    const viaTransport = isCpuTransport(group);
+    if (!viaTransport && !isProcessGroup(group)) throw invalidArg(`${where}: group`, 'a CpuTransport or a ProcessGroup', group);
+    requireOptions(where, options);
+    const backend: EpBackendKind = options.backend ?? (viaTransport || group.device === undefined ? 'cpu' : 'cuda');
+    const device = options.device ?? (viaTransport ? undefined : group.device);
+    const config = resolveConfig(group.rank, group.worldSize, backend, { ...options, device });
+    if (backend === 'cuda' && viaTransport) {
+      throw new WideepError('ERR_INVALID_ARG', `${where}: the cuda backend needs a ProcessGroup, got a CpuTransport; use backend: 'cpu'`);
+    }
+    if (backend === 'cuda' && config.device === undefined) {
+      throw new WideepError('ERR_INVALID_ARG', `${where}: the cuda backend needs a GPU: the group has no device and options.device is unset`);
+    }
+    const createCuda = backend === 'cuda' ? await loadCudaBackend() : undefined;
+    const transport = viaTransport ? group : new StoreTransport(group.store, group.rank, group.worldSize, storePrefix(group));
+    const own = viaTransport ? undefined : transport;
+    try {
+      await exchangeOptions(transport, config);
+      if (createCuda) {
+        await own?.close(); // the cuda backend brings its own communication
+        return new EpBuffer(config, await createCuda(group as ProcessGroup, config), undefined);
+      }
+      return new EpBuffer(config, new CpuBackend(transport, config), own);
+    } catch (e) {
+      await own?.close();
+      throw e;
+    }
+  }
+
+  get rank(): number {
+    return this.#config.rank;
+  }
+  get worldSize(): number {
+    return this.#config.worldSize;
+  }
+  get numExperts(): number {
+    return this.#config.numExperts;
+  }
+  get numLocalExperts(): number {
+    return this.#config.numLocalExperts;
+  }
+  get hidden(): number {
+    return this.#config.hidden;
+  }
+  get backend(): EpBackendKind {
+    return this.#config.backend;
+  }
+  /** The resolved options. */
+  get config(): EpConfig {
+    return this.#config;
+  }
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  // ---- normal mode ----------------------------------------------------------------
+
+  /** Local: which ranks and experts each token goes to. */
+  getDispatchLayout(topkIdx: Tensor, numExperts?: number, options: StreamOptions = {}): DispatchLayout {
+    this.#checkOpen('getDispatchLayout');
+    const t = validateLayoutArgs(this.#config, this.#backend.device, topkIdx, numExperts);
+    return this.#backend.getDispatchLayout(t, options);
+  }
+
+  async dispatch(args: DispatchOptions): Promise<DispatchResult> {
+    const where = 'dispatch';
+    this.#checkOpen(where);
+    requireOptions(where, args);
+    const cached = args.handle === undefined ? undefined : this.#ownHandle(where, args.handle).routing;
+    const v = validateDispatch(this.#config, this.#backend.device, args, cached?.value);
+    // A cached dispatch holds the routing from the start, so releasing the source handle meanwhile cannot free it.
+    let routing: RoutingRef | undefined;
+    const lease = this.#slots.acquire(() => routing?.drop());
+    routing = cached;
+    routing?.retain();
+    const out = await this.#run(lease, () =>
+      this.#backend.dispatch(
+        {
+          x: v.x,
+          xScales: v.xScales,
+          topkIdx: v.topkIdx,
+          topkWeights: v.topkWeights,
+          layout: v.layout,
+          cached: cached?.value,
+          numWorstTokens: v.numWorstTokens,
+          numSms: v.numSms,
+          previousEvent: args.previousEvent,
+          stream: args.stream,
+        },
+        lease.slot,
+      ),
+    );
+    if (!routing) {
+      routing = new RoutingRef(out.routing, (r) => this.#backend.releaseRouting?.(r));
+      routing.retain();
+    }
+    const handle = new DispatchHandle(this, lease, routing);
+    const value: DispatchRouting = routing.value;
+    return {
+      recvX: out.recvX,
+      recvXScales: out.recvXScales,
+      recvTopkIdx: out.recvTopkIdx,
+      recvTopkWeights: out.recvTopkWeights,
+      numRecvTokens: value.numRecvTokens,
+      numRecvTokensPerExpert: value.numRecvTokensPerExpert?.map((n) => alignUp(n, v.expertAlignment)) ?? [],
+      handle,
+      event: out.event,
+      release: () => handle.release(),
+      [Symbol.dispose]: () => handle.release(),
+    };
+  }
+
+  /** Releases the handle's slot once enqueued, unless keepHandle: true. */
+  async combine(args: CombineOptions): Promise<CombineResult> {
+    const where = 'combine';
+    this.#checkOpen(where);
+    requireOptions(where, args);
+    const handle = this.#ownHandle(where, args.handle);
+    const v = validateCombine(this.#config, this.#backend.device, args, handle.routing.value);
+    const pending = this.#backend.combine(
+      {
+        x: v.x,
+        routing: handle.routing.value,
+        topkWeights: v.topkWeights,
+        bias: v.bias,
+        numSms: v.numSms,
+        previousEvent: args.previousEvent,
+        stream: args.stream,
+      },
+      handle.lease.slot,
+    );
+    if (!v.keepHandle) handle.lease.release('combine');
+    const out = await pending;
+    return { combinedX: out.combinedX, combinedTopkWeights: out.combinedTopkWeights, event: out.event };
+  }
+
+  // ---- low-latency mode -------------------------------------------------------------
+
+  async lowLatencyDispatch(args: LowLatencyDispatchOptions): Promise<LowLatencyDispatchResult> {
+    const where = 'lowLatencyDispatch';
+    this.#checkOpen(where);
+    const v = validateLowLatencyDispatch(this.#config, this.#backend.device, args);
+    const lease = this.#lowLatencySlots.acquire();
+    const out = await this.#run(lease, () => this.#backend.lowLatencyDispatch({ ...v, previousEvent: args.previousEvent, stream: args.stream }, lease.slot));
+    const handle = new LowLatencyHandle(this, lease, out.routing, out.srcInfo, out.layoutRange, v.x.shape[1]!);
+    const result: LowLatencyDispatchResult = {
+      recvX: out.recvX,
+      recvXScales: out.recvXScales,
+      recvCount: out.recvCount,
+      handle,
+      event: out.event,
+      release: () => handle.release(),
+      [Symbol.dispose]: () => handle.release(),
+    };
+    if (out.hook) result.hook = out.hook;
+    return result;
+  }
+
+  /** Ends the life of the handle's result once enqueued. */
+  async lowLatencyCombine(args: LowLatencyCombineOptions): Promise<LowLatencyCombineResult> {
+    const where = 'lowLatencyCombine';
+    this.#checkOpen(where);
+    requireOptions(where, args);
+    const handle = this.#ownLowLatencyHandle(where, args.handle);
+    const v = validateLowLatencyCombine(this.#config, this.#backend.device, args, handle.routing);
+    const pending = this.#backend.lowLatencyCombine(
+      { ...v, routing: handle.routing, previousEvent: args.previousEvent, stream: args.stream },
+      handle.lease.slot,
+    );
+    handle.lease.release('lowLatencyCombine');
+    const out = await pending;
+    const result: LowLatencyCombineResult = { combinedX: out.combinedX, event: out.event };
+    if (out.hook) result.hook = out.hook;
+    return result;
+  }
+
+  /** Resets the low-latency buffers; refused while a low-latency result is alive. */
+  async cleanLowLatencyBuffer(): Promise<void> {
+    const where = 'cleanLowLatencyBuffer';
+    this.#checkOpen(where);
+    requireLowLatency(where, this.#config);
+    const live = this.#lowLatencySlots.liveCount;
+    if (live > 0) {
+      throw new WideepError(
+        'ERR_BUSY',
+        `${where}: ${live} low-latency result${live === 1 ? ' is' : 's are'} alive; finish ${live === 1 ? 'it' : 'them'} with lowLatencyCombine() or release() first`,
+      );
+    }
+    await this.#backend.cleanLowLatencyBuffer();
+  }
+
+  // ---- lifetime -------------------------------------------------------------------
+
+  /** Releases every lease and the backend. Idempotent; later calls are ERR_CLOSED. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#slots.releaseAll('close');
+      this.#lowLatencySlots.releaseAll('close');
+      try {
+        await this.#backend.close();
+      } finally {
+        await this.#ownTransport?.close();
+      }
+    })();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---- helpers ----------------------------------------------------------------------
+
+  #checkOpen(where: string): void {
+    if (this.#closing) throw new WideepError('ERR_CLOSED', `${where}: this EpBuffer is closed`);
+  }
+
+  /**
+   * Runs a backend call that holds `lease`: the lease is released if the call
+   * fails, and the result is refused if the buffer was closed meanwhile.
+   */
+  async #run<T>(lease: Lease, call: () => Promise<T>): Promise<T> {
+    let out: T;
+    try {
+      out = await call();
+    } catch (e) {
+      lease.release('release');
+      throw e;
+    }
+    if (lease.releasedBy === 'close') throw new WideepError('ERR_CLOSED', 'this EpBuffer was closed while the call was in flight');
+    return out;
+  }
+
+  #ownHandle(where: string, handle: unknown): DispatchHandle {
+    if (!(handle instanceof DispatchHandle)) throw invalidArg(`${where}: handle`, 'a DispatchHandle from dispatch()', handle);
+    if (handle.owner !== this) {
+      throw new WideepError('ERR_INVALID_ARG', `${where}: handle: this handle belongs to another EpBuffer; a handle only works with the buffer whose dispatch made it`);
+    }
+    handle.checkLive(where);
+    return handle;
+  }
+
+  #ownLowLatencyHandle(where: string, handle: unknown): LowLatencyHandle {
+    if (!(handle instanceof LowLatencyHandle)) throw invalidArg(`${where}: handle`, 'a LowLatencyHandle from lowLatencyDispatch()', handle);
+    if (handle.owner !== this) {
+      throw new WideepError('ERR_INVALID_ARG', `${where}: handle: this handle belongs to another EpBuffer; a handle only works with the buffer whose dispatch made it`);
+    }
+    handle.checkLive(where);
+    return handle;
+  }
+}

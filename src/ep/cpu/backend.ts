@@ -1,0 +1,68 @@
+/**
+ * The cpu backend: the reference implementation and test oracle of the EP
+ * semantics, over any CpuTransport. Results are ordinary host tensors; the
+ * receive slot the facade chose does not matter here.
+ */
+import { Tensor } from '../../tensor/tensor.js';
+import type {
+  BackendCombineArgs,
+  BackendCombineResult,
+  BackendDispatchArgs,
+  BackendDispatchResult,
+  BackendLowLatencyCombineArgs,
+  BackendLowLatencyCombineResult,
+  BackendLowLatencyDispatchArgs,
+  BackendLowLatencyDispatchResult,
+  EpBackend,
+} from '../backend.js';
+import { computeDispatchLayout, readTopkIdx } from '../layout.js';
+import type { CpuTransport } from '../transport.js';
+import type { EpConfig } from '../types.js';
+import { cpuCombine } from './combine.js';
+import { cpuDispatch, type CpuRouting } from './dispatch.js';
+import { cpuLowLatencyCombine, cpuLowLatencyDispatch, type CpuLowLatencyRouting } from './low-latency.js';
+
+export class CpuBackend implements EpBackend<CpuRouting, CpuLowLatencyRouting> {
+  readonly kind = 'cpu';
+  readonly device = 'cpu';
+  readonly #transport: CpuTransport;
+  readonly #config: EpConfig;
+
+  constructor(transport: CpuTransport, config: EpConfig) {
+    this.#transport = transport;
+    this.#config = config;
+  }
+
+  getDispatchLayout(topkIdx: Tensor): { numTokensPerRank: Tensor; numTokensPerExpert: Tensor; isTokenInRank: Tensor } {
+    const [T, k] = topkIdx.shape as [number, number];
+    const { numExperts: E, worldSize: R } = this.#config;
+    const layout = computeDispatchLayout(readTopkIdx(topkIdx), T, k, E, R);
+    return {
+      numTokensPerRank: Tensor.from(layout.numTokensPerRank, { shape: [R], dtype: 'i32' }),
+      numTokensPerExpert: Tensor.from(layout.numTokensPerExpert, { shape: [E], dtype: 'i32' }),
+      isTokenInRank: Tensor.from(layout.isTokenInRank, { shape: [T, R], dtype: 'u8' }),
+    };
+  }
+
+  dispatch(args: BackendDispatchArgs<CpuRouting>): Promise<BackendDispatchResult<CpuRouting>> {
+    return cpuDispatch(this.#transport, this.#config, args);
+  }
+
+  combine(args: BackendCombineArgs<CpuRouting>): Promise<BackendCombineResult> {
+    return cpuCombine(this.#transport, this.#config, args);
+  }
+
+  lowLatencyDispatch(args: BackendLowLatencyDispatchArgs): Promise<BackendLowLatencyDispatchResult<CpuLowLatencyRouting>> {
+    return cpuLowLatencyDispatch(this.#transport, this.#config, args);
+  }
+
+  lowLatencyCombine(args: BackendLowLatencyCombineArgs<CpuLowLatencyRouting>): Promise<BackendLowLatencyCombineResult> {
+    return cpuLowLatencyCombine(this.#transport, this.#config, args);
+  }
+
+  /** Nothing to reset: every cpu call writes fresh outputs. */
+  async cleanLowLatencyBuffer(): Promise<void> {}
+
+  /** The transport belongs to whoever made it (EpBuffer.create closes the ones it made). */
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,196 @@
+/**
+ * Normal-mode dispatch on the cpu: each (token, destination rank) pair is sent
+ * once, and each rank lays its received rows out by source rank, then source
+ * token index. The meta message to a rank carries the sender's full send
+ * counts, so every rank learns every rank's row count and all agree on a
+ * numWorstTokens overflow before any row moves.
+ */
+import { WideepError } from '../../errors.js';
+import { DTYPE_CODE, itemSize } from '../../tensor/dtype.js';
+import { Tensor } from '../../tensor/tensor.js';
+import type { BackendDispatchArgs, BackendDispatchResult, DispatchRouting } from '../backend.js';
+import { FP8_BLOCK } from '../fp8-quant.js';
+import { computeDispatchLayout, expertOwner, isRepeat, readTopkIdx, tokensPerDestination } from '../layout.js';
+import type { CpuTransport } from '../transport.js';
+import type { EpConfig } from '../types.js';
+import {
+  Collective,
+  OP,
+  allocMessage,
+  bytesOf,
+  checkAgreement,
+  checkSections,
+  firstProblem,
+  float32View,
+  int32View,
+  rowsFor,
+  type AgreedField,
+} from './wire.js';
+
+export interface CpuRouting extends DispatchRouting {
+  /** Per destination rank: the ascending indices of the tokens sent there. */
+  readonly sendTokens: readonly Int32Array[];
+  /** Per source rank: the rows received from it (contiguous, in rank order). */
+  readonly recvCounts: Int32Array;
+}
+
+// Meta header: [op, dtype, H, k, numWorstTokens, T, rows to rank 0, ..., rows to rank R-1];
+// then the token indices, scales, and (unless cached) local topkIdx and weights of the rows.
+const FIXED = 6;
+const DTYPE_NAMES = Object.fromEntries(Object.entries(DTYPE_CODE).map(([name, code]) => [code, name])) as Record<number, string>;
+const AGREED: readonly AgreedField[] = [
+  [1, 'the dtype of x', (v) => DTYPE_NAMES[v] ?? String(v)],
+  [2, 'the row width H of x'],
+  [3, 'the number of top-k columns k'],
+];
+
+interface Shape {
+  T: number;
+  H: number;
+  k: number;
+  rowBytes: number;
+  scalesPerRow: number;
+}
+
+/** Sends the meta messages at call time; the returned promise does the rest. */
+export function cpuDispatch(transport: CpuTransport, config: EpConfig, args: BackendDispatchArgs<CpuRouting>): Promise<BackendDispatchResult<CpuRouting>> {
+  const { worldSize: R, numLocalExperts: L } = config;
+  const { x, cached } = args;
+  const [T, H] = x.shape as [number, number];
+  const shape: Shape = { T, H, k: cached ? cached.topk : args.topkIdx!.shape[1]!, rowBytes: H * itemSize(x.dtype), scalesPerRow: args.xScales ? H / FP8_BLOCK : 0 };
+  const { k, scalesPerRow } = shape;
+  const topk = cached ? undefined : readTopkIdx(args.topkIdx!);
+  const sendTokens = cached ? cached.sendTokens : tokensPerDestination(computeDispatchLayout(topk!, T, k, config.numExperts, R).isTokenInRank, T, R);
+
+  const xScales = args.xScales?.data as Float32Array | undefined;
+  const weights = args.topkWeights?.data as Float32Array | undefined;
+  const meta = sendTokens.map((tokens, dst) => {
+    const n = tokens.length;
+    const { bytes, sections } = allocMessage([4 * (FIXED + R), 4 * n, 4 * n * scalesPerRow, ...(topk ? [4 * n * k, 4 * n * k] : [])]);
+    const header = [cached ? OP.cachedDispatch : OP.dispatch, DTYPE_CODE[x.dtype], H, k, cached ? 0 : args.numWorstTokens, T];
+    int32View(sections[0]!).set([...header, ...sendTokens.map((s) => s.length)]);
+    int32View(sections[1]!).set(tokens);
+    const scales = float32View(sections[2]!);
+    tokens.forEach((t, i) => {
+      if (xScales) scales.set(xScales.subarray(t * scalesPerRow, (t + 1) * scalesPerRow), i * scalesPerRow);
+      if (!topk) return;
+      // Local expert ids of the destination, -1 (and weight 0) for other ranks' experts.
+      const idx = int32View(sections[3]!);
+      const w = float32View(sections[4]!);
+      for (let j = 0; j < k; j++) {
+        const e = topk[t * k + j]!;
+        const local = e >= 0 && expertOwner(e, L) === dst;
+        idx[i * k + j] = local ? e - dst * L : -1;
+        w[i * k + j] = local ? weights![t * k + j]! : 0;
+      }
+    });
+    return bytes;
+  });
+  const collective = new Collective('dispatch', transport, config.timeoutMs, meta);
+  return finishDispatch(collective, config, args, shape, sendTokens);
+}
+
+async function finishDispatch(
+  collective: Collective,
+  config: EpConfig,
+  args: BackendDispatchArgs<CpuRouting>,
+  shape: Shape,
+  sendTokens: readonly Int32Array[],
+): Promise<BackendDispatchResult<CpuRouting>> {
+  const where = 'dispatch';
+  const { rank: me, worldSize: R } = config;
+  const { cached, x } = args;
+  const { T, H, k, rowBytes, scalesPerRow } = shape;
+  const meta = await collective.meta();
+  const headers = meta.map((sections) => int32View(sections[0]!));
+  checkAgreement(where, cached ? 'cachedDispatch' : 'dispatch', headers, cached ? AGREED.slice(0, 2) : AGREED);
+  checkWorstTokens(where, headers, R);
+
+  const recvCounts = Int32Array.from(headers, (h) => h[FIXED + me]!);
+  const N = recvCounts.reduce((a, b) => a + b, 0);
+  const numRows = cached ? cached.numRows : args.numWorstTokens > 0 ? args.numWorstTokens : N;
+  const problem = cached ? cachedCountsProblem(where, cached, recvCounts) : undefined;
+  const metaProblem = problem ?? sectionsProblem(where, meta, recvCounts, shape, !cached);
+  const send = metaProblem ?? sendTokens.map((tokens) => rowsFor(bytesOf(x.data), tokens, rowBytes, collective.shared));
+
+  return collective.bulk(send, (bulk) => {
+    const recvX = Tensor.empty([numRows, H], x.dtype);
+    const out = bytesOf(recvX.data);
+    const recvXScales = scalesPerRow > 0 ? Tensor.empty([numRows, scalesPerRow], 'f32') : undefined;
+    const idx = new Int32Array(numRows * k).fill(-1);
+    const recvTopkWeights = cached ? undefined : Tensor.empty([numRows, k], 'f32');
+    let row = 0;
+    meta.forEach((sections, src) => {
+      const n = recvCounts[src]!;
+      const tokens = int32View(sections[1]!);
+      const expected = (collective.shared ? headers[src]![5]! : n) * rowBytes;
+      if (bulk[src]!.byteLength !== expected) {
+        throw new WideepError('ERR_PROTOCOL', `${where}: rank ${src} sent ${bulk[src]!.byteLength} bytes of rows, expected ${expected}`);
+      }
+      if (collective.shared) {
+        for (let i = 0; i < n; i++) out.set(bulk[src]!.subarray(tokens[i]! * rowBytes, (tokens[i]! + 1) * rowBytes), (row + i) * rowBytes);
+      } else {
+        out.set(bulk[src]!, row * rowBytes);
+      }
+      if (recvXScales) (recvXScales.data as Float32Array).set(float32View(sections[2]!), row * scalesPerRow);
+      if (recvTopkWeights) {
+        idx.set(int32View(sections[3]!), row * k);
+        (recvTopkWeights.data as Float32Array).set(float32View(sections[4]!), row * k);
+      }
+      row += n;
+    });
+    const routing: CpuRouting = cached ?? {
+      numTokens: T,
+      topk: k,
+      numRecvTokens: args.numWorstTokens > 0 ? -1 : N,
+      numRows,
+      numRecvTokensPerExpert: args.numWorstTokens > 0 ? undefined : rowsPerExpert(idx, N, k, config.numLocalExperts),
+      sendTokens,
+      recvCounts,
+    };
+    const recvTopkIdx = cached ? undefined : Tensor.empty([numRows, k], args.topkIdx!.dtype);
+    if (recvTopkIdx?.dtype === 'i64') (recvTopkIdx.data as BigInt64Array).set(Array.from(idx, BigInt));
+    else if (recvTopkIdx) (recvTopkIdx.data as Int32Array).set(idx);
+    return { recvX, recvXScales, recvTopkIdx, recvTopkWeights, routing };
+  });
+}
+
+/** Same verdict on every rank: the first rank whose rows exceed its numWorstTokens. */
+function checkWorstTokens(where: string, headers: readonly Int32Array[], R: number): void {
+  for (let d = 0; d < R; d++) {
+    const worst = headers[d]![4]!;
+    const n = headers.reduce((sum, h) => sum + h[FIXED + d]!, 0);
+    if (worst > 0 && n > worst) {
+      throw new WideepError('ERR_INVALID_ARG', `${where}: rank ${d} receives ${n} rows, more than its numWorstTokens = ${worst}`);
+    }
+  }
+}
+
+function cachedCountsProblem(where: string, cached: CpuRouting, recvCounts: Int32Array): WideepError | undefined {
+  const src = recvCounts.findIndex((n, s) => n !== cached.recvCounts[s]);
+  if (src < 0) return undefined;
+  return new WideepError(
+    'ERR_PROTOCOL',
+    `${where}: rank ${src} sends ${recvCounts[src]} rows with its cached handle, but this rank's handle expects ${cached.recvCounts[src]}; ` +
+      'all ranks must pass handles of the same dispatch',
+  );
+}
+
+function sectionsProblem(where: string, meta: Uint8Array[][], recvCounts: Int32Array, shape: Shape, routed: boolean): WideepError | undefined {
+  return firstProblem(meta, (sections, src) => {
+    const n = recvCounts[src]!;
+    checkSections(where, src, sections, [4 * n, 4 * n * shape.scalesPerRow, ...(routed ? [4 * n * shape.k, 4 * n * shape.k] : [])]);
+  });
+}
+
+/** Rows per local expert, each row counted once however often it lists the expert. */
+function rowsPerExpert(idx: Int32Array, N: number, k: number, L: number): number[] {
+  const counts = new Array<number>(L).fill(0);
+  for (let r = 0; r < N; r++) {
+    for (let j = 0; j < k; j++) {
+      const l = idx[r * k + j]!;
+      if (l >= 0 && !isRepeat(idx, r, k, j, l)) counts[l]!++;
+    }
+  }
+  return counts;
+}

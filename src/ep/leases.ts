@@ -1,0 +1,244 @@
+/**
+ * Receive-slot bookkeeping. A dispatch result leases one receive slot (on cuda,
+ * a region of the registered buffer its rows were written into) until combine
+ * has been enqueued or it is released. The rules are identical on both
+ * backends, so code tested on cpu does not corrupt memory on cuda.
+ */
+import { WideepError } from '../errors.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { DispatchRouting, LowLatencyRouting } from './backend.js';
+
+export type ReleaseReason = 'combine' | 'lowLatencyCombine' | 'release' | 'close';
+
+export class Lease {
+  readonly slot: number;
+  #releasedBy: ReleaseReason | undefined;
+  readonly #onRelease: (lease: Lease) => void;
+
+  constructor(slot: number, onRelease: (lease: Lease) => void) {
+    this.slot = slot;
+    this.#onRelease = onRelease;
+  }
+
+  get releasedBy(): ReleaseReason | undefined {
+    return this.#releasedBy;
+  }
+
+  /** Idempotent: only the first call frees the slot. */
+  release(reason: ReleaseReason): void {
+    if (this.#releasedBy !== undefined) return;
+    this.#releasedBy = reason;
+    this.#onRelease(this);
+  }
+}
+
+/** Normal-mode slots: a dispatch takes the lowest free slot. */
+export class SlotPool {
+  readonly #live: (Lease | undefined)[];
+
+  constructor(size: number) {
+    this.#live = new Array<Lease | undefined>(size).fill(undefined);
+  }
+
+  get liveCount(): number {
+    return this.#live.filter((l) => l !== undefined).length;
+  }
+
+  /** Throws ERR_BUSY when every slot is leased. */
+  acquire(onRelease?: () => void): Lease {
+    const slot = this.#live.indexOf(undefined);
+    if (slot < 0) {
+      const n = this.#live.length;
+      throw new WideepError(
+        'ERR_BUSY',
+        `dispatch: all ${n} receive slots are leased (${n} dispatch results are alive). ` +
+          'Free one with combine() (which releases its handle unless keepHandle: true), result.release() or handle.release(), ' +
+          'or create the EpBuffer with a larger numRecvSlots',
+      );
+    }
+    return this.take(slot, onRelease);
+  }
+
+  releaseAll(reason: ReleaseReason): void {
+    for (const lease of [...this.#live]) lease?.release(reason);
+  }
+
+  protected isFree(slot: number): boolean {
+    return this.#live[slot] === undefined;
+  }
+
+  protected take(slot: number, onRelease?: () => void): Lease {
+    const lease = new Lease(slot, (l) => {
+      if (this.#live[l.slot] === l) this.#live[l.slot] = undefined;
+      onRelease?.();
+    });
+    this.#live[slot] = lease;
+    return lease;
+  }
+}
+
+/**
+ * Low-latency mode: two buffers strictly alternate (as in DeepEP), because a
+ * combine whose receive hook has not run may still be using the buffer it
+ * just released. A dispatch whose turn falls on a live buffer is refused.
+ */
+export class AlternatingPool extends SlotPool {
+  #next = 0;
+
+  constructor() {
+    super(2);
+  }
+
+  override acquire(onRelease?: () => void): Lease {
+    const slot = this.#next;
+    if (!this.isFree(slot)) {
+      const both = !this.isFree(1 - slot);
+      throw new WideepError(
+        'ERR_BUSY',
+        both
+          ? 'lowLatencyDispatch: two low-latency results are alive, the most the two alternating buffers hold. ' +
+              'Finish one with lowLatencyCombine() or free it with result.release() / handle.release()'
+          : `lowLatencyDispatch: the two low-latency buffers alternate, and buffer ${slot} still belongs to the result ` +
+              'of the dispatch before the previous one. Finish it with lowLatencyCombine() or free it with result.release() / handle.release()',
+      );
+    }
+    this.#next = 1 - slot;
+    return this.take(slot, onRelease);
+  }
+}
+
+/** Shared by the handles of a dispatch and of the cached dispatches that reuse its routing. */
+export class RoutingRef<R extends DispatchRouting = DispatchRouting> {
+  readonly value: R;
+  #refs = 0;
+  readonly #onFree: (routing: R) => void;
+
+  constructor(value: R, onFree: (routing: R) => void) {
+    this.value = value;
+    this.#onFree = onFree;
+  }
+
+  retain(): void {
+    this.#refs++;
+  }
+
+  drop(): void {
+    if (--this.#refs === 0) this.#onFree(this.value);
+  }
+}
+
+function releasedBy(reason: ReleaseReason): string {
+  switch (reason) {
+    case 'combine':
+      return `was released by combine(); pass keepHandle: true to combine() to keep it for a later combine or cached dispatch`;
+    case 'lowLatencyCombine':
+      return `was released by lowLatencyCombine(), which ends the life of a low-latency result`;
+    case 'release':
+      return `was released by release() (combine() also releases handles unless keepHandle: true)`;
+    case 'close':
+      return `was released because its EpBuffer was closed`;
+  }
+}
+
+/**
+ * The routing of one normal-mode dispatch plus its receive-slot lease. Pass it
+ * to combine(), or to dispatch() to reuse the routing (cached dispatch).
+ */
+export class DispatchHandle implements Disposable {
+  /** @internal The EpBuffer that made it. */
+  readonly owner: object;
+  /** @internal */
+  readonly lease: Lease;
+  /** @internal */
+  readonly routing: RoutingRef;
+
+  /** @internal Made by EpBuffer.dispatch. */
+  constructor(owner: object, lease: Lease, routing: RoutingRef) {
+    this.owner = owner;
+    this.lease = lease;
+    this.routing = routing;
+  }
+
+  /** T: tokens this rank dispatched. */
+  get numTokens(): number {
+    return this.routing.value.numTokens;
+  }
+  /** k of the dispatch's topkIdx. */
+  get topk(): number {
+    return this.routing.value.topk;
+  }
+  /** N, or -1 when the dispatch used numWorstTokens. */
+  get numRecvTokens(): number {
+    return this.routing.value.numRecvTokens;
+  }
+  /** Rows of the dispatch's outputs (and of combine's x): N or numWorstTokens. */
+  get numRows(): number {
+    return this.routing.value.numRows;
+  }
+  get released(): boolean {
+    return this.lease.releasedBy !== undefined;
+  }
+
+  /** Frees the receive slot. Idempotent. */
+  release(): void {
+    this.lease.release('release');
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+
+  /** @internal Throws ERR_CLOSED when released. */
+  checkLive(where: string): void {
+    const reason = this.lease.releasedBy;
+    if (reason !== undefined) throw new WideepError('ERR_CLOSED', `${where}: handle: this dispatch handle ${releasedBy(reason)}`);
+  }
+}
+
+/** The routing of one low-latency dispatch plus its buffer lease. */
+export class LowLatencyHandle implements Disposable {
+  /** @internal */
+  readonly owner: object;
+  /** @internal */
+  readonly lease: Lease;
+  /** @internal */
+  readonly routing: LowLatencyRouting;
+  /** i32 [L, R*M]: source token index of each slot. */
+  readonly srcInfo: Tensor;
+  /** i32 [L, R, 2]: (begin, count) of the slots that came from each source rank. */
+  readonly layoutRange: Tensor;
+  /** H of the dispatched rows. */
+  readonly hidden: number;
+
+  /** @internal Made by EpBuffer.lowLatencyDispatch. */
+  constructor(owner: object, lease: Lease, routing: LowLatencyRouting, srcInfo: Tensor, layoutRange: Tensor, hidden: number) {
+    this.owner = owner;
+    this.lease = lease;
+    this.routing = routing;
+    this.srcInfo = srcInfo;
+    this.layoutRange = layoutRange;
+    this.hidden = hidden;
+  }
+
+  /** T: tokens this rank dispatched. */
+  get numTokens(): number {
+    return this.routing.numTokens;
+  }
+  get released(): boolean {
+    return this.lease.releasedBy !== undefined;
+  }
+
+  release(): void {
+    this.lease.release('release');
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+
+  /** @internal Throws ERR_CLOSED when released. */
+  checkLive(where: string): void {
+    const reason = this.lease.releasedBy;
+    if (reason !== undefined) throw new WideepError('ERR_CLOSED', `${where}: handle: this low-latency handle ${releasedBy(reason)}`);
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * Public types of the EP buffer API (design.md "EP semantics"). Both backends
+ * share them; `event`, `previousEvent` and `stream` only mean something on cuda.
+ */
+import type { Event } from '../cuda/event.js';
+import type { Stream } from '../cuda/stream.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { DispatchHandle, LowLatencyHandle } from './leases.js';
+
+export type EpBackendKind = 'cpu' | 'cuda';
+
+export interface LowLatencyOptions {
+  /** Most tokens one rank passes to one lowLatencyDispatch (1..1024). */
+  maxTokensPerRank: number;
+}
+
+export interface EpBufferOptions {
+  /** Default: 'cpu' for a CpuTransport; for a ProcessGroup 'cuda' when it has a device, else 'cpu'. */
+  backend?: EpBackendKind;
+  /** Widest row, in elements, that dispatch and combine accept (a multiple of 8). */
+  hidden: number;
+  /** Global expert count; a multiple of the world size. */
+  numExperts: number;
+  /** Normal mode: most tokens one rank passes to one dispatch. */
+  maxTokensPerRank: number;
+  /** Widest top-k (default 16). */
+  maxTopk?: number;
+  /** Dispatch results that may be alive at once (default 2). */
+  numRecvSlots?: number;
+  /** Enables the low-latency methods. */
+  lowLatency?: LowLatencyOptions;
+  /** Bound on every wait for a peer, in ms (default 100000). */
+  timeoutMs?: number;
+  /** cuda: the GPU to use (default: the group's device). */
+  device?: number;
+}
+
+/** The options after defaults, identical on every rank except `rank`, `timeoutMs` and `device`. */
+export interface EpConfig {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly backend: EpBackendKind;
+  readonly hidden: number;
+  readonly numExperts: number;
+  readonly numLocalExperts: number;
+  readonly maxTokensPerRank: number;
+  readonly maxTopk: number;
+  readonly numRecvSlots: number;
+  readonly lowLatency: Readonly<LowLatencyOptions> | undefined;
+  readonly timeoutMs: number;
+  readonly device: number | undefined;
+}
+
+/** cuda-only ordering options; the cpu backend accepts and ignores them (its work is complete when the promise resolves). */
+export interface StreamOptions {
+  /** Work waits for this event before it starts. */
+  previousEvent?: Event;
+  /** Stream to enqueue on (default: the buffer's communication stream). */
+  stream?: Stream;
+}
+
+export interface DispatchLayout {
+  /** i32 [R]: tokens sent to each rank (each token counted once per rank). */
+  numTokensPerRank: Tensor;
+  /** i32 [E]: tokens that select each expert (each token counted once per expert). */
+  numTokensPerExpert: Tensor;
+  /** u8 [T, R]: 1 where the token selects some expert of that rank. */
+  isTokenInRank: Tensor;
+  /** cuda: recorded after the layout kernel. */
+  event?: Event;
+}
+
+export interface DispatchOptions extends StreamOptions {
+  /** bf16 [T, H], or fp8e4m3 [T, H] together with `xScales`. */
+  x: Tensor;
+  /** f32 [T, H/128]: one dequantisation scale per 128 channels; required iff x is fp8. */
+  xScales?: Tensor;
+  /** i32 or i64 [T, k]; -1 = no expert. Required without `handle`, forbidden with it. */
+  topkIdx?: Tensor;
+  /** f32 [T, k]. Required without `handle`, forbidden with it. */
+  topkWeights?: Tensor;
+  /** A layout of this `topkIdx` from getDispatchLayout (optional). */
+  layout?: DispatchLayout;
+  /** Cached routing from an earlier dispatch of this buffer: only x (+ scales) moves. */
+  handle?: DispatchHandle;
+  /** Must equal the buffer's numExperts when given. */
+  numExperts?: number;
+  /** numRecvTokensPerExpert is rounded up to a multiple of this (default 1). */
+  expertAlignment?: number;
+  /**
+   * > 0: outputs have this many rows whatever the real count, and the host does
+   * not learn the counts (numRecvTokens = -1). Overflow is ERR_INVALID_ARG on
+   * every rank on cpu; the cuda backend can only detect it on the device.
+   * With a handle: 0 or the handle's row count (the handle's choice applies).
+   */
+  numWorstTokens?: number;
+  /** cuda: SMs for the communication kernels. */
+  numSms?: number;
+}
+
+export interface DispatchResult extends Disposable {
+  /** [N, H] in x's dtype; rows ordered by source rank, then source token index. */
+  recvX: Tensor;
+  /** f32 [N, H/128] (fp8 only). */
+  recvXScales?: Tensor;
+  /** [N, k] in topkIdx's dtype: local expert ids, -1 elsewhere. Undefined for a cached dispatch. */
+  recvTopkIdx?: Tensor;
+  /** f32 [N, k]: the weight where recvTopkIdx >= 0, else 0. Undefined for a cached dispatch. */
+  recvTopkWeights?: Tensor;
+  /** N, or -1 with numWorstTokens. */
+  numRecvTokens: number;
+  /** [L]: rows per local expert rounded up to expertAlignment; [] with numWorstTokens. */
+  numRecvTokensPerExpert: number[];
+  handle: DispatchHandle;
+  /** cuda: recorded after the dispatch. */
+  event?: Event;
+  /** Frees the receive slot (same as handle.release()). Idempotent. */
+  release(): void;
+}
+
+export interface CombineOptions extends StreamOptions {
+  /** bf16 [N, H]: one row per received row of the handle's dispatch (N = its row count). */
+  x: Tensor;
+  handle: DispatchHandle;
+  /** f32 [N, k]: reduced the same way as x. */
+  topkWeights?: Tensor;
+  /** bf16 [T, H], or two of them, added after the reduction. */
+  bias?: Tensor | readonly [Tensor, Tensor];
+  /** Keep the handle (and its slot) alive after this combine. */
+  keepHandle?: boolean;
+  numSms?: number;
+}
+
+export interface CombineResult {
+  /**
+   * bf16 [T, H]: starting from +0, the float32 sum over the ranks that received
+   * the token, in increasing rank order, then + bias0, + bias1, rounded once.
+   */
+  combinedX: Tensor;
+  /** f32 [T, k] when topkWeights was given. */
+  combinedTopkWeights?: Tensor;
+  event?: Event;
+}
+
+export interface LowLatencyDispatchOptions extends StreamOptions {
+  /** bf16 [T, H], T <= maxTokensPerRank. */
+  x: Tensor;
+  /** i32 or i64 [T, k]. */
+  topkIdx: Tensor;
+  /** Must equal options.lowLatency.maxTokensPerRank. */
+  maxTokensPerRank: number;
+  /** Must equal the buffer's numExperts. */
+  numExperts: number;
+  /** Send fp8 rows with per-128-channel scales (default true; needs H % 128 == 0). */
+  useFp8?: boolean;
+  /** Round scales up to powers of two (default false; ignored without useFp8). */
+  roundScale?: boolean;
+  /** Return `hook`, which completes the receive (see LowLatencyDispatchResult.hook). */
+  returnRecvHook?: boolean;
+  /** i32 [L], incremented by recvCount. */
+  cumulativeRecvStats?: Tensor;
+}
+
+export interface LowLatencyDispatchResult extends Disposable {
+  /** [L, R*M, H], fp8e4m3 or bf16; slots ordered by source rank, then source token. */
+  recvX: Tensor;
+  /** f32 [L, R*M, H/128] (fp8 only). */
+  recvXScales?: Tensor;
+  /** i32 [L]: slots used per local expert. */
+  recvCount: Tensor;
+  handle: LowLatencyHandle;
+  event?: Event;
+  /**
+   * With returnRecvHook. cuda: the dispatch only sent; the hook completes the
+   * receive, and reading recvX, recvXScales, recvCount or the handle's tensors
+   * before it has resolved is a usage error (they may be incomplete). cpu:
+   * everything has arrived already and the hook resolves at once.
+   */
+  hook?: () => Promise<void>;
+  /** Frees the low-latency buffer (same as handle.release()). Idempotent. */
+  release(): void;
+}
+
+export interface LowLatencyCombineOptions extends StreamOptions {
+  /** bf16 [L, R*M, H]: expert outputs in the dispatch's slot layout. */
+  y: Tensor;
+  /** This rank's i32/i64 [T, k] of that dispatch (entries may be -1 to skip). */
+  topkIdx: Tensor;
+  /** f32 [T, k]. */
+  topkWeights: Tensor;
+  handle: LowLatencyHandle;
+  /** Return `hook`: on cuda combinedX is complete only once it has resolved. */
+  returnRecvHook?: boolean;
+  /** bf16 [T, H] to write the result into. */
+  out?: Tensor;
+  /** cuda: y already lives in the buffer. No effect on cpu. */
+  zeroCopy?: boolean;
+}
+
+export interface LowLatencyCombineResult {
+  /**
+   * bf16 [T, H]: bf16 of the float32 sum over k ascending, skipping -1, of
+   * fround(w[t, k] * y[slot of (t, k)]) (multiply, round, add: no fused multiply-add).
+   */
+  combinedX: Tensor;
+  event?: Event;
+  /** With returnRecvHook. cuda: completes the receive. cpu: resolves at once. */
+  hook?: () => Promise<void>;
+}

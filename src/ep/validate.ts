@@ -1,0 +1,458 @@
+/**
+ * Argument checks of the EP buffer API: pure functions of the config and the
+ * arguments, shared by both backends (the facade runs them before any rank
+ * communicates). Shapes, dtypes, devices and limits are checked for every
+ * tensor; values (topkIdx ranges, layout contents) only for host tensors,
+ * since the cuda backend checks device tensors on the device.
+ */
+import { WideepError, assertInteger, describeValue, invalidArg } from '../errors.js';
+import { Tensor, type Device } from '../tensor/tensor.js';
+import type { DType } from '../tensor/dtype.js';
+import type { DispatchRouting, LowLatencyRouting } from './backend.js';
+import { FP8_BLOCK } from './fp8-quant.js';
+import { computeDispatchLayout, readTopkIdx } from './layout.js';
+import type {
+  CombineOptions,
+  DispatchOptions,
+  EpBackendKind,
+  EpBufferOptions,
+  EpConfig,
+  LowLatencyCombineOptions,
+  LowLatencyDispatchOptions,
+} from './types.js';
+
+export const DEFAULT_MAX_TOPK = 16;
+export const DEFAULT_NUM_RECV_SLOTS = 2;
+export const DEFAULT_TIMEOUT_MS = 100_000;
+export const MAX_LOW_LATENCY_TOKENS = 1024;
+
+// ---- options ----------------------------------------------------------------
+
+export function resolveConfig(rank: number, worldSize: number, backend: EpBackendKind, options: EpBufferOptions): EpConfig {
+  const where = 'EpBuffer.create: options';
+  const int = (name: string, v: unknown, min: number, max?: number) => assertInteger(`${where}.${name}`, v, min, max);
+  const hidden = int('hidden', options.hidden, 8);
+  if (hidden % 8 !== 0) throw invalidArg(`${where}.hidden`, 'a multiple of 8 (rows of 16-byte units)', hidden);
+  const numExperts = int('numExperts', options.numExperts, 1);
+  if (numExperts % worldSize !== 0) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}.numExperts: expected a multiple of the world size ${worldSize}, got ${numExperts}`);
+  }
+  const ll = options.lowLatency;
+  if (ll !== undefined && (typeof ll !== 'object' || ll === null)) throw invalidArg(`${where}.lowLatency`, 'an object { maxTokensPerRank }', ll);
+  if (options.backend !== undefined && options.backend !== 'cpu' && options.backend !== 'cuda') {
+    throw invalidArg(`${where}.backend`, "'cpu' or 'cuda'", options.backend);
+  }
+  return {
+    rank,
+    worldSize,
+    backend,
+    hidden,
+    numExperts,
+    numLocalExperts: numExperts / worldSize,
+    maxTokensPerRank: int('maxTokensPerRank', options.maxTokensPerRank, 1),
+    maxTopk: int('maxTopk', options.maxTopk ?? DEFAULT_MAX_TOPK, 1),
+    numRecvSlots: int('numRecvSlots', options.numRecvSlots ?? DEFAULT_NUM_RECV_SLOTS, 1),
+    lowLatency: ll === undefined ? undefined : { maxTokensPerRank: int('lowLatency.maxTokensPerRank', ll.maxTokensPerRank, 1, MAX_LOW_LATENCY_TOKENS) },
+    timeoutMs: int('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 1),
+    device: options.device === undefined ? undefined : int('device', options.device, 0),
+  };
+}
+
+/** The options every rank must agree on, in the order they are compared. */
+const SHARED: readonly [string, (c: EpConfig) => number | null][] = [
+  ['hidden', (c) => c.hidden],
+  ['numExperts', (c) => c.numExperts],
+  ['maxTokensPerRank', (c) => c.maxTokensPerRank],
+  ['maxTopk', (c) => c.maxTopk],
+  ['lowLatency.maxTokensPerRank', (c) => c.lowLatency?.maxTokensPerRank ?? null],
+  ['numRecvSlots', (c) => c.numRecvSlots],
+];
+
+export function sharedOptions(config: EpConfig): (number | null)[] {
+  return SHARED.map(([, get]) => get(config));
+}
+
+/** Throws ERR_INVALID_ARG naming the first option on which some rank differs from this one. */
+export function checkSharedOptions(rank: number, all: readonly (readonly (number | null)[])[]): void {
+  const mine = all[rank]!;
+  const show = (v: number | null | undefined) => (v === null || v === undefined ? 'unset' : String(v));
+  for (let i = 0; i < SHARED.length; i++) {
+    const other = all.findIndex((values) => values[i] !== mine[i]);
+    if (other >= 0) {
+      throw new WideepError(
+        'ERR_INVALID_ARG',
+        `EpBuffer.create: option ${SHARED[i]![0]} differs between ranks: this rank (${rank}) has ${show(mine[i])}, rank ${other} has ${show(all[other]![i])}`,
+      );
+    }
+  }
+}
+
+// ---- tensors ----------------------------------------------------------------
+
+type Dim = readonly [label: string, size: number];
+
+export function requireOptions(where: string, v: unknown): void {
+  if (typeof v !== 'object' || v === null) throw invalidArg(`${where}: options`, 'an options object', v);
+}
+
+export function requireTensor(where: string, name: string, v: unknown, device: Device): Tensor {
+  if (!(v instanceof Tensor)) throw invalidArg(`${where}: ${name}`, 'a Tensor', v);
+  if (v.closed) throw new WideepError('ERR_CLOSED', `${where}: ${name} is closed`);
+  if (v.device !== device) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: ${name}: expected a tensor on ${device} (this buffer's device), got one on ${v.device}`);
+  }
+  return v;
+}
+
+export function checkDType(where: string, name: string, t: Tensor, allowed: readonly DType[]): void {
+  if (!allowed.includes(t.dtype)) {
+    throw new WideepError('ERR_DTYPE', `${where}: ${name}: expected dtype ${allowed.join(' or ')}, got ${t.dtype}`);
+  }
+}
+
+function showDims(dims: readonly Dim[]): string {
+  return `[${dims.map(([, n]) => n).join(', ')}] ([${dims.map(([l]) => l).join(', ')}])`;
+}
+
+export function checkShape(where: string, name: string, t: Tensor, dims: readonly Dim[]): void {
+  if (t.ndim !== dims.length || dims.some(([, n], i) => t.shape[i] !== n)) {
+    throw new WideepError('ERR_SHAPE', `${where}: ${name}: expected shape ${showDims(dims)}, got [${t.shape.join(', ')}]`);
+  }
+}
+
+function checkRank(where: string, name: string, t: Tensor, labels: readonly string[]): void {
+  if (t.ndim !== labels.length) {
+    throw new WideepError('ERR_SHAPE', `${where}: ${name}: expected a ${labels.length}-d tensor [${labels.join(', ')}], got shape [${t.shape.join(', ')}]`);
+  }
+}
+
+function tensorOf(where: string, name: string, v: unknown, device: Device, dtypes: readonly DType[], labels: readonly string[]): Tensor {
+  const t = requireTensor(where, name, v, device);
+  checkDType(where, name, t, dtypes);
+  checkRank(where, name, t, labels);
+  return t;
+}
+
+/** Row width rules: 16-byte rows, within the buffer's hidden, whole fp8 blocks. */
+export function checkRowWidth(where: string, name: string, h: number, config: EpConfig, fp8: boolean): void {
+  if (h % 8 !== 0) throw new WideepError('ERR_SHAPE', `${where}: ${name}: expected a row width H that is a multiple of 8, got H = ${h}`);
+  if (h > config.hidden) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: ${name}: row width H = ${h} exceeds the buffer's hidden = ${config.hidden}`);
+  }
+  if (fp8 && h % FP8_BLOCK !== 0) {
+    throw new WideepError('ERR_SHAPE', `${where}: ${name}: fp8 rows need a row width H that is a multiple of ${FP8_BLOCK}, got H = ${h}`);
+  }
+}
+
+function checkTopk(where: string, k: number, config: EpConfig): void {
+  if (k < 1) throw new WideepError('ERR_SHAPE', `${where}: topkIdx: expected k >= 1 columns, got k = ${k}`);
+  if (k > config.maxTopk) throw new WideepError('ERR_INVALID_ARG', `${where}: topkIdx: k = ${k} exceeds the buffer's maxTopk = ${config.maxTopk}`);
+}
+
+function checkNumExperts(where: string, v: unknown, config: EpConfig, required: boolean): void {
+  if (v === undefined && !required) return;
+  if (v !== config.numExperts) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: numExperts: expected the buffer's numExperts = ${config.numExperts}, got ${describeValue(v)}`);
+  }
+}
+
+function optionalBool(where: string, name: string, v: unknown, fallback: boolean): boolean {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'boolean') throw invalidArg(`${where}: ${name}`, 'a boolean', v);
+  return v;
+}
+
+function optionalInt(where: string, name: string, v: unknown, fallback: number | undefined, min: number): number | undefined {
+  return v === undefined ? fallback : assertInteger(`${where}: ${name}`, v, min);
+}
+
+/** Host tensors only: every entry is -1 or an expert id in [0, E). */
+export function checkTopkIdxValues(where: string, topkIdx: Tensor, numExperts: number): void {
+  if (!topkIdx.isHost) return;
+  const k = topkIdx.shape[1]!;
+  const data = topkIdx.data as Int32Array | BigInt64Array;
+  for (let i = 0; i < data.length; i++) {
+    const v = Number(data[i]!);
+    if (v < -1 || v >= numExperts) {
+      throw new WideepError(
+        'ERR_INVALID_ARG',
+        `${where}: topkIdx[${Math.floor(i / k)}, ${i % k}] = ${data[i]} is not an expert id: expected -1 or a value in [0, ${numExperts}) (numExperts = ${numExperts})`,
+      );
+    }
+  }
+}
+
+// ---- getDispatchLayout ------------------------------------------------------
+
+export function validateLayoutArgs(config: EpConfig, device: Device, topkIdx: unknown, numExperts: unknown): Tensor {
+  const where = 'getDispatchLayout';
+  const t = tensorOf(where, 'topkIdx', topkIdx, device, ['i32', 'i64'], ['T', 'k']);
+  checkNumExperts(where, numExperts, config, false);
+  checkTopk(where, t.shape[1]!, config);
+  if (t.shape[0]! > config.maxTokensPerRank) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: topkIdx: T = ${t.shape[0]} tokens exceeds the buffer's maxTokensPerRank = ${config.maxTokensPerRank}`);
+  }
+  checkTopkIdxValues(where, t, config.numExperts);
+  return t;
+}
+
+// ---- dispatch -----------------------------------------------------------------
+
+export interface ValidDispatch {
+  x: Tensor;
+  xScales: Tensor | undefined;
+  topkIdx: Tensor | undefined;
+  topkWeights: Tensor | undefined;
+  layout: { numTokensPerRank: Tensor; numTokensPerExpert: Tensor; isTokenInRank: Tensor } | undefined;
+  expertAlignment: number;
+  numWorstTokens: number;
+  numSms: number | undefined;
+}
+
+/** `cached` is the routing of args.handle, which the caller has already checked (owner, liveness). */
+export function validateDispatch(config: EpConfig, device: Device, args: DispatchOptions, cached: DispatchRouting | undefined): ValidDispatch {
+  const where = 'dispatch';
+  requireOptions(where, args);
+  const x = tensorOf(where, 'x', args.x, device, ['bf16', 'fp8e4m3'], ['T', 'H']);
+  const [T, H] = x.shape as [number, number];
+  const fp8 = x.dtype === 'fp8e4m3';
+  checkRowWidth(where, 'x', H, config, fp8);
+  if (T > config.maxTokensPerRank) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: x: T = ${T} tokens exceeds the buffer's maxTokensPerRank = ${config.maxTokensPerRank}`);
+  }
+  let xScales: Tensor | undefined;
+  if (fp8) {
+    if (args.xScales === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: xScales: required with fp8e4m3 x (f32 [${T}, ${H / FP8_BLOCK}]), got undefined`);
+    xScales = requireTensor(where, 'xScales', args.xScales, device);
+    checkDType(where, 'xScales', xScales, ['f32']);
+    checkShape(where, 'xScales', xScales, [['T', T], ['H/128', H / FP8_BLOCK]]);
+  } else if (args.xScales !== undefined) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: xScales: only fp8e4m3 x takes scales, but x is ${x.dtype}`);
+  }
+  const common = {
+    expertAlignment: optionalInt(where, 'expertAlignment', args.expertAlignment, 1, 1)!,
+    numWorstTokens: optionalInt(where, 'numWorstTokens', args.numWorstTokens, 0, 0)!,
+    numSms: optionalInt(where, 'numSms', args.numSms, undefined, 1),
+  };
+  checkNumExperts(where, args.numExperts, config, false);
+
+  if (cached !== undefined) {
+    for (const name of ['topkIdx', 'topkWeights', 'layout'] as const) {
+      if (args[name] !== undefined) {
+        throw new WideepError('ERR_INVALID_ARG', `${where}: ${name}: must be omitted with a handle (the routing comes from the handle), got ${describeValue(args[name])}`);
+      }
+    }
+    if (T !== cached.numTokens) {
+      throw new WideepError('ERR_SHAPE', `${where}: x: expected ${cached.numTokens} rows (the handle's token count), got shape [${x.shape.join(', ')}]`);
+    }
+    if (common.numWorstTokens !== 0 && common.numWorstTokens !== cached.numRows) {
+      throw new WideepError(
+        'ERR_INVALID_ARG',
+        `${where}: numWorstTokens: a cached dispatch keeps the handle's ${cached.numRows} output rows; expected 0 or ${cached.numRows}, got ${common.numWorstTokens}`,
+      );
+    }
+    return { x, xScales, topkIdx: undefined, topkWeights: undefined, layout: undefined, ...common };
+  }
+
+  if (args.topkIdx === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: topkIdx: required without a handle, got undefined`);
+  const topkIdx = tensorOf(where, 'topkIdx', args.topkIdx, device, ['i32', 'i64'], ['T', 'k']);
+  const k = topkIdx.shape[1]!;
+  checkShape(where, 'topkIdx', topkIdx, [['T', T], ['k', k]]);
+  checkTopk(where, k, config);
+  if (args.topkWeights === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: topkWeights: required without a handle, got undefined`);
+  const topkWeights = tensorOf(where, 'topkWeights', args.topkWeights, device, ['f32'], ['T', 'k']);
+  checkShape(where, 'topkWeights', topkWeights, [['T', T], ['k', k]]);
+  checkTopkIdxValues(where, topkIdx, config.numExperts);
+  const layout = args.layout === undefined ? undefined : validateLayout(where, config, device, args.layout, topkIdx);
+  return { x, xScales, topkIdx, topkWeights, layout, ...common };
+}
+
+function validateLayout(where: string, config: EpConfig, device: Device, layout: unknown, topkIdx: Tensor): NonNullable<ValidDispatch['layout']> {
+  if (typeof layout !== 'object' || layout === null) throw invalidArg(`${where}: layout`, 'the object getDispatchLayout returned', layout);
+  const l = layout as Record<string, unknown>;
+  const T = topkIdx.shape[0]!;
+  const R = config.worldSize;
+  const perRank = requireTensor(where, 'layout.numTokensPerRank', l.numTokensPerRank, device);
+  checkDType(where, 'layout.numTokensPerRank', perRank, ['i32']);
+  checkShape(where, 'layout.numTokensPerRank', perRank, [['R', R]]);
+  const perExpert = requireTensor(where, 'layout.numTokensPerExpert', l.numTokensPerExpert, device);
+  checkDType(where, 'layout.numTokensPerExpert', perExpert, ['i32']);
+  checkShape(where, 'layout.numTokensPerExpert', perExpert, [['E', config.numExperts]]);
+  const inRank = requireTensor(where, 'layout.isTokenInRank', l.isTokenInRank, device);
+  checkDType(where, 'layout.isTokenInRank', inRank, ['u8']);
+  checkShape(where, 'layout.isTokenInRank', inRank, [['T', T], ['R', R]]);
+  const valid = { numTokensPerRank: perRank, numTokensPerExpert: perExpert, isTokenInRank: inRank };
+  if (topkIdx.isHost) checkLayoutValues(where, config, valid, topkIdx);
+  return valid;
+}
+
+/** Host tensors: the layout must be the one getDispatchLayout computes for this topkIdx. */
+function checkLayoutValues(where: string, config: EpConfig, layout: NonNullable<ValidDispatch['layout']>, topkIdx: Tensor): void {
+  const T = topkIdx.shape[0]!;
+  const k = topkIdx.shape[1]!;
+  const want = computeDispatchLayout(readTopkIdx(topkIdx), T, k, config.numExperts, config.worldSize);
+  const fields = [
+    ['numTokensPerRank', want.numTokensPerRank],
+    ['numTokensPerExpert', want.numTokensPerExpert],
+    ['isTokenInRank', want.isTokenInRank],
+  ] as const;
+  for (const [name, expected] of fields) {
+    const got = layout[name].data as Int32Array | Uint8Array;
+    const i = expected.findIndex((v, j) => v !== got[j]);
+    if (i >= 0) {
+      throw new WideepError(
+        'ERR_INVALID_ARG',
+        `${where}: layout.${name} does not belong to this topkIdx: element ${i} is ${got[i]}, but topkIdx gives ${expected[i]}; ` +
+          'pass the layout that getDispatchLayout(topkIdx) returned, or none',
+      );
+    }
+  }
+}
+
+// ---- combine ------------------------------------------------------------------
+
+export interface ValidCombine {
+  x: Tensor;
+  topkWeights: Tensor | undefined;
+  bias: Tensor[];
+  keepHandle: boolean;
+  numSms: number | undefined;
+}
+
+export function validateCombine(config: EpConfig, device: Device, args: CombineOptions, routing: DispatchRouting): ValidCombine {
+  const where = 'combine';
+  requireOptions(where, args);
+  const N = routing.numRows;
+  const x = tensorOf(where, 'x', args.x, device, ['bf16'], ['N', 'H']);
+  const H = x.shape[1]!;
+  checkShape(where, 'x', x, [['N (rows of the handle\'s dispatch)', N], ['H', H]]);
+  checkRowWidth(where, 'x', H, config, false);
+  let topkWeights: Tensor | undefined;
+  if (args.topkWeights !== undefined) {
+    topkWeights = tensorOf(where, 'topkWeights', args.topkWeights, device, ['f32'], ['N', 'k']);
+    checkShape(where, 'topkWeights', topkWeights, [['N', N], ['k', routing.topk]]);
+  }
+  const T = routing.numTokens;
+  const biasList: unknown[] = args.bias === undefined ? [] : Array.isArray(args.bias) ? (args.bias as unknown[]) : [args.bias];
+  if (biasList.length > 2 || (Array.isArray(args.bias) && biasList.length !== 2)) {
+    throw invalidArg(`${where}: bias`, 'a bf16 [T, H] tensor or a pair of them', args.bias);
+  }
+  const bias = biasList.map((b, i) => {
+    const name = Array.isArray(args.bias) ? `bias[${i}]` : 'bias';
+    const t = tensorOf(where, name, b, device, ['bf16'], ['T', 'H']);
+    checkShape(where, name, t, [['T', T], ['H', H]]);
+    return t;
+  });
+  return {
+    x,
+    topkWeights,
+    bias,
+    keepHandle: optionalBool(where, 'keepHandle', args.keepHandle, false),
+    numSms: optionalInt(where, 'numSms', args.numSms, undefined, 1),
+  };
+}
+
+// ---- low-latency ----------------------------------------------------------------
+
+export interface ValidLowLatencyDispatch {
+  x: Tensor;
+  topkIdx: Tensor;
+  useFp8: boolean;
+  roundScale: boolean;
+  returnRecvHook: boolean;
+  cumulativeRecvStats: Tensor | undefined;
+}
+
+function lowLatencyTokens(where: string, config: EpConfig): number {
+  if (config.lowLatency === undefined) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: this EpBuffer was created without options.lowLatency; pass lowLatency: { maxTokensPerRank } to EpBuffer.create`);
+  }
+  return config.lowLatency.maxTokensPerRank;
+}
+
+/** Checks that the buffer has low-latency mode (for cleanLowLatencyBuffer). */
+export function requireLowLatency(where: string, config: EpConfig): void {
+  lowLatencyTokens(where, config);
+}
+
+export function validateLowLatencyDispatch(config: EpConfig, device: Device, args: LowLatencyDispatchOptions): ValidLowLatencyDispatch {
+  const where = 'lowLatencyDispatch';
+  const M = lowLatencyTokens(where, config);
+  requireOptions(where, args);
+  if (args.maxTokensPerRank !== M) {
+    throw new WideepError(
+      'ERR_INVALID_ARG',
+      `${where}: maxTokensPerRank: expected the buffer's lowLatency.maxTokensPerRank = ${M}, got ${describeValue(args.maxTokensPerRank)}`,
+    );
+  }
+  checkNumExperts(where, args.numExperts, config, true);
+  const useFp8 = optionalBool(where, 'useFp8', args.useFp8, true);
+  const x = tensorOf(where, 'x', args.x, device, ['bf16'], ['T', 'H']);
+  const [T, H] = x.shape as [number, number];
+  checkRowWidth(where, 'x', H, config, false);
+  if (useFp8 && H % FP8_BLOCK !== 0) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: useFp8 needs a row width H that is a multiple of ${FP8_BLOCK}, got H = ${H}; pass useFp8: false for bf16 rows`);
+  }
+  if (T > M) throw new WideepError('ERR_INVALID_ARG', `${where}: x: T = ${T} tokens exceeds maxTokensPerRank = ${M}`);
+  const topkIdx = tensorOf(where, 'topkIdx', args.topkIdx, device, ['i32', 'i64'], ['T', 'k']);
+  checkShape(where, 'topkIdx', topkIdx, [['T', T], ['k', topkIdx.shape[1]!]]);
+  checkTopk(where, topkIdx.shape[1]!, config);
+  let stats: Tensor | undefined;
+  if (args.cumulativeRecvStats !== undefined) {
+    stats = requireTensor(where, 'cumulativeRecvStats', args.cumulativeRecvStats, device);
+    checkDType(where, 'cumulativeRecvStats', stats, ['i32']);
+    checkShape(where, 'cumulativeRecvStats', stats, [['L', config.numLocalExperts]]);
+  }
+  const valid = {
+    x,
+    topkIdx,
+    useFp8,
+    roundScale: optionalBool(where, 'roundScale', args.roundScale, false),
+    returnRecvHook: optionalBool(where, 'returnRecvHook', args.returnRecvHook, false),
+    cumulativeRecvStats: stats,
+  };
+  checkTopkIdxValues(where, topkIdx, config.numExperts);
+  return valid;
+}
+
+export interface ValidLowLatencyCombine {
+  y: Tensor;
+  topkIdx: Tensor;
+  topkWeights: Tensor;
+  returnRecvHook: boolean;
+  out: Tensor | undefined;
+  zeroCopy: boolean;
+}
+
+export function validateLowLatencyCombine(config: EpConfig, device: Device, args: LowLatencyCombineOptions, routing: LowLatencyRouting): ValidLowLatencyCombine {
+  const where = 'lowLatencyCombine';
+  requireOptions(where, args);
+  const M = lowLatencyTokens(where, config);
+  const L = config.numLocalExperts;
+  const y = tensorOf(where, 'y', args.y, device, ['bf16'], ['L', 'R*M', 'H']);
+  const H = y.shape[2]!;
+  checkShape(where, 'y', y, [['L', L], ['R*M', config.worldSize * M], ['H', H]]);
+  checkRowWidth(where, 'y', H, config, false);
+  const T = routing.numTokens;
+  const topkIdx = tensorOf(where, 'topkIdx', args.topkIdx, device, ['i32', 'i64'], ['T', 'k']);
+  const k = topkIdx.shape[1]!;
+  checkShape(where, 'topkIdx', topkIdx, [["T (the handle's token count)", T], ['k', k]]);
+  checkTopk(where, k, config);
+  const topkWeights = tensorOf(where, 'topkWeights', args.topkWeights, device, ['f32'], ['T', 'k']);
+  checkShape(where, 'topkWeights', topkWeights, [['T', T], ['k', k]]);
+  let out: Tensor | undefined;
+  if (args.out !== undefined) {
+    out = tensorOf(where, 'out', args.out, device, ['bf16'], ['T', 'H']);
+    checkShape(where, 'out', out, [['T', T], ['H', H]]);
+  }
+  const valid = {
+    y,
+    topkIdx,
+    topkWeights,
+    returnRecvHook: optionalBool(where, 'returnRecvHook', args.returnRecvHook, false),
+    out,
+    zeroCopy: optionalBool(where, 'zeroCopy', args.zeroCopy, false),
+  };
+  checkTopkIdxValues(where, topkIdx, config.numExperts);
+  return valid;
+}
