@@ -115,6 +115,8 @@ export class EpBuffer implements AsyncDisposable {
     const where = 'EpBuffer.create';
     const viaTransport = isCpuTransport(group);
     if (!viaTransport && !isProcessGroup(group)) throw invalidArg(`${where}: group`, 'a CpuTransport or a ProcessGroup', group);
+    // Taken before anything can fail, so that a rank whose call fails stays in step with the others.
+    const prefix = viaTransport ? undefined : storePrefix(group);
     requireOptions(where, options);
     const backend: EpBackendKind = options.backend ?? (viaTransport || group.device === undefined ? 'cpu' : 'cuda');
     const device = options.device ?? (viaTransport ? undefined : group.device);
@@ -126,7 +128,7 @@ export class EpBuffer implements AsyncDisposable {
       throw new WideepError('ERR_INVALID_ARG', `${where}: the cuda backend needs a GPU: the group has no device and options.device is unset`);
     }
     const createCuda = backend === 'cuda' ? await loadCudaBackend() : undefined;
-    const transport = viaTransport ? group : new StoreTransport(group.store, group.rank, group.worldSize, storePrefix(group));
+    const transport = viaTransport ? group : new StoreTransport(group.store, group.rank, group.worldSize, prefix!);
     const own = viaTransport ? undefined : transport;
     try {
       await exchangeOptions(transport, config);

@@ -20,7 +20,8 @@ import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
 import { cpuCombine } from './combine.js';
 import { cpuDispatch, type CpuRouting } from './dispatch.js';
-import { cpuLowLatencyCombine, cpuLowLatencyDispatch, type CpuLowLatencyRouting } from './low-latency.js';
+import { cpuLowLatencyCombine } from './ll-combine.js';
+import { cpuLowLatencyDispatch, type CpuLowLatencyRouting } from './ll-dispatch.js';
 
 export class CpuBackend implements EpBackend<CpuRouting, CpuLowLatencyRouting> {
   readonly kind = 'cpu';
