@@ -48,7 +48,9 @@
             "native/ep/ep_buffer.cc",
             "native/ep/normal_dispatch.cu",
             "native/ep/normal_combine.cu",
-            "native/ep/low_latency.cu"
+            "native/ep/low_latency.cu",
+            "native/ep/baseline.cu",
+            "native/ep/baseline_binding.cc"
           ],
           "include_dirs": ["<(cuda_home)/include"],
           "defines": [

@@ -10,6 +10,7 @@
 #include "cuda/graph.h"
 #include "cuda/probe.h"
 #include "cuda/stream.h"
+#include "ep/baseline_binding.h"
 #include "ep/ep_buffer.h"
 #include "nccl/communicator.h"
 #include "nccl/nccl_loader.h"
@@ -36,6 +37,8 @@ WideepAddon::WideepAddon(Napi::Env env, Napi::Object exports) {
   communicatorCtor = Napi::Persistent(comm);
   cuda.Set("Communicator", comm);
   cuda.Set("EpBuffer", ep::EpBuffer::Define(env));
+  cuda.Set("gatherRows", Napi::Function::New(env, ep::GatherRows, "gatherRows"));
+  cuda.Set("scatterAddBf16", Napi::Function::New(env, ep::ScatterAddBf16, "scatterAddBf16"));
   Napi::Function graph = Graph::Define(env);
   graphCtor = Napi::Persistent(graph);
   cuda.Set("Graph", graph);

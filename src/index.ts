@@ -22,3 +22,5 @@ export { initProcessGroup, type InitProcessGroupOptions } from './dist/process-g
 export { launch, type LaunchOptions, type LaunchResult, type RankExit, type LaunchFailure } from './dist/launcher.js';
 export { Communicator, type CommunicatorOptions, type ReduceOp, type P2POp } from './comm/communicator.js';
 export { loadNccl } from './comm/nccl-library.js';
+export * from './wideep/index.js';
+export * from './ep/index.js';

@@ -151,6 +151,10 @@ export interface CudaBinding {
   trimMemoryPool(device: number): void;
   /** dlopen()s the first loadable candidate and resolves the NCCL API. Idempotent once loaded. */
   ncclLoad(candidates: string[]): NativeNcclLoad;
+  /** Benchmark baseline: dst[i] = src[idx[i]] for rows of rowBytes. */
+  gatherRows(dst: bigint, src: bigint, idx: bigint, n: number, rowBytes: number, numSms: number, stream: NativeStream): void;
+  /** Benchmark baseline: out[idx[i]] += src[i] for bf16 rows (atomic). */
+  scatterAddBf16(out: bigint, src: bigint, idx: bigint, n: number, hidden: number, numSms: number, stream: NativeStream): void;
   Graph: {
     beginCapture(stream: NativeStream): void;
     endCapture(stream: NativeStream): NativeGraph;

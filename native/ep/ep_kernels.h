@@ -22,3 +22,13 @@ cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cud
 cudaError_t LaunchLowLatencyCombineRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
 
 }  // namespace wideep::ep
+
+namespace wideep::ep {
+
+// Benchmark baseline steps (see baseline.cu).
+cudaError_t LaunchGatherRows(void* dst, const void* src, const int32_t* idx, int n, int rowBytes, int numSms,
+                             cudaStream_t stream);
+cudaError_t LaunchScatterAddBf16(void* out, const void* src, const int32_t* idx, int n, int hidden, int numSms,
+                                 cudaStream_t stream);
+
+}  // namespace wideep::ep

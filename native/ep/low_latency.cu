@@ -315,8 +315,8 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArg
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           float2 f = __bfloat1622float2(h[i]);
-          acc[2 * i] = fmaf(w, f.x, acc[2 * i]);
-          acc[2 * i + 1] = fmaf(w, f.y, acc[2 * i + 1]);
+          acc[2 * i] = __fadd_rn(acc[2 * i], __fmul_rn(w, f.x));
+          acc[2 * i + 1] = __fadd_rn(acc[2 * i + 1], __fmul_rn(w, f.y));
         }
       }
       int4 o;

@@ -19,9 +19,23 @@ export const processIo: CliIo = {
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : t + '\n'),
 };
 
-/** Serialises a result for --json output (bigints as decimal strings). */
-export function toJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2);
+/**
+ * Serialises a result for --json output: indented objects, arrays of plain
+ * values on one line (placement tables stay readable), bigints as strings.
+ */
+export function toJson(value: unknown, indent = ''): string {
+  if (ArrayBuffer.isView(value)) return toJson(Array.from(value as unknown as ArrayLike<unknown>), indent);
+  const json = (value as { toJSON?: () => unknown } | null)?.toJSON;
+  const v = typeof value === 'bigint' ? value.toString() : typeof json === 'function' ? json.call(value) : value;
+  if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null';
+  const inner = indent + '  ';
+  if (Array.isArray(v)) {
+    if (v.every((e) => e === null || typeof e !== 'object')) return `[${v.map((e) => toJson(e)).join(', ')}]`;
+    return v.length === 0 ? '[]' : `[\n${v.map((e) => inner + toJson(e, inner)).join(',\n')}\n${indent}]`;
+  }
+  const entries = Object.entries(v as Record<string, unknown>).filter(([, e]) => e !== undefined);
+  if (entries.length === 0) return '{}';
+  return `{\n${entries.map(([k, e]) => `${inner}${JSON.stringify(k)}: ${toJson(e, inner)}`).join(',\n')}\n${indent}}`;
 }
 
 /** Exit code 2 with the message for a usage error; WideepError messages as-is, exit 1. */

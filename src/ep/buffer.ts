@@ -283,10 +283,27 @@ export class EpBuffer implements AsyncDisposable {
       { ...v, routing: handle.routing, previousEvent: args.previousEvent, stream: args.stream },
       handle.lease.slot,
     );
-    handle.lease.release('lowLatencyCombine');
-    const out = await pending;
+    // With a receive hook, the buffer is still being received into until the
+    // hook runs: the lease ends there, so no later dispatch can reuse it early.
+    if (!args.returnRecvHook) handle.lease.release('lowLatencyCombine');
+    let out;
+    try {
+      out = await pending;
+    } catch (e) {
+      handle.lease.release('lowLatencyCombine');
+      throw e;
+    }
     const result: LowLatencyCombineResult = { combinedX: out.combinedX, event: out.event };
-    if (out.hook) result.hook = out.hook;
+    const hook = out.hook;
+    if (hook) {
+      result.hook = async () => {
+        try {
+          await hook();
+        } finally {
+          handle.lease.release('lowLatencyCombine');
+        }
+      };
+    }
     return result;
   }
 

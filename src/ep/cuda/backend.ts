@@ -6,7 +6,7 @@
  */
 import { callNative } from '../../cuda/call.js';
 import { cudaProbe } from '../../cuda/device.js';
-import type { DeviceStorage } from '../../cuda/memory.js';
+import { memsetDevice, type DeviceStorage } from '../../cuda/memory.js';
 import { Event } from '../../cuda/event.js';
 import { Stream } from '../../cuda/stream.js';
 import type { ProcessGroup } from '../../dist/types.js';
@@ -35,6 +35,14 @@ import { epStatusError } from './status.js';
 
 /** SMs of the normal-mode kernels when a call names none (DeepEP's default budget). */
 export const DEFAULT_NUM_SMS = 24;
+
+/**
+ * WIDEEP_POISON_OUTPUTS=1 (set by the GPU tests) fills receive regions and
+ * fresh outputs with 0xff before every launch, so rows a kernel fails to
+ * write show up instead of hiding behind stale correct data.
+ */
+const POISON = process.env.WIDEEP_POISON_OUTPUTS === '1';
+const POISON_BYTE = 0xff;
 
 interface CudaRouting extends DispatchRouting {
   readonly meta: Tensor;
@@ -161,6 +169,16 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     return f.llHalf0! + half * f.llHalfStride! + f[field]!;
   }
 
+  /** In poison mode, fills `bytes` at `offset` of the registered buffer. */
+  #poisonRegion(offset: number, bytes: number, s: Stream): void {
+    if (POISON && bytes > 0) memsetDevice(this.#base + BigInt(offset), POISON_BYTE, bytes, s);
+  }
+
+  #poisonTensor<T extends Tensor | undefined>(t: T, s: Stream): T {
+    if (POISON && t) t.fillBytes(POISON_BYTE, s);
+    return t;
+  }
+
   #ptr(t: Tensor | undefined): bigint {
     return t ? t.ptr : 0n;
   }
@@ -210,6 +228,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const on = { device: this.device, stream: s };
     const meta = cached?.meta ?? Tensor.empty([this.#metaBytes], 'u8', on);
     const sendPos = cached?.sendPos ?? Tensor.empty([Math.max(T, 1), R], 'i32', on);
+    // Peers write into this slot only after our notify, so this fill comes first.
+    this.#poisonRegion(this.#slotOffset(slot, 'slabX'), this.#layout.fields.slabStride!, s);
 
     this.#notify
       .reset()
@@ -286,8 +306,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const H = x.shape[1]!;
     const k = topkWeights ? topkWeights.shape[1]! : 0;
     const on = { device: this.device, stream: s };
-    const combinedX = Tensor.empty([T, H], 'bf16', on);
-    const combinedTopkWeights = topkWeights ? Tensor.empty([T, k], 'f32', on) : undefined;
+    const combinedX = this.#poisonTensor(Tensor.empty([T, H], 'bf16', on), s);
+    const combinedTopkWeights = this.#poisonTensor(topkWeights ? Tensor.empty([T, k], 'f32', on) : undefined, s);
     this.#combine
       .reset()
       .set('slot', slot)
@@ -351,6 +371,10 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const R = this.#config.worldSize;
     const L = this.#config.numLocalExperts;
     const M = this.#config.lowLatency!.maxTokensPerRank;
+    // Only this rank writes the packed outputs (peers write the staging rows).
+    const f = this.#layout.fields;
+    this.#poisonRegion(this.#halfOffset(half, 'llRecvX'), f.llSrcInfo! - f.llRecvX!, s);
+    this.#poisonRegion(this.#halfOffset(half, 'llSrcInfo'), f.llLayoutRange! - f.llSrcInfo!, s);
     const b = this.#lowLatencyBaton(half, T, H, k, topkIdx.dtype === 'i64')
       .set('useFp8', args.useFp8)
       .set('roundScale', args.roundScale)
@@ -381,7 +405,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const T = args.routing.numTokens;
     const H = y.shape[2]!;
     const k = topkIdx.shape[1]!;
-    const combinedX = args.out ?? Tensor.empty([T, H], 'bf16', { device: this.device, stream: s });
+    const combinedX = this.#poisonTensor(args.out ?? Tensor.empty([T, H], 'bf16', { device: this.device, stream: s }), s);
     const b = this.#lowLatencyBaton(half, T, H, k, topkIdx.dtype === 'i64')
       .set('topkIdx', topkIdx.ptr)
       .set('topkWeights', topkWeights.ptr)

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole GPU pass in one go, on the GPU machine (shared/gpu.md):
+#   bash scripts/gpu/run.sh OUTDIR [steps...]
+# steps: doctor tests bench-nccl bench-ep-normal bench-ep-ll (default: all).
+# Every step has a time limit; JSON results and logs go to OUTDIR; a short
+# table of outcomes comes last.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${1:?usage: run.sh OUTDIR [steps...]}"
+shift
+STEPS="${*:-doctor tests bench-nccl bench-ep-normal bench-ep-ll}"
+mkdir -p "$OUT"
+LOG="$OUT/run.log"
+
+# Node and the pruned node_modules travel in .device/ (scripts/gpu/prepare.sh).
+if ! command -v node >/dev/null; then
+  xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
+fi
+[ -d node_modules ] || xz -dc .device/node_modules.tar.xz | tar -xf -
+# NVLink multicast stays off, also in every child process.
+export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
+
+declare -A STATUS SECONDS_TAKEN
+step() {
+  local name="$1" limit="$2"
+  shift 2
+  local t0=$SECONDS
+  echo "=== $name: $*" | tee -a "$LOG"
+  timeout --kill-after=10 "$limit" "$@" >>"$LOG" 2>&1
+  local rc=$?
+  STATUS[$name]=$rc
+  SECONDS_TAKEN[$name]=$((SECONDS - t0))
+  echo "=== $name: exit $rc after ${SECONDS_TAKEN[$name]} s" | tee -a "$LOG"
+}
+
+for s in $STEPS; do
+  case "$s" in
+    doctor) step doctor 60 sh -c "node bin/wideep.js doctor --json > '$OUT/doctor.json'" ;;
+    tests) step tests 420 npx vitest run --project gpu --reporter=default --reporter=json --outputFile.json="$OUT/gpu-tests.json" ;;
+    bench-nccl) step bench-nccl 240 node bin/wideep.js bench nccl --torch --json --out "$OUT/bench-nccl.json" ;;
+    bench-ep-normal) step bench-ep-normal 420 node bin/wideep.js bench ep --mode normal --num-sms "${NUM_SMS:-24,48,80,128}" --engine "${ENGINES:-warp,tma}" --json --out "$OUT/bench-ep-normal.json" ;;
+    bench-ep-ll) step bench-ep-ll 240 node bin/wideep.js bench ep --mode low-latency --json --out "$OUT/bench-ep-ll.json" ;;
+    *) echo "unknown step $s" | tee -a "$LOG" ;;
+  esac
+done
+
+node scripts/gpu/summary.mjs "$OUT" || true
+echo
+printf '%-18s %6s %6s\n' step exit seconds
+for s in $STEPS; do printf '%-18s %6s %6s\n' "$s" "${STATUS[$s]:-?}" "${SECONDS_TAKEN[$s]:-?}"; done

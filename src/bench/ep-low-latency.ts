@@ -1,0 +1,113 @@
+/**
+ * Low-latency measurements (anchors.md): dispatch (FP8) and combine kernel
+ * times, send and receive times with hooks, a dispatch→combine step under
+ * CUDA-graph replay, and the JS cost of each call.
+ */
+import { Graph } from '../cuda/graph.js';
+import type { Stream } from '../cuda/stream.js';
+import type { EpBuffer } from '../ep/buffer.js';
+import type { LowLatencyDispatchResult } from '../ep/types.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { EpInputs } from './ep-inputs.js';
+import { randomBf16 } from './ep-inputs.js';
+import type { RankMeasurement } from './ep-normal.js';
+import type { GpuTimer, Samples } from './gpu-timer.js';
+
+/** Valid (token, k) selections of this rank: what DeepEP's LL metric counts. */
+export function countSelections(topk: Int32Array): number {
+  let n = 0;
+  for (const e of topk) if (e >= 0) n++;
+  return n;
+}
+
+export async function measureLowLatency(o: {
+  buffer: EpBuffer;
+  inputs: EpInputs;
+  stream: Stream;
+  timer: GpuTimer;
+  iters: number;
+  warmup: number;
+  graphReplays: number;
+  seed: number;
+}): Promise<RankMeasurement[]> {
+  const { buffer, inputs, stream, timer, iters, warmup } = o;
+  const [T, H] = inputs.x.shape as [number, number];
+  const M = buffer.config.lowLatency!.maxTokensPerRank;
+  const L = buffer.numLocalExperts;
+  const R = buffer.worldSize;
+  const selections = countSelections(inputs.topkHost);
+  const dispatchBytes = selections * (H + (H / 128) * 4 + 16);
+  const combineBytes = selections * H * 2;
+  const device = inputs.x.device;
+  const y = await Tensor.from(randomBf16(L * R * M * H, o.seed), { shape: [L, R * M, H], dtype: 'bf16' }).to(device);
+  const out = Tensor.empty([T, H], 'bf16', { device, stream });
+  const dispatchArgs = { x: inputs.x, topkIdx: inputs.topkIdx, maxTokensPerRank: M, numExperts: buffer.numExperts, stream };
+  const combineArgs = (d: LowLatencyDispatchResult) => ({ y, topkIdx: inputs.topkIdx, topkWeights: inputs.topkWeights, handle: d.handle, out, stream });
+  const results: RankMeasurement[] = [];
+  const push = (op: string, bytes: number, samples: Samples) => results.push({ op, bytes, samples });
+
+  push('ll-dispatch', dispatchBytes, await timer.time({ iters, warmup, op: () => buffer.lowLatencyDispatch(dispatchArgs), after: (r) => r.release() }));
+  push(
+    'll-combine',
+    combineBytes,
+    await timer.time({ iters, warmup, before: () => buffer.lowLatencyDispatch(dispatchArgs), op: (d) => buffer.lowLatencyCombine(combineArgs(d)) }),
+  );
+
+  // Hooks: the send kernel, then the receive kernel, timed apart.
+  const send: Samples = { kernelUs: [], wallUs: [] };
+  const recv: Samples = { kernelUs: [], wallUs: [] };
+  const combineSend: Samples = { kernelUs: [], wallUs: [] };
+  const combineRecv: Samples = { kernelUs: [], wallUs: [] };
+  for (let i = 0; i < warmup + iters; i++) {
+    const e0 = stream.record({ timing: true });
+    const w0 = performance.now();
+    const d = await buffer.lowLatencyDispatch({ ...dispatchArgs, returnRecvHook: true });
+    const w1 = performance.now();
+    const e1 = stream.record({ timing: true });
+    await d.hook!();
+    const e2 = stream.record({ timing: true });
+    const c = await buffer.lowLatencyCombine({ ...combineArgs(d), returnRecvHook: true });
+    const e3 = stream.record({ timing: true });
+    await c.hook!();
+    const e4 = stream.record({ timing: true });
+    await e4.done();
+    if (i >= warmup) {
+      send.kernelUs.push(e0.elapsedMs(e1) * 1e3);
+      send.wallUs.push((w1 - w0) * 1e3);
+      recv.kernelUs.push(e1.elapsedMs(e2) * 1e3);
+      combineSend.kernelUs.push(e2.elapsedMs(e3) * 1e3);
+      combineRecv.kernelUs.push(e3.elapsedMs(e4) * 1e3);
+    }
+    for (const e of [e0, e1, e2, e3, e4]) e.close();
+  }
+  push('ll-dispatch-send', dispatchBytes, send);
+  push('ll-dispatch-recv-hook', dispatchBytes, recv);
+  push('ll-combine-send', combineBytes, combineSend);
+  push('ll-combine-recv-hook', combineBytes, combineRecv);
+
+  // One decode step (dispatch → combine) captured once and replayed.
+  const graph = await Graph.capture(stream, async () => {
+    const d = await buffer.lowLatencyDispatch(dispatchArgs);
+    await buffer.lowLatencyCombine(combineArgs(d));
+  });
+  const replay: Samples = { kernelUs: [], wallUs: [] };
+  for (let i = 0; i < warmup + iters; i++) {
+    const e0 = stream.record({ timing: true });
+    const w0 = performance.now();
+    for (let r = 0; r < o.graphReplays; r++) graph.launch(stream);
+    const w1 = performance.now();
+    const e1 = stream.record({ timing: true });
+    await e1.done();
+    if (i >= warmup) {
+      replay.kernelUs.push((e0.elapsedMs(e1) * 1e3) / o.graphReplays);
+      replay.wallUs.push(((w1 - w0) * 1e3) / o.graphReplays);
+    }
+    e0.close();
+    e1.close();
+  }
+  push('ll-step-graph-replay', dispatchBytes + combineBytes, replay);
+  graph.close();
+  y.close();
+  out.close();
+  return results;
+}

@@ -1,0 +1,218 @@
+/**
+ * `wideep bench ep`: dispatch/combine throughput (normal mode) or latency
+ * (low-latency mode) with anchors.md's metrics, per rank, against DeepEP's
+ * figures on the same machine type and an NCCL baseline measured in the run.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { toJson, type CliCommand, type CliIo } from '../cli/command.js';
+import { deviceCount } from '../cuda/device.js';
+import { launch } from '../dist/launcher.js';
+import { WideepError, assertInteger } from '../errors.js';
+import { DEEPEP_LOW_LATENCY, DEEPEP_NORMAL, GOALS } from './ep-anchors.js';
+import { EP_BENCH_CONFIG_VAR, type EpBenchConfig, type EpBenchMode, type EpRankResult } from './ep-config.js';
+import type { RoutingKind } from './ep-inputs.js';
+import { gbps, median, round } from './stats.js';
+
+const USAGE = `usage: wideep bench ep --mode normal|low-latency [options]
+
+  --nproc-per-node N   ranks, one per GPU (default: every visible GPU)
+  --tokens T           tokens per rank (default 4096 normal, 128 low-latency)
+  --hidden H           row width (default 7168)
+  --topk K             experts per token (default 8)
+  --experts E          routed experts (default 256)
+  --routing R          uniform | zipf | both (default both)
+  --num-sms LIST       normal mode: SM budgets, e.g. 24 or 24,48,80,128 (default 24)
+  --engine LIST        normal mode copy engine: warp | tma | warp,tma (default warp)
+  --no-baseline        skip the NCCL all-to-all-v baseline
+  --iters N            timed runs per measurement (default 30)
+  --warmup N           untimed runs first (default 5)
+  --json               print one JSON object
+  --out FILE           also write the JSON there
+
+Times are CUDA-event medians per rank, then the median over ranks; bandwidth
+follows anchors.md (normal: bytes received per rank; low-latency: bytes per
+valid top-k selection sent). JS µs is the wall time of the API call.`;
+
+export interface EpBenchRow {
+  engine: string;
+  routing: RoutingKind;
+  numSms?: number;
+  op: string;
+  /** Median over ranks of each rank's median. */
+  kernelUs: number;
+  wallUs: number;
+  gbps: number;
+  perRank: { rank: number; kernelUs: number; wallUs: number; gbps: number; bytes: number }[];
+  /** DeepEP's figure for this op and SM budget, when anchors.md has one. */
+  deepep?: { value: number; unit: 'GB/s' | 'us'; ratio: number; goal?: number };
+}
+
+export interface EpBenchReport {
+  suite: 'ep';
+  mode: EpBenchMode;
+  worldSize: number;
+  config: Omit<EpBenchConfig, 'out'> & { engines: string[] };
+  rows: EpBenchRow[];
+}
+
+function list(v: string, what: string): string[] {
+  const items = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new WideepError('ERR_INVALID_ARG', `${what}: expected a comma-separated list, got ${JSON.stringify(v)}`);
+  return items;
+}
+
+function int(v: string | undefined, what: string, fallback: number, min = 1): number {
+  if (v === undefined) return fallback;
+  return assertInteger(what, Number(v), min);
+}
+
+/** The DeepEP comparison of one row, by anchors.md. */
+export function compareWithDeepEp(mode: EpBenchMode, op: string, numSms: number | undefined, row: { gbps: number; kernelUs: number }): EpBenchRow['deepep'] {
+  if (mode === 'low-latency') {
+    const ref = op === 'll-dispatch' ? DEEPEP_LOW_LATENCY.dispatchUs : op === 'll-combine' ? DEEPEP_LOW_LATENCY.combineUs : undefined;
+    if (ref === undefined) return undefined;
+    return { value: ref, unit: 'us', ratio: round(row.kernelUs / ref, 3), goal: GOALS.lowLatency };
+  }
+  const anchor = numSms === undefined ? undefined : DEEPEP_NORMAL[numSms];
+  const field = op.startsWith('dispatch-bf16') ? 'dispatchBf16' : op.startsWith('dispatch-fp8') ? 'dispatchFp8' : op === 'combine-bf16' ? 'combineBf16' : undefined;
+  if (!anchor || !field) return undefined;
+  const goal = numSms === 24 ? (field === 'combineBf16' ? GOALS.normalAt24Sms.combine : GOALS.normalAt24Sms.dispatch) : undefined;
+  return { value: anchor[field], unit: 'GB/s', ratio: round(row.gbps / anchor[field], 3), goal };
+}
+
+/** Folds every rank's samples into rows: per-rank medians, then medians over ranks. */
+export function summarise(mode: EpBenchMode, engine: string, ranks: EpRankResult[]): EpBenchRow[] {
+  const keys = new Map<string, { routing: RoutingKind; numSms?: number; op: string }>();
+  for (const r of ranks) for (const row of r.rows) keys.set(`${row.routing}|${row.numSms ?? ''}|${row.op}`, row);
+  const out: EpBenchRow[] = [];
+  for (const [key, k] of keys) {
+    const perRank = ranks.flatMap((r) =>
+      r.rows
+        .filter((row) => `${row.routing}|${row.numSms ?? ''}|${row.op}` === key)
+        .map((row) => {
+          const us = median(row.samples.kernelUs);
+          return { rank: r.rank, kernelUs: round(us), wallUs: round(median(row.samples.wallUs)), gbps: round(gbps(row.bytes, us), 1), bytes: row.bytes };
+        }),
+    );
+    const summary = {
+      kernelUs: round(median(perRank.map((p) => p.kernelUs))),
+      wallUs: round(median(perRank.map((p) => p.wallUs))),
+      gbps: round(median(perRank.map((p) => p.gbps)), 1),
+    };
+    const row: EpBenchRow = { engine, routing: k.routing, op: k.op, ...summary, perRank };
+    if (k.numSms !== undefined) row.numSms = k.numSms;
+    const deepep = compareWithDeepEp(mode, k.op, k.numSms, summary);
+    if (deepep) row.deepep = deepep;
+    out.push(row);
+  }
+  return out;
+}
+
+export function renderEpTable(report: EpBenchReport): string {
+  const head = ['engine', 'routing', 'SMs', 'op', 'kernel µs', 'GB/s', 'DeepEP', 'ratio', 'goal', 'JS µs'];
+  const body = report.rows.map((r) => [
+    r.engine,
+    r.routing,
+    r.numSms === undefined ? '-' : String(r.numSms),
+    r.op,
+    r.kernelUs.toFixed(1),
+    Number.isFinite(r.gbps) ? r.gbps.toFixed(0) : '-',
+    r.deepep ? `${r.deepep.value} ${r.deepep.unit}` : '-',
+    r.deepep ? r.deepep.ratio.toFixed(2) : '-',
+    r.deepep?.goal !== undefined ? `${r.deepep.unit === 'us' ? '<=' : '>='}${r.deepep.goal}` : '-',
+    r.wallUs.toFixed(1),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+  return [
+    `wideep bench ep --mode ${report.mode}: ${report.worldSize} ranks, ${report.config.tokens} tokens/rank, hidden ${report.config.hidden}, top-${report.config.topk} of ${report.config.experts}`,
+    line(head),
+    ...body.map(line),
+  ].join('\n');
+}
+
+async function runEngine(config: EpBenchConfig, engine: string, nproc: number, io: CliIo): Promise<EpRankResult[]> {
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'ep-worker.js');
+  const result = await launch({
+    script,
+    nprocPerNode: nproc,
+    env: { ...process.env, [EP_BENCH_CONFIG_VAR]: JSON.stringify(config), WIDEEP_EP_COPY_ENGINE: engine },
+    stdout: (t) => io.err(t),
+    stderr: (t) => io.err(t),
+  });
+  if (!result.ok) throw new WideepError('ERR_PEER', `bench ep workers failed (engine ${engine}); see their output above`);
+  return JSON.parse(readFileSync(config.out, 'utf8')) as EpRankResult[];
+}
+
+export const command: CliCommand = {
+  name: 'bench ep',
+  summary: 'EP dispatch/combine benchmark',
+  usage: USAGE,
+  async run(argv, io) {
+    const { values } = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        mode: { type: 'string' },
+        'nproc-per-node': { type: 'string' },
+        tokens: { type: 'string' },
+        hidden: { type: 'string' },
+        topk: { type: 'string' },
+        experts: { type: 'string' },
+        routing: { type: 'string', default: 'both' },
+        'num-sms': { type: 'string', default: '24' },
+        engine: { type: 'string', default: 'warp' },
+        'no-baseline': { type: 'boolean', default: false },
+        iters: { type: 'string' },
+        warmup: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        out: { type: 'string' },
+      },
+    });
+    const mode = values.mode as EpBenchMode | undefined;
+    if (mode !== 'normal' && mode !== 'low-latency') {
+      throw new WideepError('ERR_INVALID_ARG', `--mode: expected normal or low-latency, got ${JSON.stringify(values.mode ?? null)}`);
+    }
+    const gpus = deviceCount();
+    if (gpus === 0) throw new WideepError('ERR_NO_GPU', 'bench ep needs GPUs, and none is visible (see wideep doctor)');
+    const nproc = int(values['nproc-per-node'], '--nproc-per-node', gpus, 2);
+    const routing = values.routing === 'both' ? ['uniform', 'zipf'] : list(values.routing!, '--routing');
+    for (const r of routing) if (r !== 'uniform' && r !== 'zipf') throw new WideepError('ERR_INVALID_ARG', `--routing: expected uniform, zipf or both, got ${r}`);
+    const engines = list(values.engine!, '--engine');
+    for (const e of engines) if (e !== 'warp' && e !== 'tma') throw new WideepError('ERR_INVALID_ARG', `--engine: expected warp and/or tma, got ${e}`);
+    const dir = mkdtempSync(join(tmpdir(), 'wideep-bench-ep-'));
+    const config: EpBenchConfig = {
+      mode,
+      tokens: int(values.tokens, '--tokens', mode === 'normal' ? 4096 : 128),
+      hidden: int(values.hidden, '--hidden', 7168),
+      topk: int(values.topk, '--topk', 8),
+      experts: int(values.experts, '--experts', 256),
+      routings: routing as RoutingKind[],
+      numSms: list(values['num-sms']!, '--num-sms').map((v) => int(v, '--num-sms', 24)),
+      iters: int(values.iters, '--iters', 30),
+      warmup: int(values.warmup, '--warmup', 5, 0),
+      graphReplays: 20,
+      baseline: !values['no-baseline'],
+      seed: Date.now() % 1_000_000,
+      out: join(dir, 'ranks.json'),
+    };
+    try {
+      const rows = [];
+      for (const engine of mode === 'normal' ? engines : ['warp']) {
+        rows.push(...summarise(mode, engine, await runEngine(config, engine, nproc, io)));
+      }
+      const { out: _out, ...rest } = config;
+      const report: EpBenchReport = { suite: 'ep', mode, worldSize: nproc, config: { ...rest, engines }, rows };
+      if (values.out) writeFileSync(values.out, toJson(report));
+      io.out(values.json ? toJson(report) : renderEpTable(report));
+      return 0;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};

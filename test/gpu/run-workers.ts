@@ -1,0 +1,33 @@
+/** Runs a GPU worker script on N ranks through the launcher and collects each rank's JSON report. */
+import { fileURLToPath } from 'node:url';
+
+import { launch } from '../../src/dist/launcher.js';
+
+export interface WorkerReport {
+  rank: number;
+  checks: number;
+  failures: string[];
+  [k: string]: unknown;
+}
+
+export async function runWorkers(script: string, nproc: number, env: Record<string, string>): Promise<{ ok: boolean; reports: WorkerReport[]; log: string }> {
+  let log = '';
+  const reports: WorkerReport[] = [];
+  const result = await launch({
+    script: fileURLToPath(new URL(`./workers/${script}`, import.meta.url)),
+    nprocPerNode: nproc,
+    env: { ...process.env, ...env },
+    stdout: (text) => {
+      log += text;
+      for (const line of text.split('\n')) {
+        const m = /^\[rank \d+\] (\{.*\})$/.exec(line.trim());
+        if (m) reports.push(JSON.parse(m[1]!) as WorkerReport);
+      }
+    },
+    stderr: (text) => {
+      log += text;
+      process.stderr.write(text);
+    },
+  });
+  return { ok: result.ok, reports, log };
+}

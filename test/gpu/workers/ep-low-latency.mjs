@@ -1,0 +1,159 @@
+// One rank of the low-latency correctness suite: dispatch (fp8 or bf16, with
+// and without receive hooks) and weighted combine, compared with the cpu
+// backend over simulated ranks on the same fresh inputs; then a captured
+// dispatch -> copy -> combine step replayed 1000 times against eager mode.
+import { EpBuffer, Graph, Stream, Tensor } from '../../../dist/index.js';
+import { BACKEND, Checker, DRY_RUN, absTensor, bf16Random, joinJob, oracleBuffers, rankInputs } from './ep-common.mjs';
+
+const CASES = JSON.parse(process.env.WIDEEP_TEST_CASES ?? '[]');
+const { pg, seed, device } = await joinJob();
+const R = pg.worldSize;
+const me = pg.rank;
+const check = new Checker(me);
+const maxH = Math.max(...CASES.map((c) => c.H));
+const buffers = new Map();
+
+async function buffersFor(E, M) {
+  const key = `${E}/${M}`;
+  if (!buffers.has(key)) {
+    const options = { hidden: maxH, numExperts: E, maxTokensPerRank: 8, maxTopk: 16, lowLatency: { maxTokensPerRank: M } };
+    buffers.set(key, { gpu: await EpBuffer.create(pg, { ...options, backend: BACKEND }), cpu: await oracleBuffers(R, options) });
+  }
+  return buffers.get(key);
+}
+
+function expertOutputs(c, L, s, rank) {
+  return Tensor.from(bf16Random(L * R * c.M * c.H, s * 23 + rank), { shape: [L, R * c.M, c.H], dtype: 'bf16' });
+}
+
+/** Valid slots of each local expert, from recvCount. */
+function slotRows(t, counts, perExpert) {
+  const parts = [];
+  const row = t.byteLength / t.shape[0] / perExpert;
+  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.byteLength);
+  counts.forEach((n, j) => parts.push(bytes.subarray(j * perExpert * row, (j * perExpert + n) * row)));
+  const total = parts.reduce((a, p) => a + p.length, 0);
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return Tensor.from(out, { dtype: 'u8' });
+}
+
+async function compareDispatch(where, d, want, c) {
+  const counts = (await d.recvCount.cpu()).toNumbers();
+  check.bitwise(`${where} recvCount`, await d.recvCount.cpu(), want.recvCount);
+  check.bitwise(`${where} layoutRange`, await d.handle.layoutRange.cpu(), want.handle.layoutRange);
+  const slots = R * c.M;
+  check.bitwise(`${where} srcInfo`, slotRows(await d.handle.srcInfo.cpu(), counts, slots), slotRows(want.handle.srcInfo, counts, slots));
+  const gx = slotRows(await d.recvX.cpu(), counts, slots);
+  const wx = slotRows(want.recvX, counts, slots);
+  if (c.fp8) {
+    check.closeFp8(`${where} recvX`, gx, wx);
+    const asF32 = (t) => Tensor.from(new Float32Array(t.data.buffer, t.data.byteOffset, t.byteLength / 4), { dtype: 'f32' });
+    check.closeF32(`${where} recvXScales`, asF32(slotRows(await d.recvXScales.cpu(), counts, slots)), asF32(slotRows(want.recvXScales, counts, slots)));
+  } else {
+    check.bitwise(`${where} recvX`, gx, wx);
+  }
+}
+
+async function runCase(c, ci) {
+  const E = c.E === 'R' ? R : c.E;
+  const L = E / R;
+  const kase = { ...c, E, T: [0, c.M] };
+  const { gpu, cpu } = await buffersFor(E, c.M);
+  const stream = DRY_RUN ? undefined : new Stream(pg.device);
+  for (let rep = 0; rep < c.reps; rep++) {
+    const s = seed + ci * 100_003 + rep * 7;
+    const all = Array.from({ length: R }, (_, r) => rankInputs(rep === 0 ? { ...kase, T: c.M } : kase, s, r));
+    const hook = c.hooks && rep % 2 === 1;
+    const flags = { useFp8: c.fp8, roundScale: c.roundScale ?? false };
+    const where = `case ${ci} rep ${rep}${hook ? ' hook' : ''}`;
+    const ref = await Promise.all(all.map((inp, r) => cpu[r].lowLatencyDispatch({ x: inp.x, topkIdx: inp.topkIdx, maxTokensPerRank: c.M, numExperts: E, ...flags })));
+    const mine = all[me];
+    const topkIdx = await mine.topkIdx.to(device);
+    const d = await gpu.lowLatencyDispatch({ x: await mine.x.to(device), topkIdx, maxTokensPerRank: c.M, numExperts: E, ...flags, returnRecvHook: hook, stream });
+    if (hook) await d.hook();
+    await stream?.synchronize();
+    await compareDispatch(where, d, ref[me], c);
+
+    const ys = Array.from({ length: R }, (_, r) => expertOutputs(c, L, s, r));
+    const cc = await Promise.all(ref.map((r, rank) => cpu[rank].lowLatencyCombine({ y: ys[rank], topkIdx: all[rank].topkIdx, topkWeights: all[rank].topkWeights, handle: r.handle })));
+    const refAgain = await Promise.all(all.map((inp, r) => cpu[r].lowLatencyDispatch({ x: inp.x, topkIdx: inp.topkIdx, maxTokensPerRank: c.M, numExperts: E, ...flags })));
+    const mags = await Promise.all(
+      refAgain.map((r, rank) =>
+        cpu[rank].lowLatencyCombine({ y: absTensor(ys[rank]), topkIdx: all[rank].topkIdx, topkWeights: absTensor(all[rank].topkWeights), handle: r.handle }),
+      ),
+    );
+    const gc = await gpu.lowLatencyCombine({
+      y: await ys[me].to(device),
+      topkIdx,
+      topkWeights: await mine.topkWeights.to(device),
+      handle: d.handle,
+      returnRecvHook: hook,
+      stream,
+    });
+    if (hook) await gc.hook();
+    await stream?.synchronize();
+    check.closeBf16(`${where} combinedX`, await gc.combinedX.cpu(), cc[me].combinedX, mags[me].combinedX);
+    gc.combinedX.close();
+  }
+  stream?.close();
+}
+
+async function runGraph(c, ci) {
+  const E = c.E === 'R' ? R : c.E;
+  const L = E / R;
+  const { gpu } = await buffersFor(E, c.M);
+  const stream = new Stream(pg.device);
+  const s = seed + ci * 100_003;
+  const inp = rankInputs({ ...c, E, T: c.M }, s, me);
+  const x = await inp.x.to(device);
+  const topkIdx = await inp.topkIdx.to(device);
+  const topkWeights = await inp.topkWeights.to(device);
+  const ySource = await expertOutputs(c, L, s, me).to(device);
+  const y = Tensor.empty([L, R * c.M, c.H], 'bf16', { device, stream });
+  const out = Tensor.empty([c.M, c.H], 'bf16', { device, stream });
+  const step = async () => {
+    const d = await gpu.lowLatencyDispatch({ x, topkIdx, maxTokensPerRank: c.M, numExperts: E, useFp8: c.fp8, stream });
+    await y.copyFrom(ySource, { stream }); // stands in for the expert computation
+    await gpu.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out, stream });
+  };
+  await step();
+  await stream.synchronize();
+  const eager = await out.cpu({ stream });
+  const graph = await Graph.capture(stream, step);
+  for (let i = 1; i <= c.replays; i++) {
+    out.fillBytes(0xff, stream);
+    graph.launch(stream);
+    if (i % 100 === 0 || i === c.replays) {
+      await stream.synchronize();
+      check.bitwise(`graph case ${ci} replay ${i}`, await out.cpu({ stream }), eager);
+    }
+  }
+  graph.close();
+  stream.close();
+}
+
+let code = 1;
+try {
+  for (const [i, c] of CASES.entries()) {
+    const t0 = Date.now();
+    if (c.replays && DRY_RUN) continue; // graphs need a GPU
+    if (c.replays) await runGraph(c, i);
+    else await runCase(c, i);
+    if (me === 0) process.stderr.write(`case ${i} ${JSON.stringify(c)}: ${Date.now() - t0} ms\n`);
+  }
+  code = check.report({ worldSize: R });
+} catch (e) {
+  check.fail('exception', e?.stack ?? String(e));
+  code = check.report({ worldSize: R });
+}
+for (const { gpu, cpu } of buffers.values()) {
+  await gpu.close();
+  await Promise.all(cpu.map((b) => b.close()));
+}
+await pg.close();
+process.exit(code);

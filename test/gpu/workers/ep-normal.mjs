@@ -1,0 +1,120 @@
+// One rank of the normal-mode correctness suite: for each case and each
+// repetition, fresh seeded inputs on every rank; the cuda backend's dispatch,
+// cached dispatch and combine are compared with the cpu backend's, run here
+// over simulated ranks on the same inputs. Outputs are poisoned first
+// (WIDEEP_POISON_OUTPUTS=1), so rows a kernel does not write show up.
+import { EpBuffer, Tensor } from '../../../dist/index.js';
+import { BACKEND, Checker, absTensor, bf16Random, firstRows, joinJob, oracleBuffers, rankInputs, toDevice } from './ep-common.mjs';
+
+const CASES = JSON.parse(process.env.WIDEEP_TEST_CASES ?? '[]');
+const { pg, seed, device } = await joinJob();
+const R = pg.worldSize;
+const me = pg.rank;
+const check = new Checker(me);
+const maxT = Math.max(...CASES.map((c) => (typeof c.T === 'number' ? c.T : c.T[1])));
+const maxH = Math.max(...CASES.map((c) => c.H));
+const buffers = new Map();
+
+async function buffersFor(E) {
+  if (!buffers.has(E)) {
+    const options = { hidden: maxH, numExperts: E, maxTokensPerRank: maxT, maxTopk: 16 };
+    buffers.set(E, { gpu: await EpBuffer.create(pg, { ...options, backend: BACKEND }), cpu: await oracleBuffers(R, options) });
+  }
+  return buffers.get(E);
+}
+
+async function runCase(c, ci) {
+  const E = c.E === 'R' ? R : c.E;
+  const kase = { ...c, E };
+  const { gpu, cpu } = await buffersFor(E);
+  for (let rep = 0; rep < c.reps; rep++) {
+    const s = seed + ci * 100_003 + rep * 7;
+    const all = Array.from({ length: R }, (_, r) => rankInputs(kase, s, r));
+    const useFp8 = c.fp8Input && rep % 2 === 1;
+    const xOf = (inp) => (useFp8 ? { x: inp.xFp8, xScales: inp.xScales } : { x: inp.x });
+    const opts = { expertAlignment: c.align ?? 1, numWorstTokens: c.worst ?? 0 };
+    const where = `case ${ci} rep ${rep}${useFp8 ? ' fp8' : ''}`;
+
+    // Oracle.
+    const ref = await Promise.all(all.map((inp, r) => cpu[r].dispatch({ ...xOf(inp), topkIdx: inp.topkIdx, topkWeights: inp.topkWeights, ...opts })));
+    // GPU.
+    const mine = all[me];
+    const d = await gpu.dispatch({
+      x: await toDevice(xOf(mine).x, device),
+      xScales: await toDevice(xOf(mine).xScales, device),
+      topkIdx: await toDevice(mine.topkIdx, device),
+      topkWeights: await toDevice(mine.topkWeights, device),
+      ...opts,
+    });
+    await d.event?.done();
+    const want = ref[me];
+    const rows = want.numRecvTokens >= 0 ? want.numRecvTokens : d.recvX.shape[0];
+    check.checks++;
+    if (d.numRecvTokens !== want.numRecvTokens) check.fail(where, `numRecvTokens ${d.numRecvTokens} vs ${want.numRecvTokens}`);
+    check.checks++;
+    if (JSON.stringify(d.numRecvTokensPerExpert) !== JSON.stringify(want.numRecvTokensPerExpert)) {
+      check.fail(where, `numRecvTokensPerExpert ${d.numRecvTokensPerExpert} vs ${want.numRecvTokensPerExpert}`);
+    }
+    const n = c.worst ? countValidRows(want.recvTopkIdx) : rows;
+    check.bitwise(`${where} recvX`, firstRows(await d.recvX.cpu(), n), firstRows(want.recvX, n));
+    if (useFp8) check.bitwise(`${where} recvXScales`, firstRows(await d.recvXScales.cpu(), n), firstRows(want.recvXScales, n));
+    check.bitwise(`${where} recvTopkIdx`, await d.recvTopkIdx.cpu(), want.recvTopkIdx);
+    check.bitwise(`${where} recvTopkWeights`, await d.recvTopkWeights.cpu(), want.recvTopkWeights);
+
+    // Cached dispatch of the same routing moves x again.
+    if (c.cached) {
+      const cref = await Promise.all(all.map((inp, r) => cpu[r].dispatch({ ...xOf(inp), handle: ref[r].handle })));
+      const cd = await gpu.dispatch({ x: await toDevice(xOf(mine).x, device), xScales: await toDevice(xOf(mine).xScales, device), handle: d.handle });
+      await cd.event?.done();
+      check.bitwise(`${where} cached recvX`, firstRows(await cd.recvX.cpu(), n), firstRows(cref[me].recvX, n));
+      cd.release();
+      cref.forEach((r) => r.release());
+    }
+
+    // Combine: a fresh bf16 input per received row (the expert outputs).
+    const combIn = ref.map((r, rank) => Tensor.from(bf16Random(r.recvX.shape[0] * c.H, s * 17 + rank), { shape: [r.recvX.shape[0], c.H], dtype: 'bf16' }));
+    const bias = c.bias ? all.map((inp, rank) => Tensor.from(bf16Random(inp.T * c.H, s * 19 + rank), { shape: [inp.T, c.H], dtype: 'bf16' })) : undefined;
+    const cc = await Promise.all(ref.map((r, rank) => cpu[rank].combine({ x: combIn[rank], handle: r.handle, topkWeights: r.recvTopkWeights, bias: bias?.[rank], keepHandle: true })));
+    const mags = await Promise.all(
+      ref.map((r, rank) => cpu[rank].combine({ x: absTensor(combIn[rank]), handle: r.handle, bias: bias ? absTensor(bias[rank]) : undefined })),
+    );
+    const gc = await gpu.combine({
+      x: await combIn[me].to(device),
+      handle: d.handle,
+      topkWeights: d.recvTopkWeights,
+      bias: bias ? await bias[me].to(device) : undefined,
+    });
+    await gc.event?.done();
+    check.closeBf16(`${where} combinedX`, await gc.combinedX.cpu(), cc[me].combinedX, mags[me].combinedX);
+    check.closeF32(`${where} combinedTopkWeights`, await gc.combinedTopkWeights.cpu(), cc[me].combinedTopkWeights);
+    gc.combinedX.close();
+    gc.combinedTopkWeights.close();
+  }
+}
+
+function countValidRows(recvTopkIdx) {
+  const k = recvTopkIdx.shape[1];
+  const v = recvTopkIdx.toNumbers();
+  let n = 0;
+  for (let i = 0; i < recvTopkIdx.shape[0]; i++) if (v.slice(i * k, (i + 1) * k).some((e) => e >= 0)) n = i + 1;
+  return n;
+}
+
+let code = 1;
+try {
+  for (const [i, c] of CASES.entries()) {
+    const t0 = Date.now();
+    await runCase(c, i);
+    if (me === 0) process.stderr.write(`case ${i} ${JSON.stringify(c)}: ${Date.now() - t0} ms\n`);
+  }
+  code = check.report({ worldSize: R });
+} catch (e) {
+  check.fail('exception', e?.stack ?? String(e));
+  code = check.report({ worldSize: R });
+}
+for (const { gpu, cpu } of buffers.values()) {
+  await gpu.close();
+  await Promise.all(cpu.map((b) => b.close()));
+}
+await pg.close();
+process.exit(code);
