@@ -56,6 +56,7 @@ export interface NativeStream {
   readonly closed: boolean;
   synchronize(): Promise<void>;
   query(): boolean;
+  isCapturing(): boolean;
   waitEvent(event: NativeEvent): void;
   close(): void;
 }

@@ -42,6 +42,7 @@ Napi::Function Stream::Define(Napi::Env env) {
                      {
                          InstanceMethod<&Stream::Synchronize>("synchronize"),
                          InstanceMethod<&Stream::Query>("query"),
+                         InstanceMethod<&Stream::IsCapturing>("isCapturing"),
                          InstanceMethod<&Stream::WaitEvent>("waitEvent"),
                          InstanceMethod<&Stream::Close>("close"),
                          InstanceAccessor<&Stream::GetDevice>("device"),
@@ -92,6 +93,15 @@ Napi::Value Stream::Query(const Napi::CallbackInfo& info) {
   }
   WIDEEP_CUDA_THROW(env, st);
   return Napi::Boolean::New(env, true);
+}
+
+Napi::Value Stream::IsCapturing(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto& res = Live(env);
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  DeviceGuard guard(res->device);
+  WIDEEP_CUDA_THROW(env, cudaStreamIsCapturing(res->stream, &status));
+  return Napi::Boolean::New(env, status == cudaStreamCaptureStatusActive);
 }
 
 void Stream::WaitEvent(const Napi::CallbackInfo& info) {

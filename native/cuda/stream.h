@@ -27,6 +27,7 @@ class Stream : public Napi::ObjectWrap<Stream> {
  private:
   Napi::Value Synchronize(const Napi::CallbackInfo& info);
   Napi::Value Query(const Napi::CallbackInfo& info);
+  Napi::Value IsCapturing(const Napi::CallbackInfo& info);
   void WaitEvent(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
   Napi::Value GetDevice(const Napi::CallbackInfo& info);

@@ -8,14 +8,26 @@ interface Entry {
 
 export const COMMANDS: Record<string, Entry> = {
   doctor: { summary: 'report the addon, CUDA, GPUs, peer access and NCCL', load: () => import('./commands/doctor.js') },
+  bench: {
+    summary: 'benchmarks: NCCL collectives and EP dispatch/combine, with --json output',
+    load: () => import('./commands/bench.js'),
+  },
+  eplb: {
+    summary: "place redundant experts with DeepSeek's EPLB from a [layers][experts] load file",
+    load: () => import('./commands/eplb.js'),
+  },
+  plan: {
+    summary: 'plan a WideEP deployment: group sizes, memory, traffic, expert placement',
+    load: () => import('./commands/plan.js'),
+  },
   launch: {
     summary: 'start one worker process per GPU, with rank variables and a shared store',
     load: () => import('./commands/launch.js'),
   },
 };
 
-/** Commands whose arguments after the first positional belong to someone else (a worker script). */
-const PASSTHROUGH = new Set(['launch']);
+/** Commands whose later arguments belong to someone else (a worker script, a sub-suite). */
+const PASSTHROUGH = new Set(['launch', 'bench']);
 
 export function helpText(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length));

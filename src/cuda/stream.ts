@@ -36,6 +36,12 @@ export class Stream implements Disposable {
     return callNative(() => n.query());
   }
 
+  /** True while a graph capture records this stream's work. */
+  isCapturing(): boolean {
+    const n = this.native;
+    return callNative(() => n.isCapturing());
+  }
+
   /** Makes later work on this stream wait for `event`. */
   waitEvent(event: Event): this {
     const n = this.native;

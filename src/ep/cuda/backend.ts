@@ -147,7 +147,13 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     return s;
   }
 
-  #event(s: Stream): EpEvent {
+  /**
+   * An event recorded after the work, except during a graph capture: a
+   * captured event must outlive the graph, and the graph's own launch is
+   * what callers wait on.
+   */
+  #event(s: Stream): EpEvent | undefined {
+    if (s.isCapturing()) return undefined;
     return new EpEvent(this.#dev, () => this.#check()).record(s) as EpEvent;
   }
 
@@ -209,7 +215,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('countsSlot', -1);
     callNative(() => this.#native.notify(this.#notify.array, s.native));
     scratch.close();
-    return { numTokensPerRank, numTokensPerExpert, isTokenInRank, event: this.#event(s) };
+    const event = this.#event(s);
+    return event ? { numTokensPerRank, numTokensPerExpert, isTokenInRank, event } : { numTokensPerRank, numTokensPerExpert, isTokenInRank };
   }
 
   async dispatch(args: BackendDispatchArgs<CudaRouting>, slot: number): Promise<BackendDispatchResult<CudaRouting>> {
