@@ -16,7 +16,7 @@ const buffers = new Map();
 async function buffersFor(E, M) {
   const key = `${E}/${M}`;
   if (!buffers.has(key)) {
-    const options = { hidden: maxH, numExperts: E, maxTokensPerRank: 8, maxTopk: 16, lowLatency: { maxTokensPerRank: M } };
+    const options = { hidden: maxH, numExperts: E, maxTokensPerRank: 8, maxTopk: 16, lowLatency: { maxTokensPerRank: M }, timeoutMs: 20_000 };
     buffers.set(key, { gpu: await EpBuffer.create(pg, { ...options, backend: BACKEND }), cpu: await oracleBuffers(R, options) });
   }
   return buffers.get(key);

@@ -17,7 +17,7 @@ const buffers = new Map();
 
 async function buffersFor(E) {
   if (!buffers.has(E)) {
-    const options = { hidden: maxH, numExperts: E, maxTokensPerRank: maxT, maxTopk: 16 };
+    const options = { hidden: maxH, numExperts: E, maxTokensPerRank: maxT, maxTopk: 16, timeoutMs: 20_000 };
     buffers.set(E, { gpu: await EpBuffer.create(pg, { ...options, backend: BACKEND }), cpu: await oracleBuffers(R, options) });
   }
   return buffers.get(E);
