@@ -11,7 +11,7 @@ import { runWorkers } from './run-workers.js';
 const NORMAL_CASES = [
   { T: 1, H: 2048, k: 1, E: 'R', routing: 'uniform', reps: 100 },
   { T: 7, H: 4096, k: 6, E: 64, routing: 'zipf', drop: 0.2, reps: 100, cached: true, idx64: true },
-  { T: 128, H: 7168, k: 8, E: 256, routing: 'uniform', drop: 0.1, reps: 100, fp8Input: true, align: 8 },
+  { T: 128, H: 7168, k: 8, E: 256, routing: 'uniform', drop: 0.1, reps: 30, fp8Input: true, align: 8 },
   { T: 128, H: 2048, k: 8, E: 64, routing: 'zipf', zeroRank: 1, reps: 100, bias: true },
   { T: 128, H: 4096, k: 6, E: 256, routing: 'uniform', reps: 20, worst: 512 },
   { T: 4096, H: 7168, k: 8, E: 256, routing: 'uniform', reps: 3, fp8Input: true, cached: true },
@@ -21,9 +21,9 @@ const NORMAL_CASES = [
 const LOW_LATENCY_CASES = [
   { M: 1, H: 2048, k: 1, E: 'R', routing: 'uniform', fp8: true, reps: 100 },
   { M: 16, H: 4096, k: 6, E: 64, routing: 'zipf', drop: 0.2, fp8: false, reps: 100, hooks: true },
-  { M: 128, H: 7168, k: 8, E: 256, routing: 'uniform', drop: 0.05, fp8: true, reps: 100, hooks: true },
-  { M: 128, H: 7168, k: 8, E: 256, routing: 'uniform', fp8: true, roundScale: true, reps: 20 },
-  { M: 256, H: 7168, k: 9, E: 288, routing: 'zipf', fp8: true, reps: 20, hooks: true },
+  { M: 128, H: 7168, k: 8, E: 256, routing: 'uniform', drop: 0.05, fp8: true, reps: 30, hooks: true },
+  { M: 128, H: 7168, k: 8, E: 256, routing: 'uniform', fp8: false, roundScale: true, reps: 10 },
+  { M: 256, H: 7168, k: 9, E: 288, routing: 'zipf', fp8: true, roundScale: true, reps: 10, hooks: true },
   { M: 128, H: 7168, k: 8, E: 256, routing: 'uniform', fp8: true, replays: 1000 },
 ];
 

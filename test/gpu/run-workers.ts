@@ -19,6 +19,7 @@ export async function runWorkers(script: string, nproc: number, env: Record<stri
     env: { ...process.env, ...env },
     stdout: (text) => {
       log += text;
+      process.stderr.write(text);
       for (const line of text.split('\n')) {
         const m = /^\[rank \d+\] (\{.*\})$/.exec(line.trim());
         if (m) reports.push(JSON.parse(m[1]!) as WorkerReport);

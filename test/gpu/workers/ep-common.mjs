@@ -6,7 +6,6 @@ import {
   SeededRandom,
   Tensor,
   createSimulatedRanks,
-  f32ToBf16Bits,
   fp8E4m3BitsToF32,
   initProcessGroup,
   quantizeBf16RowsFp8,
@@ -30,10 +29,20 @@ export async function joinJob() {
   return { pg, seed, device: DRY_RUN ? 'cpu' : `cuda:${pg.device}` };
 }
 
+/**
+ * Fresh random bf16 values, fast: random sign, exponent for magnitudes in
+ * [2^-3, 4) and mantissa, built straight as bits (xorshift32 per call).
+ */
 export function bf16Random(count, seed) {
-  const rng = new SeededRandom(seed);
   const out = new Uint16Array(count);
-  for (let i = 0; i < count; i++) out[i] = f32ToBf16Bits(rng.normal());
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < count; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = (x & 0x8000) | ((124 + ((x >>> 16) % 5)) << 7) | (x & 0x7f);
+  }
   return out;
 }
 
@@ -162,8 +171,12 @@ export class Checker {
 
 /** Element-wise |t| for f32/bf16 host tensors (magnitudes for tolerances). */
 export function absTensor(t) {
-  const f = t.toFloat32().map(Math.abs);
-  return t.dtype === 'f32' ? Tensor.from(f, { shape: [...t.shape], dtype: 'f32' }) : Tensor.fromNumbers(f, [...t.shape], t.dtype);
+  if (t.dtype === 'bf16') {
+    const bits = Uint16Array.from(t.data);
+    for (let i = 0; i < bits.length; i++) bits[i] &= 0x7fff;
+    return Tensor.from(bits, { shape: [...t.shape], dtype: 'bf16' });
+  }
+  return Tensor.from(t.toFloat32().map(Math.abs), { shape: [...t.shape], dtype: 'f32' });
 }
 
 /** The first `rows` rows of a host tensor, as a copy. */

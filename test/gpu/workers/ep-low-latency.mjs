@@ -22,8 +22,21 @@ async function buffersFor(E, M) {
   return buffers.get(key);
 }
 
+/**
+ * Expert outputs of `rank`, [L, R*M, H]: rows drawn from a pool of random
+ * rows (filling hundreds of MB element by element in JS would dominate the run).
+ */
 function expertOutputs(c, L, s, rank) {
-  return Tensor.from(bf16Random(L * R * c.M * c.H, s * 23 + rank), { shape: [L, R * c.M, c.H], dtype: 'bf16' });
+  const H = c.H;
+  const poolRows = 509;
+  const pool = bf16Random(poolRows * H, s * 23 + rank);
+  const rows = L * R * c.M;
+  const out = new Uint16Array(rows * H);
+  for (let i = 0; i < rows; i++) {
+    const from = ((i * 131 + rank * 7919) % poolRows) * H;
+    out.set(pool.subarray(from, from + H), i * H);
+  }
+  return Tensor.from(out, { shape: [L, R * c.M, H], dtype: 'bf16' });
 }
 
 /** Valid slots of each local expert, from recvCount. */
@@ -65,6 +78,10 @@ async function runCase(c, ci) {
   const kase = { ...c, E, T: [0, c.M] };
   const { gpu, cpu } = await buffersFor(E, c.M);
   const stream = DRY_RUN ? undefined : new Stream(pg.device);
+  // Expert outputs stay fixed within a case; tokens, routing and weights are fresh every repetition.
+  const ys = Array.from({ length: R }, (_, r) => expertOutputs(c, L, seed + ci * 100_003, r));
+  const yAbs = ys.map(absTensor);
+  const yDevice = await ys[me].to(device);
   for (let rep = 0; rep < c.reps; rep++) {
     const s = seed + ci * 100_003 + rep * 7;
     const all = Array.from({ length: R }, (_, r) => rankInputs(rep === 0 ? { ...kase, T: c.M } : kase, s, r));
@@ -79,16 +96,15 @@ async function runCase(c, ci) {
     await stream?.synchronize();
     await compareDispatch(where, d, ref[me], c);
 
-    const ys = Array.from({ length: R }, (_, r) => expertOutputs(c, L, s, r));
     const cc = await Promise.all(ref.map((r, rank) => cpu[rank].lowLatencyCombine({ y: ys[rank], topkIdx: all[rank].topkIdx, topkWeights: all[rank].topkWeights, handle: r.handle })));
     const refAgain = await Promise.all(all.map((inp, r) => cpu[r].lowLatencyDispatch({ x: inp.x, topkIdx: inp.topkIdx, maxTokensPerRank: c.M, numExperts: E, ...flags })));
     const mags = await Promise.all(
       refAgain.map((r, rank) =>
-        cpu[rank].lowLatencyCombine({ y: absTensor(ys[rank]), topkIdx: all[rank].topkIdx, topkWeights: absTensor(all[rank].topkWeights), handle: r.handle }),
+        cpu[rank].lowLatencyCombine({ y: yAbs[rank], topkIdx: all[rank].topkIdx, topkWeights: absTensor(all[rank].topkWeights), handle: r.handle }),
       ),
     );
     const gc = await gpu.lowLatencyCombine({
-      y: await ys[me].to(device),
+      y: yDevice,
       topkIdx,
       topkWeights: await mine.topkWeights.to(device),
       handle: d.handle,
