@@ -24,3 +24,4 @@ export { Communicator, type CommunicatorOptions, type ReduceOp, type P2POp } fro
 export { loadNccl } from './comm/nccl-library.js';
 export * from './wideep/index.js';
 export * from './ep/index.js';
+export * from './pipeline/index.js';

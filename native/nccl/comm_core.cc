@@ -1,6 +1,7 @@
 #include "nccl/comm_core.h"
 
 #include "cuda/cuda_error.h"
+#include "cuda/device_guard.h"
 #include "nccl/nccl_error.h"
 
 namespace wideep::nccl {
@@ -81,6 +82,8 @@ Failure CommCore::Complete(Result r, const char* what) {
 }
 
 Failure CommCore::Enqueue(const char* what, cudaStream_t stream, const std::function<Result(Comm)>& issue) {
+  // The pooled events must belong to the communicator's device, whatever the caller's current device is.
+  DeviceGuard guard(device_);
   std::lock_guard<std::mutex> lock(mu_);
   if (!failure_.ok()) return failure_;
   if (!comm_) return Failure{"ERR_CLOSED", "communicator is closed", std::nullopt};

@@ -12,6 +12,10 @@ export const COMMANDS: Record<string, Entry> = {
     summary: 'benchmarks: NCCL collectives and EP dispatch/combine, with --json output',
     load: () => import('./commands/bench.js'),
   },
+  demo: {
+    summary: 'run a DeepSeek-style MoE layer across simulated ranks (DP attention, EP, TBO, EPLB) and check it',
+    load: () => import('./commands/demo.js'),
+  },
   eplb: {
     summary: "place redundant experts with DeepSeek's EPLB from a [layers][experts] load file",
     load: () => import('./commands/eplb.js'),
