@@ -40,6 +40,8 @@
             "native/cuda/copies.cc",
             "native/cuda/probe.cc",
             "native/cuda/graph.cc",
+            "native/cuda/gpu_sleep.cu",
+            "native/cuda/gpu_sleep_binding.cc",
             "native/dynlib/dynamic_library.cc",
             "native/nccl/nccl_loader.cc",
             "native/nccl/nccl_error.cc",

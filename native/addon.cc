@@ -7,6 +7,7 @@
 #include "cuda/copies.h"
 #include "cuda/device_memory.h"
 #include "cuda/event.h"
+#include "cuda/gpu_sleep.h"
 #include "cuda/graph.h"
 #include "cuda/probe.h"
 #include "cuda/stream.h"
@@ -32,6 +33,8 @@ WideepAddon::WideepAddon(Napi::Env env, Napi::Object exports) {
   cuda.Set("memset", Napi::Function::New(env, Memset, "memset"));
   cuda.Set("memGetInfo", Napi::Function::New(env, MemGetInfo, "memGetInfo"));
   cuda.Set("trimMemoryPool", Napi::Function::New(env, TrimMemoryPool, "trimMemoryPool"));
+  cuda.Set("setDevice", Napi::Function::New(env, SetDevice, "setDevice"));
+  cuda.Set("sleep", Napi::Function::New(env, GpuSleep, "sleep"));
   cuda.Set("ncclLoad", Napi::Function::New(env, nccl::LoadBinding, "ncclLoad"));
   Napi::Function comm = nccl::Communicator::Define(env);
   communicatorCtor = Napi::Persistent(comm);

@@ -150,6 +150,10 @@ export interface CudaBinding {
   memset(ptr: bigint, value: number, bytes: number, stream: NativeStream): void;
   memGetInfo(device: number): { free: number; total: number };
   trimMemoryPool(device: number): void;
+  /** cudaSetDevice on the calling thread. */
+  setDevice(device: number): void;
+  /** Keeps `stream` busy on the GPU for `ns` nanoseconds. */
+  sleep(ns: number, stream: NativeStream): void;
   /** dlopen()s the first loadable candidate and resolves the NCCL API. Idempotent once loaded. */
   ncclLoad(candidates: string[]): NativeNcclLoad;
   /** Benchmark baseline: dst[i] = src[idx[i]] for rows of rowBytes. */

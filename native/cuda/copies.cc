@@ -134,6 +134,12 @@ Napi::Value MemGetInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+void SetDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = static_cast<int>(ArgInt(info, 0, "device", 0, 1 << 16));
+  WIDEEP_CUDA_THROW(env, cudaSetDevice(device));
+}
+
 void TrimMemoryPool(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int device = static_cast<int>(ArgInt(info, 0, "device", 0, 1 << 16));

@@ -15,6 +15,10 @@ void CopyDeviceToDevice(const Napi::CallbackInfo& info);
 void Memset(const Napi::CallbackInfo& info);
 // memGetInfo(device) -> {free, total}
 Napi::Value MemGetInfo(const Napi::CallbackInfo& info);
+// setDevice(device): makes `device` current for this thread (a rank's process
+// works on one GPU; switching back and forth per call would cost time and
+// create a context on every other GPU).
+void SetDevice(const Napi::CallbackInfo& info);
 // trimMemoryPool(device): returns the default pool's unused memory to the driver
 // (memory whose stream-ordered free has not completed yet stays).
 void TrimMemoryPool(const Napi::CallbackInfo& info);

@@ -59,6 +59,7 @@ export async function measureLowLatency(o: {
   const combineSend: Samples = { kernelUs: [], wallUs: [] };
   const combineRecv: Samples = { kernelUs: [], wallUs: [] };
   for (let i = 0; i < warmup + iters; i++) {
+    timer.prepare(i);
     const e0 = stream.record({ timing: true });
     const w0 = performance.now();
     const d = await buffer.lowLatencyDispatch({ ...dispatchArgs, returnRecvHook: true });
@@ -92,6 +93,7 @@ export async function measureLowLatency(o: {
   });
   const replay: Samples = { kernelUs: [], wallUs: [] };
   for (let i = 0; i < warmup + iters; i++) {
+    timer.prepare(i);
     const e0 = stream.record({ timing: true });
     const w0 = performance.now();
     for (let r = 0; r < o.graphReplays; r++) graph.launch(stream);

@@ -28,8 +28,9 @@ async function main(): Promise<void> {
   if (pg.device === undefined) throw new WideepError('ERR_NO_GPU', `rank ${pg.rank} has no GPU`);
   const device = pg.device;
   const stream = new Stream(device);
-  const timer = new GpuTimer(stream, { flushL2: config.mode === 'normal' });
   const normal = config.mode === 'normal';
+  const comm = await Communicator.create(pg);
+  const timer = new GpuTimer(stream, { flushL2: normal, comm });
   const buffer = await EpBuffer.create(pg, {
     backend: 'cuda',
     hidden: config.hidden,
@@ -38,7 +39,6 @@ async function main(): Promise<void> {
     maxTopk: config.topk,
     lowLatency: normal ? undefined : { maxTokensPerRank: config.tokens },
   });
-  const comm = normal && config.baseline ? await Communicator.create(pg) : undefined;
   const rows: EpRankRow[] = [];
   for (const [i, routing] of config.routings.entries()) {
     const inputs = await makeEpInputs({
@@ -57,7 +57,7 @@ async function main(): Promise<void> {
         const m = await measureNormal({ buffer, inputs, stream, timer, numSms, iters: config.iters, warmup: config.warmup });
         rows.push(...m.map((r) => ({ routing, numSms, ...r })));
       }
-      if (comm) {
+      if (config.baseline) {
         if (pg.rank === 0) progress(`${routing} routing, NCCL baseline`);
         const key = `wideep/bench/ep/plan/${i}`;
         const m = await measureNcclBaseline({
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
     writeFileSync(config.out, JSON.stringify(all));
   }
   await pg.store.barrier('wideep/bench/ep/done');
-  comm?.close();
+  comm.close();
   timer.close();
   await buffer.close();
   stream.close();

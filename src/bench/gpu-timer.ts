@@ -1,9 +1,20 @@
 /**
  * Times GPU work with CUDA events around it, after warm-up, optionally
  * flushing L2 before every run by writing a scratch buffer larger than it.
+ *
+ * Before each run the ranks are lined up on the GPU (an all-reduce of one
+ * value, when a communicator is given) and the stream is kept busy for a
+ * fixed time (a sleep kernel) while the host enqueues the run, so that the
+ * events measure GPU time only: neither the host's enqueue latency nor the
+ * skew between the ranks' hosts shows up in it.
  */
+import type { Communicator } from '../comm/communicator.js';
 import type { Stream } from '../cuda/stream.js';
+import { requireCuda } from '../native.js';
 import { Tensor } from '../tensor/tensor.js';
+
+/** Long enough for the host to enqueue any measured call behind it. */
+const ENQUEUE_COVER_NS = 2_000_000;
 
 /** H200 L2 is 60 MB; writing 256 MiB evicts it. */
 const FLUSH_BYTES = 256 << 20;
@@ -18,12 +29,22 @@ export interface Samples {
 export class GpuTimer implements Disposable {
   readonly #stream: Stream;
   readonly #flush: Tensor | undefined;
+  readonly #comm: Communicator | undefined;
+  readonly #one: Tensor | undefined;
 
-  constructor(stream: Stream, options: { flushL2: boolean }) {
+  constructor(stream: Stream, options: { flushL2: boolean; comm?: Communicator }) {
     this.#stream = stream;
-    this.#flush = options.flushL2
-      ? Tensor.empty([FLUSH_BYTES], 'u8', { device: `cuda:${stream.device}`, stream })
-      : undefined;
+    const on = { device: `cuda:${stream.device}` as const, stream };
+    this.#flush = options.flushL2 ? Tensor.empty([FLUSH_BYTES], 'u8', on) : undefined;
+    this.#comm = options.comm;
+    this.#one = options.comm ? Tensor.zeros([1], 'f32', on) : undefined;
+  }
+
+  /** Lines the ranks up, flushes L2, and covers the coming enqueue with GPU work. */
+  #prepare(i: number): void {
+    if (this.#comm && this.#one) this.#comm.allReduce(this.#one, { stream: this.#stream });
+    this.#flush?.fillBytes(i & 0xff, this.#stream);
+    requireCuda('GpuTimer').sleep(ENQUEUE_COVER_NS, this.#stream.native);
   }
 
   /**
@@ -41,7 +62,7 @@ export class GpuTimer implements Disposable {
     const out: Samples = { kernelUs: [], wallUs: [] };
     for (let i = 0; i < warmup + iters; i++) {
       const b = (await o.before?.()) as B;
-      this.#flush?.fillBytes(i & 0xff, this.#stream);
+      this.#prepare(i);
       const start = this.#stream.record({ timing: true });
       const t0 = performance.now();
       const r = await op(b);
@@ -59,8 +80,14 @@ export class GpuTimer implements Disposable {
     return out;
   }
 
+  /** Enqueues the same preparation for timing code of its own (see measureLowLatency). */
+  prepare(i: number): void {
+    this.#prepare(i);
+  }
+
   close(): void {
     this.#flush?.close();
+    this.#one?.close();
   }
 
   [Symbol.dispose](): void {

@@ -39,6 +39,15 @@ export function memGetInfo(device: number): { free: number; total: number } {
   return requireCuda('memGetInfo').memGetInfo(checkDevice(device));
 }
 
+/**
+ * Makes `device` the calling thread's current GPU. A rank's process works on
+ * one GPU; with it current, native calls never switch devices (which would
+ * cost time and open a context on every other GPU).
+ */
+export function setCurrentDevice(device: number): void {
+  requireCuda('setCurrentDevice').setDevice(checkDevice(device));
+}
+
 /** Returns unused memory cached by the stream-ordered pool to the driver. */
 export function trimMemoryPool(device: number): void {
   requireCuda('trimMemoryPool').trimMemoryPool(checkDevice(device));

@@ -2,7 +2,7 @@
  * initProcessGroup(): find this process's place in the job, join the job's
  * store, and wait until every rank has joined.
  */
-import { deviceCount } from '../cuda/device.js';
+import { deviceCount, setCurrentDevice } from '../cuda/device.js';
 import { detectDistEnv, type DistEnv, type DistEnvOptions } from './env.js';
 import { openStore, type TcpStoreClient } from './store/index.js';
 import type { KeyValueStore, ProcessGroup } from './types.js';
@@ -79,5 +79,6 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
     throw e;
   }
   const device = deviceCount() > env.localRank ? env.localRank : undefined;
+  if (device !== undefined) setCurrentDevice(device);
   return new TcpProcessGroup(env, store, device);
 }

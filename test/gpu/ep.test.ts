@@ -14,8 +14,8 @@ const NORMAL_CASES = [
   { T: 128, H: 7168, k: 8, E: 256, routing: 'uniform', drop: 0.1, reps: 30, fp8Input: true, align: 8 },
   { T: 128, H: 2048, k: 8, E: 64, routing: 'zipf', zeroRank: 1, reps: 100, bias: true },
   { T: 128, H: 4096, k: 6, E: 256, routing: 'uniform', reps: 20, worst: 512 },
-  { T: 4096, H: 7168, k: 8, E: 256, routing: 'uniform', reps: 3, fp8Input: true, cached: true },
-  { T: 4096, H: 4096, k: 6, E: 64, routing: 'zipf', drop: 0.05, reps: 2 },
+  { T: 4096, H: 7168, k: 8, E: 256, routing: 'uniform', reps: 2, fp8Input: true, cached: true },
+  { T: 4096, H: 4096, k: 6, E: 64, routing: 'zipf', drop: 0.05, reps: 1 },
 ];
 
 const LOW_LATENCY_CASES = [

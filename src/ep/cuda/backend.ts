@@ -109,6 +109,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   readonly #slotGen: number[];
   readonly #halfGen = [0, 0];
   readonly #countsEvents: Event[];
+  readonly #events = new Map<string, EpEvent>();
   #closed = false;
 
   constructor(group: ProcessGroup, config: EpConfig, native: NativeEpBuffer, layout: CudaLayout, batons: NativeEpBatonLayout, prefix: string) {
@@ -148,13 +149,20 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   }
 
   /**
-   * An event recorded after the work, except during a graph capture: a
-   * captured event must outlive the graph, and the graph's own launch is
-   * what callers wait on.
+   * The event recorded after an operation. One per operation kind and slot,
+   * re-recorded each time (creating events costs more than the launches):
+   * a result's event stays valid until its slot is used again. None during a
+   * graph capture: a captured event must outlive the graph, and the graph's
+   * own launch is what callers wait on.
    */
-  #event(s: Stream): EpEvent | undefined {
+  #event(key: string, s: Stream): EpEvent | undefined {
     if (s.isCapturing()) return undefined;
-    return new EpEvent(this.#dev, () => this.#check()).record(s) as EpEvent;
+    let e = this.#events.get(key);
+    if (!e) {
+      e = new EpEvent(this.#dev, () => this.#check());
+      this.#events.set(key, e);
+    }
+    return e.record(s) as EpEvent;
   }
 
   /** A view of `bytes` at `offset` of the registered buffer, valid while `gen()` stays `at`. */
@@ -215,7 +223,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('countsSlot', -1);
     callNative(() => this.#native.notify(this.#notify.array, s.native));
     scratch.close();
-    const event = this.#event(s);
+    const event = this.#event('layout', s);
     return event ? { numTokensPerRank, numTokensPerExpert, isTokenInRank, event } : { numTokensPerRank, numTokensPerExpert, isTokenInRank };
   }
 
@@ -272,7 +280,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
       .set('useTma', this.#useTma);
     callNative(() => this.#native.dispatch(this.#dispatch.array, s.native));
-    const event = this.#event(s);
+    const event = this.#event(`dispatch${slot}`, s);
     this.#slotGen[slot]!++;
 
     let numRecv = cached?.numRecvTokens ?? -1;
@@ -333,7 +341,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
       .set('useTma', this.#useTma);
     callNative(() => this.#native.combine(this.#combine.array, s.native));
-    return { combinedX, combinedTopkWeights, event: this.#event(s) };
+    return { combinedX, combinedTopkWeights, event: this.#event(`combine${slot}`, s) };
   }
 
   releaseRouting(routing: CudaRouting): void {
@@ -391,7 +399,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     callNative(() => this.#native.lowLatencyDispatchSend(b.array, s.native));
     const saved = b.array.slice();
     const hook = this.#receive(() => this.#native.lowLatencyDispatchRecv(saved, s.native), args.returnRecvHook);
-    const event = this.#event(s);
+    const event = this.#event(`lowLatencyDispatch${half}`, s);
     this.#halfGen[half]!++;
     const gen = () => this.#halfGen[half]!;
     return {
@@ -421,7 +429,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     callNative(() => this.#native.lowLatencyCombineSend(b.array, s.native));
     const saved = b.array.slice();
     const hook = this.#receive(() => this.#native.lowLatencyCombineRecv(saved, s.native), args.returnRecvHook);
-    return { combinedX, event: this.#event(s), hook };
+    return { combinedX, event: this.#event(`lowLatencyCombine${half}`, s), hook };
   }
 
   async cleanLowLatencyBuffer(): Promise<void> {
@@ -438,6 +446,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       await this.#group.store.barrier(`${this.#prefix}/close`, { timeoutMs: this.#config.timeoutMs });
     } finally {
       for (const e of this.#countsEvents) e.close();
+      for (const e of this.#events.values()) e.close();
       await this.#native.close();
       this.#stream.close();
     }
