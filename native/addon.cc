@@ -7,7 +7,7 @@
 #include "cuda/copies.h"
 #include "cuda/device_memory.h"
 #include "cuda/event.h"
-#include "cuda/gpu_sleep.h"
+#include "cuda/gpu_sleep_binding.h"
 #include "cuda/graph.h"
 #include "cuda/probe.h"
 #include "cuda/stream.h"

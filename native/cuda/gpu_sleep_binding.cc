@@ -2,6 +2,7 @@
 #include "cuda/cuda_error.h"
 #include "cuda/device_guard.h"
 #include "cuda/gpu_sleep.h"
+#include "cuda/gpu_sleep_binding.h"
 #include "cuda/stream.h"
 
 namespace wideep {
