@@ -17,11 +17,11 @@
 
 #define WIDEEP_DISPATCH_FIELDS(X)                                                                     \
   X(slot) X(numTokens) X(hidden) X(elemBytes) X(hasScales) X(topk) X(idx64) X(numWorstTokens) X(x)   \
-  X(xScales) X(topkIdx) X(topkWeights) X(sendPos) X(meta) X(numSms) X(useTma)
+  X(xScales) X(topkIdx) X(topkWeights) X(sendPos) X(meta) X(numSms)
 
 #define WIDEEP_COMBINE_FIELDS(X)                                                                      \
   X(slot) X(numTokens) X(numRows) X(hidden) X(topk) X(x) X(topkWeights) X(bias0) X(bias1) X(out)     \
-  X(outWeights) X(sendPos) X(meta) X(numSms) X(useTma)
+  X(outWeights) X(sendPos) X(meta) X(numSms)
 
 #define WIDEEP_LL_FIELDS(X)                                                                           \
   X(half) X(numTokens) X(hidden) X(topk) X(useFp8) X(roundScale) X(idx64) X(x) X(topkIdx)            \

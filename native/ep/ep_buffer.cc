@@ -319,7 +319,7 @@ void EpBuffer::Dispatch(const Napi::CallbackInfo& info) {
   a.status = r.Sink();
   if (a.slot < 0 || a.slot >= r.numSlots) ThrowInvalidArg(env, "dispatch: slot out of range");
   DeviceGuard guard(r.device);
-  WIDEEP_CUDA_THROW(env, LaunchDispatch(a, b.Int(F::numSms), b.Int(F::useTma) != 0, stream->stream));
+  WIDEEP_CUDA_THROW(env, LaunchDispatch(a, b.Int(F::numSms), stream->stream));
 }
 
 void EpBuffer::Combine(const Napi::CallbackInfo& info) {
@@ -351,7 +351,7 @@ void EpBuffer::Combine(const Napi::CallbackInfo& info) {
   a.status = r.Sink();
   if (a.slot < 0 || a.slot >= r.numSlots) ThrowInvalidArg(env, "combine: slot out of range");
   DeviceGuard guard(r.device);
-  WIDEEP_CUDA_THROW(env, LaunchCombine(a, b.Int(F::numSms), b.Int(F::useTma) != 0, stream->stream));
+  WIDEEP_CUDA_THROW(env, LaunchCombine(a, b.Int(F::numSms), stream->stream));
 }
 
 namespace {

@@ -8,8 +8,8 @@
 namespace wideep::ep {
 
 cudaError_t LaunchNotify(const NotifyArgs& a, cudaStream_t stream);
-cudaError_t LaunchDispatch(const DispatchArgs& a, int numSms, bool useTma, cudaStream_t stream);
-cudaError_t LaunchCombine(const CombineArgs& a, int numSms, bool useTma, cudaStream_t stream);
+cudaError_t LaunchDispatch(const DispatchArgs& a, int numSms, cudaStream_t stream);
+cudaError_t LaunchCombine(const CombineArgs& a, int numSms, cudaStream_t stream);
 
 }  // namespace wideep::ep
 

@@ -36,9 +36,9 @@ step() {
 for s in $STEPS; do
   case "$s" in
     doctor) step doctor 60 sh -c "node bin/wideep.js doctor --json > '$OUT/doctor.json'" ;;
-    tests) step tests ${TESTS_LIMIT:-420} npx vitest run --project gpu --reporter=default --reporter=json --outputFile.json="$OUT/gpu-tests.json" ;;
+    tests) step tests ${TESTS_LIMIT:-420} node node_modules/vitest/vitest.mjs run --project gpu --reporter=default --reporter=json --outputFile.json="$OUT/gpu-tests.json" ;;
     bench-nccl) step bench-nccl 240 node bin/wideep.js bench nccl --torch --json --out "$OUT/bench-nccl.json" ;;
-    bench-ep-normal) step bench-ep-normal 420 node bin/wideep.js bench ep --mode normal --num-sms "${NUM_SMS:-24,48,80,128}" --engine "${ENGINES:-warp,tma}" --json --out "$OUT/bench-ep-normal.json" ;;
+    bench-ep-normal) step bench-ep-normal 420 node bin/wideep.js bench ep --mode normal --num-sms "${NUM_SMS:-24,48,80,128}" --json --out "$OUT/bench-ep-normal.json" ;;
     bench-ep-ll) step bench-ep-ll 240 node bin/wideep.js bench ep --mode low-latency --json --out "$OUT/bench-ep-ll.json" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac

@@ -23,7 +23,7 @@ for (const f of ['bench-ep-normal.json', 'bench-ep-ll.json']) {
   console.log(`${f}:`);
   for (const row of r.rows) {
     const ref = row.deepep ? ` DeepEP ${row.deepep.value}${row.deepep.unit} ratio ${row.deepep.ratio}` : '';
-    console.log(`  ${row.engine} ${row.routing} ${row.numSms ?? '-'} ${row.op}: ${row.kernelUs} us ${row.gbps} GB/s${ref} js ${row.wallUs} us`);
+    console.log(`  ${row.routing} ${row.numSms ?? '-'} ${row.op}: ${row.kernelUs} us ${row.gbps} GB/s${ref} js ${row.wallUs} us`);
   }
 }
 const nccl = read('bench-nccl.json');

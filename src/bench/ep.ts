@@ -27,7 +27,6 @@ const USAGE = `usage: wideep bench ep --mode normal|low-latency [options]
   --experts E          routed experts (default 256)
   --routing R          uniform | zipf | both (default both)
   --num-sms LIST       normal mode: SM budgets, e.g. 24 or 24,48,80,128 (default 24)
-  --engine LIST        normal mode copy engine: warp | tma | warp,tma (default warp)
   --no-baseline        skip the NCCL all-to-all-v baseline
   --iters N            timed runs per measurement (default 30)
   --warmup N           untimed runs first (default 5)
@@ -39,7 +38,6 @@ follows anchors.md (normal: bytes received per rank; low-latency: bytes per
 valid top-k selection sent). JS µs is the wall time of the API call.`;
 
 export interface EpBenchRow {
-  engine: string;
   routing: RoutingKind;
   numSms?: number;
   op: string;
@@ -56,7 +54,7 @@ export interface EpBenchReport {
   suite: 'ep';
   mode: EpBenchMode;
   worldSize: number;
-  config: Omit<EpBenchConfig, 'out'> & { engines: string[] };
+  config: Omit<EpBenchConfig, 'out'>;
   rows: EpBenchRow[];
 }
 
@@ -86,7 +84,7 @@ export function compareWithDeepEp(mode: EpBenchMode, op: string, numSms: number 
 }
 
 /** Folds every rank's samples into rows: per-rank medians, then medians over ranks. */
-export function summarise(mode: EpBenchMode, engine: string, ranks: EpRankResult[]): EpBenchRow[] {
+export function summarise(mode: EpBenchMode, ranks: EpRankResult[]): EpBenchRow[] {
   const keys = new Map<string, { routing: RoutingKind; numSms?: number; op: string }>();
   for (const r of ranks) for (const row of r.rows) keys.set(`${row.routing}|${row.numSms ?? ''}|${row.op}`, row);
   const out: EpBenchRow[] = [];
@@ -104,7 +102,7 @@ export function summarise(mode: EpBenchMode, engine: string, ranks: EpRankResult
       wallUs: round(median(perRank.map((p) => p.wallUs))),
       gbps: round(median(perRank.map((p) => p.gbps)), 1),
     };
-    const row: EpBenchRow = { engine, routing: k.routing, op: k.op, ...summary, perRank };
+    const row: EpBenchRow = { routing: k.routing, op: k.op, ...summary, perRank };
     if (k.numSms !== undefined) row.numSms = k.numSms;
     const deepep = compareWithDeepEp(mode, k.op, k.numSms, summary);
     if (deepep) row.deepep = deepep;
@@ -114,9 +112,8 @@ export function summarise(mode: EpBenchMode, engine: string, ranks: EpRankResult
 }
 
 export function renderEpTable(report: EpBenchReport): string {
-  const head = ['engine', 'routing', 'SMs', 'op', 'kernel µs', 'GB/s', 'DeepEP', 'ratio', 'goal', 'JS µs'];
+  const head = ['routing', 'SMs', 'op', 'kernel µs', 'GB/s', 'DeepEP', 'ratio', 'goal', 'JS µs'];
   const body = report.rows.map((r) => [
-    r.engine,
     r.routing,
     r.numSms === undefined ? '-' : String(r.numSms),
     r.op,
@@ -136,16 +133,16 @@ export function renderEpTable(report: EpBenchReport): string {
   ].join('\n');
 }
 
-async function runEngine(config: EpBenchConfig, engine: string, nproc: number, io: CliIo): Promise<EpRankResult[]> {
+async function runWorkers(config: EpBenchConfig, nproc: number, io: CliIo): Promise<EpRankResult[]> {
   const script = join(dirname(fileURLToPath(import.meta.url)), 'ep-worker.js');
   const result = await launch({
     script,
     nprocPerNode: nproc,
-    env: { ...process.env, [EP_BENCH_CONFIG_VAR]: JSON.stringify(config), WIDEEP_EP_COPY_ENGINE: engine },
+    env: { ...process.env, [EP_BENCH_CONFIG_VAR]: JSON.stringify(config) },
     stdout: (t) => io.err(t),
     stderr: (t) => io.err(t),
   });
-  if (!result.ok) throw new WideepError('ERR_PEER', `bench ep workers failed (engine ${engine}); see their output above`);
+  if (!result.ok) throw new WideepError('ERR_PEER', 'bench ep workers failed; see their output above');
   return JSON.parse(readFileSync(config.out, 'utf8')) as EpRankResult[];
 }
 
@@ -166,7 +163,6 @@ export const command: CliCommand = {
         experts: { type: 'string' },
         routing: { type: 'string', default: 'both' },
         'num-sms': { type: 'string', default: '24' },
-        engine: { type: 'string', default: 'warp' },
         'no-baseline': { type: 'boolean', default: false },
         iters: { type: 'string' },
         warmup: { type: 'string' },
@@ -183,8 +179,6 @@ export const command: CliCommand = {
     const nproc = int(values['nproc-per-node'], '--nproc-per-node', gpus, 2);
     const routing = values.routing === 'both' ? ['uniform', 'zipf'] : list(values.routing!, '--routing');
     for (const r of routing) if (r !== 'uniform' && r !== 'zipf') throw new WideepError('ERR_INVALID_ARG', `--routing: expected uniform, zipf or both, got ${r}`);
-    const engines = list(values.engine!, '--engine');
-    for (const e of engines) if (e !== 'warp' && e !== 'tma') throw new WideepError('ERR_INVALID_ARG', `--engine: expected warp and/or tma, got ${e}`);
     const dir = mkdtempSync(join(tmpdir(), 'wideep-bench-ep-'));
     const config: EpBenchConfig = {
       mode,
@@ -202,12 +196,9 @@ export const command: CliCommand = {
       out: join(dir, 'ranks.json'),
     };
     try {
-      const rows = [];
-      for (const engine of mode === 'normal' ? engines : ['warp']) {
-        rows.push(...summarise(mode, engine, await runEngine(config, engine, nproc, io)));
-      }
+      const rows = summarise(mode, await runWorkers(config, nproc, io));
       const { out: _out, ...rest } = config;
-      const report: EpBenchReport = { suite: 'ep', mode, worldSize: nproc, config: { ...rest, engines }, rows };
+      const report: EpBenchReport = { suite: 'ep', mode, worldSize: nproc, config: rest, rows };
       if (values.out) writeFileSync(values.out, toJson(report));
       io.out(values.json ? toJson(report) : renderEpTable(report));
       return 0;

@@ -100,7 +100,6 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   readonly #stream: Stream;
   readonly #smCount: number;
   readonly #metaBytes: number;
-  readonly #useTma = process.env.WIDEEP_EP_COPY_ENGINE === 'tma';
   readonly #notify: Baton;
   readonly #dispatch: Baton;
   readonly #combine: Baton;
@@ -277,8 +276,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('topkWeights', this.#ptr(topkWeights))
       .set('sendPos', sendPos.ptr)
       .set('meta', meta.ptr)
-      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
-      .set('useTma', this.#useTma);
+      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS);
     callNative(() => this.#native.dispatch(this.#dispatch.array, s.native));
     const event = this.#event(`dispatch${slot}`, s);
     this.#slotGen[slot]!++;
@@ -338,8 +336,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('outWeights', this.#ptr(combinedTopkWeights))
       .set('sendPos', routing.sendPos.ptr)
       .set('meta', routing.meta.ptr)
-      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
-      .set('useTma', this.#useTma);
+      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS);
     callNative(() => this.#native.combine(this.#combine.array, s.native));
     return { combinedX, combinedTopkWeights, event: this.#event(`combine${slot}`, s) };
   }
