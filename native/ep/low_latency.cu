@@ -175,6 +175,9 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
   const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (tid < R) wait_flag_eq(&ctrl->dispatchFlag[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
+  // Every source's flag was acquired by its waiting thread; the barrier makes
+  // what they published visible to the whole block before anything reads it.
+  __syncthreads();
   if (tid == 0) {
     srcChunk[0] = 0;
     for (int s = 0; s < R; ++s) srcChunk[s + 1] = srcChunk[s] + (ld_volatile(&ctrl->srcTokens[s]) + kWarpSize - 1) / kWarpSize;

@@ -7,6 +7,7 @@ import { EpBuffer, Tensor } from '../../../dist/index.js';
 import { BACKEND, Checker, absTensor, bf16Random, firstRows, joinJob, oracleBuffers, rankInputs, toDevice } from './ep-common.mjs';
 
 const CASES = JSON.parse(process.env.WIDEEP_TEST_CASES ?? '[]');
+const trace = process.env.WIDEEP_TEST_TRACE === '1' ? (text) => process.stderr.write(`${text}\n`) : () => {};
 const { pg, seed, device } = await joinJob();
 const R = pg.worldSize;
 const me = pg.rank;
@@ -39,6 +40,7 @@ async function runCase(c, ci) {
     const ref = await Promise.all(all.map((inp, r) => cpu[r].dispatch({ ...xOf(inp), topkIdx: inp.topkIdx, topkWeights: inp.topkWeights, ...opts })));
     // GPU.
     const mine = all[me];
+    trace(`${where}: dispatch`);
     const d = await gpu.dispatch({
       x: await toDevice(xOf(mine).x, device),
       xScales: await toDevice(xOf(mine).xScales, device),
@@ -47,6 +49,7 @@ async function runCase(c, ci) {
       ...opts,
     });
     await d.event?.done();
+    trace(`${where}: dispatched ${d.numRecvTokens} rows`);
     const want = ref[me];
     const rows = want.numRecvTokens >= 0 ? want.numRecvTokens : d.recvX.shape[0];
     check.checks++;
@@ -85,6 +88,7 @@ async function runCase(c, ci) {
       bias: bias ? await bias[me].to(device) : undefined,
     });
     await gc.event?.done();
+    trace(`${where}: combined`);
     check.closeBf16(`${where} combinedX`, await gc.combinedX.cpu(), cc[me].combinedX, mags[me].combinedX);
     check.closeF32(`${where} combinedTopkWeights`, await gc.combinedTopkWeights.cpu(), cc[me].combinedTopkWeights);
     gc.combinedX.close();
