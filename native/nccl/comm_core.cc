@@ -9,7 +9,9 @@ namespace {
 
 // How often the watchdog looks at the communicator when nothing wakes it.
 constexpr auto kWatchdogPeriod = std::chrono::milliseconds(20);
-// Back-off while polling a nonblocking NCCL call.
+// Polling a nonblocking NCCL call: spin (yielding) this long first, since
+// most calls finish within microseconds, then back off to short sleeps.
+constexpr auto kSpinFor = std::chrono::microseconds(500);
 constexpr auto kPollPause = std::chrono::microseconds(20);
 
 }  // namespace
@@ -65,15 +67,18 @@ cudaEvent_t CommCore::TakeEventLocked(Failure* f) {
 }
 
 Failure CommCore::Complete(Result r, const char* what) {
-  auto deadline = Clock::now() + std::chrono::milliseconds(timeoutMs_);
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::milliseconds(timeoutMs_);
   while (r == kInProgress) {
-    if (Clock::now() > deadline) {
+    const auto now = Clock::now();
+    if (now > deadline) {
       return Failure{"ERR_TIMEOUT",
                      std::string(what) + " did not complete within " + std::to_string(timeoutMs_) +
                          " ms (a peer may be missing)",
                      std::nullopt};
     }
-    std::this_thread::sleep_for(kPollPause);
+    if (now - start < kSpinFor) std::this_thread::yield();
+    else std::this_thread::sleep_for(kPollPause);
     Result async = kSuccess;
     api_->CommGetAsyncError(comm_, &async);
     r = async;
