@@ -169,6 +169,31 @@ export class Checker {
   }
 }
 
+/**
+ * Runs every case (timing each on rank 0), reports the checks, closes the
+ * buffers and the job, and exits with the verdict.
+ */
+export async function runCasesAndExit({ cases, run, check, pg, buffers }) {
+  let code = 1;
+  try {
+    for (const [i, c] of cases.entries()) {
+      const t0 = Date.now();
+      if (await run(c, i) === false) continue;
+      if (pg.rank === 0) process.stderr.write(`case ${i} ${JSON.stringify(c)}: ${Date.now() - t0} ms\n`);
+    }
+    code = check.report({ worldSize: pg.worldSize });
+  } catch (e) {
+    check.fail('exception', e?.stack ?? String(e));
+    code = check.report({ worldSize: pg.worldSize });
+  }
+  for (const { gpu, cpu } of buffers.values()) {
+    await gpu.close();
+    await Promise.all(cpu.map((b) => b.close()));
+  }
+  await pg.close();
+  process.exit(code);
+}
+
 /** Element-wise |t| for f32/bf16 host tensors (magnitudes for tolerances). */
 export function absTensor(t) {
   if (t.dtype === 'bf16') {

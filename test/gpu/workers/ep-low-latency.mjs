@@ -3,7 +3,7 @@
 // backend over simulated ranks on the same fresh inputs; then a captured
 // dispatch -> copy -> combine step replayed 1000 times against eager mode.
 import { EpBuffer, Graph, Stream, Tensor } from '../../../dist/index.js';
-import { BACKEND, Checker, DRY_RUN, absTensor, bf16Random, joinJob, oracleBuffers, rankInputs } from './ep-common.mjs';
+import { BACKEND, Checker, DRY_RUN, absTensor, bf16Random, joinJob, oracleBuffers, rankInputs, runCasesAndExit } from './ep-common.mjs';
 
 const CASES = JSON.parse(process.env.WIDEEP_TEST_CASES ?? '[]');
 const { pg, seed, device } = await joinJob();
@@ -153,23 +153,14 @@ async function runGraph(c, ci) {
   stream.close();
 }
 
-let code = 1;
-try {
-  for (const [i, c] of CASES.entries()) {
-    const t0 = Date.now();
-    if (c.replays && DRY_RUN) continue; // graphs need a GPU
+await runCasesAndExit({
+  cases: CASES,
+  check,
+  pg,
+  buffers,
+  run: async (c, i) => {
+    if (c.replays && DRY_RUN) return false; // graphs need a GPU
     if (c.replays) await runGraph(c, i);
     else await runCase(c, i);
-    if (me === 0) process.stderr.write(`case ${i} ${JSON.stringify(c)}: ${Date.now() - t0} ms\n`);
-  }
-  code = check.report({ worldSize: R });
-} catch (e) {
-  check.fail('exception', e?.stack ?? String(e));
-  code = check.report({ worldSize: R });
-}
-for (const { gpu, cpu } of buffers.values()) {
-  await gpu.close();
-  await Promise.all(cpu.map((b) => b.close()));
-}
-await pg.close();
-process.exit(code);
+  },
+});

@@ -4,7 +4,7 @@
 // over simulated ranks on the same inputs. Outputs are poisoned first
 // (WIDEEP_POISON_OUTPUTS=1), so rows a kernel does not write show up.
 import { EpBuffer, Tensor } from '../../../dist/index.js';
-import { BACKEND, Checker, absTensor, bf16Random, firstRows, joinJob, oracleBuffers, rankInputs, toDevice } from './ep-common.mjs';
+import { BACKEND, Checker, absTensor, bf16Random, firstRows, joinJob, oracleBuffers, rankInputs, runCasesAndExit, toDevice } from './ep-common.mjs';
 
 const CASES = JSON.parse(process.env.WIDEEP_TEST_CASES ?? '[]');
 const trace = process.env.WIDEEP_TEST_TRACE === '1' ? (text) => process.stderr.write(`${text}\n`) : () => {};
@@ -104,21 +104,4 @@ function countValidRows(recvTopkIdx) {
   return n;
 }
 
-let code = 1;
-try {
-  for (const [i, c] of CASES.entries()) {
-    const t0 = Date.now();
-    await runCase(c, i);
-    if (me === 0) process.stderr.write(`case ${i} ${JSON.stringify(c)}: ${Date.now() - t0} ms\n`);
-  }
-  code = check.report({ worldSize: R });
-} catch (e) {
-  check.fail('exception', e?.stack ?? String(e));
-  code = check.report({ worldSize: R });
-}
-for (const { gpu, cpu } of buffers.values()) {
-  await gpu.close();
-  await Promise.all(cpu.map((b) => b.close()));
-}
-await pg.close();
-process.exit(code);
+await runCasesAndExit({ cases: CASES, check, pg, buffers, run: runCase });
