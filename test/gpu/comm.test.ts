@@ -157,6 +157,11 @@ describe.skipIf(gpus < 2)(`NCCL Communicator on GPUs (needs 2 GPUs, ${gpus} visi
       const reports = jsonLines(r.stdout);
       const context = `seed ${seed}, exit ${r.code ?? r.signal}${r.timedOut ? ' (timed out)' : ''}\n${tail(r.stdout)}\n${tail(r.stderr)}`;
       console.log(`comm collectives n=${n}: ${context.split('\n')[0]}, ${reports.length} reports, ${(r.ms / 1000).toFixed(1)} s`);
+      // Printed now, so that a run cut short still shows what failed.
+      for (const rep of reports) {
+        const failed = Array.isArray(rep.failures) ? (rep.failures as string[]) : [];
+        if (failed.length) console.log(`rank ${String(rep.rank)} failures: ${failed.slice(0, 5).join(' | ')}`);
+      }
       for (const rep of reports) {
         expect(rep.failures, `rank ${String(rep.rank)}: ${context}`).toEqual([]);
       }
