@@ -365,16 +365,16 @@ export class EpBuffer implements AsyncDisposable {
   }
 
   #ownHandle(where: string, handle: unknown): DispatchHandle {
-    if (!(handle instanceof DispatchHandle)) throw invalidArg(`${where}: handle`, 'a DispatchHandle from dispatch()', handle);
-    if (handle.owner !== this) {
-      throw new WideepError('ERR_INVALID_ARG', `${where}: handle: this handle belongs to another EpBuffer; a handle only works with the buffer whose dispatch made it`);
-    }
-    handle.checkLive(where);
-    return handle;
+    return this.#own(where, handle, DispatchHandle, 'a DispatchHandle from dispatch()');
   }
 
   #ownLowLatencyHandle(where: string, handle: unknown): LowLatencyHandle {
-    if (!(handle instanceof LowLatencyHandle)) throw invalidArg(`${where}: handle`, 'a LowLatencyHandle from lowLatencyDispatch()', handle);
+    return this.#own(where, handle, LowLatencyHandle, 'a LowLatencyHandle from lowLatencyDispatch()');
+  }
+
+  /** A live handle of `kind` that this buffer made, or the error that says what is wrong with it. */
+  #own<H extends DispatchHandle | LowLatencyHandle>(where: string, handle: unknown, kind: abstract new (...args: never[]) => H, expected: string): H {
+    if (!(handle instanceof kind)) throw invalidArg(`${where}: handle`, expected, handle);
     if (handle.owner !== this) {
       throw new WideepError('ERR_INVALID_ARG', `${where}: handle: this handle belongs to another EpBuffer; a handle only works with the buffer whose dispatch made it`);
     }

@@ -140,22 +140,52 @@ function releasedBy(reason: ReleaseReason): string {
   }
 }
 
-/**
- * The routing of one normal-mode dispatch plus its receive-slot lease. Pass it
- * to combine(), or to dispatch() to reuse the routing (cached dispatch).
- */
-export class DispatchHandle implements Disposable {
+/** What every handle shares: the buffer that made it and the lease it holds. */
+abstract class LeasedHandle implements Disposable {
   /** @internal The EpBuffer that made it. */
   readonly owner: object;
   /** @internal */
   readonly lease: Lease;
+  /** Names the handle kind in errors. */
+  protected abstract readonly kind: string;
+
+  constructor(owner: object, lease: Lease) {
+    this.owner = owner;
+    this.lease = lease;
+  }
+
+  get released(): boolean {
+    return this.lease.releasedBy !== undefined;
+  }
+
+  /** Frees the receive slot. Idempotent. */
+  release(): void {
+    this.lease.release('release');
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+
+  /** @internal Throws ERR_CLOSED when released. */
+  checkLive(where: string): void {
+    const reason = this.lease.releasedBy;
+    if (reason !== undefined) throw new WideepError('ERR_CLOSED', `${where}: handle: this ${this.kind} ${releasedBy(reason)}`);
+  }
+}
+
+/**
+ * The routing of one normal-mode dispatch plus its receive-slot lease. Pass it
+ * to combine(), or to dispatch() to reuse the routing (cached dispatch).
+ */
+export class DispatchHandle extends LeasedHandle {
+  protected readonly kind = 'dispatch handle';
   /** @internal */
   readonly routing: RoutingRef;
 
   /** @internal Made by EpBuffer.dispatch. */
   constructor(owner: object, lease: Lease, routing: RoutingRef) {
-    this.owner = owner;
-    this.lease = lease;
+    super(owner, lease);
     this.routing = routing;
   }
 
@@ -175,32 +205,11 @@ export class DispatchHandle implements Disposable {
   get numRows(): number {
     return this.routing.value.numRows;
   }
-  get released(): boolean {
-    return this.lease.releasedBy !== undefined;
-  }
-
-  /** Frees the receive slot. Idempotent. */
-  release(): void {
-    this.lease.release('release');
-  }
-
-  [Symbol.dispose](): void {
-    this.release();
-  }
-
-  /** @internal Throws ERR_CLOSED when released. */
-  checkLive(where: string): void {
-    const reason = this.lease.releasedBy;
-    if (reason !== undefined) throw new WideepError('ERR_CLOSED', `${where}: handle: this dispatch handle ${releasedBy(reason)}`);
-  }
 }
 
 /** The routing of one low-latency dispatch plus its buffer lease. */
-export class LowLatencyHandle implements Disposable {
-  /** @internal */
-  readonly owner: object;
-  /** @internal */
-  readonly lease: Lease;
+export class LowLatencyHandle extends LeasedHandle {
+  protected readonly kind = 'low-latency handle';
   /** @internal */
   readonly routing: LowLatencyRouting;
   /** i32 [L, R*M]: source token index of each slot. */
@@ -212,8 +221,7 @@ export class LowLatencyHandle implements Disposable {
 
   /** @internal Made by EpBuffer.lowLatencyDispatch. */
   constructor(owner: object, lease: Lease, routing: LowLatencyRouting, srcInfo: Tensor, layoutRange: Tensor, hidden: number) {
-    this.owner = owner;
-    this.lease = lease;
+    super(owner, lease);
     this.routing = routing;
     this.srcInfo = srcInfo;
     this.layoutRange = layoutRange;
@@ -223,22 +231,5 @@ export class LowLatencyHandle implements Disposable {
   /** T: tokens this rank dispatched. */
   get numTokens(): number {
     return this.routing.numTokens;
-  }
-  get released(): boolean {
-    return this.lease.releasedBy !== undefined;
-  }
-
-  release(): void {
-    this.lease.release('release');
-  }
-
-  [Symbol.dispose](): void {
-    this.release();
-  }
-
-  /** @internal Throws ERR_CLOSED when released. */
-  checkLive(where: string): void {
-    const reason = this.lease.releasedBy;
-    if (reason !== undefined) throw new WideepError('ERR_CLOSED', `${where}: handle: this low-latency handle ${releasedBy(reason)}`);
   }
 }
