@@ -13,6 +13,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { deviceCount } from '../../src/cuda/device.js';
 import { TcpStoreServer } from '../../src/dist/store/index.js';
+import { isGone } from '../helpers/processes.js';
 
 const gpus = deviceCount();
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -101,21 +102,6 @@ function jsonLines(stdout: string): Record<string, unknown>[] {
     }
   }
   return out;
-}
-
-/** Gone means kill(pid, 0) fails, or only a zombie is left. */
-function isGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
 }
 
 /** Live (non-zombie) processes of process group `pgid`, from /proc. */

@@ -10,6 +10,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseHostPort, parseLaunchArgs } from '../../../src/cli/commands/launch.js';
 import { launch } from '../../../src/dist/launcher.js';
 import { WideepError } from '../../../src/errors.js';
+import { isGone } from '../../helpers/processes.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`../../fixtures/dist/${name}`, import.meta.url));
 const CLI = fixture('launch-cli.mjs');
@@ -92,25 +93,6 @@ function tempDir(): string {
 /** The pids the hang fixture wrote (workers and rank 0's grandchild). */
 function recordedPids(dir: string): Map<string, number> {
   return new Map(readdirSync(dir).map((f) => [f, Number(readFileSync(join(dir, f), 'utf8'))]));
-}
-
-/**
- * Gone means kill(pid, 0) fails with ESRCH, or the process is a zombie: an
- * orphaned grandchild is reaped by init, and some inits (this sandbox's)
- * never reap; a zombie runs nothing and holds nothing but its pid.
- */
-function isGone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ESRCH';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
-  } catch {
-    return true;
-  }
 }
 
 async function freePort(): Promise<number> {
