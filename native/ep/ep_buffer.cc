@@ -40,7 +40,18 @@ struct EpResources {
     return ErrorSink{reinterpret_cast<EpStatus*>(base + kLocalStateOffset + offsetof(LocalState, status)),
                      hostStatusDev};
   }
+  int Config(ConfigField f) const { return static_cast<int>(config[static_cast<int>(f)]); }
   uint64_t TimeoutNs() const { return static_cast<uint64_t>(config[static_cast<int>(ConfigField::timeoutMs)]) * 1000000ull; }
+
+  // The fields every launch's arguments share.
+  template <class Args>
+  void FillShared(Args& a) const {
+    a.peers = peers;
+    a.rank = rank;
+    a.numRanks = numRanks;
+    a.timeoutNs = TimeoutNs();
+    a.status = Sink();
+  }
 
   ~EpResources() {
     DeviceGuard guard(device);
@@ -261,18 +272,15 @@ void EpBuffer::Notify(const Napi::CallbackInfo& info) {
   auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");
   using F = NotifyField;
   NotifyArgs a{};
-  a.peers = r.peers;
-  a.rank = r.rank;
-  a.numRanks = r.numRanks;
+  r.FillShared(a);
   a.numTokens = b.Int(F::numTokens);
   a.topk = b.Int(F::topk);
-  a.numExperts = static_cast<int>(r.config[static_cast<int>(ConfigField::numExperts)]);
+  a.numExperts = r.Config(ConfigField::numExperts);
   a.expertAlignment = b.Int(F::expertAlignment);
   a.numWorstTokens = b.Int(F::numWorstTokens);
   a.cached = b.Int(F::cached);
   a.layoutOnly = b.Int(F::layoutOnly);
   a.signature = b.Int(F::signature);
-  a.timeoutNs = r.TimeoutNs();
   a.topkIdx = b.Ptr<const void>(F::topkIdx);
   a.idx64 = b.Int(F::idx64);
   a.sendPos = b.Ptr<int32_t>(F::sendPos);
@@ -283,7 +291,6 @@ void EpBuffer::Notify(const Napi::CallbackInfo& info) {
   const int slot = b.Int(F::countsSlot);
   if (slot >= r.numSlots) ThrowInvalidArg(env, "notify: countsSlot out of range");
   a.host = slot < 0 ? nullptr : r.hostCountsDev + slot;
-  a.status = r.Sink();
   if (a.expertAlignment < 1 || a.topk > kMaxTopk) ThrowInvalidArg(env, "notify: bad alignment or topk");
   DeviceGuard guard(r.device);
   WIDEEP_CUDA_THROW(env, LaunchNotify(a, stream->stream));
@@ -296,10 +303,8 @@ void EpBuffer::Dispatch(const Napi::CallbackInfo& info) {
   auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");
   using F = DispatchField;
   DispatchArgs a{};
-  a.peers = r.peers;
+  r.FillShared(a);
   a.regions = r.normal;
-  a.rank = r.rank;
-  a.numRanks = r.numRanks;
   a.slot = b.Int(F::slot);
   a.numTokens = b.Int(F::numTokens);
   a.hidden = b.Int(F::hidden);
@@ -307,16 +312,14 @@ void EpBuffer::Dispatch(const Napi::CallbackInfo& info) {
   a.hasScales = b.Int(F::hasScales);
   a.topk = b.Int(F::topk);
   a.idx64 = b.Int(F::idx64);
-  a.numLocalExperts = static_cast<int>(r.config[static_cast<int>(ConfigField::numLocalExperts)]);
+  a.numLocalExperts = r.Config(ConfigField::numLocalExperts);
   a.numWorstTokens = b.Int(F::numWorstTokens);
-  a.timeoutNs = r.TimeoutNs();
   a.x = b.Ptr<const uint8_t>(F::x);
   a.xScales = b.Ptr<const float>(F::xScales);
   a.topkIdx = b.Ptr<const void>(F::topkIdx);
   a.topkWeights = b.Ptr<const float>(F::topkWeights);
   a.sendPos = b.Ptr<const int32_t>(F::sendPos);
   a.meta = b.Ptr<const RoutingMeta>(F::meta);
-  a.status = r.Sink();
   if (a.slot < 0 || a.slot >= r.numSlots) ThrowInvalidArg(env, "dispatch: slot out of range");
   DeviceGuard guard(r.device);
   WIDEEP_CUDA_THROW(env, LaunchDispatch(a, b.Int(F::numSms), stream->stream));
@@ -329,17 +332,14 @@ void EpBuffer::Combine(const Napi::CallbackInfo& info) {
   auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");
   using F = CombineField;
   CombineArgs a{};
-  a.peers = r.peers;
+  r.FillShared(a);
   a.regions = r.normal;
-  a.rank = r.rank;
-  a.numRanks = r.numRanks;
   a.slot = b.Int(F::slot);
   a.numTokens = b.Int(F::numTokens);
-  a.maxTokens = static_cast<int>(r.config[static_cast<int>(ConfigField::maxTokens)]);
+  a.maxTokens = r.Config(ConfigField::maxTokens);
   a.numRows = b.Int(F::numRows);
   a.hidden = b.Int(F::hidden);
   a.topk = b.Int(F::topk);
-  a.timeoutNs = r.TimeoutNs();
   a.x = b.Ptr<const uint16_t>(F::x);
   a.topkWeights = b.Ptr<const float>(F::topkWeights);
   a.bias0 = b.Ptr<const uint16_t>(F::bias0);
@@ -348,7 +348,6 @@ void EpBuffer::Combine(const Napi::CallbackInfo& info) {
   a.outWeights = b.Ptr<float>(F::outWeights);
   a.sendPos = b.Ptr<const int32_t>(F::sendPos);
   a.meta = b.Ptr<const RoutingMeta>(F::meta);
-  a.status = r.Sink();
   if (a.slot < 0 || a.slot >= r.numSlots) ThrowInvalidArg(env, "combine: slot out of range");
   DeviceGuard guard(r.device);
   WIDEEP_CUDA_THROW(env, LaunchCombine(a, b.Int(F::numSms), stream->stream));
@@ -359,29 +358,25 @@ namespace {
 LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyField>& b) {
   using F = LowLatencyField;
   LowLatencyArgs a{};
-  a.peers = r.peers;
+  r.FillShared(a);
   a.half = b.Int(F::half) & 1;
   a.regions = r.ll[a.half];
-  a.rank = r.rank;
-  a.numRanks = r.numRanks;
   a.numTokens = b.Int(F::numTokens);
-  a.maxTokens = static_cast<int>(r.config[static_cast<int>(ConfigField::llMaxTokens)]);
+  a.maxTokens = r.Config(ConfigField::llMaxTokens);
   a.hidden = b.Int(F::hidden);
   a.topk = b.Int(F::topk);
-  a.maxTopk = static_cast<int>(r.config[static_cast<int>(ConfigField::maxTopk)]);
-  a.numExperts = static_cast<int>(r.config[static_cast<int>(ConfigField::numExperts)]);
-  a.numLocalExperts = static_cast<int>(r.config[static_cast<int>(ConfigField::numLocalExperts)]);
+  a.maxTopk = r.Config(ConfigField::maxTopk);
+  a.numExperts = r.Config(ConfigField::numExperts);
+  a.numLocalExperts = r.Config(ConfigField::numLocalExperts);
   a.useFp8 = b.Int(F::useFp8);
   a.roundScale = b.Int(F::roundScale);
   a.idx64 = b.Int(F::idx64);
-  a.timeoutNs = r.TimeoutNs();
   a.x = b.Ptr<const uint16_t>(F::x);
   a.topkIdx = b.Ptr<const void>(F::topkIdx);
   a.topkWeights = b.Ptr<const float>(F::topkWeights);
   a.y = b.Ptr<const uint16_t>(F::y);
   a.out = b.Ptr<uint16_t>(F::out);
   a.cumulativeStats = b.Ptr<int32_t>(F::cumulativeStats);
-  a.status = r.Sink();
   return a;
 }
 
