@@ -218,19 +218,33 @@ Napi::Value Communicator::Split(const Napi::CallbackInfo& info) {
   return (new NewCommWorker(env, "wideep:nccl.split", run))->Queue();
 }
 
+namespace {
+
+// The leading (send, recv, count, dtype) arguments of every buffer collective.
+struct BufferArgs {
+  void* send;
+  void* recv;
+  size_t count;
+  DataType type;
+};
+
+BufferArgs ReadBufferArgs(const Napi::CallbackInfo& info, const char* countName) {
+  return BufferArgs{AsPtr(ArgPtr(info, 0, "send")), AsPtr(ArgPtr(info, 1, "recv")),
+                    static_cast<size_t>(ArgInt(info, 2, countName, 0, kMaxCount)), ArgDataType(info, 3)};
+}
+
+}  // namespace
+
 // allReduce(send, recv, count, dtype, op, stream)
 void Communicator::AllReduce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CommCore& core = Live(env);
-  void* send = AsPtr(ArgPtr(info, 0, "send"));
-  void* recv = AsPtr(ArgPtr(info, 1, "recv"));
-  size_t count = static_cast<size_t>(ArgInt(info, 2, "count", 0, kMaxCount));
-  DataType type = ArgDataType(info, 3);
+  BufferArgs b = ReadBufferArgs(info, "count");
   RedOp op = ArgRedOp(info, 4);
   auto stream = Stream::From(env, ArgAt(info, 5, "stream"), "stream");
   const Api* api = core.api();
   Check(env, core.Enqueue("allReduce", stream->stream, [&](Comm c) {
-    return api->AllReduce(send, recv, count, type, op, c, stream->stream);
+    return api->AllReduce(b.send, b.recv, b.count, b.type, op, c, stream->stream);
   }));
 }
 
@@ -238,15 +252,12 @@ void Communicator::AllReduce(const Napi::CallbackInfo& info) {
 void Communicator::Broadcast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CommCore& core = Live(env);
-  void* send = AsPtr(ArgPtr(info, 0, "send"));
-  void* recv = AsPtr(ArgPtr(info, 1, "recv"));
-  size_t count = static_cast<size_t>(ArgInt(info, 2, "count", 0, kMaxCount));
-  DataType type = ArgDataType(info, 3);
+  BufferArgs b = ReadBufferArgs(info, "count");
   int root = static_cast<int>(ArgInt(info, 4, "root", 0, size_ - 1));
   auto stream = Stream::From(env, ArgAt(info, 5, "stream"), "stream");
   const Api* api = core.api();
   Check(env, core.Enqueue("broadcast", stream->stream, [&](Comm c) {
-    return api->Broadcast(send, recv, count, type, root, c, stream->stream);
+    return api->Broadcast(b.send, b.recv, b.count, b.type, root, c, stream->stream);
   }));
 }
 
@@ -254,14 +265,11 @@ void Communicator::Broadcast(const Napi::CallbackInfo& info) {
 void Communicator::AllGather(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CommCore& core = Live(env);
-  void* send = AsPtr(ArgPtr(info, 0, "send"));
-  void* recv = AsPtr(ArgPtr(info, 1, "recv"));
-  size_t count = static_cast<size_t>(ArgInt(info, 2, "sendCount", 0, kMaxCount));
-  DataType type = ArgDataType(info, 3);
+  BufferArgs b = ReadBufferArgs(info, "sendCount");
   auto stream = Stream::From(env, ArgAt(info, 4, "stream"), "stream");
   const Api* api = core.api();
   Check(env, core.Enqueue("allGather", stream->stream, [&](Comm c) {
-    return api->AllGather(send, recv, count, type, c, stream->stream);
+    return api->AllGather(b.send, b.recv, b.count, b.type, c, stream->stream);
   }));
 }
 
@@ -269,15 +277,12 @@ void Communicator::AllGather(const Napi::CallbackInfo& info) {
 void Communicator::ReduceScatter(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CommCore& core = Live(env);
-  void* send = AsPtr(ArgPtr(info, 0, "send"));
-  void* recv = AsPtr(ArgPtr(info, 1, "recv"));
-  size_t count = static_cast<size_t>(ArgInt(info, 2, "recvCount", 0, kMaxCount));
-  DataType type = ArgDataType(info, 3);
+  BufferArgs b = ReadBufferArgs(info, "recvCount");
   RedOp op = ArgRedOp(info, 4);
   auto stream = Stream::From(env, ArgAt(info, 5, "stream"), "stream");
   const Api* api = core.api();
   Check(env, core.Enqueue("reduceScatter", stream->stream, [&](Comm c) {
-    return api->ReduceScatter(send, recv, count, type, op, c, stream->stream);
+    return api->ReduceScatter(b.send, b.recv, b.count, b.type, op, c, stream->stream);
   }));
 }
 
