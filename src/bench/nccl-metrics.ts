@@ -10,6 +10,7 @@
  * Times are per-op CUDA-event times in µs: the median over the timed
  * iterations on each rank, then the median across ranks.
  */
+import { gbps, median } from './stats.js';
 
 export type NcclOp = 'all-reduce' | 'all-to-all';
 
@@ -116,18 +117,6 @@ export function planCases(worldSize: number, options: { warmup: number; iters: n
   return cases;
 }
 
-export function median(values: readonly number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-/** GB/s (10^9 bytes per second) for `bytes` moved in `us` microseconds. */
-export function gbPerSecond(bytes: number, us: number): number {
-  return us > 0 ? bytes / us / 1e3 : Number.NaN;
-}
-
 /** nccl-tests' bus bandwidth factor for all-reduce: 2(n−1)/n. */
 export function allReduceBusFactor(worldSize: number): number {
   return (2 * (worldSize - 1)) / worldSize;
@@ -155,7 +144,7 @@ export function summarize(spec: CaseSpec, raw: RawCase, worldSize: number): Case
   if (raw.perRankMinUs && raw.perRankMinUs.length > 0) base.minUs = Math.min(...raw.perRankMinUs);
   if (spec.op === 'all-reduce') {
     const bytes = spec.bytes!;
-    const algbw = gbPerSecond(bytes, timeUs);
+    const algbw = gbps(bytes, timeUs);
     return { ...base, bytes, algbwGBs: algbw, busbwGBs: algbw * allReduceBusFactor(worldSize) };
   }
   const rows = spec.rowsPerPeer!;
@@ -167,8 +156,8 @@ export function summarize(spec: CaseSpec, raw: RawCase, worldSize: number): Case
     hidden,
     recvBytes: recv.all,
     recvOthersBytes: recv.others,
-    recvGBs: gbPerSecond(recv.all, timeUs),
-    recvOthersGBs: gbPerSecond(recv.others, timeUs),
+    recvGBs: gbps(recv.all, timeUs),
+    recvOthersGBs: gbps(recv.others, timeUs),
   };
 }
 

@@ -18,7 +18,8 @@ import { initProcessGroup } from '../dist/process-group.js';
 import type { ProcessGroup } from '../dist/types.js';
 import { WideepError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
-import { median, type CaseSpec, type RawCase } from './nccl-metrics.js';
+import type { CaseSpec, RawCase } from './nccl-metrics.js';
+import { median } from './stats.js';
 
 export interface WorkerConfig {
   cases: CaseSpec[];

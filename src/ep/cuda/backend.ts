@@ -12,7 +12,7 @@ import { Stream } from '../../cuda/stream.js';
 import type { ProcessGroup } from '../../dist/types.js';
 import { WideepError } from '../../errors.js';
 import { requireCuda, type NativeEpBatonLayout, type NativeEpBuffer } from '../../native.js';
-import type { DType } from '../../tensor/dtype.js';
+import { itemSize, type DType } from '../../tensor/dtype.js';
 import { Tensor, type Device } from '../../tensor/tensor.js';
 import type {
   BackendCombineArgs,
@@ -30,7 +30,8 @@ import type {
 } from '../backend.js';
 import type { EpConfig, StreamOptions } from '../types.js';
 import { Baton } from './batons.js';
-import { CONTROL_BYTES, SCALE_BLOCK, computeCudaLayout, type CudaLayout } from './layout.js';
+import { FP8_BLOCK } from '../fp8-quant.js';
+import { CONTROL_BYTES, computeCudaLayout, type CudaLayout } from './layout.js';
 import { epStatusError } from './status.js';
 
 /** SMs of the normal-mode kernels when a call names none (DeepEP's default budget). */
@@ -167,7 +168,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   /** A view of `bytes` at `offset` of the registered buffer, valid while `gen()` stays `at`. */
   #view(offset: number, dtype: DType, shape: number[], gen: () => number): Tensor {
     const at = gen();
-    const bytes = shape.reduce((a, b) => a * b, 1) * ({ bf16: 2, f16: 2, f32: 4, i32: 4, i64: 8, u8: 1, fp8e4m3: 1 } as const)[dtype];
+    const bytes = shape.reduce((a, b) => a * b, 1) * itemSize(dtype);
     const storage = new RegionStorage(this.#dev, this.#base + BigInt(offset), bytes, () => this.#closed || gen() !== at);
     return Tensor.fromDeviceStorage(storage, dtype, shape, 0, false);
   }
@@ -304,7 +305,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     };
     return {
       recvX: this.#view(this.#slotOffset(slot, 'slabX'), x.dtype, [rows, H], gen),
-      recvXScales: fp8 ? this.#view(this.#slotOffset(slot, 'slabScales'), 'f32', [rows, H / SCALE_BLOCK], gen) : undefined,
+      recvXScales: fp8 ? this.#view(this.#slotOffset(slot, 'slabScales'), 'f32', [rows, H / FP8_BLOCK], gen) : undefined,
       recvTopkIdx: cached ? undefined : this.#view(this.#slotOffset(slot, 'slabTopkIdx'), idx64 ? 'i64' : 'i32', [rows, k], gen),
       recvTopkWeights: cached ? undefined : this.#view(this.#slotOffset(slot, 'slabTopkWeights'), 'f32', [rows, k], gen),
       routing,
@@ -401,7 +402,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const gen = () => this.#halfGen[half]!;
     return {
       recvX: this.#view(this.#halfOffset(half, 'llRecvX'), args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
-      recvXScales: args.useFp8 ? this.#view(this.#halfOffset(half, 'llRecvScales'), 'f32', [L, R * M, H / SCALE_BLOCK], gen) : undefined,
+      recvXScales: args.useFp8 ? this.#view(this.#halfOffset(half, 'llRecvScales'), 'f32', [L, R * M, H / FP8_BLOCK], gen) : undefined,
       recvCount: this.#view(this.#halfOffset(half, 'llRecvCount'), 'i32', [L], gen),
       srcInfo: this.#view(this.#halfOffset(half, 'llSrcInfo'), 'i32', [L, R * M], gen),
       layoutRange: this.#view(this.#halfOffset(half, 'llLayoutRange'), 'i32', [L, R, 2], gen),

@@ -3,12 +3,11 @@
  * rank. Pure arithmetic, so EpBuffer.sizeHint works without a GPU. The native
  * side reads these offsets through the config baton (native/ep/baton.h).
  */
+import { FP8_BLOCK } from '../fp8-quant.js';
 import type { EpConfig } from '../types.js';
 
 /** native/ep/ep_params.h kControlBytes: flags, counters and sequence numbers. */
 export const CONTROL_BYTES = 64 * 1024;
-/** Channels per fp8 scale. */
-export const SCALE_BLOCK = 128;
 const ALIGN = 256;
 
 export type SizingConfig = Pick<
@@ -46,7 +45,7 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
   const H = c.hidden;
   const K = c.maxTopk;
   const L = c.numExperts / R;
-  const scaleCols = Math.ceil(H / SCALE_BLOCK);
+  const scaleCols = Math.ceil(H / FP8_BLOCK);
   const maxRecv = R * c.maxTokensPerRank;
 
   const slab = regions({

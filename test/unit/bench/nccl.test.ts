@@ -11,8 +11,6 @@ import {
   allToAllRecvBytes,
   formatReport,
   formatTable,
-  gbPerSecond,
-  median,
   planCases,
   ratios,
   summarize,
@@ -21,6 +19,7 @@ import {
 } from '../../../src/bench/nccl-metrics.js';
 import { parseTorchOutput } from '../../../src/bench/nccl-torch.js';
 import { WideepError } from '../../../src/errors.js';
+import { gbps, median } from '../../../src/bench/stats.js';
 
 function captureIo(): CliIo & { stdout: string; stderr: string } {
   const io = {
@@ -96,7 +95,7 @@ describe('bench nccl arithmetic', () => {
     expect(allReduceBusFactor(2)).toBe(1);
     expect(allReduceBusFactor(4)).toBe(1.5);
     expect(allReduceBusFactor(8)).toBe(1.75);
-    expect(gbPerSecond(1e9, 1e6)).toBe(1);
+    expect(gbps(1e9, 1e6)).toBe(1);
   });
 
   it('reproduces the all-reduce anchor: 512 MiB on 4 ranks at 346 GB/s bus bandwidth', () => {
