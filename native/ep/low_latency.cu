@@ -64,73 +64,89 @@ __device__ __forceinline__ uint32_t pack_fp8x4(float a, float b, float c, float 
   return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
 }
 
+// Tokens are spread over blocks; a block works out a token's destinations
+// (or a row's target) once, in shared memory, and its warps then move the
+// row's 256-column chunks in parallel. Metadata lookups would otherwise sit on
+// every chunk's critical path, and latency is what this mode is about.
+constexpr int kTokensPerStep = 1;     // tokens a block handles at a time (decode batches are small)
+constexpr int kRowsPerStep = 8;       // combine rows a block handles at a time
+constexpr int kChunkVecs = kWarpSize; // 16-byte vectors per chunk: one per lane
+constexpr int kItemsInFlight = 4;     // combine chunks a warp loads before it stores any
+
 // ------------------------------------------------------------------ dispatch
 
-// Work item = (token, chunk of 256 columns): every SM takes part, so one
-// token's row is cast and written by many warps at once.
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) {
+  __shared__ int tokenMask[kTokensPerStep];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts;
   uint8_t* mine = a.peers.ptr[me];
   if (has_error(a.status)) return;
   const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
-  const int chunks = (H / 8 + kWarpSize - 1) / kWarpSize;
-  const int items = a.numTokens * chunks;
+  const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
 
-  for (int item = blockIdx.x * kWarps + warp; item < items; item += gridDim.x * kWarps) {
-    const int t = item / chunks, chunk = item % chunks;
-    // Destinations: ranks owning any of the token's experts.
-    const int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
-    const int mask = __reduce_or_sync(0xffffffffu, e >= 0 ? 1 << static_cast<int>(e / L) : 0);
-    // Every destination gets the top-k row: it tells which tokens were sent.
-    if (chunk == 0 && lane < a.topk) {
-      for (int r = 0; r < R; ++r) {
-        int32_t* dst = reinterpret_cast<int32_t*>(a.peers.ptr[r] + a.regions.srcTopk) +
-                       (static_cast<size_t>(me) * a.maxTokens + t) * a.maxTopk;
-        dst[lane] = static_cast<int32_t>(e);
-      }
-    }
-    const int c = chunk * kWarpSize + lane;  // 16-byte vector of the bf16 row
-    const bool active = c < H / 8;
-    const int4 v = active ? ld_nc_v4(reinterpret_cast<const int4*>(a.x + static_cast<size_t>(t) * H) + c)
-                          : make_int4(0, 0, 0, 0);
-    const size_t rowOffset =
-        a.regions.staging + (static_cast<size_t>(me) * a.maxTokens + t) * a.regions.stagingStride;
-    if (a.useFp8) {
-      // Lanes 0-15 and 16-31 each hold one 128-channel scale block; H % 128 == 0,
-      // so idle lanes of a last, partial chunk form a whole half.
-      const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-      float f[8];
-      float amax = 0;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float2 p = __bfloat1622float2(h[i]);
-        f[2 * i] = p.x;
-        f[2 * i + 1] = p.y;
-        amax = fmaxf(amax, fmaxf(fabsf(p.x), fabsf(p.y)));
-      }
-#pragma unroll
-      for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      amax = fmaxf(amax, kMinAmax);
-      const float scale = fp8_scale(amax, a.roundScale);
-      const float inv = a.roundScale ? 1.0f / scale : kFp8Max / amax;
-      uint2 q;
-      q.x = pack_fp8x4(f[0] * inv, f[1] * inv, f[2] * inv, f[3] * inv);
-      q.y = pack_fp8x4(f[4] * inv, f[5] * inv, f[6] * inv, f[7] * inv);
-      if (active) {
+  for (int t0 = blockIdx.x * kTokensPerStep; t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
+    const int n = min(kTokensPerStep, a.numTokens - t0);
+    // Destinations of each token; every destination gets the top-k rows too
+    // (they tell it which tokens were sent).
+    if (warp < n) {
+      const int t = t0 + warp;
+      const int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
+      const int mask = __reduce_or_sync(0xffffffffu, e >= 0 ? 1 << static_cast<int>(e / L) : 0);
+      if (lane == 0) tokenMask[warp] = mask;
+      if (lane < a.topk) {
         for (int r = 0; r < R; ++r) {
-          if (!((mask >> r) & 1)) continue;
-          uint8_t* row = a.peers.ptr[r] + rowOffset;
-          *reinterpret_cast<uint2*>(row + static_cast<size_t>(c) * 8) = q;
-          if ((lane & 15) == 0) reinterpret_cast<float*>(row + H)[c / 16] = scale;
+          reinterpret_cast<int32_t*>(a.peers.ptr[r] + a.regions.srcTopk)
+              [(static_cast<size_t>(me) * a.maxTokens + t) * a.maxTopk + lane] = static_cast<int32_t>(e);
         }
       }
-    } else if (active) {
-      for (int r = 0; r < R; ++r) {
-        if ((mask >> r) & 1) st_na_v4(reinterpret_cast<int4*>(a.peers.ptr[r] + rowOffset) + c, v);
+    }
+    __syncthreads();
+    for (int item = warp; item < n * chunks; item += kWarps) {
+      const int t = t0 + item / chunks;
+      const int mask = tokenMask[item / chunks];
+      const int c = (item % chunks) * kChunkVecs + lane;  // 16-byte vector of the bf16 row
+      const bool active = c < H / 8;
+      const int4 v = active ? ld_nc_v4(reinterpret_cast<const int4*>(a.x + static_cast<size_t>(t) * H) + c)
+                            : make_int4(0, 0, 0, 0);
+      const size_t rowOffset =
+          a.regions.staging + (static_cast<size_t>(me) * a.maxTokens + t) * a.regions.stagingStride;
+      if (a.useFp8) {
+        // Lanes 0-15 and 16-31 each hold one 128-channel scale block; H % 128
+        // == 0, so idle lanes of a last, partial chunk form a whole half.
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+        float f[8];
+        float amax = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          float2 p = __bfloat1622float2(h[i]);
+          f[2 * i] = p.x;
+          f[2 * i + 1] = p.y;
+          amax = fmaxf(amax, fmaxf(fabsf(p.x), fabsf(p.y)));
+        }
+#pragma unroll
+        for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        amax = fmaxf(amax, kMinAmax);
+        const float scale = fp8_scale(amax, a.roundScale);
+        const float inv = a.roundScale ? 1.0f / scale : kFp8Max / amax;
+        uint2 q;
+        q.x = pack_fp8x4(f[0] * inv, f[1] * inv, f[2] * inv, f[3] * inv);
+        q.y = pack_fp8x4(f[4] * inv, f[5] * inv, f[6] * inv, f[7] * inv);
+        if (active) {
+          for (int r = 0; r < R; ++r) {
+            if (!((mask >> r) & 1)) continue;
+            uint8_t* row = a.peers.ptr[r] + rowOffset;
+            *reinterpret_cast<uint2*>(row + static_cast<size_t>(c) * 8) = q;
+            if ((lane & 15) == 0) reinterpret_cast<float*>(row + H)[c / 16] = scale;
+          }
+        }
+      } else if (active) {
+        for (int r = 0; r < R; ++r) {
+          if ((mask >> r) & 1) st_na_v4(reinterpret_cast<int4*>(a.peers.ptr[r] + rowOffset) + c, v);
+        }
       }
     }
+    __syncthreads();
   }
 
   if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchSend]) && tid < R) {
@@ -142,10 +158,15 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyAr
 }
 
 // One block per local expert: waits for every source, packs its slots in
-// (source, token) order and copies the rows.
+// (source, token) order and copies the rows. The slot scan runs on all warps:
+// each takes 32-token chunks, and a prefix over the chunks places them.
+constexpr int kMaxScanChunks = kMaxRanks * 1024 / kWarpSize;
+
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
   extern __shared__ int32_t slotList[];  // [R*M]: (source << 16) | token
-  __shared__ int total;
+  __shared__ unsigned chunkBits[kMaxScanChunks];
+  __shared__ int chunkStart[kMaxScanChunks + 1];
+  __shared__ int srcChunk[kMaxRanks + 1];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kRecvThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
@@ -154,39 +175,70 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
   const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (tid < R) wait_flag_eq(&ctrl->dispatchFlag[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
+  // Every source's flag was acquired by its waiting thread; the barrier makes
+  // what they published visible to the whole block before anything reads it.
+  __syncthreads();
+  if (tid == 0) {
+    srcChunk[0] = 0;
+    for (int s = 0; s < R; ++s) srcChunk[s + 1] = srcChunk[s] + (ld_volatile(&ctrl->srcTokens[s]) + kWarpSize - 1) / kWarpSize;
+  }
   __syncthreads();
   const bool ok = !has_error(a.status);
 
   const int j = blockIdx.x;
   const int64_t expert = static_cast<int64_t>(me) * L + j;
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
-  int32_t* layoutRange = reinterpret_cast<int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
-  if (ok && warp == 0) {
-    int running = 0;
-    for (int s = 0; s < R; ++s) {
-      const int T = ld_volatile(&ctrl->srcTokens[s]);
-      const int begin = running;
-      for (int base = 0; base < T; base += kWarpSize) {
-        const int t = base + lane;
-        bool hit = false;
-        if (t < T) {
-          const int32_t* row = srcTopk + (static_cast<size_t>(s) * M + t) * a.maxTopk;
-          for (int k = 0; k < a.topk; ++k) hit |= row[k] == expert;
-        }
-        const unsigned bits = __ballot_sync(0xffffffffu, hit);
-        if (hit) slotList[running + __popc(bits & ((1u << lane) - 1))] = (s << 16) | t;
-        running += __popc(bits);
+  const int numChunks = srcChunk[R];
+  if (ok) {
+    for (int c = warp; c < numChunks; c += kWarps) {
+      int s = 0;
+      while (srcChunk[s + 1] <= c) ++s;
+      const int t = (c - srcChunk[s]) * kWarpSize + lane;
+      bool hit = false;
+      if (t < ld_volatile(&ctrl->srcTokens[s])) {
+        const int32_t* row = srcTopk + (static_cast<size_t>(s) * M + t) * a.maxTopk;
+        for (int k = 0; k < a.topk; ++k) hit |= row[k] == expert;
       }
-      if (lane == 0) {
-        layoutRange[2 * s] = begin;
-        layoutRange[2 * s + 1] = running - begin;
-      }
+      const unsigned bits = __ballot_sync(0xffffffffu, hit);
+      if (lane == 0) chunkBits[c] = bits;
     }
-    if (lane == 0) total = running;
+  }
+  __syncthreads();
+  if (ok && warp == 0) {
+    int carry = 0;
+    for (int base = 0; base < numChunks; base += kWarpSize) {
+      const int n = base + lane < numChunks ? __popc(chunkBits[base + lane]) : 0;
+      int incl = n;
+#pragma unroll
+      for (int o = 1; o < kWarpSize; o <<= 1) {
+        const int up = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += up;
+      }
+      if (base + lane < numChunks) chunkStart[base + lane] = carry + incl - n;
+      carry += __shfl_sync(0xffffffffu, incl, kWarpSize - 1);
+    }
+    if (lane == 0) chunkStart[numChunks] = carry;
   }
   __syncthreads();
   if (ok) {
-    const int n = total;
+    int32_t* layoutRange = reinterpret_cast<int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
+    if (tid < R) {
+      layoutRange[2 * tid] = chunkStart[srcChunk[tid]];
+      layoutRange[2 * tid + 1] = chunkStart[srcChunk[tid + 1]] - chunkStart[srcChunk[tid]];
+    }
+    for (int c = warp; c < numChunks; c += kWarps) {
+      int s = 0;
+      while (srcChunk[s + 1] <= c) ++s;
+      const unsigned bits = chunkBits[c];
+      if ((bits >> lane) & 1) {
+        const int t = (c - srcChunk[s]) * kWarpSize + lane;
+        slotList[chunkStart[c] + __popc(bits & ((1u << lane) - 1))] = (s << 16) | t;
+      }
+    }
+  }
+  __syncthreads();
+  if (ok) {
+    const int n = chunkStart[numChunks];
     const int scaleCols = H / kScaleBlock;
     const int rowBytes = a.useFp8 ? H : H * 2;
     const size_t slots = static_cast<size_t>(R) * M;
@@ -213,9 +265,13 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
 
 // ------------------------------------------------------------------- combine
 
-// Work item = (local expert, slot, 512-byte chunk of the row), over the whole
-// grid: returns the chunk to (origin, token, first k naming this expert).
+// Each block takes rows (used slots, counted over all local experts) a step
+// at a time: its threads first find every row's origin, token and k, then its
+// warps return the rows' chunks to (origin, token, first k naming the expert).
 __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArgs a) {
+  extern __shared__ int32_t firstRow[];  // [L + 1]: exclusive prefix of used slots per local expert
+  __shared__ const uint8_t* rowSrc[kRowsPerStep];
+  __shared__ uint8_t* rowDst[kRowsPerStep];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
@@ -226,10 +282,7 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
   const int32_t* recvCount = reinterpret_cast<const int32_t*>(mine + a.regions.recvCount);
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
   const size_t rowBytes = static_cast<size_t>(H) * 2;
-  const int chunks = (H / 8 + kWarpSize - 1) / kWarpSize;
-  // Exclusive prefix of the slots used per local expert, so that items cover
-  // used slots only.
-  extern __shared__ int32_t firstRow[];  // [L + 1]
+  const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   if (warp == 0) {
     int carry = 0;
     for (int base = 0; base < L; base += kWarpSize) {
@@ -246,30 +299,46 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
     if (lane == 0) firstRow[L] = carry;
   }
   __syncthreads();
-  const int items = firstRow[L] * chunks;
-  for (int item = blockIdx.x * kWarps + warp; item < items; item += gridDim.x * kWarps) {
-    const int row = item / chunks, chunk = item % chunks;
-    int lo = 0, hi = L;  // the expert j with firstRow[j] <= row < firstRow[j + 1]
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) / 2;
-      if (firstRow[mid] <= row) lo = mid;
-      else hi = mid;
+  const int total = firstRow[L];
+  for (int r0 = blockIdx.x * kRowsPerStep; r0 < total; r0 += gridDim.x * kRowsPerStep) {
+    const int n = min(kRowsPerStep, total - r0);
+    if (tid < n) {
+      const int row = r0 + tid;
+      int lo = 0, hi = L;  // the expert j with firstRow[j] <= row < firstRow[j + 1]
+      while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (firstRow[mid] <= row) lo = mid;
+        else hi = mid;
+      }
+      const int j = lo, p = row - firstRow[j];
+      const int32_t* range = reinterpret_cast<const int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
+      int s = 0;
+      while (s + 1 < R && range[2 * (s + 1)] <= p) ++s;
+      const int t = reinterpret_cast<const int32_t*>(mine + a.regions.srcInfo)[static_cast<size_t>(j) * slots + p];
+      const int k = first_slot_of(srcTopk + (static_cast<size_t>(s) * M + t) * a.maxTopk, a.topk, static_cast<int64_t>(me) * L + j);
+      rowSrc[tid] = reinterpret_cast<const uint8_t*>(a.y) + (static_cast<size_t>(j) * slots + p) * rowBytes;
+      rowDst[tid] = a.peers.ptr[s] + a.regions.combineRecv + (static_cast<size_t>(t) * a.maxTopk + k) * rowBytes;
     }
-    const int j = lo, p = row - firstRow[j];
-    const int32_t* range = reinterpret_cast<const int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
-    int s = 0;
-    while (s + 1 < R && range[2 * (s + 1)] <= p) ++s;
-    const int t = reinterpret_cast<const int32_t*>(mine + a.regions.srcInfo)[static_cast<size_t>(j) * slots + p];
-    const int64_t expert = static_cast<int64_t>(me) * L + j;
-    const int k = first_slot_of(srcTopk + (static_cast<size_t>(s) * M + t) * a.maxTopk, a.topk, expert);
-    const int c = chunk * kWarpSize + lane;
-    if (c < H / 8) {
-      const int4* src = reinterpret_cast<const int4*>(reinterpret_cast<const uint8_t*>(a.y) +
-                                                      (static_cast<size_t>(j) * slots + p) * rowBytes);
-      int4* dst = reinterpret_cast<int4*>(a.peers.ptr[s] + a.regions.combineRecv +
-                                          (static_cast<size_t>(t) * a.maxTopk + k) * rowBytes);
-      st_na_v4(dst + c, ld_nc_v4(src + c));
-    }
+    __syncthreads();
+    for (int base = warp; base < n * chunks; base += kWarps * kItemsInFlight) {
+      int4 v[kItemsInFlight];
+      int4* dst[kItemsInFlight];
+#pragma unroll
+      for (int u = 0; u < kItemsInFlight; ++u) {
+        const int item = base + u * kWarps;
+        const int i = item / chunks;
+        const int c = (item % chunks) * kChunkVecs + lane;
+        dst[u] = nullptr;
+        if (item < n * chunks && c < H / 8) {
+          v[u] = ld_nc_v4(reinterpret_cast<const int4*>(rowSrc[i]) + c);
+          dst[u] = reinterpret_cast<int4*>(rowDst[i]) + c;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kItemsInFlight; ++u) {
+        if (dst[u]) st_na_v4(dst[u], v[u]);
+      }
+    }    __syncthreads();
   }
   if (is_last_block(&local_of(mine)->finished[kFinishLlCombineSend]) && tid < R) {
     __threadfence_system();
@@ -277,9 +346,13 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
   }
 }
 
-// Work item = (token, chunk of 256 columns):
-// out[t] = sum over k (in order, skipping -1) of w[t,k] * row(t, k), in float.
+// out[t] = sum over k (in order, skipping -1) of w[t,k] * row(t, k), in float
+// with one rounding per operation (the cpu reference does the same). A block
+// takes tokens a step at a time: threads look up each token's rows and
+// weights once, then warps reduce the 256-column chunks with all k loads in flight.
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) {
+  __shared__ const int4* rowPtr[kTokensPerStep][kMaxTopk];
+  __shared__ float rowWeight[kTokensPerStep][kMaxTopk];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kRecvThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden;
@@ -289,42 +362,57 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArg
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (tid < R) wait_flag_eq(&ctrl->combineFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
   __syncthreads();
-  if (!has_error(a.status)) {
-    const size_t rowBytes = static_cast<size_t>(H) * 2;
-    const int chunks = (H / 8 + kWarpSize - 1) / kWarpSize;
-    for (int item = blockIdx.x * kWarps + warp; item < a.numTokens * chunks; item += gridDim.x * kWarps) {
-      const int t = item / chunks;
-      const int c = (item % chunks) * kWarpSize + lane;
-      if (c >= H / 8) continue;
-      const uint8_t* rows = mine + a.regions.combineRecv + static_cast<size_t>(t) * a.maxTopk * rowBytes;
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int k = 0; k < a.topk; ++k) {
-        const int64_t id = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + k);
-        if (id < 0) continue;
-        // A repeated expert was returned once, under its first k.
-        int kk = k;
-        for (int q = 0; q < k; ++q) {
-          if (load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + q) == id) {
-            kk = q;
-            break;
-          }
+  const bool ok = !has_error(a.status);
+  const size_t rowBytes = static_cast<size_t>(H) * 2;
+  const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
+  for (int t0 = blockIdx.x * kTokensPerStep; ok && t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
+    const int n = min(kTokensPerStep, a.numTokens - t0);
+    if (tid < n * kMaxTopk) {
+      const int i = tid / kMaxTopk, k = tid % kMaxTopk, t = t0 + i;
+      const int64_t id = k < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + k) : -1;
+      // A repeated expert was returned once, under its first k.
+      int kk = k;
+      for (int q = 0; q < k; ++q) {
+        if (load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + q) == id) {
+          kk = q;
+          break;
         }
-        const float w = a.topkWeights[static_cast<size_t>(t) * a.topk + k];
-        const int4 v = ld_nc_v4(reinterpret_cast<const int4*>(rows + static_cast<size_t>(kk) * rowBytes) + c);
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+      }
+      rowPtr[i][k] = id < 0 ? nullptr
+                            : reinterpret_cast<const int4*>(mine + a.regions.combineRecv +
+                                                            (static_cast<size_t>(t) * a.maxTopk + kk) * rowBytes);
+      rowWeight[i][k] = id < 0 ? 0.0f : a.topkWeights[static_cast<size_t>(t) * a.topk + k];
+    }
+    __syncthreads();
+    for (int item = warp; item < n * chunks; item += kWarps) {
+      const int i = item / chunks, t = t0 + i;
+      const int c = (item % chunks) * kChunkVecs + lane;
+      if (c >= H / 8) continue;
+      int4 v[kMaxTopk];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float2 f = __bfloat1622float2(h[i]);
-          acc[2 * i] = __fadd_rn(acc[2 * i], __fmul_rn(w, f.x));
-          acc[2 * i + 1] = __fadd_rn(acc[2 * i + 1], __fmul_rn(w, f.y));
+      for (int k = 0; k < kMaxTopk; ++k) {
+        if (k < a.topk && rowPtr[i][k]) v[k] = ld_nc_v4(rowPtr[i][k] + c);
+      }
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma unroll
+      for (int k = 0; k < kMaxTopk; ++k) {
+        if (k >= a.topk || !rowPtr[i][k]) continue;
+        const float w = rowWeight[i][k];
+        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v[k]);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          float2 f = __bfloat1622float2(h[q]);
+          acc[2 * q] = __fadd_rn(acc[2 * q], __fmul_rn(w, f.x));
+          acc[2 * q + 1] = __fadd_rn(acc[2 * q + 1], __fmul_rn(w, f.y));
         }
       }
       int4 o;
       __nv_bfloat162* oh = reinterpret_cast<__nv_bfloat162*>(&o);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) oh[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
+      for (int q = 0; q < 4; ++q) oh[q] = __floats2bfloat162_rn(acc[2 * q], acc[2 * q + 1]);
       reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H)[c] = o;
     }
+    __syncthreads();
   }
   if (is_last_block(&local_of(mine)->finished[kFinishLlCombineRecv]) && tid == 0) {
     local_of(mine)->llCombineSeq[a.half] = seq;

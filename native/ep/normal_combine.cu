@@ -9,7 +9,6 @@
 
 #include "ep/device_utils.cuh"
 #include "ep/ep_kernels.h"
-#include "ep/row_copy.cuh"
 
 namespace wideep::ep {
 namespace {
@@ -23,6 +22,11 @@ __device__ __forceinline__ LocalState* local_of(uint8_t* base) {
 }
 
 constexpr int kCombineThreads = 512;
+constexpr int kCombineWarps = kCombineThreads / kWarpSize;
+// The reduction keeps kRankGroup ranks x kReduceUnroll vectors of loads in
+// flight per lane, so a couple of dozen SMs cover HBM latency.
+constexpr int kRankGroup = 4;
+constexpr int kReduceUnroll = 4;
 
 __device__ __forceinline__ void accumulate_bf16x8(float (&acc)[8], const int4& v) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
@@ -46,8 +50,6 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   __shared__ int rowsTo[kMaxRanks];
   __shared__ uint32_t seq;
   __shared__ bool last;
-  constexpr int kThreads = kCombineThreads;
-  constexpr int kWarps = kThreads / kWarpSize;
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden;
   uint8_t* mine = a.peers.ptr[me];
@@ -55,6 +57,8 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   const RoutingMeta& meta = *a.meta;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   const size_t rowBytes = static_cast<size_t>(H) * 2;
+  const int globalWarp = blockIdx.x * kCombineWarps + warp;
+  const int numWarps = gridDim.x * kCombineWarps;
 
   // 1. Handshake.
   if (tid == 0) seq = local_of(mine)->combineSeq + 1;
@@ -74,32 +78,19 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   const int remoteRows = meta.numRecv - (selfEnd - selfBegin);
   const int32_t* srcIdx = reinterpret_cast<const int32_t*>(
       mine + a.regions.slab0 + static_cast<uint64_t>(a.slot) * a.regions.slabStride + a.regions.slabSrcIdx);
-  auto row_of = [&](int i) { return i < selfBegin ? i : i + (selfEnd - selfBegin); };
-  auto source_of = [&](int j) {
+  for (int i = globalWarp; i < remoteRows; i += numWarps) {
+    const int j = i < selfBegin ? i : i + (selfEnd - selfBegin);
     int s = 0;
     while (s + 1 < R && meta.recvBase[s + 1] <= j) ++s;
-    return s;
-  };
-  auto job = [&](int i) {
-    const int j = row_of(i);
-    const int s = source_of(j);
-    RowJob r;
-    r.src = reinterpret_cast<const uint8_t*>(a.x) + static_cast<size_t>(j) * rowBytes;
-    r.dst[0] = a.peers.ptr[s] + a.regions.combineX +
-               (static_cast<size_t>(me) * a.maxTokens + srcIdx[j]) * rowBytes;
-    r.numDst = 1;
-    return r;
-  };
-  copy_rows(blockIdx.x * kWarps + warp, gridDim.x * kWarps, remoteRows, static_cast<int>(rowBytes), lane, job);
-  for (int i = blockIdx.x * kThreads + tid; i < remoteRows; i += gridDim.x * kThreads) {
-    const int j = row_of(i);
-    const int s = source_of(j);
-    atomicAdd(&rowsTo[s], 1);
-    if (a.topk > 0) {
-      float* dst = reinterpret_cast<float*>(a.peers.ptr[s] + a.regions.combineWeights) +
-                   (static_cast<size_t>(me) * a.maxTokens + srcIdx[j]) * a.topk;
-      for (int k = 0; k < a.topk; ++k) dst[k] = a.topkWeights[static_cast<size_t>(j) * a.topk + k];
+    const size_t slotRow = static_cast<size_t>(me) * a.maxTokens + srcIdx[j];
+    warp_copy<4>(a.peers.ptr[s] + a.regions.combineX + slotRow * rowBytes,
+                 reinterpret_cast<const uint8_t*>(a.x) + static_cast<size_t>(j) * rowBytes, static_cast<int>(rowBytes),
+                 lane);
+    if (lane < a.topk) {
+      reinterpret_cast<float*>(a.peers.ptr[s] + a.regions.combineWeights)[slotRow * a.topk + lane] =
+          a.topkWeights[static_cast<size_t>(j) * a.topk + lane];
     }
+    if (lane == 0) atomicAdd(&rowsTo[s], 1);
   }
   __syncthreads();
   if (tid < R && rowsTo[tid] > 0) {
@@ -107,7 +98,7 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
     red_add_release_sys(&control_of(a.peers.ptr[tid])->combineArrived, static_cast<uint64_t>(rowsTo[tid]));
   }
 
-  // 3. Wait for the rows of this rank's tokens, then reduce.
+  // 3. Wait for the rows of this rank's tokens, then reduce them in rank order.
   uint64_t expected = 0;
   for (int r = 0; r < R; ++r) expected += r == me ? 0 : meta.sentRows[r];
   if (tid == 0) wait_counter_ge(&ctrl->combineArrived, expected, deadline, a.status, kPhaseCombine, -1);
@@ -115,28 +106,67 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   if (has_error(a.status)) return;
 
   const int vecs = H / 8;
-  const int globalWarp = blockIdx.x * kWarps + warp;
-  for (int t = globalWarp; t < a.numTokens; t += gridDim.x * kWarps) {
-    const int32_t* pos = a.sendPos + static_cast<size_t>(t) * R;
-    for (int v = lane; v < vecs; v += kWarpSize) {
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      for (int r = 0; r < R; ++r) {
-        if (pos[r] < 0) continue;
-        const int4* src = r == me
-            ? reinterpret_cast<const int4*>(a.x + static_cast<size_t>(selfBegin + pos[r]) * H)
-            : reinterpret_cast<const int4*>(mine + a.regions.combineX +
-                                            (static_cast<size_t>(r) * a.maxTokens + t) * rowBytes);
-        accumulate_bf16x8(acc, ld_nc_v4(src + v));
+  for (int t = globalWarp; t < a.numTokens; t += numWarps) {
+    const int p = lane < R ? a.sendPos[static_cast<size_t>(t) * R + lane] : -1;
+    const int4* src[kMaxRanks];
+    int pos[kMaxRanks];  // the token's row on each rank, known to every lane
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      const int pr = __shfl_sync(0xffffffffu, p, r);
+      pos[r] = pr;
+      src[r] = pr < 0 || r >= R ? nullptr
+               : r == me ? reinterpret_cast<const int4*>(a.x + static_cast<size_t>(selfBegin + pr) * H)
+                         : reinterpret_cast<const int4*>(mine + a.regions.combineX +
+                                                         (static_cast<size_t>(r) * a.maxTokens + t) * rowBytes);
+    }
+    const int4* b0 = a.bias0 ? reinterpret_cast<const int4*>(a.bias0 + static_cast<size_t>(t) * H) : nullptr;
+    const int4* b1 = a.bias1 ? reinterpret_cast<const int4*>(a.bias1 + static_cast<size_t>(t) * H) : nullptr;
+    int4* out = reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H);
+    for (int v0 = lane; v0 < vecs; v0 += kWarpSize * kReduceUnroll) {
+      float acc[kReduceUnroll][8];
+#pragma unroll
+      for (int u = 0; u < kReduceUnroll; ++u) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[u][i] = 0.0f;
       }
-      if (a.bias0) accumulate_bf16x8(acc, ld_nc_v4(reinterpret_cast<const int4*>(a.bias0 + static_cast<size_t>(t) * H) + v));
-      if (a.bias1) accumulate_bf16x8(acc, ld_nc_v4(reinterpret_cast<const int4*>(a.bias1 + static_cast<size_t>(t) * H) + v));
-      reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H)[v] = pack_bf16x8(acc);
+#pragma unroll
+      for (int g = 0; g < kMaxRanks; g += kRankGroup) {
+        if (g >= R) break;
+        int4 buf[kRankGroup][kReduceUnroll];
+#pragma unroll
+        for (int i = 0; i < kRankGroup; ++i) {
+#pragma unroll
+          for (int u = 0; u < kReduceUnroll; ++u) {
+            const int v = v0 + u * kWarpSize;
+            if (src[g + i] && v < vecs) buf[i][u] = ld_nc_v4(src[g + i] + v);
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < kRankGroup; ++i) {
+          if (!src[g + i]) continue;
+#pragma unroll
+          for (int u = 0; u < kReduceUnroll; ++u) {
+            if (v0 + u * kWarpSize < vecs) accumulate_bf16x8(acc[u], buf[i][u]);
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kReduceUnroll; ++u) {
+        const int v = v0 + u * kWarpSize;
+        if (v >= vecs) continue;
+        if (b0) accumulate_bf16x8(acc[u], ld_nc_v4(b0 + v));
+        if (b1) accumulate_bf16x8(acc[u], ld_nc_v4(b1 + v));
+        out[v] = pack_bf16x8(acc[u]);
+      }
     }
     if (a.topk > 0 && lane < a.topk) {
+      // No shuffles here: only some lanes take this branch.
       float w = 0;
-      for (int r = 0; r < R; ++r) {
-        if (pos[r] < 0) continue;
-        w += r == me ? a.topkWeights[static_cast<size_t>(selfBegin + pos[r]) * a.topk + lane]
+#pragma unroll
+      for (int r = 0; r < kMaxRanks; ++r) {
+        const int pr = pos[r];
+        if (r >= R || pr < 0) continue;
+        w += r == me ? a.topkWeights[static_cast<size_t>(selfBegin + pr) * a.topk + lane]
                      : reinterpret_cast<const float*>(mine + a.regions.combineWeights)
                            [(static_cast<size_t>(r) * a.maxTokens + t) * a.topk + lane];
       }

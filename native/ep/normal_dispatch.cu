@@ -6,11 +6,12 @@
 //     counts after it while the data kernel already runs.
 //  2. data (numSms blocks): copies the rows and their metadata, then the last
 //     block waits until every expected row has arrived.
+// All copies are 16-byte vector loads and stores by whole warps, several per
+// lane in flight (a bulk-copy/TMA variant measured no faster and was dropped).
 #include <cuda_bf16.h>
 
 #include "ep/device_utils.cuh"
 #include "ep/ep_kernels.h"
-#include "ep/row_copy.cuh"
 
 namespace wideep::ep {
 namespace {
@@ -31,18 +32,24 @@ __device__ __forceinline__ int64_t load_idx(const void* p, int idx64, int i) {
 }
 
 // Bitmask of destination ranks of token t; counts its distinct experts into
-// expertCount (shared) and validates every index.
+// expertCount (shared) and validates every index. The row is loaded into
+// registers once (k <= kMaxTopk), so the duplicate check costs no memory traffic.
 __device__ int token_rank_mask(const NotifyArgs& a, int t, int* expertCount, int expertsPerRank) {
+  int64_t ids[kMaxTopk];
+#pragma unroll
+  for (int k = 0; k < kMaxTopk; ++k) ids[k] = k < a.topk ? load_idx(a.topkIdx, a.idx64, t * a.topk + k) : -1;
   int mask = 0;
-  for (int k = 0; k < a.topk; ++k) {
-    int64_t e = load_idx(a.topkIdx, a.idx64, t * a.topk + k);
+#pragma unroll
+  for (int k = 0; k < kMaxTopk; ++k) {
+    const int64_t e = ids[k];
     if (e == -1) continue;
     if (e < -1 || e >= a.numExperts) {
       report_error(a.status, kEpErrBadExpert, kPhaseLayout, t, static_cast<int>(e));
       continue;
     }
     bool seen = false;
-    for (int p = 0; p < k; ++p) seen |= load_idx(a.topkIdx, a.idx64, t * a.topk + p) == e;
+#pragma unroll
+    for (int p = 0; p < k; ++p) seen |= ids[p] == e;
     if (!seen && expertCount) atomicAdd(&expertCount[e], 1);
     mask |= 1 << static_cast<int>(e / expertsPerRank);
   }
@@ -173,75 +180,96 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
 // --------------------------------------------------------------------------
 
 constexpr int kDispatchThreads = 512;
+constexpr int kDispatchWarps = kDispatchThreads / kWarpSize;
+// 16-byte vectors each lane keeps in flight per step: enough outstanding
+// loads per SM to cover HBM latency with a couple of dozen SMs.
+constexpr int kDispatchUnroll = 4;
 
+// One warp per token: the row is read once and written to every destination
+// rank's slot, then the lanes write its scales, local top-k ids, weights and
+// source index in parallel. The last block to finish waits for this rank's
+// incoming rows.
 __global__ void __launch_bounds__(kDispatchThreads, 1) dispatch_kernel(DispatchArgs a) {
   __shared__ int rowsTo[kMaxRanks];
   __shared__ bool last;
-  constexpr int kThreads = kDispatchThreads;
-  constexpr int kWarps = kThreads / kWarpSize;
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int R = a.numRanks, me = a.rank;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (has_error(a.status)) return;  // notify failed: every rank skips the data phase
 
   const int rowBytes = a.hidden * a.elemBytes;
+  const int vecs = rowBytes / 16;
   const int scaleCols = a.hasScales ? a.hidden / kScaleBlock : 0;
+  const bool scaleVectors = scaleCols % 4 == 0;
   const int idxBytes = a.idx64 ? 8 : 4;
   const uint64_t slotOffset = a.regions.slab0 + static_cast<uint64_t>(a.slot) * a.regions.slabStride;
   const RoutingMeta& meta = *a.meta;
-
-  // Destination row of token t on rank r (-1 when not sent).
-  auto dest_row = [&](int t, int r) {
-    int p = a.sendPos[t * R + r];
-    return p < 0 ? -1 : meta.sendBase[r] + p;
-  };
-
   if (tid < kMaxRanks) rowsTo[tid] = 0;
   __syncthreads();
 
-  // Rows: whole warps across the grid, token by token.
-  const int globalWarp = blockIdx.x * kWarps + warp;
-  const int numWarps = gridDim.x * kWarps;
-  auto job = [&](int t) {
-    RowJob j;
-    j.src = a.x + static_cast<size_t>(t) * rowBytes;
-    j.numDst = 0;
-    for (int r = 0; r < R; ++r) {
-      int row = dest_row(t, r);
-      if (row >= 0) j.dst[j.numDst++] = a.peers.ptr[r] + slotOffset + a.regions.slabX + static_cast<size_t>(row) * rowBytes;
+  for (int t = blockIdx.x * kDispatchWarps + warp; t < a.numTokens; t += gridDim.x * kDispatchWarps) {
+    // Lane r holds the token's row on rank r (-1: not sent there).
+    int row = -1;
+    if (lane < R) {
+      const int p = a.sendPos[t * R + lane];
+      row = p < 0 ? -1 : meta.sendBase[lane] + p;
     }
-    return j;
-  };
-  copy_rows(globalWarp, numWarps, a.numTokens, rowBytes, lane, job);
+    const unsigned mask = __ballot_sync(0xffffffffu, row >= 0);
+    uint8_t* slot[kMaxRanks];
+    int rows[kMaxRanks];
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      rows[r] = __shfl_sync(0xffffffffu, row, r);
+      slot[r] = r < R ? a.peers.ptr[r] + slotOffset : nullptr;
+    }
 
-  // Small per-row data: scales, local top-k ids, weights, source token id.
-  for (int t = blockIdx.x * kThreads + tid; t < a.numTokens; t += gridDim.x * kThreads) {
-    for (int r = 0; r < R; ++r) {
-      const int row = dest_row(t, r);
-      if (row < 0) continue;
-      atomicAdd(&rowsTo[r], 1);
-      uint8_t* slot = a.peers.ptr[r] + slotOffset;
-      float* scaleDst = reinterpret_cast<float*>(slot + a.regions.slabScales) + static_cast<size_t>(row) * scaleCols;
-      const float* scaleSrc = a.xScales + static_cast<size_t>(t) * scaleCols;
-      if (scaleCols % 4 == 0) {
-        for (int c = 0; c < scaleCols; c += 4) {
-          *reinterpret_cast<float4*>(scaleDst + c) = *reinterpret_cast<const float4*>(scaleSrc + c);
+    const int4* src = reinterpret_cast<const int4*>(a.x + static_cast<size_t>(t) * rowBytes);
+    for (int v = lane; v < vecs; v += kWarpSize * kDispatchUnroll) {
+      int4 buf[kDispatchUnroll];
+#pragma unroll
+      for (int u = 0; u < kDispatchUnroll; ++u) {
+        if (v + u * kWarpSize < vecs) buf[u] = ld_nc_v4(src + v + u * kWarpSize);
+      }
+#pragma unroll
+      for (int r = 0; r < kMaxRanks; ++r) {
+        if (!((mask >> r) & 1)) continue;
+        int4* dst = reinterpret_cast<int4*>(slot[r] + a.regions.slabX + static_cast<size_t>(rows[r]) * rowBytes);
+#pragma unroll
+        for (int u = 0; u < kDispatchUnroll; ++u) {
+          if (v + u * kWarpSize < vecs) st_na_v4(dst + v + u * kWarpSize, buf[u]);
+        }
+      }
+    }
+
+    // Per-row metadata, spread over the lanes.
+    const float* scaleSrc = a.xScales + static_cast<size_t>(t) * scaleCols;
+    const int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, t * a.topk + lane) : -1;
+    const float w = lane < a.topk ? a.topkWeights[t * a.topk + lane] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      if (!((mask >> r) & 1)) continue;
+      const size_t dr = static_cast<size_t>(rows[r]);
+      float* scaleDst = reinterpret_cast<float*>(slot[r] + a.regions.slabScales) + dr * scaleCols;
+      if (scaleVectors) {
+        for (int c = lane; c < scaleCols / 4; c += kWarpSize) {
+          reinterpret_cast<float4*>(scaleDst)[c] = reinterpret_cast<const float4*>(scaleSrc)[c];
         }
       } else {
-        for (int c = 0; c < scaleCols; ++c) scaleDst[c] = scaleSrc[c];
+        for (int c = lane; c < scaleCols; c += kWarpSize) scaleDst[c] = scaleSrc[c];
       }
-      const int lo = r * a.numLocalExperts;
-      for (int k = 0; k < a.topk; ++k) {
-        int64_t e = load_idx(a.topkIdx, a.idx64, t * a.topk + k);
+      if (lane < a.topk) {
+        const int lo = r * a.numLocalExperts;
         const bool local = e >= lo && e < lo + a.numLocalExperts;
         const int64_t le = local ? e - lo : -1;
-        uint8_t* idxDst = slot + a.regions.slabTopkIdx + (static_cast<size_t>(row) * a.topk + k) * idxBytes;
+        uint8_t* idxDst = slot[r] + a.regions.slabTopkIdx + (dr * a.topk + lane) * idxBytes;
         if (a.idx64) *reinterpret_cast<int64_t*>(idxDst) = le;
         else *reinterpret_cast<int32_t*>(idxDst) = static_cast<int32_t>(le);
-        reinterpret_cast<float*>(slot + a.regions.slabTopkWeights)[static_cast<size_t>(row) * a.topk + k] =
-            local ? a.topkWeights[t * a.topk + k] : 0.0f;
+        reinterpret_cast<float*>(slot[r] + a.regions.slabTopkWeights)[dr * a.topk + lane] = local ? w : 0.0f;
       }
-      reinterpret_cast<int32_t*>(slot + a.regions.slabSrcIdx)[row] = t;
+      if (lane == 0) {
+        reinterpret_cast<int32_t*>(slot[r] + a.regions.slabSrcIdx)[dr] = t;
+        atomicAdd(&rowsTo[r], 1);
+      }
     }
   }
 
@@ -249,7 +277,7 @@ __global__ void __launch_bounds__(kDispatchThreads, 1) dispatch_kernel(DispatchA
   if (a.numWorstTokens > 0 && a.topk > 0) {
     uint8_t* slot = a.peers.ptr[me] + slotOffset;
     const int begin = meta.numRecv * a.topk, end = a.numWorstTokens * a.topk;
-    for (int i = begin + blockIdx.x * kThreads + tid; i < end; i += gridDim.x * kThreads) {
+    for (int i = begin + blockIdx.x * kDispatchThreads + tid; i < end; i += gridDim.x * kDispatchThreads) {
       uint8_t* idxDst = slot + a.regions.slabTopkIdx + static_cast<size_t>(i) * idxBytes;
       if (a.idx64) *reinterpret_cast<int64_t*>(idxDst) = -1;
       else *reinterpret_cast<int32_t*>(idxDst) = -1;
