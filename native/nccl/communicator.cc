@@ -65,7 +65,9 @@ class WaitWorker : public PromiseWorker {
   Failure Run() override {
     WIDEEP_CUDA_RETURN(cudaSetDevice(ev_->device));
     WIDEEP_CUDA_RETURN(cudaEventSynchronize(ev_->event));
-    return core_->Status();  // an abort lets the kernels finish early: report why
+    // An abort (ours, or NCCL's own on a lost peer) lets the kernels finish
+    // early: ask NCCL now rather than wait for the watchdog's next look.
+    return core_->Poll();
   }
 
  private:
@@ -87,6 +89,49 @@ Failure Settle(const Api* api, Comm comm, Result r, int64_t timeoutMs, const cha
     api->CommGetAsyncError(comm, &r);
   }
   return MakeFailure(api, r, comm, what);
+}
+
+// Splits `parent` (a nonblocking communicator) and settles the child. The
+// split runs as a job on the parent and may return ncclSuccess while that job
+// still runs: the parent is polled until it is settled, and only then is the
+// child handle written (null for kSplitNoColor) and itself settled.
+Failure SplitSettled(const Api* api, Comm parent, int color, int key, Config cfg, int64_t timeoutMs, Comm* out) {
+  Comm child = nullptr;
+  Result r = api->CommSplit(parent, color, key, &child, &cfg);
+  if (r == kSuccess) r = kInProgress;
+  Failure f = Settle(api, parent, r, timeoutMs, "ncclCommSplit");
+  if (!f.ok() || !child) return f;
+  Result childState = kInProgress;
+  api->CommGetAsyncError(child, &childState);
+  f = Settle(api, child, childState, timeoutMs, "ncclCommSplit");
+  if (!f.ok()) {
+    api->CommAbort(child);
+    return f;
+  }
+  *out = child;
+  return {};
+}
+
+// Completes a settled nonblocking `control` communicator with its blocking
+// twin for the operations (see comm_core.h), sharing its resources.
+Failure MakeCore(const Api* api, Comm control, int device, int64_t timeoutMs, int minCtas, int maxCtas, NewComm* out) {
+  int rank = 0, size = 0;
+  api->CommUserRank(control, &rank);
+  api->CommCount(control, &size);
+  Config cfg = MakeConfig(minCtas, maxCtas);
+  cfg.blocking = 1;
+  cfg.splitShare = 1;
+  Comm ops = nullptr;
+  Failure f = SplitSettled(api, control, 0, rank, cfg, timeoutMs, &ops);
+  if (f.ok() && !ops) f = Failure{"NCCL_INTERNAL_ERROR", "ncclCommSplit gave no operations communicator", std::nullopt};
+  if (!f.ok()) {
+    api->CommAbort(control);
+    return f;
+  }
+  out->core = std::make_shared<CommCore>(api, control, ops, device, timeoutMs);
+  out->rank = rank;
+  out->size = size;
+  return {};
 }
 
 DataType ArgDataType(const Napi::CallbackInfo& info, size_t i) {
@@ -168,15 +213,13 @@ Napi::Value Communicator::Init(const Napi::CallbackInfo& info) {
     Config cfg = MakeConfig(minCtas, maxCtas);
     Comm comm = nullptr;
     Result r = api->CommInitRankConfig(&comm, nranks, id, rank, &cfg);
-    Failure f = Settle(api, comm, r, timeoutMs, "ncclCommInitRankConfig");
+    // As with splits, a success return does not prove the nonblocking init finished.
+    Failure f = Settle(api, comm, r == kSuccess && comm ? kInProgress : r, timeoutMs, "ncclCommInitRankConfig");
     if (!f.ok()) {
       if (comm) api->CommAbort(comm);
       return f;
     }
-    out->core = std::make_shared<CommCore>(api, comm, device, timeoutMs);
-    out->rank = rank;
-    out->size = nranks;
-    return {};
+    return MakeCore(api, comm, device, timeoutMs, minCtas, maxCtas, out);
   };
   return (new NewCommWorker(env, "wideep:nccl.init", run))->Queue();
 }
@@ -199,21 +242,12 @@ Napi::Value Communicator::Split(const Napi::CallbackInfo& info) {
   int key = static_cast<int>(ArgInt(info, 1, "key", INT32_MIN, INT32_MAX));
   auto run = [core, color, key](NewComm* out) -> Failure {
     WIDEEP_CUDA_RETURN(cudaSetDevice(core->device()));
-    return core->WithComm([&](Comm parent) -> Failure {
-      const Api* api = core->api();
-      Config cfg = MakeConfig(0, 0);
-      Comm child = nullptr;
-      Result r = api->CommSplit(parent, color, key, &child, &cfg);
-      Failure f = Settle(api, child ? child : parent, r, core->timeoutMs(), "ncclCommSplit");
-      if (!f.ok() || !child) return f;
-      int rank = 0, size = 0;
-      api->CommUserRank(child, &rank);
-      api->CommCount(child, &size);
-      out->core = std::make_shared<CommCore>(api, child, core->device(), core->timeoutMs());
-      out->rank = rank;
-      out->size = size;
-      return {};
+    Comm child = nullptr;
+    Failure f = core->WithComm([&](Comm parent) {
+      return SplitSettled(core->api(), parent, color, key, MakeConfig(0, 0), core->timeoutMs(), &child);
     });
+    if (!f.ok() || !child) return f;
+    return MakeCore(core->api(), child, core->device(), core->timeoutMs(), 0, 0, out);
   };
   return (new NewCommWorker(env, "wideep:nccl.split", run))->Queue();
 }

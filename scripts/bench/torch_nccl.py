@@ -13,7 +13,8 @@ all-to-all 128/4096/8192 rows of 7168 per peer, 20 warm-up, 50 timed).
 
 Every op is timed the way wideep's worker times it: in-place bf16 all_reduce
 (sum) or all_to_all_single, torch.cuda.Event around each op, warm-up first,
-the median of the timed iterations per rank. Rank 0 gathers every rank's
+the timed ops enqueued behind a GPU sleep (so the host's enqueue rate does not
+show), the median of the timed iterations per rank. Rank 0 gathers every rank's
 medians, prints one JSON line on stdout and writes it to --out.
 """
 import argparse
@@ -63,15 +64,23 @@ def random_bf16(shape, scale_log2, device):
     return t
 
 
+# About 20 ms of GPU sleep at H200 clocks: long enough to enqueue a case's
+# timed ops behind it (wideep's worker covers them the same way).
+COVER_CYCLES = 40_000_000
+
+
 def time_op(fn, warmup, iters):
-    """Per-op CUDA-event times in microseconds."""
+    """Per-op CUDA-event times in microseconds, of the GPU work alone."""
     dist.barrier()
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    dist.barrier()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    # Line the ranks up on the GPU, then keep the stream busy while the ops are enqueued.
+    one = torch.zeros(1, device=torch.cuda.current_device())
+    dist.all_reduce(one)
+    torch.cuda._sleep(COVER_CYCLES)
     for i in range(iters):
         starts[i].record()
         fn()  # synchronous op: the current stream waits for NCCL's stream before ends[i]

@@ -9,15 +9,52 @@ import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 
 // CPU_PROFILE=FILE writes a V8 CPU profile of the measured calls there.
-const profileFile = process.env.CPU_PROFILE;
+const profileFile = process.env.RANK === '0' ? process.env.CPU_PROFILE : undefined;
 const inspector = profileFile ? new Session() : undefined;
 
 const ROUNDS = 10;
 const PER_ROUND = 50;
+const cuda = requireCuda('call-costs');
+// Every native method's own time, by wrapping the addon's class prototypes.
+const nativeTime = new Map();
+function timed(key, fn) {
+  return function (...args) {
+    const t0 = performance.now();
+    try {
+      return fn.apply(this, args);
+    } finally {
+      const e = nativeTime.get(key) ?? { calls: 0, ms: 0 };
+      e.calls++;
+      e.ms += performance.now() - t0;
+      nativeTime.set(key, e);
+    }
+  };
+}
+// The addon's methods are read-only on their prototypes, so each new
+// instance gets timed own methods instead.
+function instrument(obj, cls) {
+  const proto = Object.getPrototypeOf(obj);
+  for (const name of Object.getOwnPropertyNames(proto)) {
+    const d = Object.getOwnPropertyDescriptor(proto, name);
+    if (name !== 'constructor' && typeof d.value === 'function') {
+      Object.defineProperty(obj, name, { value: timed(`${cls}.${name}`, d.value) });
+    }
+  }
+  return obj;
+}
+for (const [cls, ctor] of Object.entries(cuda)) {
+  if (typeof ctor !== 'function') continue;
+  if (!/^[A-Z]/.test(cls)) {
+    cuda[cls] = timed(cls, ctor);
+  } else if (cls === 'Communicator') {
+    cuda[cls] = { getUniqueId: () => ctor.getUniqueId(), init: async (...a) => instrument(await ctor.init(...a), cls) };
+  } else {
+    cuda[cls] = new Proxy(ctor, { construct: (t, a) => instrument(Reflect.construct(t, a), cls) });
+  }
+}
 const pg = await initProcessGroup();
 const dev = pg.device;
 const stream = new Stream(dev);
-const cuda = requireCuda('call-costs');
 const comm = await Communicator.create(pg);
 const T = 128;
 const H = 7168;
@@ -41,48 +78,51 @@ if (inspector) {
   await inspector.post('Profiler.start');
 }
 const costs = {};
+const breakdown = {};
 function add(name, us) {
   (costs[name] ??= []).push(us);
 }
-async function measure(name, fn) {
+// Each experiment: `perRound` calls enqueued behind a 20 ms sleep kernel
+// (or, with idle, each call on an idle GPU), median over rounds, plus the
+// mean time of every native method it called.
+async function measure(name, fn, { perRound = PER_ROUND, idle = false } = {}) {
+  nativeTime.clear();
   for (let r = 0; r < ROUNDS; r++) {
-    cuda.sleep(20_000_000, stream.native);
-    const t0 = performance.now();
-    for (let i = 0; i < PER_ROUND; i++) await fn();
-    add(name, ((performance.now() - t0) * 1e3) / PER_ROUND);
+    if (!idle) cuda.sleep(20_000_000, stream.native);
+    let us = 0;
+    for (let i = 0; i < perRound; i++) {
+      if (idle) await stream.synchronize();
+      const t0 = performance.now();
+      await fn();
+      us += (performance.now() - t0) * 1e3;
+    }
+    add(name, us / perRound);
     await stream.synchronize();
   }
+  breakdown[name] = Object.fromEntries([...nativeTime].map(([k, e]) => [k, +((e.ms * 1e3) / e.calls).toFixed(1)]));
 }
 const dispatchArgs = { x, topkIdx, maxTokensPerRank: T, numExperts: 256, stream };
+const pair = async () => {
+  const d = await buffer.lowLatencyDispatch(dispatchArgs);
+  await buffer.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out, stream });
+};
+await measure('empty async call', async () => {});
+await measure('performance.now', () => performance.now());
 await measure('event.record', () => ev.record(stream));
 await measure('stream.isCapturing', () => stream.isCapturing());
 await measure('comm.allReduce(1 f32)', () => comm.allReduce(one, { stream }));
-await measure('ll dispatch+combine pair', async () => {
-  const d = await buffer.lowLatencyDispatch(dispatchArgs);
-  await buffer.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out, stream });
-});
-for (let r = 0; r < ROUNDS; r++) {
-  cuda.sleep(20_000_000, stream.native);
-  let a = 0;
-  let b = 0;
-  for (let i = 0; i < PER_ROUND; i++) {
-    const t0 = performance.now();
-    const d = await buffer.lowLatencyDispatch(dispatchArgs);
-    const t1 = performance.now();
-    await buffer.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out, stream });
-    b += performance.now() - t1;
-    a += t1 - t0;
-  }
-  add('ll dispatch', (a * 1e3) / PER_ROUND);
-  add('ll combine', (b * 1e3) / PER_ROUND);
-  await stream.synchronize();
-}
+await measure('comm.allReduce x5', () => comm.allReduce(one, { stream }), { perRound: 5 });
+await measure('comm.allReduce idle', () => comm.allReduce(one, { stream }), { perRound: 5, idle: true });
+await measure('ll pair', pair);
+await measure('ll pair x5', pair, { perRound: 5 });
+await measure('ll pair idle', pair, { perRound: 5, idle: true });
 if (inspector) {
   const { profile } = await inspector.post('Profiler.stop');
   writeFileSync(profileFile, JSON.stringify(profile));
 }
 const median = (v) => [...v].sort((p, q) => p - q)[Math.floor(v.length / 2)];
 console.log(JSON.stringify({ rank: pg.rank, worldSize: pg.worldSize, medianUs: Object.fromEntries(Object.entries(costs).map(([n, v]) => [n, +median(v).toFixed(2)])) }));
+if (pg.rank === 0) console.log(JSON.stringify({ rank: pg.rank, nativeMeanUs: breakdown }));
 comm.close();
 await buffer.close();
 stream.close();

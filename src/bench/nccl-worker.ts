@@ -15,6 +15,7 @@ import { cudaProbe } from '../cuda/device.js';
 import { Event } from '../cuda/event.js';
 import { Stream } from '../cuda/stream.js';
 import { initProcessGroup } from '../dist/process-group.js';
+import { requireCuda } from '../native.js';
 import type { ProcessGroup } from '../dist/types.js';
 import { WideepError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -51,7 +52,9 @@ interface RankReport {
 }
 
 const KEY = 'wideep/bench/nccl';
-const FILL_BLOCK = 1 << 22; // elements of the random block tiled over each input (8 MiB of bf16)
+const FILL_BLOCK = 1 << 22;
+/** Long enough for the host to enqueue every timed op of a case behind it. */
+const ENQUEUE_COVER_NS = 20_000_000; // elements of the random block tiled over each input (8 MiB of bf16)
 
 /** xorshift32 from a seed: fast and good enough for benchmark inputs. */
 function rng(seed: number): () => number {
@@ -95,17 +98,24 @@ async function fillRandomBf16(t: Tensor, scaleLog2: number, seed: number, stream
   }
 }
 
-/** Warm-up, then `iters` ops each between two timing events; returns µs per op. */
+/**
+ * Warm-up, then `iters` ops each between two timing events; returns µs per op.
+ * The ranks are lined up on the GPU (an all-reduce) and the stream is then
+ * kept busy (a sleep kernel) while the timed ops are enqueued, so the events
+ * time NCCL's GPU work, not the host's enqueue rate (torch_nccl.py does the same).
+ */
 async function timeOp(comm: Communicator, stream: Stream, spec: CaseSpec, op: () => void): Promise<number[]> {
   await comm.barrier({ stream });
   for (let i = 0; i < spec.warmup; i++) op();
   await comm.wait({ stream });
-  await comm.barrier({ stream });
   const events: [Event, Event][] = [];
+  const one = Tensor.zeros([1], 'f32', { device: `cuda:${comm.device}`, stream });
   try {
     for (let i = 0; i < spec.iters; i++) {
       events.push([new Event(comm.device, { timing: true }), new Event(comm.device, { timing: true })]);
     }
+    comm.allReduce(one, { stream });
+    requireCuda('bench nccl').sleep(ENQUEUE_COVER_NS, stream.native);
     for (const [start, end] of events) {
       start.record(stream);
       op();
@@ -114,6 +124,7 @@ async function timeOp(comm: Communicator, stream: Stream, spec: CaseSpec, op: ()
     await comm.wait({ stream });
     return events.map(([start, end]) => start.elapsedMs(end) * 1000);
   } finally {
+    one.close();
     for (const [a, b] of events) {
       a.close();
       b.close();
