@@ -1,14 +1,15 @@
-// Host cost of single library calls on one GPU, for finding enqueue
-// overhead (run under `wideep launch --nproc-per-node 1`, optionally with
-// node --cpu-prof). The GPU is kept busy by a sleep kernel while the calls
-// are enqueued, so the wall times below are host work only. Prints one JSON
-// line of median microseconds per call.
+// Host cost of library calls, for finding enqueue overhead. Run it under
+// `wideep launch --nproc-per-node N` (one process per GPU). Each experiment
+// enqueues calls behind a sleep kernel (or on an idle GPU), so the wall times
+// are host work only; every native method is timed on its own. Prints, per
+// rank, one JSON line of median microseconds per call and, on rank 0, one of
+// each experiment's mean microseconds per native method.
 import { Communicator, EpBuffer, Event, Stream, Tensor, initProcessGroup } from '../../dist/index.js';
 import { requireCuda } from '../../dist/native.js';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 
-// CPU_PROFILE=FILE writes a V8 CPU profile of the measured calls there.
+// CPU_PROFILE=FILE writes rank 0's V8 CPU profile of the measured calls there.
 const profileFile = process.env.RANK === '0' ? process.env.CPU_PROFILE : undefined;
 const inspector = profileFile ? new Session() : undefined;
 
@@ -116,6 +117,24 @@ await measure('comm.allReduce idle', () => comm.allReduce(one, { stream }), { pe
 await measure('ll pair', pair);
 await measure('ll pair x5', pair, { perRound: 5 });
 await measure('ll pair idle', pair, { perRound: 5, idle: true });
+// As the benchmark's timer does it: an all-reduce and a 2 ms sleep, then one timed call.
+for (const [name, prep] of [
+  ['dispatch after all-reduce+sleep', () => { comm.allReduce(one, { stream }); cuda.sleep(2_000_000, stream.native); }],
+  ['dispatch after sleep', () => cuda.sleep(2_000_000, stream.native)],
+]) {
+  nativeTime.clear();
+  const us = [];
+  for (let i = 0; i < 30; i++) {
+    prep();
+    const t0 = performance.now();
+    const d = await buffer.lowLatencyDispatch(dispatchArgs);
+    us.push((performance.now() - t0) * 1e3);
+    await buffer.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out, stream });
+    await stream.synchronize();
+  }
+  costs[name] = us;
+  breakdown[name] = Object.fromEntries([...nativeTime].map(([k, e]) => [k, +((e.ms * 1e3) / e.calls).toFixed(1)]));
+}
 if (inspector) {
   const { profile } = await inspector.post('Profiler.stop');
   writeFileSync(profileFile, JSON.stringify(profile));
