@@ -121,6 +121,8 @@ await measure('ll pair idle', pair, { perRound: 5, idle: true });
 for (const [name, prep] of [
   ['dispatch after all-reduce+sleep', () => { comm.allReduce(one, { stream }); cuda.sleep(2_000_000, stream.native); }],
   ['dispatch after sleep', () => cuda.sleep(2_000_000, stream.native)],
+  // Whether a cold host (the event loop just woke from idle) is what costs: spin 1 ms first.
+  ['dispatch after sleep + 1 ms host spin', () => { cuda.sleep(2_000_000, stream.native); const e = performance.now() + 1; while (performance.now() < e); }],
 ]) {
   nativeTime.clear();
   const us = [];
