@@ -1,6 +1,6 @@
 /**
  * The NCCL Communicator on real GPUs: every collective and dtype against a CPU
- * expectation (2 and 4 ranks, through `wideep launch`), and a dead peer that
+ * expectation (2, 4 and 8 ranks where the GPUs exist, through `wideep launch`), and a dead peer that
  * must turn into ERR_TIMEOUT or NCCL_* on the survivors instead of a hang.
  * Workers import the compiled library from dist/ (npx tsc -p tsconfig.build.json).
  */
@@ -11,11 +11,10 @@ import { fileURLToPath } from 'node:url';
 
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { deviceCount } from '../../src/cuda/device.js';
 import { TcpStoreServer } from '../../src/dist/store/index.js';
 import { isGone } from '../helpers/processes.js';
+import { RANK_COUNTS, gpus, skipReason } from './gpu-env.js';
 
-const gpus = deviceCount();
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = fileURLToPath(new URL('../../bin/wideep.js', import.meta.url));
 const worker = (name: string) => fileURLToPath(new URL(`./workers/${name}`, import.meta.url));
@@ -123,15 +122,15 @@ function tail(text: string, lines = 40): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
-describe.skipIf(gpus < 2)(`NCCL Communicator on GPUs (needs 2 GPUs, ${gpus} visible)`, () => {
+describe.skipIf(gpus < 2)(`NCCL Communicator on GPUs (${skipReason(2)})`, () => {
   beforeAll(() => {
     if (!existsSync(new URL('../../dist/index.js', import.meta.url))) {
       throw new Error('dist/ is missing: run `npx tsc -p tsconfig.build.json` first');
     }
   });
 
-  for (const n of [2, 4]) {
-    it.skipIf(gpus < n)(`every collective and dtype matches the CPU on ${n} ranks`, async () => {
+  for (const n of RANK_COUNTS) {
+    it.skipIf(gpus < n)(`every collective and dtype matches the CPU on ${n} ranks (${skipReason(n)})`, async () => {
       const seed = String(randomInt(1, 2 ** 31));
       const { done } = run(
         process.execPath,
@@ -158,7 +157,7 @@ describe.skipIf(gpus < 2)(`NCCL Communicator on GPUs (needs 2 GPUs, ${gpus} visi
   }
 
   it('a dead peer becomes ERR_TIMEOUT or NCCL_* on every survivor, and nothing is left running', async () => {
-    const n = Math.min(gpus, 4);
+    const n = Math.min(gpus, Math.max(...RANK_COUNTS));
     const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
     try {
       const procs = Array.from({ length: n }, (_, rank) =>

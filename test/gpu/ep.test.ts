@@ -1,11 +1,11 @@
 /**
- * EP dispatch/combine on 2 and 4 GPUs against the cpu backend (design.md "EP
+ * EP dispatch/combine on 2, 4 and 8 GPUs (where visible) against the cpu backend (design.md "EP
  * semantics"), fresh random inputs each run, outputs poisoned before every
  * launch. Each case runs in real worker processes, one per GPU.
  */
 import { describe, expect, it } from 'vitest';
 
-import { gpus, skipReason } from './gpu-env.js';
+import { RANK_COUNTS, gpus, skipReason } from './gpu-env.js';
 import { runWorkers } from './run-workers.js';
 
 const NORMAL_CASES = [
@@ -29,8 +29,10 @@ const LOW_LATENCY_CASES = [
 
 const env = (cases: unknown[]) => ({ WIDEEP_TEST_CASES: JSON.stringify(cases), WIDEEP_POISON_OUTPUTS: '1' });
 
-for (const n of [2, 4]) {
-  describe.skipIf(gpus < n)(`EP on ${n} GPUs (${skipReason(n)})`, () => {
+for (const n of RANK_COUNTS) {
+  // Every worker also runs the cpu oracle for all n ranks, so the time grows with n.
+  const timeout = Math.max(300_000, 100_000 * n);
+  describe.skipIf(gpus < n)(`EP on ${n} GPUs (${skipReason(n)})`, { timeout }, () => {
     it('normal dispatch/combine match the cpu backend', async () => {
       const { ok, reports, log } = await runWorkers('ep-normal.mjs', n, env(NORMAL_CASES));
       expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);

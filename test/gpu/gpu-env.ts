@@ -4,6 +4,9 @@ import { deviceCount } from '../../src/cuda/device.js';
 /** Visible GPUs (0 without a driver, a GPU or the CUDA build). */
 export const gpus = deviceCount();
 
+/** Rank counts the multi-GPU suites run at: EP2, EP4 and one NVLink domain (EP8), each where enough GPUs are visible. */
+export const RANK_COUNTS = [2, 4, 8] as const;
+
 /** Why a suite is skipped, printed so that a skip is never mistaken for a pass. */
 export function skipReason(needed: number): string {
   return `needs ${needed} GPU${needed === 1 ? '' : 's'}, ${gpus} visible`;
