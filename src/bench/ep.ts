@@ -1,7 +1,8 @@
 /**
  * `wideep bench ep`: dispatch/combine throughput (normal mode) or latency
  * (low-latency mode) with anchors.md's metrics, per rank, against DeepEP's
- * figures on the same machine type and an NCCL baseline measured in the run.
+ * figures for the rank count (ep-anchors.ts) and an NCCL baseline measured
+ * in the run.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +14,7 @@ import { toJson, type CliCommand, type CliIo } from '../cli/command.js';
 import { deviceCount } from '../cuda/device.js';
 import { launch } from '../dist/launcher.js';
 import { WideepError, assertInteger } from '../errors.js';
-import { DEEPEP_LOW_LATENCY, DEEPEP_NORMAL, GOALS } from './ep-anchors.js';
+import { deepEpAnchors } from './ep-anchors.js';
 import { EP_BENCH_CONFIG_VAR, type EpBenchConfig, type EpBenchMode, type EpRankResult } from './ep-config.js';
 import type { RoutingKind } from './ep-inputs.js';
 import { gbps, median, round } from './stats.js';
@@ -46,7 +47,7 @@ export interface EpBenchRow {
   wallUs: number;
   gbps: number;
   perRank: { rank: number; kernelUs: number; wallUs: number; gbps: number; bytes: number }[];
-  /** DeepEP's figure for this op and SM budget, when anchors.md has one. */
+  /** DeepEP's figure for this op, SM budget and rank count, where ep-anchors.ts has one. */
   deepep?: { value: number; unit: 'GB/s' | 'us'; ratio: number; goal?: number };
 }
 
@@ -55,6 +56,8 @@ export interface EpBenchReport {
   mode: EpBenchMode;
   worldSize: number;
   config: Omit<EpBenchConfig, 'out'>;
+  /** Where the DeepEP figures beside the rows come from (none at other rank counts). */
+  deepepSource?: string;
   rows: EpBenchRow[];
 }
 
@@ -69,22 +72,37 @@ function int(v: string | undefined, what: string, fallback: number, min = 1): nu
   return assertInteger(what, Number(v), min);
 }
 
-/** The DeepEP comparison of one row, by anchors.md. */
-export function compareWithDeepEp(mode: EpBenchMode, op: string, numSms: number | undefined, row: { gbps: number; kernelUs: number }): EpBenchRow['deepep'] {
+/** The DeepEP comparison of one row at `worldSize` ranks (src/bench/ep-anchors.ts). */
+export function compareWithDeepEp(
+  mode: EpBenchMode,
+  op: string,
+  numSms: number | undefined,
+  row: { gbps: number; kernelUs: number },
+  worldSize: number,
+): EpBenchRow['deepep'] {
+  const anchors = deepEpAnchors(worldSize);
+  if (!anchors) return undefined;
   if (mode === 'low-latency') {
-    const ref = op === 'll-dispatch' ? DEEPEP_LOW_LATENCY.dispatchUs : op === 'll-combine' ? DEEPEP_LOW_LATENCY.combineUs : undefined;
+    const ref = op === 'll-dispatch' ? anchors.lowLatency.dispatchUs : op === 'll-combine' ? anchors.lowLatency.combineUs : undefined;
     if (ref === undefined) return undefined;
-    return { value: ref, unit: 'us', ratio: round(row.kernelUs / ref, 3), goal: GOALS.lowLatency };
+    return withGoal({ value: ref, unit: 'us', ratio: round(row.kernelUs / ref, 3) }, anchors.goals?.lowLatency);
   }
-  const anchor = numSms === undefined ? undefined : DEEPEP_NORMAL[numSms];
+  const anchor = numSms === undefined ? undefined : anchors.normal[numSms];
   const field = op.startsWith('dispatch-bf16') ? 'dispatchBf16' : op.startsWith('dispatch-fp8') ? 'dispatchFp8' : op === 'combine-bf16' ? 'combineBf16' : undefined;
-  if (!anchor || !field) return undefined;
-  const goal = numSms === 24 ? (field === 'combineBf16' ? GOALS.normalAt24Sms.combine : GOALS.normalAt24Sms.dispatch) : undefined;
-  return { value: anchor[field], unit: 'GB/s', ratio: round(row.gbps / anchor[field], 3), goal };
+  const value = anchor && field ? anchor[field] : undefined;
+  if (value === undefined) return undefined;
+  const goals = anchors.goals?.normalAt24Sms;
+  const goal = numSms === 24 && goals ? (field === 'combineBf16' ? goals.combine : goals.dispatch) : undefined;
+  return withGoal({ value, unit: 'GB/s', ratio: round(row.gbps / value, 3) }, goal);
+}
+
+function withGoal(d: NonNullable<EpBenchRow['deepep']>, goal: number | undefined): EpBenchRow['deepep'] {
+  return goal === undefined ? d : { ...d, goal };
 }
 
 /** Folds every rank's samples into rows: per-rank medians, then medians over ranks. */
 export function summarise(mode: EpBenchMode, ranks: EpRankResult[]): EpBenchRow[] {
+  const worldSize = ranks.length;
   const keys = new Map<string, { routing: RoutingKind; numSms?: number; op: string }>();
   for (const r of ranks) for (const row of r.rows) keys.set(`${row.routing}|${row.numSms ?? ''}|${row.op}`, row);
   const out: EpBenchRow[] = [];
@@ -104,7 +122,7 @@ export function summarise(mode: EpBenchMode, ranks: EpRankResult[]): EpBenchRow[
     };
     const row: EpBenchRow = { routing: k.routing, op: k.op, ...summary, perRank };
     if (k.numSms !== undefined) row.numSms = k.numSms;
-    const deepep = compareWithDeepEp(mode, k.op, k.numSms, summary);
+    const deepep = compareWithDeepEp(mode, k.op, k.numSms, summary, worldSize);
     if (deepep) row.deepep = deepep;
     out.push(row);
   }
@@ -128,6 +146,7 @@ export function renderEpTable(report: EpBenchReport): string {
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   return [
     `wideep bench ep --mode ${report.mode}: ${report.worldSize} ranks, ${report.config.tokens} tokens/rank, hidden ${report.config.hidden}, top-${report.config.topk} of ${report.config.experts}`,
+    `DeepEP: ${report.deepepSource ?? `no figures for ${report.worldSize} ranks`}`,
     line(head),
     ...body.map(line),
   ].join('\n');
@@ -199,6 +218,8 @@ export const command: CliCommand = {
       const rows = summarise(mode, await runWorkers(config, nproc, io));
       const { out: _out, ...rest } = config;
       const report: EpBenchReport = { suite: 'ep', mode, worldSize: nproc, config: rest, rows };
+      const source = deepEpAnchors(nproc)?.source;
+      if (source) report.deepepSource = source;
       if (values.out) writeFileSync(values.out, toJson(report));
       io.out(values.json ? toJson(report) : renderEpTable(report));
       return 0;
