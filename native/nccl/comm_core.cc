@@ -1,5 +1,7 @@
 #include "nccl/comm_core.h"
 
+#include <algorithm>
+
 #include "cuda/cuda_error.h"
 #include "cuda/device_guard.h"
 #include "nccl/nccl_error.h"
@@ -30,7 +32,7 @@ CommCore::~CommCore() {
   watchdog_.join();
   std::lock_guard<std::mutex> lock(mu_);
   AbortLocked(Failure{"ERR_CLOSED", "communicator is closed", std::nullopt});
-  cudaSetDevice(device_);
+  DeviceGuard guard(device_);
   for (auto& p : pending_) {
     freeEvents_.push_back(p.start);
     freeEvents_.push_back(p.end);
@@ -40,20 +42,36 @@ CommCore::~CommCore() {
 
 void CommCore::AbortLocked(const Failure& why) {
   if (failure_.ok()) failure_ = why;
-  if (comm_ && !hungAborted_.load()) api_->CommAbort(comm_);
+  bool opsAborted;
+  {
+    std::lock_guard<std::mutex> issue(issueMu_);
+    opsAborted = hungAborted_;
+  }
+  if (comm_ && !opsAborted) api_->CommAbort(comm_);
   comm_ = nullptr;
   if (control_) api_->CommAbort(control_);
   control_ = nullptr;
 }
 
+void CommCore::OpenIssueWindow() {
+  std::lock_guard<std::mutex> issue(issueMu_);
+  issuing_ = true;
+  issuingSince_ = Clock::now();
+}
+
+bool CommCore::CloseIssueWindow() {
+  std::lock_guard<std::mutex> issue(issueMu_);
+  issuing_ = false;
+  return hungAborted_;
+}
+
 void CommCore::AbortHungIssue() {
-  const int64_t since = issuingSinceNs_.load();
-  if (since == 0) return;
-  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
-  if (now - since < timeoutMs_ * 1000000) return;
-  // The stuck call returns once its communicator is aborted; Enqueue then
-  // records the failure and leaves that communicator alone.
-  if (!hungAborted_.exchange(true)) api_->CommAbort(issuing_.load());
+  // Holding issueMu_ through the abort: the stuck call, once released,
+  // learns in CloseIssueWindow that its communicator is gone.
+  std::lock_guard<std::mutex> issue(issueMu_);
+  if (!issuing_ || hungAborted_ || Clock::now() - issuingSince_ < std::chrono::milliseconds(timeoutMs_)) return;
+  hungAborted_ = true;
+  api_->CommAbort(comm_);  // comm_ only changes under mu_, which the stuck Enqueue holds
 }
 
 void CommCore::Abort(const Failure& why) {
@@ -76,7 +94,8 @@ Failure CommCore::Poll() {
 void CommCore::CheckAsyncErrorLocked() {
   if (!comm_) return;
   Result async = kSuccess;
-  api_->CommGetAsyncError(comm_, &async);
+  const Result asked = api_->CommGetAsyncError(comm_, &async);
+  if (asked != kSuccess) async = asked;
   if (async != kSuccess && async != kInProgress) AbortLocked(MakeFailure(api_, async, comm_, "NCCL asynchronous error"));
 }
 
@@ -105,8 +124,8 @@ Failure CommCore::Complete(Result r, const char* what) {
     if (now - start < kSpinFor) std::this_thread::yield();
     else std::this_thread::sleep_for(kPollPause);
     Result async = kSuccess;
-    api_->CommGetAsyncError(comm_, &async);
-    r = async;
+    const Result asked = api_->CommGetAsyncError(comm_, &async);
+    r = asked == kSuccess ? async : asked;
   }
   return MakeFailure(api_, r, comm_, what);
 }
@@ -118,29 +137,35 @@ Failure CommCore::Enqueue(const char* what, cudaStream_t stream, const std::func
   if (!failure_.ok()) return failure_;
   if (!comm_) return Failure{"ERR_CLOSED", "communicator is closed", std::nullopt};
   Failure f;
-  Pending p{TakeEventLocked(&f), nullptr, what, false, {}};
+  Pending p{TakeEventLocked(&f), nullptr, what, false, {}, {}};
   if (!f.ok()) return f;
   p.end = TakeEventLocked(&f);
-  if (!f.ok()) return f;
-  WIDEEP_CUDA_RETURN(cudaEventRecord(p.start, stream));
-  issuing_.store(comm_);
-  issuingSinceNs_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
-  f = Complete(issue(comm_), what);
-  issuingSinceNs_.store(0);
-  if (hungAborted_.load()) {
+  if (!f.ok()) {
+    freeEvents_.push_back(p.start);
+    return f;
+  }
+  // Every call from here may block behind a stalled peer, so all of them sit
+  // inside the window in which the watchdog may abort.
+  OpenIssueWindow();
+  f = CudaFailure(cudaEventRecord(p.start, stream), "cudaEventRecord");
+  const bool issued = f.ok();
+  if (issued) f = Complete(issue(comm_), what);
+  if (f.ok()) f = CudaFailure(cudaEventRecord(p.end, stream), "cudaEventRecord");
+  if (CloseIssueWindow()) {
     f = Failure{"ERR_TIMEOUT",
                 std::string("NCCL ") + what + " did not return within " + std::to_string(timeoutMs_) +
-                    " ms (a peer is presumably dead); the communicator was aborted",
+                    " ms (a peer is presumably stalled); the communicator was aborted",
                 std::nullopt};
   }
   if (!f.ok()) {
     freeEvents_.push_back(p.start);
     freeEvents_.push_back(p.end);
-    // A bad argument leaves the communicator usable; anything else does not.
-    if (f.status != kInvalidArgument && f.status != kInvalidUsage) AbortLocked(f);
+    // A bad argument leaves the communicator usable; anything after the NCCL
+    // call was issued (or a failed call) does not.
+    const bool harmless = !issued || f.code == "NCCL_INVALID_ARGUMENT" || f.code == "NCCL_INVALID_USAGE";
+    if (!harmless) AbortLocked(f);
     return f;
   }
-  WIDEEP_CUDA_RETURN(cudaEventRecord(p.end, stream));
   // No wake-up for the watchdog: its periodic look is soon enough for
   // timeouts of seconds, and waking a thread per operation costs the enqueue.
   pending_.push_back(p);
@@ -176,37 +201,46 @@ void CommCore::WatchdogLoop() {
 void CommCore::ScanPendingLocked() {
   const auto now = Clock::now();
   const auto limit = std::chrono::milliseconds(timeoutMs_);
+  const Failure overdue{"ERR_TIMEOUT",
+                        std::string("an NCCL operation ran for more than ") + std::to_string(timeoutMs_) +
+                            " ms, so a peer is presumably dead; the communicator was aborted",
+                        std::nullopt};
   while (comm_ && !pending_.empty()) {
     Pending& p = pending_.front();
     if (!p.started) {
-      cudaError_t st = cudaEventQuery(p.start);
-      if (st == cudaErrorNotReady) return;  // earlier work on the stream is still running
+      if (cudaEventQuery(p.start) == cudaErrorNotReady) return;  // earlier work on the stream is still running
       p.started = true;
-      p.startedAt = now;
+      p.startedAt = p.lastSeenRunning = now;
     }
-    cudaError_t st = cudaEventQuery(p.end);
-    // A start is seen up to one watchdog period late, so an operation that
-    // ends within a period of the limit is counted as having reached it. Such
-    // an operation may have been released by a peer's abort rather than have
-    // completed: its result cannot be trusted.
-    const bool overdue = now - p.startedAt + kWatchdogPeriod > limit;
-    if (st == cudaSuccess && !overdue) {
-      freeEvents_.push_back(p.start);
-      freeEvents_.push_back(p.end);
-      pending_.pop_front();
-      continue;
+    const cudaError_t st = cudaEventQuery(p.end);
+    if (st == cudaErrorNotReady) {
+      p.lastSeenRunning = now;
+      if (now - p.startedAt > limit) AbortLocked(overdue);
+      return;
     }
-    if (st != cudaSuccess && st != cudaErrorNotReady) {
+    if (st != cudaSuccess) {
       cudaGetLastError();
       AbortLocked(CudaFailure(st, std::string("NCCL ") + p.what));
-    } else if (overdue && (st == cudaSuccess || now - p.startedAt > limit)) {
-      AbortLocked(Failure{"ERR_TIMEOUT",
-                          std::string("NCCL ") + p.what + " ran for more than " + std::to_string(timeoutMs_) +
-                              " ms, so a peer is presumably dead; the communicator was aborted",
-                          std::nullopt});
+      return;
     }
-    return;
+    // Finished. A peer that hit the limit aborts its communicator, which can
+    // release this operation's kernels just before this rank's own limit: an
+    // operation seen running within the margin of the limit is counted as
+    // having reached it, since its result cannot be trusted. (A heuristic:
+    // the times are the watchdog's looks, not the GPU's.)
+    const auto ran = p.lastSeenRunning - p.startedAt;
+    if (ran > Clock::duration::zero() && ran + OverdueMargin() > limit) {
+      AbortLocked(overdue);
+      return;
+    }
+    freeEvents_.push_back(p.start);
+    freeEvents_.push_back(p.end);
+    pending_.pop_front();
   }
+}
+
+CommCore::Clock::duration CommCore::OverdueMargin() const {
+  return std::max<Clock::duration>(4 * kWatchdogPeriod, std::chrono::milliseconds(timeoutMs_) / 10);
 }
 
 }  // namespace wideep::nccl

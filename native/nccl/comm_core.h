@@ -1,13 +1,15 @@
 // The state of one NCCL communicator, shared by the JS object, worker threads
 // and a watchdog thread. The watchdog aborts the communicator when NCCL reports
-// an asynchronous error or an operation runs past the timeout (a dead peer),
-// so no caller ever waits forever.
+// an asynchronous error or an operation runs past the timeout (a dead peer).
 //
-// Two NCCL communicators back it, over the same ranks and resources: a
-// nonblocking "control" one, whose init and splits are bounded by the
-// timeout, and a blocking one for the operations, since NCCL enqueues on a
-// nonblocking communicator through a helper thread per call, which costs
-// about 140 us per operation.
+// Two NCCL communicators over the same ranks back it: a nonblocking "control"
+// one, whose init and splits are bounded by the timeout, and a blocking one
+// split from it for the operations, since NCCL enqueues on a nonblocking
+// communicator through a helper thread per call, which costs about 140 us per
+// operation. A blocking call can only stall on a peer that is alive but not
+// taking part (a dead peer's sockets close, and NCCL returns an error); such a
+// call is aborted from the watchdog once it passes the timeout, a last resort
+// that NCCL does not promise to survive.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -39,7 +41,9 @@ class CommCore {
   // tracks the operation for the watchdog. Returns a Failure instead of throwing.
   Failure Enqueue(const char* what, cudaStream_t stream, const std::function<Result(Comm)>& issue);
 
-  // Polls an in-progress nonblocking call to completion, bounded by the timeout.
+  // The outcome of an operation's NCCL calls. The blocking communicator gives
+  // final results; should NCCL still answer ncclInProgress, it is polled to
+  // the end, bounded by the timeout.
   Failure Complete(Result r, const char* what);
 
   // Aborts (idempotent) and records `why` as the error every later call reports.
@@ -65,15 +69,22 @@ class CommCore {
     const char* what;
     bool started = false;
     Clock::time_point startedAt;
+    Clock::time_point lastSeenRunning;  // the latest look that found it unfinished
   };
 
   void AbortLocked(const Failure& why);
   void CheckAsyncErrorLocked();
   // Retires finished operations; aborts on a failed or overdue one.
   void ScanPendingLocked();
+  // How close to the timeout a finished operation may have run and still count as completed.
+  Clock::duration OverdueMargin() const;
   // Called when the watchdog cannot take the lock: aborts an operation
   // whose blocking NCCL call has not returned within the timeout.
   void AbortHungIssue();
+  // Enqueue's side of that hand-off: opens and closes the window in which
+  // the watchdog may abort; Close returns whether it did.
+  void OpenIssueWindow();
+  bool CloseIssueWindow();
   void WatchdogLoop();
   cudaEvent_t TakeEventLocked(Failure* f);
 
@@ -89,9 +100,11 @@ class CommCore {
   std::mutex sleepMu_;
   std::condition_variable cv_;
   bool stopping_ = false;
-  std::atomic<int64_t> issuingSinceNs_{0};
-  std::atomic<Comm> issuing_{nullptr};
-  std::atomic<bool> hungAborted_{false};
+  // Guards the hand-off between a blocking call and the watchdog's abort.
+  std::mutex issueMu_;
+  Clock::time_point issuingSince_{};
+  bool issuing_ = false;
+  bool hungAborted_ = false;
   Failure failure_;
   std::deque<Pending> pending_;
   std::vector<cudaEvent_t> freeEvents_;

@@ -75,9 +75,22 @@ class WaitWorker : public PromiseWorker {
   std::shared_ptr<EventResource> ev_;
 };
 
-// Waits for a communicator produced by a nonblocking init or split.
-Failure Settle(const Api* api, Comm comm, Result r, int64_t timeoutMs, const char* what) {
-  auto deadline = CommCore::Clock::now() + std::chrono::milliseconds(timeoutMs);
+using Deadline = CommCore::Clock::time_point;
+
+Deadline DeadlineIn(int64_t timeoutMs) { return CommCore::Clock::now() + std::chrono::milliseconds(timeoutMs); }
+
+// The state of a nonblocking communicator's last call, or the failure to ask.
+Result AsyncState(const Api* api, Comm comm) {
+  Result state = kInProgress;
+  const Result asked = api->CommGetAsyncError(comm, &state);
+  return asked == kSuccess ? state : asked;
+}
+
+// Waits, until `deadline`, for a communicator produced by a nonblocking init
+// or split. A call that returned ncclSuccess may still be running, so the
+// communicator is asked at least once.
+Failure Settle(const Api* api, Comm comm, Deadline deadline, int64_t timeoutMs, const char* what) {
+  Result r = AsyncState(api, comm);
   while (r == kInProgress) {
     if (CommCore::Clock::now() > deadline) {
       return Failure{"ERR_TIMEOUT",
@@ -86,46 +99,41 @@ Failure Settle(const Api* api, Comm comm, Result r, int64_t timeoutMs, const cha
                      std::nullopt};
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
-    api->CommGetAsyncError(comm, &r);
+    r = AsyncState(api, comm);
   }
   return MakeFailure(api, r, comm, what);
 }
 
-// Splits `parent` (a nonblocking communicator) and settles the child. The
-// split runs as a job on the parent and may return ncclSuccess while that job
-// still runs: the parent is polled until it is settled, and only then is the
-// child handle written (null for kSplitNoColor) and itself settled.
-Failure SplitSettled(const Api* api, Comm parent, int color, int key, Config cfg, int64_t timeoutMs, Comm* out) {
-  Comm child = nullptr;
-  Result r = api->CommSplit(parent, color, key, &child, &cfg);
-  if (r == kSuccess) r = kInProgress;
-  Failure f = Settle(api, parent, r, timeoutMs, "ncclCommSplit");
-  if (!f.ok() || !child) return f;
-  Result childState = kInProgress;
-  api->CommGetAsyncError(child, &childState);
-  f = Settle(api, child, childState, timeoutMs, "ncclCommSplit");
-  if (!f.ok()) {
-    api->CommAbort(child);
-    return f;
-  }
-  *out = child;
-  return {};
+// Splits `parent` (a nonblocking communicator) into *out and settles both by
+// `deadline`. The split runs as a job on the parent: the child handle is
+// written when that job ends (null for kSplitNoColor), so *out must outlive
+// any abort of the parent, and after a failure the caller aborts the parent
+// first and then a child that appeared in *out.
+Failure SplitSettled(const Api* api, Comm parent, int color, int key, Config cfg, Deadline deadline, int64_t timeoutMs,
+                     Comm* out) {
+  const Result r = api->CommSplit(parent, color, key, out, &cfg);
+  if (r != kSuccess && r != kInProgress) return MakeFailure(api, r, parent, "ncclCommSplit");
+  Failure f = Settle(api, parent, deadline, timeoutMs, "ncclCommSplit");
+  if (!f.ok() || !*out) return f;
+  return Settle(api, *out, deadline, timeoutMs, "ncclCommSplit");
 }
 
 // Completes a settled nonblocking `control` communicator with its blocking
-// twin for the operations (see comm_core.h), sharing its resources.
-Failure MakeCore(const Api* api, Comm control, int device, int64_t timeoutMs, int minCtas, int maxCtas, NewComm* out) {
+// twin for the operations (see comm_core.h). On failure both are aborted.
+Failure MakeCore(const Api* api, Comm control, int device, Deadline deadline, int64_t timeoutMs, int minCtas, int maxCtas,
+                 NewComm* out) {
   int rank = 0, size = 0;
-  api->CommUserRank(control, &rank);
-  api->CommCount(control, &size);
+  Result r = api->CommUserRank(control, &rank);
+  if (r == kSuccess) r = api->CommCount(control, &size);
+  Failure f = r == kSuccess ? Failure{} : MakeFailure(api, r, control, "ncclCommUserRank");
   Config cfg = MakeConfig(minCtas, maxCtas);
   cfg.blocking = 1;
-  cfg.splitShare = 1;
   Comm ops = nullptr;
-  Failure f = SplitSettled(api, control, 0, rank, cfg, timeoutMs, &ops);
+  if (f.ok()) f = SplitSettled(api, control, 0, rank, cfg, deadline, timeoutMs, &ops);
   if (f.ok() && !ops) f = Failure{"NCCL_INTERNAL_ERROR", "ncclCommSplit gave no operations communicator", std::nullopt};
   if (!f.ok()) {
     api->CommAbort(control);
+    if (ops) api->CommAbort(ops);
     return f;
   }
   out->core = std::make_shared<CommCore>(api, control, ops, device, timeoutMs);
@@ -210,16 +218,17 @@ Napi::Value Communicator::Init(const Napi::CallbackInfo& info) {
   int maxCtas = static_cast<int>(ArgInt(info, 6, "maxCtas", 0, 1024));
   auto run = [=](NewComm* out) -> Failure {
     WIDEEP_CUDA_RETURN(cudaSetDevice(device));
+    const Deadline deadline = DeadlineIn(timeoutMs);
     Config cfg = MakeConfig(minCtas, maxCtas);
     Comm comm = nullptr;
-    Result r = api->CommInitRankConfig(&comm, nranks, id, rank, &cfg);
-    // As with splits, a success return does not prove the nonblocking init finished.
-    Failure f = Settle(api, comm, r == kSuccess && comm ? kInProgress : r, timeoutMs, "ncclCommInitRankConfig");
+    const Result r = api->CommInitRankConfig(&comm, nranks, id, rank, &cfg);
+    Failure f = r == kSuccess || r == kInProgress ? Failure{} : MakeFailure(api, r, comm, "ncclCommInitRankConfig");
+    if (f.ok()) f = Settle(api, comm, deadline, timeoutMs, "ncclCommInitRankConfig");
     if (!f.ok()) {
       if (comm) api->CommAbort(comm);
       return f;
     }
-    return MakeCore(api, comm, device, timeoutMs, minCtas, maxCtas, out);
+    return MakeCore(api, comm, device, deadline, timeoutMs, minCtas, maxCtas, out);
   };
   return (new NewCommWorker(env, "wideep:nccl.init", run))->Queue();
 }
@@ -242,12 +251,17 @@ Napi::Value Communicator::Split(const Napi::CallbackInfo& info) {
   int key = static_cast<int>(ArgInt(info, 1, "key", INT32_MIN, INT32_MAX));
   auto run = [core, color, key](NewComm* out) -> Failure {
     WIDEEP_CUDA_RETURN(cudaSetDevice(core->device()));
-    Comm child = nullptr;
+    const Deadline deadline = DeadlineIn(core->timeoutMs());
+    Comm child = nullptr;  // written by the split's job, which a failed WithComm has aborted by now
     Failure f = core->WithComm([&](Comm parent) {
-      return SplitSettled(core->api(), parent, color, key, MakeConfig(0, 0), core->timeoutMs(), &child);
+      return SplitSettled(core->api(), parent, color, key, MakeConfig(0, 0), deadline, core->timeoutMs(), &child);
     });
-    if (!f.ok() || !child) return f;
-    return MakeCore(core->api(), child, core->device(), core->timeoutMs(), 0, 0, out);
+    if (!f.ok()) {
+      if (child) core->api()->CommAbort(child);
+      return f;
+    }
+    if (!child) return f;
+    return MakeCore(core->api(), child, core->device(), deadline, core->timeoutMs(), 0, 0, out);
   };
   return (new NewCommWorker(env, "wideep:nccl.split", run))->Queue();
 }
@@ -379,7 +393,12 @@ Napi::Value Communicator::GetError(const Napi::CallbackInfo& info) {
 }
 
 // close(): aborts in-flight work and frees the communicator. Idempotent.
-void Communicator::Close(const Napi::CallbackInfo&) { core_.reset(); }
+// A pending wait() or split may still hold the core: it is aborted now, and
+// freed when the last of them lets go.
+void Communicator::Close(const Napi::CallbackInfo&) {
+  if (core_) core_->Abort(Failure{"ERR_CLOSED", "communicator is closed", std::nullopt});
+  core_.reset();
+}
 
 Napi::Value Communicator::GetRank(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), rank_); }
 Napi::Value Communicator::GetSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), size_); }
