@@ -201,10 +201,12 @@ void CommCore::WatchdogLoop() {
 void CommCore::ScanPendingLocked() {
   const auto now = Clock::now();
   const auto limit = std::chrono::milliseconds(timeoutMs_);
-  const Failure overdue{"ERR_TIMEOUT",
-                        std::string("an NCCL operation ran for more than ") + std::to_string(timeoutMs_) +
-                            " ms, so a peer is presumably dead; the communicator was aborted",
-                        std::nullopt};
+  const auto overdue = [this](const Pending& p) {
+    return Failure{"ERR_TIMEOUT",
+                   std::string("NCCL ") + p.what + " ran for more than " + std::to_string(timeoutMs_) +
+                       " ms, so a peer is presumably dead; the communicator was aborted",
+                   std::nullopt};
+  };
   while (comm_ && !pending_.empty()) {
     Pending& p = pending_.front();
     if (!p.started) {
@@ -215,7 +217,7 @@ void CommCore::ScanPendingLocked() {
     const cudaError_t st = cudaEventQuery(p.end);
     if (st == cudaErrorNotReady) {
       p.lastSeenRunning = now;
-      if (now - p.startedAt > limit) AbortLocked(overdue);
+      if (now - p.startedAt > limit) AbortLocked(overdue(p));
       return;
     }
     if (st != cudaSuccess) {
@@ -230,7 +232,7 @@ void CommCore::ScanPendingLocked() {
     // the times are the watchdog's looks, not the GPU's.)
     const auto ran = p.lastSeenRunning - p.startedAt;
     if (ran > Clock::duration::zero() && ran + OverdueMargin() > limit) {
-      AbortLocked(overdue);
+      AbortLocked(overdue(p));
       return;
     }
     freeEvents_.push_back(p.start);
