@@ -62,18 +62,22 @@ export function f16BitsToF32(h: number): number {
 
 export const FP8_E4M3_MAX = 448;
 
+const F32_FP8_MAX = 0x43e00000; // 448 as float32 bits
+const F32_FP8_MIN_NORMAL = 0x3c800000; // 2^-6
+const FP8_EXP_REBIAS = (127 - 7) << 23;
+
+/** Integer arithmetic on the float's bits: this runs once per element of every FP8 cast. */
 export function f32ToFp8E4m3Bits(x: number): number {
   const b = bitsOf(x);
   const sign = (b >>> 24) & 0x80;
-  const exp = (b >>> 23) & 0xff;
-  if (exp === 0xff && (b & 0x7fffff) !== 0) return sign | 0x7f;
-  const a = Math.abs(fromBits(b));
-  if (a >= FP8_E4M3_MAX) return sign | 0x7e;
-  if (a < 2 ** -6) return sign | roundHalfEven(a / 2 ** -9); // subnormal; 8 encodes the min normal
-  const e = exp - 127;
-  const q = roundHalfEven(a / 2 ** (e - 3)); // in [8, 16]
-  const code = q === 16 ? ((e + 8) << 3) : ((e + 7) << 3) | (q - 8);
-  return sign | Math.min(code, 0x7e);
+  const abs = b & 0x7fffffff;
+  if (abs > 0x7f800000) return sign | 0x7f; // NaN
+  if (abs >= F32_FP8_MAX) return sign | 0x7e; // saturates, infinities too
+  if (abs < F32_FP8_MIN_NORMAL) return sign | roundHalfEven(fromBits(abs) * 512); // subnormal steps of 2^-9; 8 is the min normal
+  // Rebias the exponent, then round the 23-bit mantissa to 3 bits, ties to
+  // even; a carry out of the mantissa moves into the exponent.
+  const v = abs - FP8_EXP_REBIAS;
+  return sign | Math.min((v + 0x7ffff + ((v >>> 20) & 1)) >>> 20, 0x7e);
 }
 
 const FP8_TABLE = (() => {

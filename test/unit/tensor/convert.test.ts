@@ -75,4 +75,47 @@ describe('fp8 e4m3', () => {
     expect(fp8E4m3BitsToF32(f32ToFp8E4m3Bits(3 * 2 ** -10))).toBe(2 ** -8);
     expect(Number.isNaN(fp8E4m3BitsToF32(f32ToFp8E4m3Bits(NaN)))).toBe(true);
   });
+
+  it('matches the definition (nearest code, ties to even, saturating) on boundary and random floats', () => {
+    // The nearest finite code by search over all of them: slow, but independent of the bit tricks.
+    const positives = Array.from({ length: 0x7f }, (_, c) => c).filter((c) => !Number.isNaN(fp8E4m3BitsToF32(c)));
+    const nearest = (a: number): number => {
+      const m = Math.abs(a);
+      let best = 0;
+      for (const c of positives) {
+        const d = Math.abs(fp8E4m3BitsToF32(c) - m) - Math.abs(fp8E4m3BitsToF32(best) - m);
+        if (d < 0 || (d === 0 && (c & 1) === 0)) best = c;
+      }
+      return (a < 0 || Object.is(a, -0) ? 0x80 : 0) | best;
+    };
+    const f32 = new Float32Array(1);
+    const u32 = new Uint32Array(f32.buffer);
+    const patterns: number[] = [];
+    // Every exponent from far below the subnormals to past the max, at the mantissa's rounding boundaries.
+    for (let exp = 100; exp <= 140; exp++) {
+      for (let top = 0; top < 8; top++) {
+        for (const low of [0, 1, 0x7ffff, 0x80000, 0x80001, 0xfffff]) patterns.push((exp << 23) | (top << 20) | low);
+      }
+    }
+    let seed = 12345;
+    for (let i = 0; i < 200_000; i++) {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      patterns.push((((seed >>> 8) % 41) + 100) * 2 ** 23 + (Math.imul(seed, 2654435761) >>> 9));
+    }
+    let bad = 0;
+    let first = '';
+    for (const p of patterns) {
+      for (const sign of [0, 0x80000000]) {
+        u32[0] = (p | sign) >>> 0;
+        const x = f32[0]!;
+        const got = f32ToFp8E4m3Bits(x);
+        const want = nearest(x);
+        if (got !== want) {
+          if (!bad) first = `${x} (bits ${u32[0]!.toString(16)}): got ${got.toString(16)}, want ${want.toString(16)}`;
+          bad++;
+        }
+      }
+    }
+    expect(bad, first).toBe(0);
+  });
 });
