@@ -257,7 +257,7 @@ export class EpBuffer implements AsyncDisposable {
     this.#checkOpen(where);
     const v = validateLowLatencyDispatch(this.#config, this.#backend.device, args);
     const lease = this.#lowLatencySlots.acquire();
-    const out = await this.#run(lease, () => this.#backend.lowLatencyDispatch({ ...v, previousEvent: args.previousEvent, stream: args.stream }, lease.slot));
+    const out = await this.#run(lease, () => this.#backend.lowLatencyDispatch(v, lease.slot));
     const handle = new LowLatencyHandle(this, lease, out.routing, out.srcInfo, out.layoutRange, v.x.shape[1]!);
     const result: LowLatencyDispatchResult = {
       recvX: out.recvX,
@@ -279,10 +279,7 @@ export class EpBuffer implements AsyncDisposable {
     requireOptions(where, args);
     const handle = this.#ownLowLatencyHandle(where, args.handle);
     const v = validateLowLatencyCombine(this.#config, this.#backend.device, args, handle.routing);
-    const pending = this.#backend.lowLatencyCombine(
-      { ...v, routing: handle.routing, previousEvent: args.previousEvent, stream: args.stream },
-      handle.lease.slot,
-    );
+    const pending = this.#backend.lowLatencyCombine(v, handle.lease.slot);
     // With a receive hook, the buffer is still being received into until the
     // hook runs: the lease ends there, so no later dispatch can reuse it early.
     if (!args.returnRecvHook) handle.lease.release('lowLatencyCombine');

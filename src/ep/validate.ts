@@ -19,6 +19,7 @@ import type {
   EpConfig,
   LowLatencyCombineOptions,
   LowLatencyDispatchOptions,
+  StreamOptions,
 } from './types.js';
 
 export const DEFAULT_MAX_TOPK = 16;
@@ -354,7 +355,8 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
 
 // ---- low-latency ----------------------------------------------------------------
 
-export interface ValidLowLatencyDispatch {
+/** What the backend is given; the stream options pass through unchecked here (the backend checks them). */
+export interface ValidLowLatencyDispatch extends StreamOptions {
   x: Tensor;
   topkIdx: Tensor;
   useFp8: boolean;
@@ -410,12 +412,15 @@ export function validateLowLatencyDispatch(config: EpConfig, device: Device, arg
     roundScale: optionalBool(where, 'roundScale', args.roundScale, false),
     returnRecvHook: optionalBool(where, 'returnRecvHook', args.returnRecvHook, false),
     cumulativeRecvStats: stats,
+    previousEvent: args.previousEvent,
+    stream: args.stream,
   };
   checkTopkIdxValues(where, topkIdx, config.numExperts);
   return valid;
 }
 
-export interface ValidLowLatencyCombine {
+export interface ValidLowLatencyCombine<L extends LowLatencyRouting = LowLatencyRouting> extends StreamOptions {
+  routing: L;
   y: Tensor;
   topkIdx: Tensor;
   topkWeights: Tensor;
@@ -424,7 +429,12 @@ export interface ValidLowLatencyCombine {
   zeroCopy: boolean;
 }
 
-export function validateLowLatencyCombine(config: EpConfig, device: Device, args: LowLatencyCombineOptions, routing: LowLatencyRouting): ValidLowLatencyCombine {
+export function validateLowLatencyCombine<L extends LowLatencyRouting>(
+  config: EpConfig,
+  device: Device,
+  args: LowLatencyCombineOptions,
+  routing: L,
+): ValidLowLatencyCombine<L> {
   const where = 'lowLatencyCombine';
   requireOptions(where, args);
   const M = lowLatencyTokens(where, config);
@@ -446,12 +456,15 @@ export function validateLowLatencyCombine(config: EpConfig, device: Device, args
     checkShape(where, 'out', out, [['T', T], ['H', H]]);
   }
   const valid = {
+    routing,
     y,
     topkIdx,
     topkWeights,
     returnRecvHook: optionalBool(where, 'returnRecvHook', args.returnRecvHook, false),
     out,
     zeroCopy: optionalBool(where, 'zeroCopy', args.zeroCopy, false),
+    previousEvent: args.previousEvent,
+    stream: args.stream,
   };
   checkTopkIdxValues(where, topkIdx, config.numExperts);
   return valid;

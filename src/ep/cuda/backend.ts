@@ -53,6 +53,13 @@ interface CudaRouting extends DispatchRouting {
 
 type CudaLowLatencyRouting = LowLatencyRouting;
 
+/** The low-latency regions a result views. */
+type LowLatencyView = 'llRecvX' | 'llRecvScales' | 'llRecvCount' | 'llSrcInfo' | 'llLayoutRange';
+
+/** Event keys per low-latency half, made once rather than per call. */
+const LL_DISPATCH_EVENTS = ['lowLatencyDispatch0', 'lowLatencyDispatch1'];
+const LL_COMBINE_EVENTS = ['lowLatencyCombine0', 'lowLatencyCombine1'];
+
 /** An Event whose done() also reports failures the EP kernels recorded. */
 class EpEvent extends Event {
   readonly #check: () => void;
@@ -108,6 +115,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   /** Generation of each normal slot and low-latency half; bumped when new data lands there. */
   readonly #slotGen: number[];
   readonly #halfGen = [0, 0];
+  readonly #halfPtrs: [Partial<Record<LowLatencyView, bigint>>, Partial<Record<LowLatencyView, bigint>>] = [{}, {}];
   readonly #countsEvents: Event[];
   readonly #events = new Map<string, EpEvent>();
   #closed = false;
@@ -165,12 +173,20 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     return e.record(s) as EpEvent;
   }
 
-  /** A view of `bytes` at `offset` of the registered buffer, valid while `gen()` stays `at`. */
-  #view(offset: number, dtype: DType, shape: number[], gen: () => number): Tensor {
+  /** A view at `offset` (bytes, or the address) of the registered buffer, valid while `gen()` stays `at`. */
+  #view(offset: number | bigint, dtype: DType, shape: number[], gen: () => number): Tensor {
     const at = gen();
     const bytes = shape.reduce((a, b) => a * b, 1) * itemSize(dtype);
-    const storage = new RegionStorage(this.#dev, this.#base + BigInt(offset), bytes, () => this.#closed || gen() !== at);
+    const ptr = typeof offset === 'bigint' ? offset : this.#base + BigInt(offset);
+    const storage = new RegionStorage(this.#dev, ptr, bytes, () => this.#closed || gen() !== at);
     return Tensor.fromDeviceStorage(storage, dtype, shape, 0, false);
+  }
+
+  /** The address of a low-latency region of `half`, computed once. */
+  #halfPtr(half: number, field: LowLatencyView): bigint {
+    const cached = this.#halfPtrs[half]![field];
+    if (cached !== undefined) return cached;
+    return (this.#halfPtrs[half]![field] = this.#base + BigInt(this.#halfOffset(half, field)));
   }
 
   #slotOffset(slot: number, field: string): number {
@@ -361,17 +377,21 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('numSms', this.#smCount);
   }
 
-  /** Runs the receive half now, or returns a hook that runs it later on the same stream. */
-  #receive(run: () => void, withHook: boolean): (() => Promise<void>) | undefined {
+  /**
+   * Runs the receive half now, or returns a hook that runs it later on the
+   * same stream, with its own copy of the baton (the next call refills it).
+   */
+  #receive(run: (baton: BigInt64Array) => void, baton: BigInt64Array, withHook: boolean): (() => Promise<void>) | undefined {
     if (!withHook) {
-      callNative(run);
+      callNative(() => run(baton));
       return undefined;
     }
+    const saved = baton.slice();
     let called = false;
     return async () => {
       if (called) throw new WideepError('ERR_INVALID_ARG', 'this receive hook was already called');
       called = true;
-      callNative(run);
+      callNative(() => run(saved));
     };
   }
 
@@ -395,17 +415,16 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('topkIdx', topkIdx.ptr)
       .set('cumulativeStats', this.#ptr(args.cumulativeRecvStats));
     callNative(() => this.#native.lowLatencyDispatchSend(b.array, s.native));
-    const saved = b.array.slice();
-    const hook = this.#receive(() => this.#native.lowLatencyDispatchRecv(saved, s.native), args.returnRecvHook);
-    const event = this.#event(`lowLatencyDispatch${half}`, s);
+    const hook = this.#receive((baton) => this.#native.lowLatencyDispatchRecv(baton, s.native), b.array, args.returnRecvHook);
+    const event = this.#event(LL_DISPATCH_EVENTS[half]!, s);
     this.#halfGen[half]!++;
     const gen = () => this.#halfGen[half]!;
     return {
-      recvX: this.#view(this.#halfOffset(half, 'llRecvX'), args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
-      recvXScales: args.useFp8 ? this.#view(this.#halfOffset(half, 'llRecvScales'), 'f32', [L, R * M, H / FP8_BLOCK], gen) : undefined,
-      recvCount: this.#view(this.#halfOffset(half, 'llRecvCount'), 'i32', [L], gen),
-      srcInfo: this.#view(this.#halfOffset(half, 'llSrcInfo'), 'i32', [L, R * M], gen),
-      layoutRange: this.#view(this.#halfOffset(half, 'llLayoutRange'), 'i32', [L, R, 2], gen),
+      recvX: this.#view(this.#halfPtr(half, 'llRecvX'), args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
+      recvXScales: args.useFp8 ? this.#view(this.#halfPtr(half, 'llRecvScales'), 'f32', [L, R * M, H / FP8_BLOCK], gen) : undefined,
+      recvCount: this.#view(this.#halfPtr(half, 'llRecvCount'), 'i32', [L], gen),
+      srcInfo: this.#view(this.#halfPtr(half, 'llSrcInfo'), 'i32', [L, R * M], gen),
+      layoutRange: this.#view(this.#halfPtr(half, 'llLayoutRange'), 'i32', [L, R, 2], gen),
       routing: { numTokens: T },
       event,
       hook,
@@ -425,9 +444,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('y', y.ptr)
       .set('out', combinedX.ptr);
     callNative(() => this.#native.lowLatencyCombineSend(b.array, s.native));
-    const saved = b.array.slice();
-    const hook = this.#receive(() => this.#native.lowLatencyCombineRecv(saved, s.native), args.returnRecvHook);
-    return { combinedX, event: this.#event(`lowLatencyCombine${half}`, s), hook };
+    const hook = this.#receive((baton) => this.#native.lowLatencyCombineRecv(baton, s.native), b.array, args.returnRecvHook);
+    return { combinedX, event: this.#event(LL_COMBINE_EVENTS[half]!, s), hook };
   }
 
   async cleanLowLatencyBuffer(): Promise<void> {
