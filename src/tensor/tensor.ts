@@ -176,7 +176,8 @@ export class Tensor implements Disposable {
     const s = this.#storage;
     if (s.kind === 'host') throw new WideepError('ERR_INVALID_ARG', 'ptr: this is a host tensor');
     if (s.device.closed) throw new WideepError('ERR_CLOSED', 'tensor is closed');
-    return s.device.ptr + BigInt(this.#byteOffset);
+    // Most tensors start their storage: no BigInt to make on a hot path.
+    return this.#byteOffset === 0 ? s.device.ptr : s.device.ptr + BigInt(this.#byteOffset);
   }
 
   // ---- views --------------------------------------------------------------
