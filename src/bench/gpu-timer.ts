@@ -31,9 +31,12 @@ export class GpuTimer implements Disposable {
   readonly #flush: Tensor | undefined;
   readonly #comm: Communicator | undefined;
   readonly #one: Tensor | undefined;
+  readonly #coverNs: number;
 
-  constructor(stream: Stream, options: { flushL2: boolean; comm?: Communicator }) {
+  /** `coverNs`: how long the stream is kept busy before each run (default 2 ms). */
+  constructor(stream: Stream, options: { flushL2: boolean; comm?: Communicator; coverNs?: number }) {
     this.#stream = stream;
+    this.#coverNs = options.coverNs ?? ENQUEUE_COVER_NS;
     const on = { device: `cuda:${stream.device}` as const, stream };
     this.#flush = options.flushL2 ? Tensor.empty([FLUSH_BYTES], 'u8', on) : undefined;
     this.#comm = options.comm;
@@ -44,7 +47,7 @@ export class GpuTimer implements Disposable {
   #prepare(i: number): void {
     if (this.#comm && this.#one) this.#comm.allReduce(this.#one, { stream: this.#stream });
     this.#flush?.fillBytes(i & 0xff, this.#stream);
-    requireCuda('GpuTimer').sleep(ENQUEUE_COVER_NS, this.#stream.native);
+    requireCuda('GpuTimer').sleep(this.#coverNs, this.#stream.native);
   }
 
   /**

@@ -15,10 +15,10 @@ import { cudaProbe } from '../cuda/device.js';
 import { Event } from '../cuda/event.js';
 import { Stream } from '../cuda/stream.js';
 import { initProcessGroup } from '../dist/process-group.js';
-import { requireCuda } from '../native.js';
 import type { ProcessGroup } from '../dist/types.js';
 import { WideepError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
+import { GpuTimer } from './gpu-timer.js';
 import type { CaseSpec, RawCase } from './nccl-metrics.js';
 import { median } from './stats.js';
 
@@ -52,9 +52,9 @@ interface RankReport {
 }
 
 const KEY = 'wideep/bench/nccl';
-const FILL_BLOCK = 1 << 22;
+const FILL_BLOCK = 1 << 22; // elements of the random block tiled over each input (8 MiB of bf16)
 /** Long enough for the host to enqueue every timed op of a case behind it. */
-const ENQUEUE_COVER_NS = 20_000_000; // elements of the random block tiled over each input (8 MiB of bf16)
+const ENQUEUE_COVER_NS = 20_000_000;
 
 /** xorshift32 from a seed: fast and good enough for benchmark inputs. */
 function rng(seed: number): () => number {
@@ -104,18 +104,16 @@ async function fillRandomBf16(t: Tensor, scaleLog2: number, seed: number, stream
  * kept busy (a sleep kernel) while the timed ops are enqueued, so the events
  * time NCCL's GPU work, not the host's enqueue rate (torch_nccl.py does the same).
  */
-async function timeOp(comm: Communicator, stream: Stream, spec: CaseSpec, op: () => void): Promise<number[]> {
+async function timeOp(comm: Communicator, stream: Stream, timer: GpuTimer, spec: CaseSpec, op: () => void): Promise<number[]> {
   await comm.barrier({ stream });
   for (let i = 0; i < spec.warmup; i++) op();
   await comm.wait({ stream });
   const events: [Event, Event][] = [];
-  const one = Tensor.zeros([1], 'f32', { device: `cuda:${comm.device}`, stream });
   try {
     for (let i = 0; i < spec.iters; i++) {
       events.push([new Event(comm.device, { timing: true }), new Event(comm.device, { timing: true })]);
     }
-    comm.allReduce(one, { stream });
-    requireCuda('bench nccl').sleep(ENQUEUE_COVER_NS, stream.native);
+    timer.prepare(0);
     for (const [start, end] of events) {
       start.record(stream);
       op();
@@ -124,7 +122,6 @@ async function timeOp(comm: Communicator, stream: Stream, spec: CaseSpec, op: ()
     await comm.wait({ stream });
     return events.map(([start, end]) => start.elapsedMs(end) * 1000);
   } finally {
-    one.close();
     for (const [a, b] of events) {
       a.close();
       b.close();
@@ -132,14 +129,14 @@ async function timeOp(comm: Communicator, stream: Stream, spec: CaseSpec, op: ()
   }
 }
 
-async function runCase(comm: Communicator, stream: Stream, spec: CaseSpec, seed: number): Promise<number[]> {
+async function runCase(comm: Communicator, stream: Stream, timer: GpuTimer, spec: CaseSpec, seed: number): Promise<number[]> {
   const device = `cuda:${comm.device}` as const;
   if (spec.op === 'all-reduce') {
     const x = Tensor.empty([spec.bytes! / 2], 'bf16', { device, stream });
     try {
       await fillRandomBf16(x, spec.scaleLog2, seed, stream);
       // In place, as torch.distributed.all_reduce does.
-      return await timeOp(comm, stream, spec, () => comm.allReduce(x, { op: 'sum', stream }));
+      return await timeOp(comm, stream, timer, spec, () => comm.allReduce(x, { op: 'sum', stream }));
     } finally {
       x.close();
     }
@@ -151,7 +148,7 @@ async function runCase(comm: Communicator, stream: Stream, spec: CaseSpec, seed:
   try {
     await fillRandomBf16(input, spec.scaleLog2, seed, stream);
     output.fillBytes(0, stream);
-    return await timeOp(comm, stream, spec, () => comm.allToAll(input, output, { stream }));
+    return await timeOp(comm, stream, timer, spec, () => comm.allToAll(input, output, { stream }));
   } finally {
     input.close();
     output.close();
@@ -182,17 +179,20 @@ export async function runWorker(config: WorkerConfig): Promise<void> {
     say(`creating the NCCL communicator over ${pg.worldSize} ranks`);
     const comm = await Communicator.create(pg, { timeoutMs: config.commTimeoutMs, name: 'bench' });
     const stream = new Stream(pg.device);
+    // Covers a whole case's timed ops, not one run as in bench ep.
+    const timer = new GpuTimer(stream, { flushL2: false, comm, coverNs: ENQUEUE_COVER_NS });
     const nccl = loadNccl();
     const cases: RankCase[] = [];
     try {
       for (const spec of config.cases) {
         say(`${spec.label} (${spec.warmup} warm-up, ${spec.iters} timed) ...`);
         const seed = randomInt(1, 0x7fffffff) ^ (pg.rank * 0x01000193);
-        const times = await runCase(comm, stream, spec, seed);
+        const times = await runCase(comm, stream, timer, spec, seed);
         cases.push({ id: spec.id, medianUs: median(times), minUs: Math.min(...times) });
         say(`${spec.label}: ${median(times).toFixed(1)} µs median on rank 0`);
       }
     } finally {
+      timer.close();
       comm.close();
       stream.close();
     }
