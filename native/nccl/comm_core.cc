@@ -18,6 +18,12 @@ constexpr auto kPollPause = std::chrono::microseconds(20);
 
 }  // namespace
 
+Result AsyncState(const Api* api, Comm comm) {
+  Result state = kInProgress;
+  const Result asked = api->CommGetAsyncError(comm, &state);
+  return asked == kSuccess ? state : asked;
+}
+
 CommCore::CommCore(const Api* api, Comm control, Comm ops, int device, int64_t timeoutMs)
     : api_(api), control_(control), comm_(ops), device_(device), timeoutMs_(timeoutMs) {
   watchdog_ = std::thread([this] { WatchdogLoop(); });
@@ -93,9 +99,7 @@ Failure CommCore::Poll() {
 
 void CommCore::CheckAsyncErrorLocked() {
   if (!comm_) return;
-  Result async = kSuccess;
-  const Result asked = api_->CommGetAsyncError(comm_, &async);
-  if (asked != kSuccess) async = asked;
+  const Result async = AsyncState(api_, comm_);
   if (async != kSuccess && async != kInProgress) AbortLocked(MakeFailure(api_, async, comm_, "NCCL asynchronous error"));
 }
 
@@ -123,9 +127,7 @@ Failure CommCore::Complete(Result r, const char* what) {
     }
     if (now - start < kSpinFor) std::this_thread::yield();
     else std::this_thread::sleep_for(kPollPause);
-    Result async = kSuccess;
-    const Result asked = api_->CommGetAsyncError(comm_, &async);
-    r = asked == kSuccess ? async : asked;
+    r = AsyncState(api_, comm_);
   }
   return MakeFailure(api_, r, comm_, what);
 }

@@ -27,6 +27,10 @@
 
 namespace wideep::nccl {
 
+// The state of a communicator's last nonblocking call (ncclCommGetAsyncError),
+// or the failure to ask for it.
+Result AsyncState(const Api* api, Comm comm);
+
 class CommCore {
  public:
   using Clock = std::chrono::steady_clock;

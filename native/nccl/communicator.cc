@@ -79,13 +79,6 @@ using Deadline = CommCore::Clock::time_point;
 
 Deadline DeadlineIn(int64_t timeoutMs) { return CommCore::Clock::now() + std::chrono::milliseconds(timeoutMs); }
 
-// The state of a nonblocking communicator's last call, or the failure to ask.
-Result AsyncState(const Api* api, Comm comm) {
-  Result state = kInProgress;
-  const Result asked = api->CommGetAsyncError(comm, &state);
-  return asked == kSuccess ? state : asked;
-}
-
 // Waits, until `deadline`, for a communicator produced by a nonblocking init
 // or split. A call that returned ncclSuccess may still be running, so the
 // communicator is asked at least once.
