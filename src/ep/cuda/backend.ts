@@ -54,7 +54,8 @@ interface CudaRouting extends DispatchRouting {
 type CudaLowLatencyRouting = LowLatencyRouting;
 
 /** The low-latency regions a result views. */
-type LowLatencyView = 'llRecvX' | 'llRecvScales' | 'llRecvCount' | 'llSrcInfo' | 'llLayoutRange';
+const LL_VIEWS = ['llRecvX', 'llRecvScales', 'llRecvCount', 'llSrcInfo', 'llLayoutRange'] as const;
+type LowLatencyView = (typeof LL_VIEWS)[number];
 
 /** Event keys per low-latency half, made once rather than per call. */
 const LL_DISPATCH_EVENTS = ['lowLatencyDispatch0', 'lowLatencyDispatch1'];
@@ -115,7 +116,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   /** Generation of each normal slot and low-latency half; bumped when new data lands there. */
   readonly #slotGen: number[];
   readonly #halfGen = [0, 0];
-  readonly #halfPtrs: [Partial<Record<LowLatencyView, bigint>>, Partial<Record<LowLatencyView, bigint>>] = [{}, {}];
+  /** Addresses of the low-latency regions results view, per half. */
+  readonly #halfPtrs: Record<LowLatencyView, bigint>[];
   readonly #countsEvents: Event[];
   readonly #events = new Map<string, EpEvent>();
   #closed = false;
@@ -137,6 +139,9 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     this.#combine = new Baton(batons.combine);
     this.#ll = new Baton(batons.lowLatency);
     this.#slotGen = new Array<number>(config.numRecvSlots).fill(0);
+    this.#halfPtrs = [0, 1].map(
+      (half) => Object.fromEntries(LL_VIEWS.map((f) => [f, this.#addr(this.#halfOffset(half, f))])) as Record<LowLatencyView, bigint>,
+    );
     this.#countsEvents = Array.from({ length: config.numRecvSlots }, () => new Event(this.#dev));
   }
 
@@ -173,20 +178,17 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     return e.record(s) as EpEvent;
   }
 
-  /** A view at `offset` (bytes, or the address) of the registered buffer, valid while `gen()` stays `at`. */
-  #view(offset: number | bigint, dtype: DType, shape: number[], gen: () => number): Tensor {
+  /** A view at address `ptr` of the registered buffer, valid while `gen()` stays `at`. */
+  #view(ptr: bigint, dtype: DType, shape: number[], gen: () => number): Tensor {
     const at = gen();
     const bytes = shape.reduce((a, b) => a * b, 1) * itemSize(dtype);
-    const ptr = typeof offset === 'bigint' ? offset : this.#base + BigInt(offset);
     const storage = new RegionStorage(this.#dev, ptr, bytes, () => this.#closed || gen() !== at);
     return Tensor.fromDeviceStorage(storage, dtype, shape, 0, false);
   }
 
-  /** The address of a low-latency region of `half`, computed once. */
-  #halfPtr(half: number, field: LowLatencyView): bigint {
-    const cached = this.#halfPtrs[half]![field];
-    if (cached !== undefined) return cached;
-    return (this.#halfPtrs[half]![field] = this.#base + BigInt(this.#halfOffset(half, field)));
+  /** The address of byte `offset` of the registered buffer. */
+  #addr(offset: number): bigint {
+    return this.#base + BigInt(offset);
   }
 
   #slotOffset(slot: number, field: string): number {
@@ -201,7 +203,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
 
   /** In poison mode, fills `bytes` at `offset` of the registered buffer. */
   #poisonRegion(offset: number, bytes: number, s: Stream): void {
-    if (POISON && bytes > 0) memsetDevice(this.#base + BigInt(offset), POISON_BYTE, bytes, s);
+    if (POISON && bytes > 0) memsetDevice(this.#addr(offset), POISON_BYTE, bytes, s);
   }
 
   #poisonTensor<T extends Tensor | undefined>(t: T, s: Stream): T {
@@ -320,10 +322,10 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       idx64,
     };
     return {
-      recvX: this.#view(this.#slotOffset(slot, 'slabX'), x.dtype, [rows, H], gen),
-      recvXScales: fp8 ? this.#view(this.#slotOffset(slot, 'slabScales'), 'f32', [rows, H / FP8_BLOCK], gen) : undefined,
-      recvTopkIdx: cached ? undefined : this.#view(this.#slotOffset(slot, 'slabTopkIdx'), idx64 ? 'i64' : 'i32', [rows, k], gen),
-      recvTopkWeights: cached ? undefined : this.#view(this.#slotOffset(slot, 'slabTopkWeights'), 'f32', [rows, k], gen),
+      recvX: this.#view(this.#addr(this.#slotOffset(slot, 'slabX')), x.dtype, [rows, H], gen),
+      recvXScales: fp8 ? this.#view(this.#addr(this.#slotOffset(slot, 'slabScales')), 'f32', [rows, H / FP8_BLOCK], gen) : undefined,
+      recvTopkIdx: cached ? undefined : this.#view(this.#addr(this.#slotOffset(slot, 'slabTopkIdx')), idx64 ? 'i64' : 'i32', [rows, k], gen),
+      recvTopkWeights: cached ? undefined : this.#view(this.#addr(this.#slotOffset(slot, 'slabTopkWeights')), 'f32', [rows, k], gen),
       routing,
       event,
     };
@@ -420,11 +422,11 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     this.#halfGen[half]!++;
     const gen = () => this.#halfGen[half]!;
     return {
-      recvX: this.#view(this.#halfPtr(half, 'llRecvX'), args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
-      recvXScales: args.useFp8 ? this.#view(this.#halfPtr(half, 'llRecvScales'), 'f32', [L, R * M, H / FP8_BLOCK], gen) : undefined,
-      recvCount: this.#view(this.#halfPtr(half, 'llRecvCount'), 'i32', [L], gen),
-      srcInfo: this.#view(this.#halfPtr(half, 'llSrcInfo'), 'i32', [L, R * M], gen),
-      layoutRange: this.#view(this.#halfPtr(half, 'llLayoutRange'), 'i32', [L, R, 2], gen),
+      recvX: this.#view(this.#halfPtrs[half]!.llRecvX, args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
+      recvXScales: args.useFp8 ? this.#view(this.#halfPtrs[half]!.llRecvScales, 'f32', [L, R * M, H / FP8_BLOCK], gen) : undefined,
+      recvCount: this.#view(this.#halfPtrs[half]!.llRecvCount, 'i32', [L], gen),
+      srcInfo: this.#view(this.#halfPtrs[half]!.llSrcInfo, 'i32', [L, R * M], gen),
+      layoutRange: this.#view(this.#halfPtrs[half]!.llLayoutRange, 'i32', [L, R, 2], gen),
       routing: { numTokens: T },
       event,
       hook,
