@@ -4,6 +4,7 @@
 // (for the baton layout) and dist/. Prints median microseconds per call.
 //   node scripts/dev/ll-js-overhead.mjs [iterations]
 import { EpBuffer, Tensor, TcpStoreServer, initProcessGroup } from '../../dist/index.js';
+import { median } from '../../dist/bench/stats.js';
 import { requireCuda } from '../../dist/native.js';
 
 const ITERS = Number(process.argv[2] ?? 20000);
@@ -109,7 +110,6 @@ for (let i = 0; i < ITERS; i++) {
   us.dispatch.push((t1 - t0) * 1e3);
   us.combine.push((t2 - t1) * 1e3);
 }
-const median = (v) => [...v].sort((a, b) => a - b)[v.length >> 1];
 console.log(JSON.stringify({ iterations: ITERS, medianUs: { dispatch: +median(us.dispatch).toFixed(2), combine: +median(us.combine).toFixed(2) } }));
 await buffer.close();
 await pg.close();

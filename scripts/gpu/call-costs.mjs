@@ -5,6 +5,7 @@
 // rank, one JSON line of median microseconds per call and, on rank 0, one of
 // each experiment's mean microseconds per native method.
 import { Communicator, EpBuffer, Event, Stream, Tensor, initProcessGroup } from '../../dist/index.js';
+import { median } from '../../dist/bench/stats.js';
 import { requireCuda } from '../../dist/native.js';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -18,6 +19,8 @@ const PER_ROUND = 50;
 const cuda = requireCuda('call-costs');
 // Every native method's own time, by wrapping the addon's class prototypes.
 const nativeTime = new Map();
+/** Mean microseconds per call of every native method timed since nativeTime was cleared. */
+const nativeMeans = () => Object.fromEntries([...nativeTime].map(([k, e]) => [k, +((e.ms * 1e3) / e.calls).toFixed(1)]));
 function timed(key, fn) {
   return function (...args) {
     const t0 = performance.now();
@@ -100,7 +103,7 @@ async function measure(name, fn, { perRound = PER_ROUND, idle = false } = {}) {
     add(name, us / perRound);
     await stream.synchronize();
   }
-  breakdown[name] = Object.fromEntries([...nativeTime].map(([k, e]) => [k, +((e.ms * 1e3) / e.calls).toFixed(1)]));
+  breakdown[name] = nativeMeans();
 }
 const dispatchArgs = { x, topkIdx, maxTokensPerRank: T, numExperts: 256, stream };
 const pair = async () => {
@@ -135,13 +138,12 @@ for (const [name, prep] of [
     await stream.synchronize();
   }
   costs[name] = us;
-  breakdown[name] = Object.fromEntries([...nativeTime].map(([k, e]) => [k, +((e.ms * 1e3) / e.calls).toFixed(1)]));
+  breakdown[name] = nativeMeans();
 }
 if (inspector) {
   const { profile } = await inspector.post('Profiler.stop');
   writeFileSync(profileFile, JSON.stringify(profile));
 }
-const median = (v) => [...v].sort((p, q) => p - q)[Math.floor(v.length / 2)];
 console.log(JSON.stringify({ rank: pg.rank, worldSize: pg.worldSize, medianUs: Object.fromEntries(Object.entries(costs).map(([n, v]) => [n, +median(v).toFixed(2)])) }));
 if (pg.rank === 0) console.log(JSON.stringify({ rank: pg.rank, nativeMeanUs: breakdown }));
 comm.close();
