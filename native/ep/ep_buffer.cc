@@ -250,7 +250,7 @@ void EpBuffer::Configure(const Napi::CallbackInfo& info) {
                            static_cast<uint64_t>(b[F::slabX]),       static_cast<uint64_t>(b[F::slabScales]),
                            static_cast<uint64_t>(b[F::slabTopkIdx]), static_cast<uint64_t>(b[F::slabTopkWeights]),
                            static_cast<uint64_t>(b[F::slabSrcIdx]),  static_cast<uint64_t>(b[F::combineX]),
-                           static_cast<uint64_t>(b[F::combineWeights])};
+                           static_cast<uint64_t>(b[F::combineWeights]), static_cast<uint64_t>(b[F::combineFlags])};
   for (int h = 0; h < 2; ++h) {
     const uint64_t o = static_cast<uint64_t>(b[F::llHalf0] + h * b[F::llHalfStride]);
     r.ll[h] = LowLatencyRegions{o + b[F::llStaging],    static_cast<uint64_t>(b[F::llStagingStride]),

@@ -23,7 +23,6 @@ struct NormalControl {
   int32_t notifySignature[kMaxRanks];            // [src]: hidden/topk/dtype of src's call, must match ours
   int32_t notifyError[kMaxRanks];                // [src]: src's own error code for this call (0 = none)
   uint64_t dispatchArrived;                      // rows received by this dispatch
-  uint64_t combineArrived;                       // rows received by this combine
   int32_t notifyExpertRows[kMaxRanks][kMaxLocalExperts];  // [src][local expert]
 };
 
@@ -76,6 +75,7 @@ struct NormalRegions {
   uint64_t slabSrcIdx;
   uint64_t combineX;     // [R][maxTokens][H] bf16 rows returned by each rank
   uint64_t combineWeights;  // [R][maxTokens][k] f32
+  uint64_t combineFlags;    // [R][maxTokens] u32: combine sequence number once row (r, token) has landed
 };
 
 // Per-dispatch routing, in device memory owned by the handle.

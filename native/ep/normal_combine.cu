@@ -1,10 +1,13 @@
 // Normal-mode combine: each rank returns every received row to the rank it
-// came from (NVLink writes into the origin's per-source area); the origin
-// then reduces, per token and in rank order, the rows of all ranks that
-// received it, reading its own rows straight from x. One kernel, no host sync:
+// came from (NVLink writes into the origin's per-source area) and flags each
+// row as it lands; the origin reduces, per token and in rank order, the rows
+// of all ranks that received it, reading its own rows straight from x. One
+// kernel, no host sync, and the two halves overlap:
 //  1. handshake: every rank has entered this combine (its area is free);
-//  2. send the rows and weights; count arrivals at each origin;
-//  3. wait for this rank's expected rows, then reduce.
+//  2. sender warps push rows, every origin's tokens in increasing order,
+//     each row followed by its flag (this combine's sequence number);
+//  3. meanwhile reducer warps take this rank's tokens in increasing order,
+//     wait for their rows' flags and reduce them.
 #include <cuda_bf16.h>
 
 #include "ep/device_utils.cuh"
@@ -23,6 +26,10 @@ __device__ __forceinline__ LocalState* local_of(uint8_t* base) {
 
 constexpr int kCombineThreads = 512;
 constexpr int kCombineWarps = kCombineThreads / kWarpSize;
+// Half of each block's warps send, half reduce: the push is link-bound, and
+// the reduction needs only enough loads in flight to hide HBM latency.
+constexpr int kSendWarps = kCombineWarps / 2;
+constexpr int kReduceWarps = kCombineWarps - kSendWarps;
 // The reduction keeps kRankGroup ranks x kReduceUnroll vectors of loads in
 // flight per lane, so a couple of dozen SMs cover HBM latency.
 constexpr int kRankGroup = 4;
@@ -46,68 +53,21 @@ __device__ __forceinline__ int4 pack_bf16x8(const float (&acc)[8]) {
   return out;
 }
 
-__global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs a) {
-  __shared__ int rowsTo[kMaxRanks];
-  __shared__ uint32_t seq;
-  __shared__ bool last;
-  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+// Reducer warps: token t (this rank's) waits for the flag of every remote
+// row it has, then sums its rows in rank order (bias last) and its weights.
+__device__ __forceinline__ void reduce_tokens(const CombineArgs& a, uint32_t seq, uint64_t deadline, int selfBegin,
+                                              int first, int stride, int lane) {
   const int R = a.numRanks, me = a.rank, H = a.hidden;
   uint8_t* mine = a.peers.ptr[me];
-  NormalControl* ctrl = control_of(mine);
-  const RoutingMeta& meta = *a.meta;
-  const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   const size_t rowBytes = static_cast<size_t>(H) * 2;
-  const int globalWarp = blockIdx.x * kCombineWarps + warp;
-  const int numWarps = gridDim.x * kCombineWarps;
-
-  // 1. Handshake.
-  if (tid == 0) seq = local_of(mine)->combineSeq + 1;
-  if (tid < kMaxRanks) rowsTo[tid] = 0;
-  __syncthreads();
-  if (blockIdx.x == 0 && tid == 0) {
-    ctrl->combineArrived = 0;
-    __threadfence_system();
-    for (int r = 0; r < R; ++r) st_release_sys(&control_of(a.peers.ptr[r])->combineSeq[me], seq);
-  }
-  if (tid < R) wait_flag_eq(&ctrl->combineSeq[tid], seq, deadline, a.status, kPhaseCombine, tid);
-  __syncthreads();
-  if (has_error(a.status)) return;
-
-  // 2. Send every remote row back to its origin, into slot (me, token).
-  const int selfBegin = meta.recvBase[me], selfEnd = meta.recvBase[me + 1];
-  const int remoteRows = meta.numRecv - (selfEnd - selfBegin);
-  const int32_t* srcIdx = reinterpret_cast<const int32_t*>(
-      mine + a.regions.slab0 + static_cast<uint64_t>(a.slot) * a.regions.slabStride + a.regions.slabSrcIdx);
-  for (int i = globalWarp; i < remoteRows; i += numWarps) {
-    const int j = i < selfBegin ? i : i + (selfEnd - selfBegin);
-    int s = 0;
-    while (s + 1 < R && meta.recvBase[s + 1] <= j) ++s;
-    const size_t slotRow = static_cast<size_t>(me) * a.maxTokens + srcIdx[j];
-    warp_copy<4>(a.peers.ptr[s] + a.regions.combineX + slotRow * rowBytes,
-                 reinterpret_cast<const uint8_t*>(a.x) + static_cast<size_t>(j) * rowBytes, static_cast<int>(rowBytes),
-                 lane);
-    if (lane < a.topk) {
-      reinterpret_cast<float*>(a.peers.ptr[s] + a.regions.combineWeights)[slotRow * a.topk + lane] =
-          a.topkWeights[static_cast<size_t>(j) * a.topk + lane];
-    }
-    if (lane == 0) atomicAdd(&rowsTo[s], 1);
-  }
-  __syncthreads();
-  if (tid < R && rowsTo[tid] > 0) {
-    __threadfence_system();
-    red_add_release_sys(&control_of(a.peers.ptr[tid])->combineArrived, static_cast<uint64_t>(rowsTo[tid]));
-  }
-
-  // 3. Wait for the rows of this rank's tokens, then reduce them in rank order.
-  uint64_t expected = 0;
-  for (int r = 0; r < R; ++r) expected += r == me ? 0 : meta.sentRows[r];
-  if (tid == 0) wait_counter_ge(&ctrl->combineArrived, expected, deadline, a.status, kPhaseCombine, -1);
-  __syncthreads();
-  if (has_error(a.status)) return;
-
+  const uint32_t* flags = reinterpret_cast<const uint32_t*>(mine + a.regions.combineFlags);
   const int vecs = H / 8;
-  for (int t = globalWarp; t < a.numTokens; t += numWarps) {
+  for (int t = first; t < a.numTokens; t += stride) {
     const int p = lane < R ? a.sendPos[static_cast<size_t>(t) * R + lane] : -1;
+    if (lane < R && lane != me && p >= 0) {
+      wait_flag_eq(flags + static_cast<size_t>(lane) * a.maxTokens + t, seq, deadline, a.status, kPhaseCombine, lane);
+    }
+    if (__any_sync(0xffffffffu, lane < R && has_error(a.status))) return;
     const int4* src[kMaxRanks];
     int pos[kMaxRanks];  // the token's row on each rank, known to every lane
 #pragma unroll
@@ -172,6 +132,66 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
       }
       a.outWeights[static_cast<size_t>(t) * a.topk + lane] = w;
     }
+  }
+}
+
+__global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs a) {
+  __shared__ uint32_t seq;
+  __shared__ bool last;
+  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int R = a.numRanks, me = a.rank, H = a.hidden;
+  uint8_t* mine = a.peers.ptr[me];
+  NormalControl* ctrl = control_of(mine);
+  const RoutingMeta& meta = *a.meta;
+  const uint64_t deadline = global_timer_ns() + a.timeoutNs;
+  const size_t rowBytes = static_cast<size_t>(H) * 2;
+
+  // 1. Handshake.
+  if (tid == 0) seq = local_of(mine)->combineSeq + 1;
+  __syncthreads();
+  if (blockIdx.x == 0 && tid == 0) {
+    __threadfence_system();
+    for (int r = 0; r < R; ++r) st_release_sys(&control_of(a.peers.ptr[r])->combineSeq[me], seq);
+  }
+  if (tid < R) wait_flag_eq(&ctrl->combineSeq[tid], seq, deadline, a.status, kPhaseCombine, tid);
+  __syncthreads();
+  if (has_error(a.status)) return;
+  const int selfBegin = meta.recvBase[me];
+
+  if (warp < kSendWarps) {
+    // 2. Send every remote row back to its origin, into slot (me, token), then
+    // flag it. Rows go round-robin over the origins, each origin's in token
+    // order (a source's rows sit in token order), so every origin's reducers
+    // find their tokens arriving from the start.
+    int maxRows = 0;
+    for (int s = 0; s < R; ++s) maxRows = max(maxRows, s == me ? 0 : meta.recvBase[s + 1] - meta.recvBase[s]);
+    const int32_t* srcIdx = reinterpret_cast<const int32_t*>(
+        mine + a.regions.slab0 + static_cast<uint64_t>(a.slot) * a.regions.slabStride + a.regions.slabSrcIdx);
+    const int sender = blockIdx.x * kSendWarps + warp;
+    const int numSenders = gridDim.x * kSendWarps;
+    for (int i = sender; i < maxRows * R; i += numSenders) {
+      const int s = i % R, p = i / R;
+      if (s == me || p >= meta.recvBase[s + 1] - meta.recvBase[s]) continue;
+      const int j = meta.recvBase[s] + p;
+      const size_t slotRow = static_cast<size_t>(me) * a.maxTokens + srcIdx[j];
+      uint8_t* origin = a.peers.ptr[s];
+      warp_copy<4>(origin + a.regions.combineX + slotRow * rowBytes,
+                   reinterpret_cast<const uint8_t*>(a.x) + static_cast<size_t>(j) * rowBytes, static_cast<int>(rowBytes),
+                   lane);
+      if (lane < a.topk) {
+        reinterpret_cast<float*>(origin + a.regions.combineWeights)[slotRow * a.topk + lane] =
+            a.topkWeights[static_cast<size_t>(j) * a.topk + lane];
+      }
+      __syncwarp();
+      if (lane == 0) {
+        __threadfence_system();  // the whole warp's row before its flag
+        st_release_sys(reinterpret_cast<uint32_t*>(origin + a.regions.combineFlags) + slotRow, seq);
+      }
+    }
+  } else {
+    // 3. Reduce this rank's tokens as their rows land.
+    reduce_tokens(a, seq, deadline, selfBegin, blockIdx.x * kReduceWarps + (warp - kSendWarps), gridDim.x * kReduceWarps,
+                  lane);
   }
 
   // The last block moves the sequence on for the next combine.

@@ -60,6 +60,7 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
   const combine = regions({
     combineX: R * c.maxTokensPerRank * H * 2,
     combineWeights: R * c.maxTokensPerRank * K * 4,
+    combineFlags: R * c.maxTokensPerRank * 4,
   });
   const normalEnd = slabsEnd + combine.total;
 
@@ -93,6 +94,7 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
     ...slab.offsets,
     combineX: slabsEnd + combine.offsets.combineX!,
     combineWeights: slabsEnd + combine.offsets.combineWeights!,
+    combineFlags: slabsEnd + combine.offsets.combineFlags!,
     llHalf0,
     llHalfStride: half.total,
     llStagingStride: stagingStride,
