@@ -67,6 +67,8 @@ __device__ __forceinline__ void reduce_tokens(const CombineArgs& a, uint32_t seq
     if (lane < R && lane != me && p >= 0) {
       wait_flag_eq(flags + static_cast<size_t>(lane) * a.maxTokens + t, seq, deadline, a.status, kPhaseCombine, lane);
     }
+    // Lane r acquired rank r's flag; the warp barrier orders that for every lane.
+    __syncwarp();
     if (__any_sync(0xffffffffu, lane < R && has_error(a.status))) return;
     const int4* src[kMaxRanks];
     int pos[kMaxRanks];  // the token's row on each rank, known to every lane
@@ -98,7 +100,8 @@ __device__ __forceinline__ void reduce_tokens(const CombineArgs& a, uint32_t seq
 #pragma unroll
           for (int u = 0; u < kReduceUnroll; ++u) {
             const int v = v0 + u * kWarpSize;
-            if (src[g + i] && v < vecs) buf[i][u] = ld_nc_v4(src[g + i] + v);
+            // Peers' rows land while other tokens are reduced: coherent loads for them.
+            if (src[g + i] && v < vecs) buf[i][u] = g + i == me ? ld_nc_v4(src[g + i] + v) : ld_na_v4(src[g + i] + v);
           }
         }
 #pragma unroll
