@@ -81,7 +81,7 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts;
   uint8_t* mine = a.peers.ptr[me];
-  if (has_error(a.status)) return;
+  if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
 
@@ -182,8 +182,7 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
     srcChunk[0] = 0;
     for (int s = 0; s < R; ++s) srcChunk[s + 1] = srcChunk[s] + (ld_volatile(&ctrl->srcTokens[s]) + kWarpSize - 1) / kWarpSize;
   }
-  __syncthreads();
-  const bool ok = !has_error(a.status);
+  const bool ok = !__syncthreads_or(has_error(a.status));  // block-uniform, as barriers follow
 
   const int64_t expert = static_cast<int64_t>(me) * L + j;
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
@@ -300,7 +299,7 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a) {
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
   uint8_t* mine = a.peers.ptr[me];
-  if (has_error(a.status)) return;
+  if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
   const size_t slots = static_cast<size_t>(R) * M;
   const int32_t* recvCount = reinterpret_cast<const int32_t*>(mine + a.regions.recvCount);
@@ -385,8 +384,7 @@ __device__ __forceinline__ void combine_recv(const LowLatencyArgs& a) {
   const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (tid < R) wait_flag_eq(&ctrl->combineFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
-  __syncthreads();
-  const bool ok = !has_error(a.status);
+  const bool ok = !__syncthreads_or(has_error(a.status));  // block-uniform, as barriers follow
   const size_t rowBytes = static_cast<size_t>(H) * 2;
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   for (int t0 = blockIdx.x * kTokensPerStep; ok && t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
@@ -469,6 +467,17 @@ cudaError_t RecvSharedMemory(Kernel kernel, const LowLatencyArgs& a, size_t* sme
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
 }
 
+// A fused kernel's receivers wait for senders of the same launch, so every
+// block must be resident at once: a cooperative launch guarantees it (or
+// fails) even while other streams' kernels hold some SMs.
+cudaError_t LaunchResident(void (*kernel)(LowLatencyArgs), const LowLatencyArgs& a, int numSms, size_t smem,
+                           cudaStream_t stream) {
+  LowLatencyArgs copy = a;
+  void* params[] = {&copy};
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(numSms), dim3(kSendThreads), params, smem,
+                                     stream);
+}
+
 }  // namespace
 
 cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int, cudaStream_t stream) {
@@ -481,8 +490,7 @@ cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int, cudaStrea
 cudaError_t LaunchLowLatencyDispatch(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
   size_t smem = 0;
   if (cudaError_t e = RecvSharedMemory(ll_dispatch, a, &smem); e != cudaSuccess) return e;
-  ll_dispatch<<<numSms, kSendThreads, smem, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchResident(ll_dispatch, a, numSms, smem, stream);
 }
 
 cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
@@ -493,8 +501,7 @@ cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cud
 
 cudaError_t LaunchLowLatencyCombine(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
   const size_t smem = (static_cast<size_t>(a.numLocalExperts) + 1) * sizeof(int32_t);
-  ll_combine<<<numSms, kSendThreads, smem, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchResident(ll_combine, a, numSms, smem, stream);
 }
 
 cudaError_t LaunchLowLatencyCombineRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
