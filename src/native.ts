@@ -123,8 +123,11 @@ export interface NativeEpBuffer {
   notify(baton: BigInt64Array, stream: NativeStream): void;
   dispatch(baton: BigInt64Array, stream: NativeStream): void;
   combine(baton: BigInt64Array, stream: NativeStream): void;
+  /** Send and receive in one launch. */
+  lowLatencyDispatch(baton: BigInt64Array, stream: NativeStream): void;
   lowLatencyDispatchSend(baton: BigInt64Array, stream: NativeStream): void;
   lowLatencyDispatchRecv(baton: BigInt64Array, stream: NativeStream): void;
+  lowLatencyCombine(baton: BigInt64Array, stream: NativeStream): void;
   lowLatencyCombineSend(baton: BigInt64Array, stream: NativeStream): void;
   lowLatencyCombineRecv(baton: BigInt64Array, stream: NativeStream): void;
   cleanLowLatency(stream: NativeStream): void;

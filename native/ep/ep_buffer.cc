@@ -125,8 +125,10 @@ Napi::Function EpBuffer::Define(Napi::Env env) {
                          InstanceMethod<&EpBuffer::Notify>("notify"),
                          InstanceMethod<&EpBuffer::Dispatch>("dispatch"),
                          InstanceMethod<&EpBuffer::Combine>("combine"),
+                         InstanceMethod<&EpBuffer::LowLatencyDispatch>("lowLatencyDispatch"),
                          InstanceMethod<&EpBuffer::LowLatencyDispatchSend>("lowLatencyDispatchSend"),
                          InstanceMethod<&EpBuffer::LowLatencyDispatchRecv>("lowLatencyDispatchRecv"),
+                         InstanceMethod<&EpBuffer::LowLatencyCombine>("lowLatencyCombine"),
                          InstanceMethod<&EpBuffer::LowLatencyCombineSend>("lowLatencyCombineSend"),
                          InstanceMethod<&EpBuffer::LowLatencyCombineRecv>("lowLatencyCombineRecv"),
                          InstanceMethod<&EpBuffer::CleanLowLatency>("cleanLowLatency"),
@@ -394,8 +396,10 @@ LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyFi
     WIDEEP_CUDA_THROW(env, Call);                                                  \
   }
 
+WIDEEP_LL_LAUNCH(LowLatencyDispatch, LaunchLowLatencyDispatch(a, numSms, stream->stream))
 WIDEEP_LL_LAUNCH(LowLatencyDispatchSend, LaunchLowLatencyDispatchSend(a, numSms, stream->stream))
 WIDEEP_LL_LAUNCH(LowLatencyDispatchRecv, LaunchLowLatencyDispatchRecv(a, numSms, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyCombine, LaunchLowLatencyCombine(a, numSms, stream->stream))
 WIDEEP_LL_LAUNCH(LowLatencyCombineSend, LaunchLowLatencyCombineSend(a, numSms, stream->stream))
 WIDEEP_LL_LAUNCH(LowLatencyCombineRecv, LaunchLowLatencyCombineRecv(a, numSms, stream->stream))
 #undef WIDEEP_LL_LAUNCH

@@ -18,6 +18,9 @@ namespace wideep::ep {
 cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
 // The receive grid is one block per local expert; numSms is unused.
 cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
+// Send and receive in one launch (no hook).
+cudaError_t LaunchLowLatencyDispatch(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
+cudaError_t LaunchLowLatencyCombine(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
 cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
 cudaError_t LaunchLowLatencyCombineRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
 

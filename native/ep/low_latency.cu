@@ -75,13 +75,13 @@ constexpr int kItemsInFlight = 4;     // combine chunks a warp loads before it s
 
 // ------------------------------------------------------------------ dispatch
 
-__global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) {
+__device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   __shared__ int tokenMask[kTokensPerStep];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts;
   uint8_t* mine = a.peers.ptr[me];
-  if (has_error(a.status)) return;
+  if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
 
@@ -157,12 +157,14 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyAr
   }
 }
 
+__global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) { dispatch_send(a); }
+
 // One block per local expert: waits for every source, packs its slots in
 // (source, token) order and copies the rows. The slot scan runs on all warps:
 // each takes 32-token chunks, and a prefix over the chunks places them.
 constexpr int kMaxScanChunks = kMaxRanks * 1024 / kWarpSize;
 
-__global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
+__device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, int j, uint32_t seq, uint64_t deadline) {
   extern __shared__ int32_t slotList[];  // [R*M]: (source << 16) | token
   __shared__ unsigned chunkBits[kMaxScanChunks];
   __shared__ int chunkStart[kMaxScanChunks + 1];
@@ -172,8 +174,6 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
   uint8_t* mine = a.peers.ptr[me];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
-  const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
-  const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (tid < R) wait_flag_eq(&ctrl->dispatchFlag[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
   // Every source's flag was acquired by its waiting thread; the barrier makes
   // what they published visible to the whole block before anything reads it.
@@ -182,10 +182,8 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
     srcChunk[0] = 0;
     for (int s = 0; s < R; ++s) srcChunk[s + 1] = srcChunk[s] + (ld_volatile(&ctrl->srcTokens[s]) + kWarpSize - 1) / kWarpSize;
   }
-  __syncthreads();
-  const bool ok = !has_error(a.status);
+  const bool ok = !__syncthreads_or(has_error(a.status));  // block-uniform, as barriers follow
 
-  const int j = blockIdx.x;
   const int64_t expert = static_cast<int64_t>(me) * L + j;
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
   const int numChunks = srcChunk[R];
@@ -258,7 +256,32 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
       if (a.cumulativeStats) a.cumulativeStats[j] += n;
     }
   }
-  if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchRecv]) && tid == 0) {
+  // The next expert of this block reuses the shared arrays.
+  __syncthreads();
+}
+
+// The receive half alone (for a hook): one block per local expert.
+__global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
+  uint8_t* mine = a.peers.ptr[a.rank];
+  const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
+  dispatch_recv_expert(a, blockIdx.x, seq, global_timer_ns() + a.timeoutNs);
+  if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchRecv]) && threadIdx.x == 0) {
+    local_of(mine)->llDispatchSeq[a.half] = seq;
+  }
+}
+
+// Both halves in one launch when no hook is asked for: the send, then each
+// block receives local experts blockIdx.x, blockIdx.x + gridDim.x, ... The
+// grid is at most one block per SM, so every block that sends is resident
+// while others wait for its flags.
+static_assert(kSendThreads == kRecvThreads, "the fused dispatch runs both halves with one block size");
+__global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a) {
+  uint8_t* mine = a.peers.ptr[a.rank];
+  const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
+  const uint64_t deadline = global_timer_ns() + a.timeoutNs;
+  dispatch_send(a);
+  for (int j = blockIdx.x; j < a.numLocalExperts; j += gridDim.x) dispatch_recv_expert(a, j, seq, deadline);
+  if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchRecv]) && threadIdx.x == 0) {
     local_of(mine)->llDispatchSeq[a.half] = seq;
   }
 }
@@ -268,7 +291,7 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
 // Each block takes rows (used slots, counted over all local experts) a step
 // at a time: its threads first find every row's origin, token and k, then its
 // warps return the rows' chunks to (origin, token, first k naming the expert).
-__global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArgs a) {
+__device__ __forceinline__ void combine_send(const LowLatencyArgs& a) {
   extern __shared__ int32_t firstRow[];  // [L + 1]: exclusive prefix of used slots per local expert
   __shared__ const uint8_t* rowSrc[kRowsPerStep];
   __shared__ uint8_t* rowDst[kRowsPerStep];
@@ -276,7 +299,7 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
   uint8_t* mine = a.peers.ptr[me];
-  if (has_error(a.status)) return;
+  if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
   const size_t slots = static_cast<size_t>(R) * M;
   const int32_t* recvCount = reinterpret_cast<const int32_t*>(mine + a.regions.recvCount);
@@ -350,7 +373,7 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
 // with one rounding per operation (the cpu reference does the same). A block
 // takes tokens a step at a time: threads look up each token's rows and
 // weights once, then warps reduce the 256-column chunks with all k loads in flight.
-__global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) {
+__device__ __forceinline__ void combine_recv(const LowLatencyArgs& a) {
   __shared__ const int4* rowPtr[kTokensPerStep][kMaxTopk];
   __shared__ float rowWeight[kTokensPerStep][kMaxTopk];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
@@ -361,8 +384,7 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArg
   const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (tid < R) wait_flag_eq(&ctrl->combineFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
-  __syncthreads();
-  const bool ok = !has_error(a.status);
+  const bool ok = !__syncthreads_or(has_error(a.status));  // block-uniform, as barriers follow
   const size_t rowBytes = static_cast<size_t>(H) * 2;
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   for (int t0 = blockIdx.x * kTokensPerStep; ok && t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
@@ -419,6 +441,15 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArg
   }
 }
 
+__global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArgs a) { combine_send(a); }
+__global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) { combine_recv(a); }
+
+// Both halves in one launch when no hook is asked for (same residency as ll_dispatch).
+__global__ void __launch_bounds__(kSendThreads, 1) ll_combine(LowLatencyArgs a) {
+  combine_send(a);
+  combine_recv(a);
+}
+
 }  // namespace
 
 cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
@@ -426,21 +457,51 @@ cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cu
   return cudaGetLastError();
 }
 
+namespace {
+
+// The receive's dynamic shared memory (its slot list), allowed past 48 KiB where needed.
+template <class Kernel>
+cudaError_t RecvSharedMemory(Kernel kernel, const LowLatencyArgs& a, size_t* smem) {
+  *smem = static_cast<size_t>(a.numRanks) * a.maxTokens * sizeof(int32_t);
+  if (*smem <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
+}
+
+// A fused kernel's receivers wait for senders of the same launch, so every
+// block must be resident at once: a cooperative launch guarantees it (or
+// fails) even while other streams' kernels hold some SMs.
+cudaError_t LaunchResident(void (*kernel)(LowLatencyArgs), const LowLatencyArgs& a, int numSms, size_t smem,
+                           cudaStream_t stream) {
+  LowLatencyArgs copy = a;
+  void* params[] = {&copy};
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(numSms), dim3(kSendThreads), params, smem,
+                                     stream);
+}
+
+}  // namespace
+
 cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int, cudaStream_t stream) {
-  const size_t smem = static_cast<size_t>(a.numRanks) * a.maxTokens * sizeof(int32_t);
-  if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(ll_dispatch_recv, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
-    if (e != cudaSuccess) return e;
-  }
+  size_t smem = 0;
+  if (cudaError_t e = RecvSharedMemory(ll_dispatch_recv, a, &smem); e != cudaSuccess) return e;
   ll_dispatch_recv<<<a.numLocalExperts, kRecvThreads, smem, stream>>>(a);
   return cudaGetLastError();
+}
+
+cudaError_t LaunchLowLatencyDispatch(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
+  size_t smem = 0;
+  if (cudaError_t e = RecvSharedMemory(ll_dispatch, a, &smem); e != cudaSuccess) return e;
+  return LaunchResident(ll_dispatch, a, numSms, smem, stream);
 }
 
 cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
   const size_t smem = (static_cast<size_t>(a.numLocalExperts) + 1) * sizeof(int32_t);
   ll_combine_send<<<numSms, kSendThreads, smem, stream>>>(a);
   return cudaGetLastError();
+}
+
+cudaError_t LaunchLowLatencyCombine(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
+  const size_t smem = (static_cast<size_t>(a.numLocalExperts) + 1) * sizeof(int32_t);
+  return LaunchResident(ll_combine, a, numSms, smem, stream);
 }
 
 cudaError_t LaunchLowLatencyCombineRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {

@@ -73,8 +73,10 @@ cuda.EpBuffer = class {
   }
   openPeers() {}
   configure() {}
+  lowLatencyDispatch() {}
   lowLatencyDispatchSend() {}
   lowLatencyDispatchRecv() {}
+  lowLatencyCombine() {}
   lowLatencyCombineSend() {}
   lowLatencyCombineRecv() {}
   cleanLowLatency() {}

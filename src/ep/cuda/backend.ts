@@ -379,15 +379,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('numSms', this.#smCount);
   }
 
-  /**
-   * Runs the receive half now, or returns a hook that runs it later on the
-   * same stream, with its own copy of the baton (the next call refills it).
-   */
-  #receive(run: (baton: BigInt64Array) => void, baton: BigInt64Array, withHook: boolean): (() => Promise<void>) | undefined {
-    if (!withHook) {
-      callNative(() => run(baton));
-      return undefined;
-    }
+  /** A hook that runs the receive half later on the same stream, once, with its own copy of the baton (the next call refills it). */
+  #hook(run: (baton: BigInt64Array) => void, baton: BigInt64Array): () => Promise<void> {
     const saved = baton.slice();
     let called = false;
     return async () => {
@@ -416,8 +409,13 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('x', x.ptr)
       .set('topkIdx', topkIdx.ptr)
       .set('cumulativeStats', this.#ptr(args.cumulativeRecvStats));
-    callNative(() => this.#native.lowLatencyDispatchSend(b.array, s.native));
-    const hook = this.#receive((baton) => this.#native.lowLatencyDispatchRecv(baton, s.native), b.array, args.returnRecvHook);
+    let hook: (() => Promise<void>) | undefined;
+    if (args.returnRecvHook) {
+      callNative(() => this.#native.lowLatencyDispatchSend(b.array, s.native));
+      hook = this.#hook((baton) => this.#native.lowLatencyDispatchRecv(baton, s.native), b.array);
+    } else {
+      callNative(() => this.#native.lowLatencyDispatch(b.array, s.native)); // one launch
+    }
     const event = this.#event(LL_DISPATCH_EVENTS[half]!, s);
     this.#halfGen[half]!++;
     const gen = () => this.#halfGen[half]!;
@@ -445,8 +443,13 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('topkWeights', topkWeights.ptr)
       .set('y', y.ptr)
       .set('out', combinedX.ptr);
-    callNative(() => this.#native.lowLatencyCombineSend(b.array, s.native));
-    const hook = this.#receive((baton) => this.#native.lowLatencyCombineRecv(baton, s.native), b.array, args.returnRecvHook);
+    let hook: (() => Promise<void>) | undefined;
+    if (args.returnRecvHook) {
+      callNative(() => this.#native.lowLatencyCombineSend(b.array, s.native));
+      hook = this.#hook((baton) => this.#native.lowLatencyCombineRecv(baton, s.native), b.array);
+    } else {
+      callNative(() => this.#native.lowLatencyCombine(b.array, s.native)); // one launch
+    }
     return { combinedX, event: this.#event(LL_COMBINE_EVENTS[half]!, s), hook };
   }
 
