@@ -157,10 +157,14 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyAr
   }
 }
 
-// One block per local expert: waits for every source, packs its slots in
-// (source, token) order and copies the rows. The slot scan runs on all warps:
-// each takes 32-token chunks, and a prefix over the chunks places them.
+// kRecvSplit blocks per local expert: each waits for every source and packs
+// the expert's slots in (source, token) order (the scan is cheap next to the
+// copy, so every block of the expert does it), then copies its share of the
+// rows, so that a hot expert's rows are spread over several SMs. The slot scan
+// runs on all warps: each takes 32-token chunks, and a prefix over the chunks
+// places them.
 constexpr int kMaxScanChunks = kMaxRanks * 1024 / kWarpSize;
+constexpr int kRecvSplit = 4;
 
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
   extern __shared__ int32_t slotList[];  // [R*M]: (source << 16) | token
@@ -185,7 +189,7 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
   __syncthreads();
   const bool ok = !has_error(a.status);
 
-  const int j = blockIdx.x;
+  const int j = blockIdx.x / kRecvSplit, part = blockIdx.x % kRecvSplit;
   const int64_t expert = static_cast<int64_t>(me) * L + j;
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
   const int numChunks = srcChunk[R];
@@ -222,7 +226,7 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
   __syncthreads();
   if (ok) {
     int32_t* layoutRange = reinterpret_cast<int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
-    if (tid < R) {
+    if (part == 0 && tid < R) {
       layoutRange[2 * tid] = chunkStart[srcChunk[tid]];
       layoutRange[2 * tid + 1] = chunkStart[srcChunk[tid + 1]] - chunkStart[srcChunk[tid]];
     }
@@ -242,7 +246,7 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
     const int scaleCols = H / kScaleBlock;
     const int rowBytes = a.useFp8 ? H : H * 2;
     const size_t slots = static_cast<size_t>(R) * M;
-    for (int p = warp; p < n; p += kWarps) {
+    for (int p = part * kWarps + warp; p < n; p += kRecvSplit * kWarps) {
       const int s = slotList[p] >> 16, t = slotList[p] & 0xffff;
       const uint8_t* stage = mine + a.regions.staging + (static_cast<size_t>(s) * M + t) * a.regions.stagingStride;
       uint8_t* dst = mine + a.regions.recvX + (static_cast<size_t>(j) * slots + p) * rowBytes;
@@ -253,7 +257,7 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
       }
       if (lane == 0) reinterpret_cast<int32_t*>(mine + a.regions.srcInfo)[static_cast<size_t>(j) * slots + p] = t;
     }
-    if (tid == 0) {
+    if (part == 0 && tid == 0) {
       reinterpret_cast<int32_t*>(mine + a.regions.recvCount)[j] = n;
       if (a.cumulativeStats) a.cumulativeStats[j] += n;
     }
@@ -433,7 +437,7 @@ cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int, cudaStrea
                                          static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  ll_dispatch_recv<<<a.numLocalExperts, kRecvThreads, smem, stream>>>(a);
+  ll_dispatch_recv<<<a.numLocalExperts * kRecvSplit, kRecvThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
 
