@@ -12,6 +12,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
+
 #include "ep/device_utils.cuh"
 #include "ep/ep_kernels.h"
 
@@ -157,14 +159,15 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyAr
   }
 }
 
-// kRecvSplit blocks per local expert: each waits for every source and packs
+// Up to kMaxRecvSplit blocks per local expert (as many as the SM budget
+// allows in one wave): each waits for every source and packs
 // the expert's slots in (source, token) order (the scan is cheap next to the
 // copy, so every block of the expert does it), then copies its share of the
 // rows, so that a hot expert's rows are spread over several SMs. The slot scan
 // runs on all warps: each takes 32-token chunks, and a prefix over the chunks
 // places them.
 constexpr int kMaxScanChunks = kMaxRanks * 1024 / kWarpSize;
-constexpr int kRecvSplit = 4;
+constexpr int kMaxRecvSplit = 4;
 
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
   extern __shared__ int32_t slotList[];  // [R*M]: (source << 16) | token
@@ -189,7 +192,8 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
   __syncthreads();
   const bool ok = !has_error(a.status);
 
-  const int j = blockIdx.x / kRecvSplit, part = blockIdx.x % kRecvSplit;
+  const int split = gridDim.x / a.numLocalExperts;  // blocks per expert, set at launch
+  const int j = blockIdx.x / split, part = blockIdx.x % split;
   const int64_t expert = static_cast<int64_t>(me) * L + j;
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
   const int numChunks = srcChunk[R];
@@ -246,7 +250,7 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
     const int scaleCols = H / kScaleBlock;
     const int rowBytes = a.useFp8 ? H : H * 2;
     const size_t slots = static_cast<size_t>(R) * M;
-    for (int p = part * kWarps + warp; p < n; p += kRecvSplit * kWarps) {
+    for (int p = part * kWarps + warp; p < n; p += split * kWarps) {
       const int s = slotList[p] >> 16, t = slotList[p] & 0xffff;
       const uint8_t* stage = mine + a.regions.staging + (static_cast<size_t>(s) * M + t) * a.regions.stagingStride;
       uint8_t* dst = mine + a.regions.recvX + (static_cast<size_t>(j) * slots + p) * rowBytes;
@@ -430,14 +434,16 @@ cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cu
   return cudaGetLastError();
 }
 
-cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int, cudaStream_t stream) {
+cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(a.numRanks) * a.maxTokens * sizeof(int32_t);
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(ll_dispatch_recv, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  ll_dispatch_recv<<<a.numLocalExperts * kRecvSplit, kRecvThreads, smem, stream>>>(a);
+  // More blocks per expert only where they still fit in one wave of the SM budget.
+  const int split = std::max(1, std::min(kMaxRecvSplit, numSms / std::max(1, a.numLocalExperts)));
+  ll_dispatch_recv<<<a.numLocalExperts * split, kRecvThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
 
