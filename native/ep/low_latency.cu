@@ -12,6 +12,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
+
 #include "ep/device_utils.cuh"
 #include "ep/ep_kernels.h"
 
@@ -159,12 +161,27 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
 
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) { dispatch_send(a); }
 
-// One block per local expert: waits for every source, packs its slots in
-// (source, token) order and copies the rows. The slot scan runs on all warps:
-// each takes 32-token chunks, and a prefix over the chunks places them.
+// Up to kMaxRecvSplit blocks per local expert (as many as the SM budget
+// allows in one wave): each waits for every source and packs
+// the expert's slots in (source, token) order (the scan is cheap next to the
+// copy, so every block of the expert does it), then copies its share of the
+// rows, so that a hot expert's rows are spread over several SMs. The slot scan
+// runs on all warps: each takes 32-token chunks, and a prefix over the chunks
+// places them.
 constexpr int kMaxScanChunks = kMaxRanks * 1024 / kWarpSize;
+constexpr int kMaxRecvSplit = 4;
 
-__device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, int j, uint32_t seq, uint64_t deadline) {
+// Blocks per local expert for a grid of `blocks`. The receive-only launch
+// sizes its grid as L * split, so the same formula gives it back from gridDim.
+__host__ __device__ __forceinline__ int recv_split(int blocks, int numLocalExperts) {
+  const int fit = blocks / (numLocalExperts > 0 ? numLocalExperts : 1);
+  return fit < 1 ? 1 : (fit > kMaxRecvSplit ? kMaxRecvSplit : fit);
+}
+
+// Block `part` of the `split` that share local expert j copies every split-th
+// group of rows; part 0 also publishes the expert's count and ranges.
+__device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, int j, int part, int split, uint32_t seq,
+                                                     uint64_t deadline) {
   extern __shared__ int32_t slotList[];  // [R*M]: (source << 16) | token
   __shared__ unsigned chunkBits[kMaxScanChunks];
   __shared__ int chunkStart[kMaxScanChunks + 1];
@@ -220,7 +237,7 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
   __syncthreads();
   if (ok) {
     int32_t* layoutRange = reinterpret_cast<int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
-    if (tid < R) {
+    if (part == 0 && tid < R) {
       layoutRange[2 * tid] = chunkStart[srcChunk[tid]];
       layoutRange[2 * tid + 1] = chunkStart[srcChunk[tid + 1]] - chunkStart[srcChunk[tid]];
     }
@@ -240,7 +257,7 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
     const int scaleCols = H / kScaleBlock;
     const int rowBytes = a.useFp8 ? H : H * 2;
     const size_t slots = static_cast<size_t>(R) * M;
-    for (int p = warp; p < n; p += kWarps) {
+    for (int p = part * kWarps + warp; p < n; p += split * kWarps) {
       const int s = slotList[p] >> 16, t = slotList[p] & 0xffff;
       const uint8_t* stage = mine + a.regions.staging + (static_cast<size_t>(s) * M + t) * a.regions.stagingStride;
       uint8_t* dst = mine + a.regions.recvX + (static_cast<size_t>(j) * slots + p) * rowBytes;
@@ -251,7 +268,7 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
       }
       if (lane == 0) reinterpret_cast<int32_t*>(mine + a.regions.srcInfo)[static_cast<size_t>(j) * slots + p] = t;
     }
-    if (tid == 0) {
+    if (part == 0 && tid == 0) {
       reinterpret_cast<int32_t*>(mine + a.regions.recvCount)[j] = n;
       if (a.cumulativeStats) a.cumulativeStats[j] += n;
     }
@@ -260,18 +277,19 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
   __syncthreads();
 }
 
-// The receive half alone (for a hook): one block per local expert.
+// The receive half alone (for a hook): `split` blocks per local expert.
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
   uint8_t* mine = a.peers.ptr[a.rank];
   const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
-  dispatch_recv_expert(a, blockIdx.x, seq, global_timer_ns() + a.timeoutNs);
+  const int split = recv_split(gridDim.x, a.numLocalExperts);
+  dispatch_recv_expert(a, blockIdx.x / split, blockIdx.x % split, split, seq, global_timer_ns() + a.timeoutNs);
   if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchRecv]) && threadIdx.x == 0) {
     local_of(mine)->llDispatchSeq[a.half] = seq;
   }
 }
 
 // Both halves in one launch when no hook is asked for: the send, then each
-// block receives local experts blockIdx.x, blockIdx.x + gridDim.x, ... The
+// block receives (expert, part) units blockIdx.x, blockIdx.x + gridDim.x, ... The
 // grid is at most one block per SM, so every block that sends is resident
 // while others wait for its flags.
 static_assert(kSendThreads == kRecvThreads, "the fused dispatch runs both halves with one block size");
@@ -280,7 +298,8 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a)
   const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   dispatch_send(a);
-  for (int j = blockIdx.x; j < a.numLocalExperts; j += gridDim.x) dispatch_recv_expert(a, j, seq, deadline);
+  const int split = recv_split(gridDim.x, a.numLocalExperts), units = a.numLocalExperts * split;
+  for (int u = blockIdx.x; u < units; u += gridDim.x) dispatch_recv_expert(a, u / split, u % split, split, seq, deadline);
   if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchRecv]) && threadIdx.x == 0) {
     local_of(mine)->llDispatchSeq[a.half] = seq;
   }
@@ -480,10 +499,10 @@ cudaError_t LaunchResident(void (*kernel)(LowLatencyArgs), const LowLatencyArgs&
 
 }  // namespace
 
-cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int, cudaStream_t stream) {
+cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
   size_t smem = 0;
   if (cudaError_t e = RecvSharedMemory(ll_dispatch_recv, a, &smem); e != cudaSuccess) return e;
-  ll_dispatch_recv<<<a.numLocalExperts, kRecvThreads, smem, stream>>>(a);
+  ll_dispatch_recv<<<a.numLocalExperts * recv_split(numSms, a.numLocalExperts), kRecvThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
 
