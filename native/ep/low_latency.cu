@@ -12,8 +12,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
-#include <algorithm>
-
 #include "ep/device_utils.cuh"
 #include "ep/ep_kernels.h"
 
