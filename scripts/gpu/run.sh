@@ -21,7 +21,9 @@ LOG="$OUT/run.log"
 
 # Node and the pruned node_modules travel in .device/ (scripts/gpu/prepare.sh).
 if ! command -v node >/dev/null; then
-  xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
+  # Unpacked beside and renamed: a node from an earlier run may still be exiting.
+  xz -dc .device/node.xz > /tmp/node.$$ && chmod +x /tmp/node.$$ && mv -f /tmp/node.$$ /tmp/node
+  export PATH=/tmp:$PATH
 fi
 [ -d node_modules ] || xz -dc .device/node_modules.tar.xz | tar -xf -
 # NVLink multicast stays off, also in every child process.
