@@ -7,6 +7,7 @@ import { Graph } from '../cuda/graph.js';
 import type { Stream } from '../cuda/stream.js';
 import type { EpBuffer } from '../ep/buffer.js';
 import type { LowLatencyDispatchResult } from '../ep/types.js';
+import { requireCuda } from '../native.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { EpInputs } from './ep-inputs.js';
 import { randomBf16 } from './ep-inputs.js';
@@ -108,6 +109,11 @@ export async function measureLowLatency(o: {
     e1.close();
   }
   push('ll-step-graph-replay', dispatchBytes + combineBytes, replay);
+
+  // What the event bracket itself costs: an empty kernel timed the same way.
+  // DeepEP's figures are profiler kernel durations, which do not include it.
+  const gpu = requireCuda('bench ep');
+  push('event-floor', 0, await timer.time({ iters, warmup, op: async () => gpu.sleep(0, stream.native) }));
   graph.close();
   y.close();
   out.close();
