@@ -259,6 +259,7 @@ void EpBuffer::Configure(const Napi::CallbackInfo& info) {
                                 o + b[F::llSrcTopk],    o + b[F::llRecvX],
                                 o + b[F::llRecvScales], o + b[F::llSrcInfo],
                                 o + b[F::llLayoutRange], o + b[F::llRecvCount],
+                                o + b[F::llCombineIn],  o + b[F::llSlotOf],
                                 o + b[F::llCombineRecv]};
   }
   if (b.Int(F::numLocalExperts) > kMaxLocalExperts || b.Int(F::maxTopk) > kMaxTopk) {

@@ -30,6 +30,7 @@ struct NormalControl {
 struct LowLatencyControl {
   uint32_t dispatchFlag[kMaxRanks];  // [src]: src finished sending this dispatch
   uint32_t combineFlag[kMaxRanks];   // [src]: src finished sending this combine
+  uint32_t weightsFlag[kMaxRanks];   // [src]: src published this combine's top-k ids and weights
   int32_t srcTokens[kMaxRanks];      // [src]: tokens src dispatched
 };
 
@@ -182,7 +183,9 @@ struct LowLatencyRegions {
   uint64_t srcInfo;      // [L][R*M] i32
   uint64_t layoutRange;  // [L][R][2] i32
   uint64_t recvCount;    // [L] i32
-  uint64_t combineRecv;  // [M][maxTopk][H] bf16: expert outputs returned to this rank
+  uint64_t combineIn;    // [R][M][maxTopk] {i32 id, f32 weight}: every source's combine top-k
+  uint64_t slotOf;       // [R][M][maxTopk] i32: slot in its expert of (source, token, first column naming it)
+  uint64_t combineRecv;  // [M][maxTopk][H] bf16: per token, one partial per owner rank (ascending)
 };
 
 struct LowLatencyArgs {

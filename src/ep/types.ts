@@ -199,8 +199,13 @@ export interface LowLatencyCombineOptions extends StreamOptions {
 
 export interface LowLatencyCombineResult {
   /**
-   * bf16 [T, H]: bf16 of the float32 sum over k ascending, skipping -1, of
-   * fround(w[t, k] * y[slot of (t, k)]) (multiply, round, add: no fused multiply-add).
+   * bf16 [T, H]. Each rank that owns some of the token's experts reduces its
+   * share first: partial = bf16 of the float32 sum over k ascending (skipping
+   * -1 and other ranks' experts) of fround(w[t, k] * y[slot of (t, k)])
+   * (multiply, round, add: no fused multiply-add). combinedX is bf16 of the
+   * float32 sum of the partials, owner ranks ascending. So a token crosses
+   * NVLink once per owner rank, not once per expert, at the cost of one bf16
+   * rounding per partial (as in normal mode, where each rank returns one row).
    */
   combinedX: Tensor;
   event?: Event;

@@ -228,8 +228,10 @@ export function oracleLowLatencyDispatch(
 }
 
 /**
- * Low-latency combine: out[t] = bf16(sum over k ascending, skipping -1, of
- * fround(w * y_owner[j][slot of t])), accumulated in float32.
+ * Low-latency combine: out[t] = bf16(sum over owner ranks ascending of
+ * partial[owner]), accumulated in float32, where partial[owner] = bf16(sum
+ * over k ascending, skipping -1 and other owners' experts, of
+ * fround(w * y_owner[j][slot of t])), also accumulated in float32.
  * `ys[o]`: bf16 bits [L, R*M, H]; `combine[s]`: that rank's topkIdx/weights.
  */
 export function oracleLowLatencyCombine(
@@ -245,18 +247,26 @@ export function oracleLowLatencyCombine(
     const out = new Uint16Array(T * H);
     for (let t = 0; t < T; t++) {
       const acc = new Array<number>(H).fill(0);
-      for (let j = 0; j < k; j++) {
-        const e = topkIdx[t * k + j]!;
-        if (e < 0) continue;
-        const o = ownerOf(e, E, R);
-        const local = e - o * L;
-        const d = dispatched[o]!;
-        const begin = d.layoutRange[(local * R + s) * 2]!;
-        const count = d.layoutRange[(local * R + s) * 2 + 1]!;
-        let slot = -1;
-        for (let i = begin; i < begin + count; i++) if (d.srcInfo[local * RM + i] === t) slot = local * RM + i;
-        if (slot < 0) throw new Error(`oracle: token ${t} of rank ${s} has no slot in expert ${e}`);
-        for (let h = 0; h < H; h++) acc[h] = Math.fround(acc[h]! + Math.fround(topkWeights[t * k + j]! * bf16BitsToF32(ys[o]![slot * H + h]!)));
+      for (let owner = 0; owner < R; owner++) {
+        const partial = new Array<number>(H).fill(0);
+        let used = false;
+        for (let j = 0; j < k; j++) {
+          const e = topkIdx[t * k + j]!;
+          if (e < 0) continue;
+          const o = ownerOf(e, E, R);
+          if (o !== owner) continue;
+          const local = e - o * L;
+          const d = dispatched[o]!;
+          const begin = d.layoutRange[(local * R + s) * 2]!;
+          const count = d.layoutRange[(local * R + s) * 2 + 1]!;
+          let slot = -1;
+          for (let i = begin; i < begin + count; i++) if (d.srcInfo[local * RM + i] === t) slot = local * RM + i;
+          if (slot < 0) throw new Error(`oracle: token ${t} of rank ${s} has no slot in expert ${e}`);
+          for (let h = 0; h < H; h++) partial[h] = Math.fround(partial[h]! + Math.fround(topkWeights[t * k + j]! * bf16BitsToF32(ys[o]![slot * H + h]!)));
+          used = true;
+        }
+        if (!used) continue;
+        for (let h = 0; h < H; h++) acc[h] = Math.fround(acc[h]! + bf16BitsToF32(f32ToBf16Bits(partial[h]!)));
       }
       for (let h = 0; h < H; h++) out[t * H + h] = f32ToBf16Bits(acc[h]!);
     }

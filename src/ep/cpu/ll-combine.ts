@@ -1,7 +1,8 @@
 /**
  * Low-latency combine on the cpu: each owner returns the slots of every local
- * expert to their source ranks, and a source sums, per token and in top-k
- * order, the weighted rows of the experts it selected.
+ * expert to their source ranks. A source reduces each token the way the cuda
+ * backend does: per owner rank (ascending), the weighted rows of that rank's
+ * experts in top-k order, rounded to one bf16 partial; then the partials, in float.
  */
 import { WideepError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
@@ -138,14 +139,24 @@ async function finishCombine(
     const combinedX = args.out ?? Tensor.empty([T, H], 'bf16');
     const out = combinedX.data as Uint16Array;
     const acc = new Float32Array(H);
+    const partial = new Float32Array(H);
+    const partialBits = new Uint16Array(H);
     for (let t = 0; t < T; t++) {
       acc.fill(0);
-      for (let j = 0; j < k; j++) {
-        const e = topkIdx[t * k + j]!;
-        if (e < 0) continue;
-        const owner = expertOwner(e, L);
-        const row = base[owner]![e - owner * L]! + place[t * routing.topk + dispatchColumn(routing, t, e)]!;
-        addScaledBf16(acc, 0, weights[t * k + j]!, received[owner]!, row * H, H);
+      // One bf16 partial per owner rank, ascending (what the cuda backend sends), summed in float.
+      for (let owner = 0; owner < config.worldSize; owner++) {
+        let used = false;
+        partial.fill(0);
+        for (let j = 0; j < k; j++) {
+          const e = topkIdx[t * k + j]!;
+          if (e < 0 || expertOwner(e, L) !== owner) continue;
+          const row = base[owner]![e - owner * L]! + place[t * routing.topk + dispatchColumn(routing, t, e)]!;
+          addScaledBf16(partial, 0, weights[t * k + j]!, received[owner]!, row * H, H);
+          used = true;
+        }
+        if (!used) continue;
+        roundToBf16(partial, partialBits);
+        addScaledBf16(acc, 0, 1, partialBits, 0, H);
       }
       roundToBf16(acc, out, t * H);
     }

@@ -77,6 +77,8 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
           llSrcInfo: L * R * M * 4,
           llLayoutRange: L * R * 2 * 4,
           llRecvCount: L * 4,
+          llCombineIn: R * M * K * 8,
+          llSlotOf: R * M * K * 4,
           llCombineRecv: M * K * H * 2,
         },
   );
@@ -105,6 +107,8 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
     llSrcInfo: half.offsets.llSrcInfo ?? 0,
     llLayoutRange: half.offsets.llLayoutRange ?? 0,
     llRecvCount: half.offsets.llRecvCount ?? 0,
+    llCombineIn: half.offsets.llCombineIn ?? 0,
+    llSlotOf: half.offsets.llSlotOf ?? 0,
     llCombineRecv: half.offsets.llCombineRecv ?? 0,
   };
   return {
