@@ -9,6 +9,7 @@
  * skew between the ranks' hosts shows up in it.
  */
 import type { Communicator } from '../comm/communicator.js';
+import { Event } from '../cuda/event.js';
 import type { Stream } from '../cuda/stream.js';
 import { requireCuda } from '../native.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -24,6 +25,12 @@ export interface Samples {
   kernelUs: number[];
   /** Wall time of the JS call, until its promise settled (µs). */
   wallUs: number[];
+}
+
+/** The timed event an EP call returned, if any. */
+function ownEvent(r: unknown): Event | undefined {
+  const e = (r as { event?: unknown } | null)?.event;
+  return e instanceof Event && e.timing ? e : undefined;
 }
 
 export class GpuTimer implements Disposable {
@@ -70,14 +77,18 @@ export class GpuTimer implements Disposable {
       const t0 = performance.now();
       const r = await op(b);
       const wall = performance.now() - t0;
-      const end = this.#stream.record({ timing: true });
+      // An EP call's own event was recorded right after its launches, before
+      // any host wait for counts; an end event recorded after that wait would
+      // add the host's wake-up whenever the kernels finish first.
+      const own = ownEvent(r);
+      const end = own ?? this.#stream.record({ timing: true });
       await end.done();
       if (i >= warmup) {
         out.kernelUs.push(start.elapsedMs(end) * 1e3);
         out.wallUs.push(wall * 1e3);
       }
       start.close();
-      end.close();
+      if (!own) end.close();
       await after?.(r, b);
     }
     return out;

@@ -64,8 +64,9 @@ const LL_COMBINE_EVENTS = ['lowLatencyCombine0', 'lowLatencyCombine1'];
 /** An Event whose done() also reports failures the EP kernels recorded. */
 class EpEvent extends Event {
   readonly #check: () => void;
+  // Timed, so that callers can measure up to an EP call with the event it returns.
   constructor(device: number, check: () => void) {
-    super(device);
+    super(device, { timing: true });
     this.#check = check;
   }
   override async done(): Promise<void> {
