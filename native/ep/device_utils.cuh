@@ -126,21 +126,24 @@ __device__ __forceinline__ void st_na_v4(int4* p, const int4& v) {
 }
 
 // A warp copies `bytes` (a multiple of 16) from src to dst, keeping
-// kUnroll 16-byte loads in flight per lane.
+// kUnroll 16-byte loads in flight per lane; the last step is predicated, so
+// a row's tail does not become one load latency per vector.
 template <int kUnroll>
 __device__ __forceinline__ void warp_copy(void* dst, const void* src, int bytes, int lane) {
   const int n = bytes >> 4;
   const int4* s = static_cast<const int4*>(src);
   int4* d = static_cast<int4*>(dst);
-  int i = lane;
-  for (; i + (kUnroll - 1) * kWarpSize < n; i += kUnroll * kWarpSize) {
+  for (int i = lane; i < n; i += kUnroll * kWarpSize) {
     int4 v[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) v[u] = ld_nc_v4(s + i + u * kWarpSize);
+    for (int u = 0; u < kUnroll; ++u) {
+      if (i + u * kWarpSize < n) v[u] = ld_nc_v4(s + i + u * kWarpSize);
+    }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) st_na_v4(d + i + u * kWarpSize, v[u]);
+    for (int u = 0; u < kUnroll; ++u) {
+      if (i + u * kWarpSize < n) st_na_v4(d + i + u * kWarpSize, v[u]);
+    }
   }
-  for (; i < n; i += kWarpSize) st_na_v4(d + i, ld_nc_v4(s + i));
 }
 
 // ---- bulk-copy engine (TMA, sm_90) ------------------------------------------

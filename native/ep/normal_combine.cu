@@ -29,6 +29,11 @@ constexpr int kCombineWarps = kCombineThreads / kWarpSize;
 // Half of each block's warps send, half reduce: the push is link-bound, and
 // the reduction needs only enough loads in flight to hide HBM latency.
 constexpr int kSendWarps = kCombineWarps / 2;
+// A sender keeps kSendUnroll vectors per lane in flight, and pushes
+// kRowsPerFence rows before one system fence covers them (a fence waits for
+// the peer's acknowledgements, about a microsecond).
+constexpr int kSendUnroll = 8;
+constexpr int kRowsPerFence = 4;
 constexpr int kReduceWarps = kCombineWarps - kSendWarps;
 // The reduction keeps kRankGroup ranks x kReduceUnroll vectors of loads in
 // flight per lane, so a couple of dozen SMs cover HBM latency.
@@ -172,23 +177,35 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
         mine + a.regions.slab0 + static_cast<uint64_t>(a.slot) * a.regions.slabStride + a.regions.slabSrcIdx);
     const int sender = blockIdx.x * kSendWarps + warp;
     const int numSenders = gridDim.x * kSendWarps;
-    for (int i = sender; i < maxRows * R; i += numSenders) {
-      const int s = i % R, p = i / R;
-      if (s == me || p >= meta.recvBase[s + 1] - meta.recvBase[s]) continue;
-      const int j = meta.recvBase[s] + p;
-      const size_t slotRow = static_cast<size_t>(me) * a.maxTokens + srcIdx[j];
-      uint8_t* origin = a.peers.ptr[s];
-      warp_copy<4>(origin + a.regions.combineX + slotRow * rowBytes,
-                   reinterpret_cast<const uint8_t*>(a.x) + static_cast<size_t>(j) * rowBytes, static_cast<int>(rowBytes),
-                   lane);
-      if (lane < a.topk) {
-        reinterpret_cast<float*>(origin + a.regions.combineWeights)[slotRow * a.topk + lane] =
-            a.topkWeights[static_cast<size_t>(j) * a.topk + lane];
+    const int total = maxRows * R;
+    for (int i0 = sender; i0 < total; i0 += numSenders * kRowsPerFence) {
+      uint32_t* flag[kRowsPerFence];
+#pragma unroll
+      for (int b = 0; b < kRowsPerFence; ++b) {
+        const int i = i0 + b * numSenders;
+        flag[b] = nullptr;
+        if (i >= total) continue;
+        const int s = i % R, p = i / R;
+        if (s == me || p >= meta.recvBase[s + 1] - meta.recvBase[s]) continue;
+        const int j = meta.recvBase[s] + p;
+        const size_t slotRow = static_cast<size_t>(me) * a.maxTokens + srcIdx[j];
+        uint8_t* origin = a.peers.ptr[s];
+        warp_copy<kSendUnroll>(origin + a.regions.combineX + slotRow * rowBytes,
+                               reinterpret_cast<const uint8_t*>(a.x) + static_cast<size_t>(j) * rowBytes,
+                               static_cast<int>(rowBytes), lane);
+        if (lane < a.topk) {
+          reinterpret_cast<float*>(origin + a.regions.combineWeights)[slotRow * a.topk + lane] =
+              a.topkWeights[static_cast<size_t>(j) * a.topk + lane];
+        }
+        flag[b] = reinterpret_cast<uint32_t*>(origin + a.regions.combineFlags) + slotRow;
       }
       __syncwarp();
       if (lane == 0) {
-        __threadfence_system();  // the whole warp's row before its flag
-        st_release_sys(reinterpret_cast<uint32_t*>(origin + a.regions.combineFlags) + slotRow, seq);
+        __threadfence_system();  // the whole warp's rows before their flags
+#pragma unroll
+        for (int b = 0; b < kRowsPerFence; ++b) {
+          if (flag[b]) st_release_sys(flag[b], seq);
+        }
       }
     }
   } else {
