@@ -189,7 +189,11 @@ export interface LowLatencyCombineOptions extends StreamOptions {
   /** f32 [T, k]. */
   topkWeights: Tensor;
   handle: LowLatencyHandle;
-  /** Return `hook`: on cuda combinedX is complete only once it has resolved. */
+  /**
+   * Return `hook`: on cuda combinedX is complete only once it has resolved. The
+   * send half still waits (within the buffer's timeout) until every rank has
+   * entered its combine, because owners reduce with the origins' weights.
+   */
   returnRecvHook?: boolean;
   /** bf16 [T, H] to write the result into. */
   out?: Tensor;
