@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Several builds in one device call, so that branches are compared in the same
+# run (shared/anchors.md: compare ratios taken in the same run).
+#   here:       bash scripts/gpu/variants.sh prepare BRANCH...
+#               (then carry: .device build/Release/wideep.node dist .variants)
+#   on the GPU: bash scripts/gpu/variants.sh run OUTDIR STEP...
+# `prepare` builds each branch in its own worktree under .variants/ (keeping
+# only what runs: the addon, dist and the tracked files) after scripts/gpu/prepare.sh
+# has built this checkout. `run` runs scripts/gpu/run.sh's STEPs for this checkout
+# and for every variant, into OUTDIR/<name>/, and packs them into
+# OUTDIR/results.tgz, since a device call brings back a few files only.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cmd="${1:?usage: variants.sh prepare BRANCH... | run OUTDIR STEP...}"
+shift
+
+case "$cmd" in
+  prepare)
+    bash scripts/gpu/prepare.sh
+    mkdir -p .variants
+    for branch in "$@"; do
+      dir=".variants/${branch//\//-}"
+      [ -d "$dir" ] && git worktree remove --force "$dir"
+      git worktree add --detach "$dir" "$branch" >/dev/null
+      ln -sfn ../../node_modules "$dir/node_modules"
+      (cd "$dir" && npm run build >/dev/null)
+      find "$dir/build" -type f ! -name wideep.node -delete
+      rm -rf "$dir/prebuilds"
+      echo "built $branch in $dir"
+    done
+    echo "carry: .device build/Release/wideep.node dist .variants ($(du -sh .variants | cut -f1) in .variants)"
+    ;;
+  run)
+    out="${1:?usage: variants.sh run OUTDIR STEP...}"
+    shift
+    work=/tmp/wideep-variants
+    rm -rf "$work" && mkdir -p "$work"
+    if ! command -v node >/dev/null; then
+      xz -dc .device/node.xz > /tmp/node.$$ && chmod +x /tmp/node.$$ && mv -f /tmp/node.$$ /tmp/node
+      export PATH=/tmp:$PATH
+    fi
+    [ -d node_modules ] || xz -dc .device/node_modules.tar.xz | tar -xf -
+    bash scripts/gpu/run.sh "$work/this" "$@" || true
+    for dir in .variants/*/; do
+      name="$(basename "$dir")"
+      ln -sfn ../../node_modules "$dir/node_modules"
+      (cd "$dir" && bash scripts/gpu/run.sh "$work/$name" "$@") || true
+    done
+    mkdir -p "$out"
+    tar -C "$work" -czf "$out/results.tgz" .
+    ;;
+  *)
+    echo "unknown command $cmd" >&2
+    exit 2
+    ;;
+esac
