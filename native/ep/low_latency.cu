@@ -1,7 +1,8 @@
 // Low-latency dispatch/combine (decode). No host synchronisation, fixed
-// buffers, device-side sequence numbers (so CUDA-graph replays stay in step),
-// and each operation split into a send and a receive kernel so that a hook
-// can run the receive later while the SMs do other work.
+// buffers, device-side sequence numbers (so CUDA-graph replays stay in step).
+// Each operation has a send and a receive half: one cooperative launch runs
+// both, or, when a hook is asked for, two kernels, so that the hook can run
+// the receive later while the SMs do other work.
 //
 // Dispatch sends each token ONCE per destination rank (not once per expert):
 // the token's row (cast to fp8 with per-128-channel scales on the fly) goes
