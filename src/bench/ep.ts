@@ -136,7 +136,7 @@ export function renderEpTable(report: EpBenchReport): string {
     r.numSms === undefined ? '-' : String(r.numSms),
     r.op,
     r.kernelUs.toFixed(1),
-    Number.isFinite(r.gbps) ? r.gbps.toFixed(0) : '-',
+    Number.isFinite(r.gbps) && r.gbps > 0 ? r.gbps.toFixed(0) : '-', // no bytes: e.g. the event floor
     r.deepep ? `${r.deepep.value} ${r.deepep.unit}` : '-',
     r.deepep ? r.deepep.ratio.toFixed(2) : '-',
     r.deepep?.goal !== undefined ? `${r.deepep.unit === 'us' ? '<=' : '>='}${r.deepep.goal}` : '-',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { compareWithDeepEp } from '../../../src/bench/ep.js';
+import { compareWithDeepEp, renderEpTable, type EpBenchReport } from '../../../src/bench/ep.js';
 
 const row = { gbps: 300, kernelUs: 40 };
 
@@ -23,5 +23,24 @@ describe('bench ep: DeepEP comparison by rank count', () => {
   it('has no figures at other rank counts', () => {
     expect(compareWithDeepEp('normal', 'dispatch-bf16', 24, row, 2)).toBeUndefined();
     expect(compareWithDeepEp('low-latency', 'll-dispatch', undefined, row, 2)).toBeUndefined();
+  });
+});
+
+describe('bench ep: table', () => {
+  it('shows no bandwidth for a row without bytes (the event floor)', () => {
+    const report = {
+      suite: 'ep',
+      mode: 'low-latency',
+      worldSize: 2,
+      config: { tokens: 128, hidden: 7168, topk: 8, experts: 256 },
+      rows: [
+        { routing: 'uniform', op: 'll-dispatch', kernelUs: 31.3, wallUs: 90, gbps: 253.7, perRank: [] },
+        { routing: 'uniform', op: 'event-floor', kernelUs: 6.2, wallUs: 9, gbps: 0, perRank: [] },
+      ],
+    } as unknown as EpBenchReport;
+    const lines = renderEpTable(report).split('\n');
+    const cells = (op: string) => lines.find((l) => l.includes(op))!.trim().split(/\s{2,}/);
+    expect(cells('ll-dispatch')).toEqual(['uniform', '-', 'll-dispatch', '31.3', '254', '-', '-', '-', '90.0']);
+    expect(cells('event-floor')).toEqual(['uniform', '-', 'event-floor', '6.2', '-', '-', '-', '-', '9.0']);
   });
 });
