@@ -24,11 +24,17 @@ case "$cmd" in
       git worktree add --detach "$dir" "$branch" >/dev/null
       ln -sfn ../../node_modules "$dir/node_modules"
       (cd "$dir" && npm run build >/dev/null)
+      # Only what runs travels: a device call carries 64 MiB at most.
       find "$dir/build" -type f ! -name wideep.node -delete
-      rm -rf "$dir/prebuilds"
+      find "$dir/dist" \( -name '*.map' -o -name '*.d.ts' \) -delete
+      rm -rf "$dir/prebuilds" "$dir/bench/results"
       echo "built $branch in $dir"
     done
-    echo "carry: .device build/Release/wideep.node dist .variants ($(du -sh .variants | cut -f1) in .variants)"
+    total=$(du -cb .device build/Release/wideep.node dist .variants | tail -1 | cut -f1)
+    tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+    mib=$(( (total + tree) / 1048576 ))
+    echo "carry: .device build/Release/wideep.node dist .variants (${mib} MiB with the tracked tree; the limit is 64)"
+    [ "$mib" -lt 64 ] || echo "too much to carry in one call: prepare fewer branches" >&2
     ;;
   run)
     out="${1:?usage: variants.sh run OUTDIR STEP...}"
