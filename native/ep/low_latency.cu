@@ -14,6 +14,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
+#include "ep/bf16_vec.cuh"
 #include "ep/device_utils.cuh"
 #include "ep/ep_kernels.h"
 
@@ -428,21 +429,9 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a) {
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #pragma unroll
       for (int c = 0; c < kMaxTopk; ++c) {
-        if (c >= a.topk || !rowPtr[i][c]) continue;
-        const float w = rowWeight[i][c];
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&in[c]);
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const float2 f = __bfloat1622float2(h[q]);
-          acc[2 * q] = __fadd_rn(acc[2 * q], __fmul_rn(w, f.x));
-          acc[2 * q + 1] = __fadd_rn(acc[2 * q + 1], __fmul_rn(w, f.y));
-        }
+        if (c < a.topk && rowPtr[i][c]) accumulate_scaled_bf16x8(acc, rowWeight[i][c], in[c]);
       }
-      int4 out;
-      __nv_bfloat162* oh = reinterpret_cast<__nv_bfloat162*>(&out);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) oh[q] = __floats2bfloat162_rn(acc[2 * q], acc[2 * q + 1]);
-      st_na_v4(dst + v, out);
+      st_na_v4(dst + v, pack_bf16x8(acc));
     }
     __syncthreads();
   }
@@ -493,20 +482,9 @@ __device__ __forceinline__ void combine_recv(const LowLatencyArgs& a) {
       float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #pragma unroll
       for (int q = 0; q < kMaxRanks; ++q) {
-        if (q >= count) continue;
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&in[q]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 f = __bfloat1622float2(h[j]);
-          acc[2 * j] = __fadd_rn(acc[2 * j], f.x);
-          acc[2 * j + 1] = __fadd_rn(acc[2 * j + 1], f.y);
-        }
+        if (q < count) accumulate_bf16x8(acc, in[q]);
       }
-      int4 out;
-      __nv_bfloat162* oh = reinterpret_cast<__nv_bfloat162*>(&out);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) oh[j] = __floats2bfloat162_rn(acc[2 * j], acc[2 * j + 1]);
-      reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H)[v] = out;
+      reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H)[v] = pack_bf16x8(acc);
     }
     __syncthreads();
   }

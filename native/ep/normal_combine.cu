@@ -8,8 +8,7 @@
 //     each row followed by its flag (this combine's sequence number);
 //  3. meanwhile reducer warps take this rank's tokens in increasing order,
 //     wait for their rows' flags and reduce them.
-#include <cuda_bf16.h>
-
+#include "ep/bf16_vec.cuh"
 #include "ep/device_utils.cuh"
 #include "ep/ep_kernels.h"
 
@@ -41,24 +40,6 @@ constexpr int kReduceWarps = kCombineWarps - kSendWarps;
 // flight per lane, so a couple of dozen SMs cover HBM latency.
 constexpr int kRankGroup = 4;
 constexpr int kReduceUnroll = 4;
-
-__device__ __forceinline__ void accumulate_bf16x8(float (&acc)[8], const int4& v) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    float2 f = __bfloat1622float2(h[i]);
-    acc[2 * i] += f.x;
-    acc[2 * i + 1] += f.y;
-  }
-}
-
-__device__ __forceinline__ int4 pack_bf16x8(const float (&acc)[8]) {
-  int4 out;
-  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&out);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(acc[2 * i], acc[2 * i + 1]);
-  return out;
-}
 
 // Reducer warps: token t (this rank's) waits for the flag of every remote
 // row it has, then sums its rows in rank order (bias last) and its weights.
