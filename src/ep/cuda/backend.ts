@@ -420,12 +420,13 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const event = this.#event(LL_DISPATCH_EVENTS[half]!, s);
     this.#halfGen[half]!++;
     const gen = () => this.#halfGen[half]!;
+    const at = this.#halfPtrs[half]!;
     return {
-      recvX: this.#view(this.#halfPtrs[half]!.llRecvX, args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
-      recvXScales: args.useFp8 ? this.#view(this.#halfPtrs[half]!.llRecvScales, 'f32', [L, R * M, H / FP8_BLOCK], gen) : undefined,
-      recvCount: this.#view(this.#halfPtrs[half]!.llRecvCount, 'i32', [L], gen),
-      srcInfo: this.#view(this.#halfPtrs[half]!.llSrcInfo, 'i32', [L, R * M], gen),
-      layoutRange: this.#view(this.#halfPtrs[half]!.llLayoutRange, 'i32', [L, R, 2], gen),
+      recvX: this.#view(at.llRecvX, args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
+      recvXScales: args.useFp8 ? this.#view(at.llRecvScales, 'f32', [L, R * M, H / FP8_BLOCK], gen) : undefined,
+      recvCount: this.#view(at.llRecvCount, 'i32', [L], gen),
+      srcInfo: this.#view(at.llSrcInfo, 'i32', [L, R * M], gen),
+      layoutRange: this.#view(at.llLayoutRange, 'i32', [L, R, 2], gen),
       routing: { numTokens: T },
       event,
       hook,
