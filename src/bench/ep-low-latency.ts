@@ -11,8 +11,12 @@ import { requireCuda } from '../native.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { EpInputs } from './ep-inputs.js';
 import { randomBf16 } from './ep-inputs.js';
+import { median } from './stats.js';
 import type { RankMeasurement } from './ep-normal.js';
 import type { GpuTimer, Samples } from './gpu-timer.js';
+
+/** Eager dispatch → combine steps per timed run of the back-to-back loop. */
+const ENQUEUE_LOOP_STEPS = 20;
 
 /** Valid (token, k) selections of this rank: what DeepEP's LL metric counts. */
 export function countSelections(topk: Int32Array): number {
@@ -87,6 +91,54 @@ export async function measureLowLatency(o: {
   push('ll-combine-send', combineBytes, combineSend);
   push('ll-combine-recv-hook', combineBytes, combineRecv);
 
+  // Eager decode steps back to back, as a serving loop calls them: the host
+  // time of each call while the GPU is busy (so the host never waits), and the
+  // GPU time per step. The same loop of empty-kernel launches gives the host
+  // cost of one bare launch through the addon; the difference is what the
+  // library adds to the launch.
+  const gpu = requireCuda('bench ep');
+  const loopStep: Samples = { kernelUs: [], wallUs: [] };
+  const dispatchHost: Samples = { kernelUs: [], wallUs: [] };
+  const combineHost: Samples = { kernelUs: [], wallUs: [] };
+  const launchHost: Samples = { kernelUs: [], wallUs: [] };
+  for (let i = 0; i < warmup + iters; i++) {
+    timer.prepare(i);
+    const e0 = stream.record({ timing: true });
+    const dispatchWall: number[] = [];
+    const combineWall: number[] = [];
+    const launchWall: number[] = [];
+    const w0 = performance.now();
+    for (let s = 0; s < ENQUEUE_LOOP_STEPS; s++) {
+      const t0 = performance.now();
+      const d = await buffer.lowLatencyDispatch(dispatchArgs);
+      const t1 = performance.now();
+      await buffer.lowLatencyCombine(combineArgs(d));
+      dispatchWall.push((t1 - t0) * 1e3);
+      combineWall.push((performance.now() - t1) * 1e3);
+    }
+    const w1 = performance.now();
+    const e1 = stream.record({ timing: true });
+    for (let s = 0; s < ENQUEUE_LOOP_STEPS; s++) {
+      const t0 = performance.now();
+      gpu.sleep(0, stream.native);
+      launchWall.push((performance.now() - t0) * 1e3);
+    }
+    const e2 = stream.record({ timing: true });
+    await e2.done();
+    if (i >= warmup) {
+      loopStep.kernelUs.push((e0.elapsedMs(e1) * 1e3) / ENQUEUE_LOOP_STEPS);
+      loopStep.wallUs.push(((w1 - w0) * 1e3) / ENQUEUE_LOOP_STEPS);
+      dispatchHost.wallUs.push(median(dispatchWall));
+      combineHost.wallUs.push(median(combineWall));
+      launchHost.wallUs.push(median(launchWall));
+    }
+    for (const e of [e0, e1, e2]) e.close();
+  }
+  push('ll-step-eager-loop', dispatchBytes + combineBytes, loopStep);
+  push('ll-dispatch-host', 0, dispatchHost);
+  push('ll-combine-host', 0, combineHost);
+  push('launch-floor-host', 0, launchHost);
+
   // One decode step (dispatch → combine) captured once and replayed.
   const graph = await Graph.capture(stream, async () => {
     const d = await buffer.lowLatencyDispatch(dispatchArgs);
@@ -112,7 +164,6 @@ export async function measureLowLatency(o: {
 
   // What the event bracket itself costs: an empty kernel timed the same way.
   // DeepEP's figures are profiler kernel durations, which do not include it.
-  const gpu = requireCuda('bench ep');
   push('event-floor', 0, await timer.time({ iters, warmup, op: async () => gpu.sleep(0, stream.native) }));
   graph.close();
   y.close();

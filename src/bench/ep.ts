@@ -36,7 +36,12 @@ const USAGE = `usage: wideep bench ep --mode normal|low-latency [options]
 
 Times are CUDA-event medians per rank, then the median over ranks; bandwidth
 follows anchors.md (normal: bytes received per rank; low-latency: bytes per
-valid top-k selection sent). JS µs is the wall time of the API call.`;
+valid top-k selection sent). JS µs is the wall time of the API call.
+Low-latency mode also runs eager dispatch → combine steps back to back with
+the GPU kept busy: ll-step-eager-loop gives the GPU time and host time per
+step, ll-*-host the host time of each call, and launch-floor-host that of
+one empty kernel launched through the addon; the difference between the two
+is what the library adds to a launch.`;
 
 export interface EpBenchRow {
   routing: RoutingKind;
@@ -135,7 +140,7 @@ export function renderEpTable(report: EpBenchReport): string {
     r.routing,
     r.numSms === undefined ? '-' : String(r.numSms),
     r.op,
-    r.kernelUs.toFixed(1),
+    Number.isFinite(r.kernelUs) ? r.kernelUs.toFixed(1) : '-', // host-only rows
     Number.isFinite(r.gbps) && r.gbps > 0 ? r.gbps.toFixed(0) : '-', // no bytes: e.g. the event floor
     r.deepep ? `${r.deepep.value} ${r.deepep.unit}` : '-',
     r.deepep ? r.deepep.ratio.toFixed(2) : '-',

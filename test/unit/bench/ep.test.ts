@@ -27,7 +27,7 @@ describe('bench ep: DeepEP comparison by rank count', () => {
 });
 
 describe('bench ep: table', () => {
-  it('shows no bandwidth for a row without bytes (the event floor)', () => {
+  it('shows no bandwidth for a row without bytes, and no kernel time for a host-only row', () => {
     const report = {
       suite: 'ep',
       mode: 'low-latency',
@@ -36,11 +36,13 @@ describe('bench ep: table', () => {
       rows: [
         { routing: 'uniform', op: 'll-dispatch', kernelUs: 31.3, wallUs: 90, gbps: 253.7, perRank: [] },
         { routing: 'uniform', op: 'event-floor', kernelUs: 6.2, wallUs: 9, gbps: 0, perRank: [] },
+        { routing: 'uniform', op: 'launch-floor-host', kernelUs: NaN, wallUs: 4.5, gbps: NaN, perRank: [] },
       ],
     } as unknown as EpBenchReport;
     const lines = renderEpTable(report).split('\n');
     const cells = (op: string) => lines.find((l) => l.includes(op))!.trim().split(/\s{2,}/);
     expect(cells('ll-dispatch')).toEqual(['uniform', '-', 'll-dispatch', '31.3', '254', '-', '-', '-', '90.0']);
     expect(cells('event-floor')).toEqual(['uniform', '-', 'event-floor', '6.2', '-', '-', '-', '-', '9.0']);
+    expect(cells('launch-floor-host')).toEqual(['uniform', '-', 'launch-floor-host', '-', '-', '-', '-', '-', '4.5']);
   });
 });
