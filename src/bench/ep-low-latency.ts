@@ -18,6 +18,8 @@ import type { GpuTimer, Samples } from './gpu-timer.js';
 /** Eager dispatch → combine steps per timed run of the back-to-back loop. */
 const ENQUEUE_LOOP_STEPS = 20;
 
+const noSamples = (): Samples => ({ kernelUs: [], wallUs: [] });
+
 /** Valid (token, k) selections of this rank: what DeepEP's LL metric counts. */
 export function countSelections(topk: Int32Array): number {
   let n = 0;
@@ -59,10 +61,10 @@ export async function measureLowLatency(o: {
   );
 
   // Hooks: the send kernel, then the receive kernel, timed apart.
-  const send: Samples = { kernelUs: [], wallUs: [] };
-  const recv: Samples = { kernelUs: [], wallUs: [] };
-  const combineSend: Samples = { kernelUs: [], wallUs: [] };
-  const combineRecv: Samples = { kernelUs: [], wallUs: [] };
+  const send = noSamples();
+  const recv = noSamples();
+  const combineSend = noSamples();
+  const combineRecv = noSamples();
   for (let i = 0; i < warmup + iters; i++) {
     timer.prepare(i);
     const e0 = stream.record({ timing: true });
@@ -97,10 +99,10 @@ export async function measureLowLatency(o: {
   // cost of one bare launch through the addon; the difference is what the
   // library adds to the launch.
   const gpu = requireCuda('bench ep');
-  const loopStep: Samples = { kernelUs: [], wallUs: [] };
-  const dispatchHost: Samples = { kernelUs: [], wallUs: [] };
-  const combineHost: Samples = { kernelUs: [], wallUs: [] };
-  const launchHost: Samples = { kernelUs: [], wallUs: [] };
+  const loopStep = noSamples();
+  const dispatchHost = noSamples();
+  const combineHost = noSamples();
+  const launchHost = noSamples();
   for (let i = 0; i < warmup + iters; i++) {
     timer.prepare(i);
     const e0 = stream.record({ timing: true });
@@ -144,7 +146,7 @@ export async function measureLowLatency(o: {
     const d = await buffer.lowLatencyDispatch(dispatchArgs);
     await buffer.lowLatencyCombine(combineArgs(d));
   });
-  const replay: Samples = { kernelUs: [], wallUs: [] };
+  const replay = noSamples();
   for (let i = 0; i < warmup + iters; i++) {
     timer.prepare(i);
     const e0 = stream.record({ timing: true });
