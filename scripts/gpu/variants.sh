@@ -4,6 +4,8 @@
 #   here:       bash scripts/gpu/variants.sh prepare BRANCH...
 #               (then carry: .device build/Release/wideep.node dist .variants)
 #   on the GPU: bash scripts/gpu/variants.sh run OUTDIR STEP...
+#               (VARIANTS="this name..." runs only those, to split the work
+#               over calls; "this" is this checkout)
 # `prepare` builds each branch in its own worktree under .variants/ (keeping
 # only what runs: the addon, dist and the tracked files) after scripts/gpu/prepare.sh
 # has built this checkout. `run` runs scripts/gpu/run.sh's STEPs for this checkout
@@ -46,9 +48,10 @@ case "$cmd" in
       export PATH=/tmp:$PATH
     fi
     [ -d node_modules ] || xz -dc .device/node_modules.tar.xz | tar -xf -
-    bash scripts/gpu/run.sh "$work/this" "$@" || true
+    [ -n "${VARIANTS:-}" ] && [[ " $VARIANTS " != *" this "* ]] || bash scripts/gpu/run.sh "$work/this" "$@" || true
     for dir in .variants/*/; do
       name="$(basename "$dir")"
+      [ -z "${VARIANTS:-}" ] || [[ " $VARIANTS " == *" $name "* ]] || continue
       ln -sfn ../../node_modules "$dir/node_modules"
       (cd "$dir" && bash scripts/gpu/run.sh "$work/$name" "$@") || true
     done
