@@ -21,7 +21,8 @@ import { gbps, median, round } from './stats.js';
 
 const USAGE = `usage: wideep bench ep --mode normal|low-latency [options]
 
-  --nproc-per-node N   ranks, one per GPU (default: every visible GPU)
+  --nproc-per-node N   ranks, one per GPU (default: every visible GPU; one rank
+                       measures the kernels without NVLink, and the host cost)
   --tokens T           tokens per rank (default 4096 normal, 128 low-latency)
   --hidden H           row width (default 7168)
   --topk K             experts per token (default 8)
@@ -200,7 +201,7 @@ export const command: CliCommand = {
     }
     const gpus = deviceCount();
     if (gpus === 0) throw new WideepError('ERR_NO_GPU', 'bench ep needs GPUs, and none is visible (see wideep doctor)');
-    const nproc = int(values['nproc-per-node'], '--nproc-per-node', gpus, 2);
+    const nproc = int(values['nproc-per-node'], '--nproc-per-node', gpus, 1);
     const routing = values.routing === 'both' ? ['uniform', 'zipf'] : list(values.routing!, '--routing');
     for (const r of routing) if (r !== 'uniform' && r !== 'zipf') throw new WideepError('ERR_INVALID_ARG', `--routing: expected uniform, zipf or both, got ${r}`);
     const dir = mkdtempSync(join(tmpdir(), 'wideep-bench-ep-'));
