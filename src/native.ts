@@ -123,13 +123,17 @@ export interface NativeEpBuffer {
   notify(baton: BigInt64Array, stream: NativeStream): void;
   dispatch(baton: BigInt64Array, stream: NativeStream): void;
   combine(baton: BigInt64Array, stream: NativeStream): void;
-  /** Send and receive in one launch. */
-  lowLatencyDispatch(baton: BigInt64Array, stream: NativeStream): void;
-  lowLatencyDispatchSend(baton: BigInt64Array, stream: NativeStream): void;
-  lowLatencyDispatchRecv(baton: BigInt64Array, stream: NativeStream): void;
-  lowLatencyCombine(baton: BigInt64Array, stream: NativeStream): void;
-  lowLatencyCombineSend(baton: BigInt64Array, stream: NativeStream): void;
-  lowLatencyCombineRecv(baton: BigInt64Array, stream: NativeStream): void;
+  /**
+   * The low-latency launches. Each records `event` behind its launch unless the
+   * stream is being captured, and returns whether it did. lowLatencyDispatch
+   * and lowLatencyCombine send and receive in one launch.
+   */
+  lowLatencyDispatch(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
+  lowLatencyDispatchSend(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
+  lowLatencyDispatchRecv(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
+  lowLatencyCombine(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
+  lowLatencyCombineSend(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
+  lowLatencyCombineRecv(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
   cleanLowLatency(stream: NativeStream): void;
   readStatus(): NativeEpStatus | null;
   readCounts(slot: number, numLocalExperts: number): { numRecv: number; perExpert: Int32Array };

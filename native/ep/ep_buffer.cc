@@ -10,6 +10,7 @@
 #include "common/promise_worker.h"
 #include "cuda/cuda_error.h"
 #include "cuda/device_guard.h"
+#include "cuda/event.h"
 #include "cuda/stream.h"
 #include "ep/baton.h"
 #include "ep/ep_kernels.h"
@@ -383,10 +384,27 @@ LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyFi
   return a;
 }
 
+// Records the optional event argument info[at] on `stream` after a launch,
+// unless the stream is being captured (a captured event would have to outlive
+// the graph). Returns whether it did. Done here rather than by separate calls
+// from JavaScript: each call across N-API costs more than the CUDA work.
+Napi::Value RecordAfterLaunch(Napi::Env env, const Napi::CallbackInfo& info, size_t at, int device, cudaStream_t stream) {
+  if (info.Length() <= at || info[at].IsUndefined()) return Napi::Boolean::New(env, false);
+  auto event = Event::From(env, info[at], "event");
+  if (event->device != device) ThrowInvalidArg(env, "event: expected an event on cuda:" + std::to_string(device));
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  WIDEEP_CUDA_THROW(env, cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return Napi::Boolean::New(env, false);
+  WIDEEP_CUDA_THROW(env, cudaEventRecord(event->event, stream));
+  return Napi::Boolean::New(env, true);
+}
+
 }  // namespace
 
+// method(baton, stream, event?): one launch, then the event recorded behind it
+// (returns whether it was: not while the stream is captured).
 #define WIDEEP_LL_LAUNCH(Method, Call)                                              \
-  void EpBuffer::Method(const Napi::CallbackInfo& info) {                          \
+  Napi::Value EpBuffer::Method(const Napi::CallbackInfo& info) {                   \
     Napi::Env env = info.Env();                                                    \
     EpResources& r = Ready(env);                                                   \
     auto b = ReadBaton<LowLatencyField>(info, 0);                                  \
@@ -395,6 +413,7 @@ LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyFi
     const int numSms = b.Int(LowLatencyField::numSms);                             \
     DeviceGuard guard(r.device);                                                   \
     WIDEEP_CUDA_THROW(env, Call);                                                  \
+    return RecordAfterLaunch(env, info, 2, r.device, stream->stream);              \
   }
 
 WIDEEP_LL_LAUNCH(LowLatencyDispatch, LaunchLowLatencyDispatch(a, numSms, stream->stream))

@@ -28,12 +28,12 @@ class EpBuffer : public Napi::ObjectWrap<EpBuffer> {
   void Notify(const Napi::CallbackInfo& info);
   void Dispatch(const Napi::CallbackInfo& info);
   void Combine(const Napi::CallbackInfo& info);
-  void LowLatencyDispatch(const Napi::CallbackInfo& info);
-  void LowLatencyDispatchSend(const Napi::CallbackInfo& info);
-  void LowLatencyDispatchRecv(const Napi::CallbackInfo& info);
-  void LowLatencyCombine(const Napi::CallbackInfo& info);
-  void LowLatencyCombineSend(const Napi::CallbackInfo& info);
-  void LowLatencyCombineRecv(const Napi::CallbackInfo& info);
+  Napi::Value LowLatencyDispatch(const Napi::CallbackInfo& info);
+  Napi::Value LowLatencyDispatchSend(const Napi::CallbackInfo& info);
+  Napi::Value LowLatencyDispatchRecv(const Napi::CallbackInfo& info);
+  Napi::Value LowLatencyCombine(const Napi::CallbackInfo& info);
+  Napi::Value LowLatencyCombineSend(const Napi::CallbackInfo& info);
+  Napi::Value LowLatencyCombineRecv(const Napi::CallbackInfo& info);
   void CleanLowLatency(const Napi::CallbackInfo& info);
   Napi::Value ReadStatus(const Napi::CallbackInfo& info);
   Napi::Value ReadCounts(const Napi::CallbackInfo& info);

@@ -171,12 +171,17 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
    */
   #event(key: string, s: Stream): EpEvent | undefined {
     if (s.isCapturing()) return undefined;
+    return this.#eventOf(key).record(s) as EpEvent;
+  }
+
+  /** The event of #event, unrecorded: the low-latency launches record it themselves. */
+  #eventOf(key: string): EpEvent {
     let e = this.#events.get(key);
     if (!e) {
       e = new EpEvent(this.#dev, () => this.#check());
       this.#events.set(key, e);
     }
-    return e.record(s) as EpEvent;
+    return e;
   }
 
   /** A view at address `ptr` of the registered buffer, valid while `gen()` stays `at`. */
@@ -411,13 +416,15 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('topkIdx', topkIdx.ptr)
       .set('cumulativeStats', this.#ptr(args.cumulativeRecvStats));
     let hook: (() => Promise<void>) | undefined;
+    const e = this.#eventOf(LL_DISPATCH_EVENTS[half]!);
+    let recorded: boolean;
     if (args.returnRecvHook) {
-      callNative(() => this.#native.lowLatencyDispatchSend(b.array, s.native));
+      recorded = callNative(() => this.#native.lowLatencyDispatchSend(b.array, s.native, e.native));
       hook = this.#hook((baton) => this.#native.lowLatencyDispatchRecv(baton, s.native), b.array);
     } else {
-      callNative(() => this.#native.lowLatencyDispatch(b.array, s.native)); // one launch
+      recorded = callNative(() => this.#native.lowLatencyDispatch(b.array, s.native, e.native)); // one launch
     }
-    const event = this.#event(LL_DISPATCH_EVENTS[half]!, s);
+    const event = recorded ? e : undefined;
     this.#halfGen[half]!++;
     const gen = () => this.#halfGen[half]!;
     const at = this.#halfPtrs[half]!;
@@ -446,13 +453,15 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('y', y.ptr)
       .set('out', combinedX.ptr);
     let hook: (() => Promise<void>) | undefined;
+    const e = this.#eventOf(LL_COMBINE_EVENTS[half]!);
+    let recorded: boolean;
     if (args.returnRecvHook) {
-      callNative(() => this.#native.lowLatencyCombineSend(b.array, s.native));
+      recorded = callNative(() => this.#native.lowLatencyCombineSend(b.array, s.native, e.native));
       hook = this.#hook((baton) => this.#native.lowLatencyCombineRecv(baton, s.native), b.array);
     } else {
-      callNative(() => this.#native.lowLatencyCombine(b.array, s.native)); // one launch
+      recorded = callNative(() => this.#native.lowLatencyCombine(b.array, s.native, e.native)); // one launch
     }
-    return { combinedX, event: this.#event(LL_COMBINE_EVENTS[half]!, s), hook };
+    return { combinedX, event: recorded ? e : undefined, hook };
   }
 
   async cleanLowLatencyBuffer(): Promise<void> {
