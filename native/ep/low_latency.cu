@@ -320,7 +320,10 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a)
 // rank instead of once per expert: about 3.6 rows instead of 8 for top-8 of
 // 256 experts on 4 ranks.
 
-constexpr int kPairsPerStep = 4;  // (source, token) pairs a block reduces at a time
+// (source, token) pairs a block reduces at a time: up to 4, fewer when there
+// are too few pairs to give every block that many (at 1 or 2 ranks, 4 per
+// step left most blocks idle while the busy ones reduced 4 pairs each).
+constexpr int kPairsPerStep = 4;
 
 // Block 0 writes this rank's {id, weight} columns into every rank's combineIn,
 // then raises its weightsFlag there.
@@ -375,8 +378,9 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a) {
   const int32_t* slotOf = reinterpret_cast<const int32_t*>(mine + a.regions.slotOf);
   const int2* combineIn = reinterpret_cast<const int2*>(mine + a.regions.combineIn);
   const int total = firstPair[R];
-  for (int i0 = blockIdx.x * kPairsPerStep; ok && i0 < total; i0 += gridDim.x * kPairsPerStep) {
-    const int n = min(kPairsPerStep, total - i0);
+  const int step = max(1, min(kPairsPerStep, (total + gridDim.x - 1) / gridDim.x));
+  for (int i0 = blockIdx.x * step; ok && i0 < total; i0 += gridDim.x * step) {
+    const int n = min(step, total - i0);
     if (tid < n * kMaxTopk) {
       const int i = tid / kMaxTopk, c = tid % kMaxTopk;
       int s = 0;
