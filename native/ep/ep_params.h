@@ -87,6 +87,19 @@ struct RoutingMeta {
   int32_t sentRows[kMaxRanks];       // rows this rank sent to each destination
 };
 
+// This rank's working memory for the notify kernel's blocks (zeroed with the
+// buffer; every notify leaves it zeroed again, apart from the barrier count).
+constexpr int kMaxNotifyBlocks = 32;
+struct NotifyScratch {
+  uint32_t arrived;                               // grid barrier: blocks that arrived
+  uint32_t generation;                            // grid barrier: barriers completed
+  int32_t blockRows[kMaxNotifyBlocks][kMaxRanks]; // [block][dst]: rows the block's tokens send to dst
+  int32_t expertCount[1];                         // [numExperts]: distinct (token, expert) pairs
+};
+inline uint64_t NotifyScratchBytes(int numExperts) {
+  return sizeof(NotifyScratch) + sizeof(int32_t) * static_cast<uint64_t>(numExperts > 1 ? numExperts - 1 : 0);
+}
+
 // Counts the host reads (pinned, mapped) after the notify kernel.
 struct HostCounts {
   int32_t numRecv;
@@ -119,6 +132,7 @@ struct NotifyArgs {
   uint8_t* isTokenInRank;
   RoutingMeta* meta;
   HostCounts* host;     // null for a cached dispatch or numWorstTokens
+  NotifyScratch* scratch;
   ErrorSink status;
 };
 
