@@ -7,6 +7,7 @@
 
 namespace wideep::ep {
 
+// A cooperative launch of one block per 512 tokens (up to 32; one when cached).
 cudaError_t LaunchNotify(const NotifyArgs& a, cudaStream_t stream);
 cudaError_t LaunchDispatch(const DispatchArgs& a, int numSms, cudaStream_t stream);
 cudaError_t LaunchCombine(const CombineArgs& a, int numSms, cudaStream_t stream);
@@ -16,7 +17,7 @@ cudaError_t LaunchCombine(const CombineArgs& a, int numSms, cudaStream_t stream)
 namespace wideep::ep {
 
 cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
-// The receive grid is one block per local expert; numSms is unused.
+// The receive grid is 1 to 4 blocks per local expert, as many as numSms allows.
 cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
 // Send and receive in one launch (no hook).
 cudaError_t LaunchLowLatencyDispatch(const LowLatencyArgs& a, int numSms, cudaStream_t stream);
