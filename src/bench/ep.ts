@@ -37,7 +37,9 @@ const USAGE = `usage: wideep bench ep --mode normal|low-latency [options]
 
 Times are CUDA-event medians per rank, then the median over ranks; bandwidth
 follows anchors.md (normal: bytes received per rank; low-latency: bytes per
-valid top-k selection sent). JS µs is the wall time of the API call.
+valid top-k selection sent). JS µs is the wall time of the API call; a
+dispatch without a handle waits there for its receive counts, which come
+after the 2 ms for which each timed run keeps the GPU busy first.
 Low-latency mode also runs eager dispatch → combine steps back to back with
 the GPU kept busy: ll-step-eager-loop gives the GPU time and host time per
 step, ll-*-host the host time of each call, and launch-floor-host that of
