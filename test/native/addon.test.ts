@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 
 import { capabilities } from '../../src/capabilities.js';
+import { computeCudaLayout } from '../../src/ep/cuda/layout.js';
 import { getNative, nativeLoadReport, requireCuda } from '../../src/native.js';
 
 const native = getNative();
@@ -71,6 +72,12 @@ describe('native addon', () => {
       const fake = Object.create((cuda.Stream as unknown as { prototype: object }).prototype) as { synchronize(): unknown };
       expect(() => fake.synchronize()).toThrow();
       expect(() => new (cuda as unknown as { Communicator: new () => unknown }).Communicator()).toThrowError(/Communicator.init/);
+    });
+
+    it('the cuda layout gives every config baton field a value (a missing one would stay 0)', () => {
+      const names = Object.keys(cuda.EpBuffer.batonLayout().config).filter((k) => k !== 'length');
+      const fields = computeCudaLayout({ worldSize: 4, hidden: 7168, numExperts: 256, maxTokensPerRank: 4096, maxTopk: 8, numRecvSlots: 2, lowLatency: { maxTokensPerRank: 128 } }).fields;
+      expect(new Set([...Object.keys(fields), 'timeoutMs'])).toEqual(new Set(names));
     });
 
     it('baton layout names every field once', () => {
