@@ -129,6 +129,11 @@ export interface CombineOptions extends StreamOptions {
   /** Keep the handle (and its slot) alive after this combine. */
   keepHandle?: boolean;
   numSms?: number;
+  /**
+   * bf16 [T, H] to write combinedX into. A combine captured in a CUDA graph
+   * needs it: without it, the output is allocated inside the graph.
+   */
+  out?: Tensor;
 }
 
 export interface CombineResult {

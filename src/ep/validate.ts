@@ -318,6 +318,7 @@ export interface ValidCombine {
   bias: Tensor[];
   keepHandle: boolean;
   numSms: number | undefined;
+  out: Tensor | undefined;
 }
 
 export function validateCombine(config: EpConfig, device: Device, args: CombineOptions, routing: DispatchRouting): ValidCombine {
@@ -344,12 +345,18 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
     checkShape(where, name, t, [['T', T], ['H', H]]);
     return t;
   });
+  let out: Tensor | undefined;
+  if (args.out !== undefined) {
+    out = tensorOf(where, 'out', args.out, device, ['bf16'], ['T', 'H']);
+    checkShape(where, 'out', out, [['T', T], ['H', H]]);
+  }
   return {
     x,
     topkWeights,
     bias,
     keepHandle: optionalBool(where, 'keepHandle', args.keepHandle, false),
     numSms: optionalInt(where, 'numSms', args.numSms, undefined, 1),
+    out,
   };
 }
 

@@ -16,6 +16,7 @@ const NORMAL_CASES = [
   { T: 128, H: 4096, k: 6, E: 256, routing: 'uniform', reps: 100, worst: 512 },
   { T: 4096, H: 7168, k: 8, E: 256, routing: 'uniform', reps: 2, fp8Input: true, cached: true },
   { T: 4096, H: 4096, k: 6, E: 64, routing: 'zipf', drop: 0.05, reps: 1 },
+  { T: 128, H: 4096, k: 8, E: 64, routing: 'uniform', worst: 1024, replays: 100 },
 ];
 
 const LOW_LATENCY_CASES = [

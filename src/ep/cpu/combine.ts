@@ -68,7 +68,7 @@ async function finishCombine(collective: Collective, args: BackendCombineArgs<Cp
     sendTokens.forEach((tokens, r) => tokens.forEach((t, i) => (rowOn[r * T + t] = i)));
     const received = bulk.map(uint16View);
     const biases = args.bias.map((b) => b.data as Uint16Array);
-    const combinedX = Tensor.empty([T, H], 'bf16');
+    const combinedX = args.out ?? Tensor.empty([T, H], 'bf16');
     const out = combinedX.data as Uint16Array;
     const acc = new Float32Array(H);
     for (let t = 0; t < T; t++) {

@@ -344,7 +344,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const H = x.shape[1]!;
     const k = topkWeights ? topkWeights.shape[1]! : 0;
     const on = { device: this.device, stream: s };
-    const combinedX = this.#poisonTensor(Tensor.empty([T, H], 'bf16', on), s);
+    const combinedX = this.#poisonTensor(args.out ?? Tensor.empty([T, H], 'bf16', on), s);
     const combinedTopkWeights = this.#poisonTensor(topkWeights ? Tensor.empty([T, k], 'f32', on) : undefined, s);
     this.#combine
       .reset()

@@ -2,9 +2,12 @@
 // repetition, fresh seeded inputs on every rank; the cuda backend's dispatch,
 // cached dispatch and combine are compared with the cpu backend's, run here
 // over simulated ranks on the same inputs. Outputs are poisoned first
-// (WIDEEP_POISON_OUTPUTS=1), so rows a kernel does not write show up.
-import { EpBuffer, Tensor } from '../../../dist/index.js';
-import { BACKEND, Checker, absTensor, bf16Random, firstRows, joinJob, oracleBuffers, rankInputs, runCasesAndExit, toDevice } from './ep-common.mjs';
+// (WIDEEP_POISON_OUTPUTS=1), so rows a kernel does not write show up. A case
+// with `replays` captures dispatch (numWorstTokens, so no host sync) ->
+// combine (into `out`) in a CUDA graph and checks every replay against eager
+// mode, and eager mode against the cpu backend.
+import { EpBuffer, Graph, Stream, Tensor } from '../../../dist/index.js';
+import { BACKEND, Checker, DRY_RUN, absTensor, bf16Random, firstRows, joinJob, oracleBuffers, rankInputs, runCasesAndExit, toDevice } from './ep-common.mjs';
 
 const CASES = JSON.parse(process.env.WIDEEP_TEST_CASES ?? '[]');
 const trace = process.env.WIDEEP_TEST_TRACE === '1' ? (text) => process.stderr.write(`${text}\n`) : () => {};
@@ -104,4 +107,53 @@ function countValidRows(recvTopkIdx) {
   return n;
 }
 
-await runCasesAndExit({ cases: CASES, check, pg, buffers, run: runCase });
+async function runGraph(c, ci) {
+  const E = c.E === 'R' ? R : c.E;
+  const kase = { ...c, E };
+  const { gpu, cpu } = await buffersFor(E);
+  const stream = new Stream(pg.device);
+  const s = seed + ci * 100_003;
+  const all = Array.from({ length: R }, (_, r) => rankInputs(kase, s, r));
+  const expertOut = all.map((_, rank) => Tensor.from(bf16Random(c.worst * c.H, s * 17 + rank), { shape: [c.worst, c.H], dtype: 'bf16' }));
+  const ref = await Promise.all(all.map((inp, r) => cpu[r].dispatch({ x: inp.x, topkIdx: inp.topkIdx, topkWeights: inp.topkWeights, numWorstTokens: c.worst })));
+  const cc = await Promise.all(ref.map((r, rank) => cpu[rank].combine({ x: expertOut[rank], handle: r.handle, keepHandle: true })));
+  const mags = await Promise.all(ref.map((r, rank) => cpu[rank].combine({ x: absTensor(expertOut[rank]), handle: r.handle })));
+
+  const mine = all[me];
+  const x = await mine.x.to(device);
+  const topkIdx = await mine.topkIdx.to(device);
+  const topkWeights = await mine.topkWeights.to(device);
+  const y = await expertOut[me].to(device);
+  const out = Tensor.empty([mine.T, c.H], 'bf16', { device, stream });
+  const step = async () => {
+    const d = await gpu.dispatch({ x, topkIdx, topkWeights, numWorstTokens: c.worst, stream });
+    await gpu.combine({ x: y, handle: d.handle, out, stream });
+  };
+  await step();
+  await stream.synchronize();
+  const eager = await out.cpu({ stream });
+  check.closeBf16(`graph case ${ci} eager combinedX`, eager, cc[me].combinedX, mags[me].combinedX);
+  const graph = await Graph.capture(stream, step);
+  for (let i = 1; i <= c.replays; i++) {
+    out.fillBytes(0xff, stream);
+    graph.launch(stream);
+    if (i % 10 === 0 || i === c.replays) {
+      await stream.synchronize();
+      check.bitwise(`graph case ${ci} replay ${i}`, await out.cpu({ stream }), eager);
+    }
+  }
+  graph.close();
+  stream.close();
+}
+
+await runCasesAndExit({
+  cases: CASES,
+  check,
+  pg,
+  buffers,
+  run: async (c, i) => {
+    if (c.replays && DRY_RUN) return false; // graphs need a GPU
+    if (c.replays) await runGraph(c, i);
+    else await runCase(c, i);
+  },
+});

@@ -5,7 +5,7 @@ import { CONTROL_BYTES, computeCudaLayout, type SizingConfig } from '../../../sr
 
 const CONFIGS: SizingConfig[] = [
   { worldSize: 4, hidden: 7168, numExperts: 256, maxTokensPerRank: 4096, maxTopk: 8, numRecvSlots: 2, lowLatency: { maxTokensPerRank: 128 } },
-  { worldSize: 2, hidden: 2048, numExperts: 2, maxTokensPerRank: 7, maxTopk: 16, numRecvSlots: 3 },
+  { worldSize: 2, hidden: 2048, numExperts: 2, maxTokensPerRank: 7, maxTopk: 16, numRecvSlots: 3, lowLatency: undefined },
   { worldSize: 8, hidden: 4096, numExperts: 8192, maxTokensPerRank: 64, maxTopk: 9, numRecvSlots: 2, lowLatency: { maxTokensPerRank: 1 } },
 ];
 

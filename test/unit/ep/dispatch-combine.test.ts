@@ -137,8 +137,11 @@ describe('dispatch/combine match the oracle', () => {
         if (worst === 0) expect(res.numRecvTokensPerExpert).toEqual(want[r]!.numRecvTokensPerExpert.map((n) => alignUp(n, 2)));
         expect(res.handle).not.toBe(results[r]!.handle);
       });
-      const combinedAgain = await onAllRanks(buffers, (b, r) => b.combine({ x: xs[r]!, handle: cached[r]!.handle }));
+      // Into caller-owned outputs on odd ranks (poisoned first, so unwritten elements show).
+      const outs = c.tokens.map((T, r) => (r % 2 ? Tensor.empty([T, c.H], 'bf16').fillBytes(0xff) : undefined));
+      const combinedAgain = await onAllRanks(buffers, (b, r) => b.combine({ x: xs[r]!, handle: cached[r]!.handle, out: outs[r] }));
       combinedAgain.forEach((res, r) => {
+        if (outs[r]) expect(res.combinedX).toBe(outs[r]);
         assertBitwiseEqual(res.combinedX.data, oracleCombine(want, xs.map((x) => x.data as Uint16Array), c.H, c.tokens).combinedX[r]!, 'cached combine');
         expect(res.combinedTopkWeights).toBeUndefined();
         expect(cached[r]!.handle.released).toBe(true);

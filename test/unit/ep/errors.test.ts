@@ -107,6 +107,8 @@ describe('combine argument errors', () => {
       [{ x: recvX, handle, bias: [randomBf16(rng, [4, 256]), randomF32(rng, [4, 256])] }, 'ERR_DTYPE', 'bias[1]: expected dtype bf16, got f32'],
       [{ x: recvX, handle, bias: [randomBf16(rng, [4, 256])] as never }, 'ERR_INVALID_ARG', 'a bf16 [T, H] tensor or a pair of them'],
       [{ x: recvX, handle, keepHandle: 1 as never }, 'ERR_INVALID_ARG', 'keepHandle: expected a boolean'],
+      [{ x: recvX, handle, out: randomBf16(rng, [4, 128]) }, 'ERR_SHAPE', 'out: expected shape [4, 256] ([T, H]), got [4, 128]'],
+      [{ x: recvX, handle, out: randomF32(rng, [4, 256]) }, 'ERR_DTYPE', 'out: expected dtype bf16, got f32'],
     ];
     for (const [args, code, ...fragments] of cases) await expectWideepError(b0().combine(args), code, ...fragments);
     expect(handle.released).toBe(false); // failed checks do not release
