@@ -385,14 +385,20 @@ LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyFi
   return a;
 }
 
-// Records the optional event argument info[at] on `stream` after a launch,
-// unless the stream is being captured (a captured event would have to outlive
-// the graph). Returns whether it did. Done here rather than by separate calls
-// from JavaScript: each call across N-API costs more than the CUDA work.
-Napi::Value RecordAfterLaunch(Napi::Env env, const Napi::CallbackInfo& info, size_t at, int device, cudaStream_t stream) {
-  if (info.Length() <= at || info[at].IsUndefined()) return Napi::Boolean::New(env, false);
+// The optional event argument info[at], checked before anything is launched.
+std::shared_ptr<EventResource> OptionalEvent(Napi::Env env, const Napi::CallbackInfo& info, size_t at, int device) {
+  if (info.Length() <= at || info[at].IsUndefined()) return nullptr;
   auto event = Event::From(env, info[at], "event");
   if (event->device != device) ThrowInvalidArg(env, "event: expected an event on cuda:" + std::to_string(device));
+  return event;
+}
+
+// Records `event` (if any) on `stream` after a launch, unless the stream is
+// being captured (a captured event would have to outlive the graph). Returns
+// whether it did. Done here rather than by separate calls from JavaScript:
+// each call across N-API costs more than the CUDA work.
+Napi::Value RecordAfterLaunch(Napi::Env env, const EventResource* event, cudaStream_t stream) {
+  if (!event) return Napi::Boolean::New(env, false);
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   WIDEEP_CUDA_THROW(env, cudaStreamIsCapturing(stream, &capture));
   if (capture != cudaStreamCaptureStatusNone) return Napi::Boolean::New(env, false);
@@ -410,11 +416,12 @@ Napi::Value RecordAfterLaunch(Napi::Env env, const Napi::CallbackInfo& info, siz
     EpResources& r = Ready(env);                                                   \
     auto b = ReadBaton<LowLatencyField>(info, 0);                                  \
     auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");           \
+    auto event = OptionalEvent(env, info, 2, r.device);                            \
     LowLatencyArgs a = MakeLowLatencyArgs(r, b);                                   \
     const int numSms = b.Int(LowLatencyField::numSms);                             \
     DeviceGuard guard(r.device);                                                   \
     WIDEEP_CUDA_THROW(env, Call);                                                  \
-    return RecordAfterLaunch(env, info, 2, r.device, stream->stream);              \
+    return RecordAfterLaunch(env, event.get(), stream->stream);                    \
   }
 
 WIDEEP_LL_LAUNCH(LowLatencyDispatch, LaunchLowLatencyDispatch(a, numSms, stream->stream))

@@ -96,9 +96,8 @@ struct NotifyScratch {
   int32_t blockRows[kMaxNotifyBlocks][kMaxRanks]; // [block][dst]: rows the block's tokens send to dst
   int32_t expertCount[1];                         // [numExperts]: distinct (token, expert) pairs
 };
-inline uint64_t NotifyScratchBytes(int numExperts) {
-  return sizeof(NotifyScratch) + sizeof(int32_t) * static_cast<uint64_t>(numExperts > 1 ? numExperts - 1 : 0);
-}
+// src/ep/cuda/layout.ts sizes the region from these figures, plus 4 bytes per expert.
+static_assert(sizeof(NotifyScratch) == 8 + kMaxNotifyBlocks * kMaxRanks * 4 + 4, "layout.ts notifyScratchBytes");
 
 // Counts the host reads (pinned, mapped) after the notify kernel.
 struct HostCounts {

@@ -124,21 +124,28 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
       }
     }
     __syncthreads();
-    for (int e = tid; e < a.numExperts; e += kNotifyThreads) {
-      if (expertCount[e]) atomicAdd(&scratch->expertCount[e], expertCount[e]);
-    }
-    if (tid < R) scratch->blockRows[blockIdx.x][tid] = running[tid];
-    const bool ok = notify_grid_barrier(scratch, deadline, a.status);
-    if (!ok) return;  // block-uniform
-    if (tid < R) {
-      int before = 0, all = 0;
-      for (int b = 0; b < static_cast<int>(gridDim.x); ++b) {
-        const int n = ld_volatile(&scratch->blockRows[b][tid]);
-        before += b < static_cast<int>(blockIdx.x) ? n : 0;
-        all += n;
+    if (gridDim.x > 1) {
+      for (int e = tid; e < a.numExperts; e += kNotifyThreads) {
+        if (expertCount[e]) atomicAdd(&scratch->expertCount[e], expertCount[e]);
       }
-      running[tid] = before;
-      total[tid] = all;
+      if (tid < R) scratch->blockRows[blockIdx.x][tid] = running[tid];
+      const bool ok = notify_grid_barrier(scratch, deadline, a.status);
+      if (!ok) return;  // block-uniform
+      if (tid < R) {
+        int before = 0, all = 0;
+        for (int b = 0; b < static_cast<int>(gridDim.x); ++b) {
+          const int n = ld_volatile(&scratch->blockRows[b][tid]);
+          before += b < static_cast<int>(blockIdx.x) ? n : 0;
+          all += n;
+        }
+        running[tid] = before;
+        total[tid] = all;
+      }
+    } else if (tid < R) {
+      // One block (a layout, or a few tokens) has every count itself and
+      // leaves the scratch alone: a layout may run beside a dispatch.
+      total[tid] = running[tid];
+      running[tid] = 0;
     }
     __syncthreads();
     // 2. Positions.
@@ -167,10 +174,12 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
       __syncthreads();
     }
     if (blockIdx.x != 0) return;
-    // Block 0 takes everyone's expert counts and leaves the scratch zeroed.
-    for (int e = tid; e < a.numExperts; e += kNotifyThreads) {
-      expertCount[e] = ld_volatile(&scratch->expertCount[e]);
-      scratch->expertCount[e] = 0;
+    if (gridDim.x > 1) {
+      // Block 0 takes everyone's expert counts and leaves the scratch zeroed.
+      for (int e = tid; e < a.numExperts; e += kNotifyThreads) {
+        expertCount[e] = ld_volatile(&scratch->expertCount[e]);
+        scratch->expertCount[e] = 0;
+      }
     }
     if (tid < R) running[tid] = total[tid];
     __syncthreads();
@@ -387,10 +396,15 @@ cudaError_t LaunchNotify(const NotifyArgs& a, cudaStream_t stream) {
                                          static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  // One block per kNotifyThreads tokens, up to kMaxNotifyBlocks; all resident
-  // at once, since they meet at a grid barrier.
+  // One block per kNotifyThreads tokens, up to kMaxNotifyBlocks and one per
+  // SM (a block fills an SM's registers), all resident at once since they
+  // meet at a grid barrier. A layout gets one block: it may run on another
+  // stream beside a dispatch, and only one notify at a time may use the scratch.
+  int device = 0, sms = 1;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess) return e;
   const int wanted = (a.numTokens + kNotifyThreads - 1) / kNotifyThreads;
-  const int blocks = a.cached ? 1 : max(1, min(kMaxNotifyBlocks, wanted));
+  const int blocks = a.cached || a.layoutOnly ? 1 : max(1, min(min(kMaxNotifyBlocks, sms), wanted));
   NotifyArgs copy = a;
   void* params[] = {&copy};
   return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(notify_kernel), dim3(blocks), dim3(kNotifyThreads),

@@ -130,8 +130,10 @@ export interface CombineOptions extends StreamOptions {
   keepHandle?: boolean;
   numSms?: number;
   /**
-   * bf16 [T, H] to write combinedX into. A combine captured in a CUDA graph
-   * needs it: without it, the output is allocated inside the graph.
+   * bf16 [T, H] to write combinedX into; must not overlap x. A combine
+   * captured in a CUDA graph needs it, and no topkWeights: otherwise its
+   * outputs are allocated inside the graph, which then cannot be replayed
+   * while they are alive.
    */
   out?: Tensor;
 }

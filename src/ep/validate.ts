@@ -321,6 +321,19 @@ export interface ValidCombine {
   out: Tensor | undefined;
 }
 
+/** Whether two tensors' bytes overlap (host tensors: the same buffer range; device: the same addresses). */
+function overlaps(a: Tensor, b: Tensor): boolean {
+  if (a.isHost !== b.isHost) return false;
+  if (a.isHost) {
+    const x = a.data;
+    const y = b.data;
+    return x.buffer === y.buffer && x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
+  }
+  const pa = a.ptr;
+  const pb = b.ptr;
+  return pa < pb + BigInt(b.byteLength) && pb < pa + BigInt(a.byteLength);
+}
+
 export function validateCombine(config: EpConfig, device: Device, args: CombineOptions, routing: DispatchRouting): ValidCombine {
   const where = 'combine';
   requireOptions(where, args);
@@ -349,6 +362,8 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
   if (args.out !== undefined) {
     out = tensorOf(where, 'out', args.out, device, ['bf16'], ['T', 'H']);
     checkShape(where, 'out', out, [['T', T], ['H', H]]);
+    // The kernel writes out while it still reads x.
+    if (overlaps(out, x)) throw new WideepError('ERR_INVALID_ARG', `${where}: out: must not share memory with x`);
   }
   return {
     x,

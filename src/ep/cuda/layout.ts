@@ -10,7 +10,7 @@ import type { EpConfig } from '../types.js';
 export const CONTROL_BYTES = 64 * 1024;
 const ALIGN = 256;
 
-/** native/ep/ep_params.h NotifyScratchBytes: barrier words, per-block row counts, then per-expert counts. */
+/** native/ep/ep_params.h NotifyScratch: barrier words, per-block row counts, then per-expert counts. */
 function notifyScratchBytes(numExperts: number): number {
   const maxNotifyBlocks = 32;
   const maxRanks = 8;

@@ -110,6 +110,9 @@ describe('combine argument errors', () => {
       [{ x: recvX, handle, out: randomBf16(rng, [4, 128]) }, 'ERR_SHAPE', 'out: expected shape [4, 256] ([T, H]), got [4, 128]'],
       [{ x: recvX, handle, out: randomF32(rng, [4, 256]) }, 'ERR_DTYPE', 'out: expected dtype bf16, got f32'],
     ];
+    // out overlapping x: both rows of one buffer.
+    const shared = randomBf16(rng, [N + 4, 256]);
+    cases.push([{ x: shared.narrow(0, N), handle, out: shared.narrow(N - 1, 4) }, 'ERR_INVALID_ARG', 'out: must not share memory with x']);
     for (const [args, code, ...fragments] of cases) await expectWideepError(b0().combine(args), code, ...fragments);
     expect(handle.released).toBe(false); // failed checks do not release
     await onAllRanks(buffers, (b, r) => b.combine({ x: results[r]!.recvX, handle: results[r]!.handle }));
