@@ -92,6 +92,8 @@ export interface DispatchOptions extends StreamOptions {
    * not learn the counts (numRecvTokens = -1). Overflow is ERR_INVALID_ARG on
    * every rank on cpu; the cuda backend can only detect it on the device.
    * With a handle: 0 or the handle's row count (the handle's choice applies).
+   * A dispatch captured in a CUDA graph needs it, or a handle (ERR_UNSUPPORTED
+   * otherwise: the host would wait for counts).
    */
   numWorstTokens?: number;
   /** cuda: SMs for the communication kernels. */
@@ -131,9 +133,9 @@ export interface CombineOptions extends StreamOptions {
   numSms?: number;
   /**
    * bf16 [T, H] to write combinedX into; must not overlap x. A combine
-   * captured in a CUDA graph needs it, and no topkWeights: otherwise its
-   * outputs are allocated inside the graph, which then cannot be replayed
-   * while they are alive.
+   * captured in a CUDA graph needs it, and no topkWeights (ERR_UNSUPPORTED
+   * otherwise: its outputs would be allocated inside the graph, which then
+   * could not be replayed while they are alive).
    */
   out?: Tensor;
 }

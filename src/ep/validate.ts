@@ -92,6 +92,11 @@ export function checkSharedOptions(rank: number, all: readonly (readonly (number
 
 type Dim = readonly [label: string, size: number];
 
+/** Whether the call is being enqueued into a CUDA-graph capture (only on a stream the caller passed). */
+function capturing(stream: unknown): boolean {
+  return typeof (stream as { isCapturing?: unknown } | undefined)?.isCapturing === 'function' && (stream as { isCapturing(): boolean }).isCapturing();
+}
+
 export function requireOptions(where: string, v: unknown): void {
   if (typeof v !== 'object' || v === null) throw invalidArg(`${where}: options`, 'an options object', v);
 }
@@ -254,6 +259,12 @@ export function validateDispatch(config: EpConfig, device: Device, args: Dispatc
     }
     return { x, xScales, topkIdx: undefined, topkWeights: undefined, layout: undefined, ...common };
   }
+  if (common.numWorstTokens === 0 && capturing(args.stream)) {
+    throw new WideepError(
+      'ERR_UNSUPPORTED',
+      `${where}: during a CUDA-graph capture a dispatch needs numWorstTokens or a handle: otherwise the host waits for the receive counts, which a capture never produces`,
+    );
+  }
 
   if (args.topkIdx === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: topkIdx: required without a handle, got undefined`);
   const topkIdx = tensorOf(where, 'topkIdx', args.topkIdx, device, ['i32', 'i64'], ['T', 'k']);
@@ -364,6 +375,12 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
     checkShape(where, 'out', out, [['T', T], ['H', H]]);
     // The kernel writes out while it still reads x.
     if (overlaps(out, x)) throw new WideepError('ERR_INVALID_ARG', `${where}: out: must not share memory with x`);
+  }
+  if ((out === undefined || topkWeights !== undefined) && capturing(args.stream)) {
+    throw new WideepError(
+      'ERR_UNSUPPORTED',
+      `${where}: during a CUDA-graph capture pass out and no topkWeights: otherwise the outputs would be allocated inside the graph, which could not be replayed while they are alive`,
+    );
   }
   return {
     x,

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { EpBuffer } from '../../../src/ep/buffer.js';
 import type { ErrorCode } from '../../../src/errors.js';
+import type { Stream } from '../../../src/cuda/stream.js';
 import type { DispatchOptions } from '../../../src/ep/types.js';
 import { Tensor } from '../../../src/tensor/tensor.js';
 import { closeAll, onAllRanks, simulatedBuffers } from '../../helpers/ep-sim.js';
@@ -10,6 +11,9 @@ import { SeededRandom, fromRouting, randomBf16, randomF32, randomFp8 } from '../
 // hidden 256, E = 8 over 2 ranks (L = 4), maxTokensPerRank 8, maxTopk 8, low-latency M = 4.
 const OPTIONS = { hidden: 256, numExperts: 8, maxTokensPerRank: 8, maxTopk: 8, lowLatency: { maxTokensPerRank: 4 }, timeoutMs: 5000 };
 const rng = new SeededRandom(7);
+
+/** A stream as seen by validation while a CUDA graph is being captured on it. */
+const CAPTURING = { isCapturing: () => true } as unknown as Stream;
 
 function inputs(T = 4, H = 256) {
   const idx = Array.from({ length: T * 2 }, (_, i) => (i * 3) % 8);
@@ -44,6 +48,7 @@ describe('dispatch argument errors (rank 0 alone, before any communication)', ()
     ['H is not a multiple of 8', () => ({ ...inputs(4, 12) }), 'ERR_SHAPE', 'multiple of 8', 'H = 12'],
     ['H exceeds hidden', () => ({ ...inputs(4, 512) }), 'ERR_INVALID_ARG', "exceeds the buffer's hidden = 256", 'H = 512'],
     ['T exceeds maxTokensPerRank', () => inputs(9), 'ERR_INVALID_ARG', "maxTokensPerRank = 8", 'T = 9'],
+    ['counts awaited during a graph capture', () => ({ ...base(), stream: CAPTURING }), 'ERR_UNSUPPORTED', 'needs numWorstTokens or a handle'],
     ['fp8 H is not a multiple of 128', () => ({ ...base(), x: Tensor.empty([4, 64], 'fp8e4m3'), xScales: Tensor.empty([4, 1], 'f32') }), 'ERR_SHAPE', 'multiple of 128', 'H = 64'],
     ['fp8 without scales', () => ({ ...base(), x: randomFp8(rng, 4, 256).x }), 'ERR_INVALID_ARG', 'xScales: required with fp8e4m3 x', 'f32 [4, 2]'],
     ['bf16 with scales', () => ({ ...base(), xScales: randomF32(rng, [4, 2]) }), 'ERR_INVALID_ARG', 'only fp8e4m3 x takes scales'],
@@ -110,6 +115,9 @@ describe('combine argument errors', () => {
       [{ x: recvX, handle, out: randomBf16(rng, [4, 128]) }, 'ERR_SHAPE', 'out: expected shape [4, 256] ([T, H]), got [4, 128]'],
       [{ x: recvX, handle, out: randomF32(rng, [4, 256]) }, 'ERR_DTYPE', 'out: expected dtype bf16, got f32'],
     ];
+    // During a graph capture, outputs must not be allocated inside the graph.
+    cases.push([{ x: recvX, handle, stream: CAPTURING }, 'ERR_UNSUPPORTED', 'pass out and no topkWeights']);
+    cases.push([{ x: recvX, handle, topkWeights: results[0]!.recvTopkWeights, out: randomBf16(rng, [4, 256]), stream: CAPTURING }, 'ERR_UNSUPPORTED', 'pass out and no topkWeights']);
     // out overlapping x: both rows of one buffer.
     const shared = randomBf16(rng, [N + 4, 256]);
     cases.push([{ x: shared.narrow(0, N), handle, out: shared.narrow(N - 1, 4) }, 'ERR_INVALID_ARG', 'out: must not share memory with x']);
