@@ -93,8 +93,16 @@ export function checkSharedOptions(rank: number, all: readonly (readonly (number
 type Dim = readonly [label: string, size: number];
 
 /** Whether the call is being enqueued into a CUDA-graph capture (only on a stream the caller passed). */
-function capturing(stream: unknown): boolean {
-  return typeof (stream as { isCapturing?: unknown } | undefined)?.isCapturing === 'function' && (stream as { isCapturing(): boolean }).isCapturing();
+function capturing(o: StreamOptions): boolean {
+  return o.stream?.isCapturing() === true;
+}
+
+/** The optional bf16 [T, H] output tensor a combine writes into. */
+function optionalOut(where: string, out: unknown, device: Device, T: number, H: number): Tensor | undefined {
+  if (out === undefined) return undefined;
+  const t = tensorOf(where, 'out', out, device, ['bf16'], ['T', 'H']);
+  checkShape(where, 'out', t, [['T', T], ['H', H]]);
+  return t;
 }
 
 export function requireOptions(where: string, v: unknown): void {
@@ -259,7 +267,7 @@ export function validateDispatch(config: EpConfig, device: Device, args: Dispatc
     }
     return { x, xScales, topkIdx: undefined, topkWeights: undefined, layout: undefined, ...common };
   }
-  if (common.numWorstTokens === 0 && capturing(args.stream)) {
+  if (common.numWorstTokens === 0 && capturing(args)) {
     throw new WideepError(
       'ERR_UNSUPPORTED',
       `${where}: during a CUDA-graph capture a dispatch needs numWorstTokens or a handle: otherwise the host waits for the receive counts, which a capture never produces`,
@@ -369,14 +377,10 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
     checkShape(where, name, t, [['T', T], ['H', H]]);
     return t;
   });
-  let out: Tensor | undefined;
-  if (args.out !== undefined) {
-    out = tensorOf(where, 'out', args.out, device, ['bf16'], ['T', 'H']);
-    checkShape(where, 'out', out, [['T', T], ['H', H]]);
-    // The kernel writes out while it still reads x.
-    if (overlaps(out, x)) throw new WideepError('ERR_INVALID_ARG', `${where}: out: must not share memory with x`);
-  }
-  if ((out === undefined || topkWeights !== undefined) && capturing(args.stream)) {
+  const out = optionalOut(where, args.out, device, T, H);
+  // The kernel writes out while it still reads x.
+  if (out && overlaps(out, x)) throw new WideepError('ERR_INVALID_ARG', `${where}: out: must not share memory with x`);
+  if ((out === undefined || topkWeights !== undefined) && capturing(args)) {
     throw new WideepError(
       'ERR_UNSUPPORTED',
       `${where}: during a CUDA-graph capture pass out and no topkWeights: otherwise the outputs would be allocated inside the graph, which could not be replayed while they are alive`,
@@ -489,11 +493,7 @@ export function validateLowLatencyCombine<L extends LowLatencyRouting>(
   checkTopk(where, k, config);
   const topkWeights = tensorOf(where, 'topkWeights', args.topkWeights, device, ['f32'], ['T', 'k']);
   checkShape(where, 'topkWeights', topkWeights, [['T', T], ['k', k]]);
-  let out: Tensor | undefined;
-  if (args.out !== undefined) {
-    out = tensorOf(where, 'out', args.out, device, ['bf16'], ['T', 'H']);
-    checkShape(where, 'out', out, [['T', T], ['H', H]]);
-  }
+  const out = optionalOut(where, args.out, device, T, H);
   const valid = {
     routing,
     y,
