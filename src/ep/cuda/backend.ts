@@ -11,7 +11,7 @@ import { Event } from '../../cuda/event.js';
 import { Stream } from '../../cuda/stream.js';
 import type { ProcessGroup } from '../../dist/types.js';
 import { WideepError } from '../../errors.js';
-import { requireCuda, type NativeEpBatonLayout, type NativeEpBuffer } from '../../native.js';
+import { requireCuda, type NativeEpBatonLayout, type NativeEpBuffer, type NativeEvent, type NativeStream } from '../../native.js';
 import { itemSize, type DType } from '../../tensor/dtype.js';
 import { Tensor, type Device } from '../../tensor/tensor.js';
 import type {
@@ -56,6 +56,14 @@ type CudaLowLatencyRouting = LowLatencyRouting;
 /** The low-latency regions a result views. */
 const LL_VIEWS = ['llRecvX', 'llRecvScales', 'llRecvCount', 'llSrcInfo', 'llLayoutRange'] as const;
 type LowLatencyView = (typeof LL_VIEWS)[number];
+
+/** The native launches of one low-latency operation (see #launchLowLatency). */
+interface LowLatencyLaunches {
+  /** Send and receive in one launch; records the event unless capturing, returns whether it did. */
+  fused(baton: BigInt64Array, stream: NativeStream, event: NativeEvent): boolean;
+  send(baton: BigInt64Array, stream: NativeStream, event: NativeEvent): boolean;
+  recv(baton: BigInt64Array, stream: NativeStream): void;
+}
 
 /** Event keys per low-latency half, made once rather than per call. */
 const LL_DISPATCH_EVENTS = ['lowLatencyDispatch0', 'lowLatencyDispatch1'];
@@ -105,6 +113,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   readonly #group: ProcessGroup;
   readonly #prefix: string;
   readonly #native: NativeEpBuffer;
+  readonly #llDispatchLaunches: LowLatencyLaunches;
+  readonly #llCombineLaunches: LowLatencyLaunches;
   readonly #base: bigint;
   readonly #layout: CudaLayout;
   readonly #stream: Stream;
@@ -130,6 +140,16 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     this.#group = group;
     this.#prefix = prefix;
     this.#native = native;
+    this.#llDispatchLaunches = {
+      fused: (b, s, e) => native.lowLatencyDispatch(b, s, e),
+      send: (b, s, e) => native.lowLatencyDispatchSend(b, s, e),
+      recv: (b, s) => native.lowLatencyDispatchRecv(b, s),
+    };
+    this.#llCombineLaunches = {
+      fused: (b, s, e) => native.lowLatencyCombine(b, s, e),
+      send: (b, s, e) => native.lowLatencyCombineSend(b, s, e),
+      recv: (b, s) => native.lowLatencyCombineRecv(b, s),
+    };
     this.#base = native.base;
     this.#layout = layout;
     this.#stream = new Stream(this.#dev);
@@ -385,15 +405,30 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('numSms', this.#smCount);
   }
 
-  /** A hook that runs the receive half later on the same stream, once, with its own copy of the baton (the next call refills it). */
-  #hook(run: (baton: BigInt64Array) => void, baton: BigInt64Array): () => Promise<void> {
+  /**
+   * One low-latency operation: send and receive in one launch, or, with a
+   * hook, the send now and a hook that runs the receive later on the same
+   * stream, once, with its own copy of the baton (the next call refills it).
+   * The launch records the operation's event unless the stream is captured.
+   */
+  #launchLowLatency(
+    ops: LowLatencyLaunches,
+    baton: BigInt64Array,
+    s: Stream,
+    eventKey: string,
+    withHook: boolean,
+  ): { event: EpEvent | undefined; hook: (() => Promise<void>) | undefined } {
+    const e = this.#eventOf(eventKey);
+    if (!withHook) return { event: callNative(() => ops.fused(baton, s.native, e.native)) ? e : undefined, hook: undefined };
+    const event = callNative(() => ops.send(baton, s.native, e.native)) ? e : undefined;
     const saved = baton.slice();
     let called = false;
-    return async () => {
+    const hook = async () => {
       if (called) throw new WideepError('ERR_INVALID_ARG', 'this receive hook was already called');
       called = true;
-      callNative(() => run(saved));
+      callNative(() => ops.recv(saved, s.native));
     };
+    return { event, hook };
   }
 
   async lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, half: number): Promise<BackendLowLatencyDispatchResult<CudaLowLatencyRouting>> {
@@ -415,16 +450,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('x', x.ptr)
       .set('topkIdx', topkIdx.ptr)
       .set('cumulativeStats', this.#ptr(args.cumulativeRecvStats));
-    let hook: (() => Promise<void>) | undefined;
-    const e = this.#eventOf(LL_DISPATCH_EVENTS[half]!);
-    let recorded: boolean;
-    if (args.returnRecvHook) {
-      recorded = callNative(() => this.#native.lowLatencyDispatchSend(b.array, s.native, e.native));
-      hook = this.#hook((baton) => this.#native.lowLatencyDispatchRecv(baton, s.native), b.array);
-    } else {
-      recorded = callNative(() => this.#native.lowLatencyDispatch(b.array, s.native, e.native)); // one launch
-    }
-    const event = recorded ? e : undefined;
+    const { event, hook } = this.#launchLowLatency(this.#llDispatchLaunches, b.array, s, LL_DISPATCH_EVENTS[half]!, args.returnRecvHook);
     this.#halfGen[half]!++;
     const gen = () => this.#halfGen[half]!;
     const at = this.#halfPtrs[half]!;
@@ -452,16 +478,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('topkWeights', topkWeights.ptr)
       .set('y', y.ptr)
       .set('out', combinedX.ptr);
-    let hook: (() => Promise<void>) | undefined;
-    const e = this.#eventOf(LL_COMBINE_EVENTS[half]!);
-    let recorded: boolean;
-    if (args.returnRecvHook) {
-      recorded = callNative(() => this.#native.lowLatencyCombineSend(b.array, s.native, e.native));
-      hook = this.#hook((baton) => this.#native.lowLatencyCombineRecv(baton, s.native), b.array);
-    } else {
-      recorded = callNative(() => this.#native.lowLatencyCombine(b.array, s.native, e.native)); // one launch
-    }
-    return { combinedX, event: recorded ? e : undefined, hook };
+    const { event, hook } = this.#launchLowLatency(this.#llCombineLaunches, b.array, s, LL_COMBINE_EVENTS[half]!, args.returnRecvHook);
+    return { combinedX, event, hook };
   }
 
   async cleanLowLatencyBuffer(): Promise<void> {
