@@ -3,6 +3,7 @@
 // over simulated ranks as the oracle, and comparisons that name what differs.
 import {
   EpBuffer,
+  Graph,
   SeededRandom,
   Tensor,
   createSimulatedRanks,
@@ -97,6 +98,29 @@ export async function oracleBuffers(R, options) {
 
 export async function toDevice(t, device) {
   return t === undefined ? undefined : t.to(device);
+}
+
+/**
+ * Runs `step` once eagerly, captures it in a CUDA graph and replays it
+ * `replays` times, poisoning `out` before each replay and checking it against
+ * the eager result every `every` replays and after the last. Returns the
+ * eager result.
+ */
+export async function checkGraphReplays({ check, label, stream, step, out, replays, every }) {
+  await step();
+  await stream.synchronize();
+  const eager = await out.cpu({ stream });
+  const graph = await Graph.capture(stream, step);
+  for (let i = 1; i <= replays; i++) {
+    out.fillBytes(0xff, stream);
+    graph.launch(stream);
+    if (i % every === 0 || i === replays) {
+      await stream.synchronize();
+      check.bitwise(`${label} replay ${i}`, await out.cpu({ stream }), eager);
+    }
+  }
+  graph.close();
+  return eager;
 }
 
 export class Checker {

@@ -2,8 +2,8 @@
 // and without receive hooks) and weighted combine, compared with the cpu
 // backend over simulated ranks on the same fresh inputs; then a captured
 // dispatch -> copy -> combine step replayed 1000 times against eager mode.
-import { EpBuffer, Graph, Stream, Tensor } from '../../../dist/index.js';
-import { BACKEND, Checker, DRY_RUN, absTensor, bf16Random, joinJob, oracleBuffers, rankInputs, runCasesAndExit } from './ep-common.mjs';
+import { EpBuffer, Stream, Tensor } from '../../../dist/index.js';
+import { BACKEND, Checker, DRY_RUN, absTensor, bf16Random, checkGraphReplays, joinJob, oracleBuffers, rankInputs, runCasesAndExit } from './ep-common.mjs';
 
 const CASES = JSON.parse(process.env.WIDEEP_TEST_CASES ?? '[]');
 const { pg, seed, device } = await joinJob();
@@ -137,19 +137,7 @@ async function runGraph(c, ci) {
     await y.copyFrom(ySource, { stream }); // stands in for the expert computation
     await gpu.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out, stream });
   };
-  await step();
-  await stream.synchronize();
-  const eager = await out.cpu({ stream });
-  const graph = await Graph.capture(stream, step);
-  for (let i = 1; i <= c.replays; i++) {
-    out.fillBytes(0xff, stream);
-    graph.launch(stream);
-    if (i % 100 === 0 || i === c.replays) {
-      await stream.synchronize();
-      check.bitwise(`graph case ${ci} replay ${i}`, await out.cpu({ stream }), eager);
-    }
-  }
-  graph.close();
+  await checkGraphReplays({ check, label: `graph case ${ci}`, stream, step, out, replays: c.replays, every: 100 });
   stream.close();
 }
 

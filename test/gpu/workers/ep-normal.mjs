@@ -6,8 +6,8 @@
 // with `replays` captures dispatch (numWorstTokens, so no host sync) ->
 // combine (into `out`) in a CUDA graph and checks every replay against eager
 // mode, and eager mode against the cpu backend.
-import { EpBuffer, Graph, Stream, Tensor } from '../../../dist/index.js';
-import { BACKEND, Checker, DRY_RUN, absTensor, bf16Random, firstRows, joinJob, oracleBuffers, rankInputs, runCasesAndExit, toDevice } from './ep-common.mjs';
+import { EpBuffer, Stream, Tensor } from '../../../dist/index.js';
+import { BACKEND, Checker, DRY_RUN, absTensor, bf16Random, checkGraphReplays, firstRows, joinJob, oracleBuffers, rankInputs, runCasesAndExit, toDevice } from './ep-common.mjs';
 
 const CASES = JSON.parse(process.env.WIDEEP_TEST_CASES ?? '[]');
 const trace = process.env.WIDEEP_TEST_TRACE === '1' ? (text) => process.stderr.write(`${text}\n`) : () => {};
@@ -129,20 +129,8 @@ async function runGraph(c, ci) {
     const d = await gpu.dispatch({ x, topkIdx, topkWeights, numWorstTokens: c.worst, stream });
     await gpu.combine({ x: y, handle: d.handle, out, stream });
   };
-  await step();
-  await stream.synchronize();
-  const eager = await out.cpu({ stream });
+  const eager = await checkGraphReplays({ check, label: `graph case ${ci}`, stream, step, out, replays: c.replays, every: 10 });
   check.closeBf16(`graph case ${ci} eager combinedX`, eager, cc[me].combinedX, mags[me].combinedX);
-  const graph = await Graph.capture(stream, step);
-  for (let i = 1; i <= c.replays; i++) {
-    out.fillBytes(0xff, stream);
-    graph.launch(stream);
-    if (i % 10 === 0 || i === c.replays) {
-      await stream.synchronize();
-      check.bitwise(`graph case ${ci} replay ${i}`, await out.cpu({ stream }), eager);
-    }
-  }
-  graph.close();
   stream.close();
 }
 
