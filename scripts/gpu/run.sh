@@ -5,7 +5,8 @@
 # TESTS_FILTER narrows the tests step to matching files (e.g. "foundation comm"),
 # TESTS_NAME to tests whose name matches (e.g. "EP on 4 GPUs", for a quick
 # check of a kernel change),
-# TESTS_LIMIT sets its time limit in seconds; one call may run 600 s at most. On
+# TESTS_LIMIT sets its time limit in seconds; BENCH_EP_ARGS adds options to both
+# bench-ep steps (e.g. "--no-baseline --routing uniform" when comparing builds); one call may run 600 s at most. On
 # 4 GPUs the whole suite took 311 s (2026-11-28, before every T <= 128 normal
 # case had 100 repetitions; about 60 s more is expected); with 8 GPUs its
 # 8-rank cases run too, so give each test file its own call there.
@@ -47,8 +48,8 @@ for s in $STEPS; do
     doctor) step doctor 60 sh -c "node bin/wideep.js doctor --json > '$OUT/doctor.json'" ;;
     tests) step tests ${TESTS_LIMIT:-540} node node_modules/vitest/vitest.mjs run --project gpu --reporter=default --reporter=json --outputFile.json="$OUT/gpu-tests.json" ${TESTS_NAME:+-t "$TESTS_NAME"} ${TESTS_FILTER:-} ;;
     bench-nccl) step bench-nccl 240 node bin/wideep.js bench nccl --torch --json --out "$OUT/bench-nccl.json" ;;
-    bench-ep-normal) step bench-ep-normal 420 node bin/wideep.js bench ep --mode normal --num-sms "${NUM_SMS:-24,48,80,128}" --json --out "$OUT/bench-ep-normal.json" ;;
-    bench-ep-ll) step bench-ep-ll 240 node bin/wideep.js bench ep --mode low-latency --json --out "$OUT/bench-ep-ll.json" ;;
+    bench-ep-normal) step bench-ep-normal 420 node bin/wideep.js bench ep --mode normal --num-sms "${NUM_SMS:-24,48,80,128}" --json --out "$OUT/bench-ep-normal.json" ${BENCH_EP_ARGS:-} ;;
+    bench-ep-ll) step bench-ep-ll 240 node bin/wideep.js bench ep --mode low-latency --json --out "$OUT/bench-ep-ll.json" ${BENCH_EP_ARGS:-} ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done
