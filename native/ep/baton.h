@@ -8,7 +8,8 @@
   X(maxTokens) X(llMaxTokens) X(maxTopk) X(numExperts) X(numLocalExperts) X(timeoutMs) X(slab0)          \
   X(slabStride) X(slabX) X(slabScales) X(slabTopkIdx) X(slabTopkWeights) X(slabSrcIdx) X(combineX)      \
   X(combineWeights) X(combineFlags) X(llHalf0) X(llHalfStride) X(llStaging) X(llStagingStride) X(llSrcTopk) X(llRecvX) \
-  X(llRecvScales) X(llSrcInfo) X(llLayoutRange) X(llRecvCount) X(llCombineIn) X(llSlotOf) X(llCombineRecv)
+  X(llRecvScales) X(llSrcInfo) X(llLayoutRange) X(llRecvCount) X(llCombineIn) X(llSlotOf) X(llCombineRecv) \
+  X(notifyScratch)
 
 #define WIDEEP_NOTIFY_FIELDS(X)                                                                       \
   X(topkIdx) X(idx64) X(numTokens) X(topk) X(expertAlignment) X(numWorstTokens) X(cached)            \

@@ -295,6 +295,7 @@ void EpBuffer::Notify(const Napi::CallbackInfo& info) {
   const int slot = b.Int(F::countsSlot);
   if (slot >= r.numSlots) ThrowInvalidArg(env, "notify: countsSlot out of range");
   a.host = slot < 0 ? nullptr : r.hostCountsDev + slot;
+  a.scratch = reinterpret_cast<NotifyScratch*>(r.base + r.config[static_cast<int>(ConfigField::notifyScratch)]);
   if (a.expertAlignment < 1 || a.topk > kMaxTopk) ThrowInvalidArg(env, "notify: bad alignment or topk");
   DeviceGuard guard(r.device);
   WIDEEP_CUDA_THROW(env, LaunchNotify(a, stream->stream));

@@ -87,6 +87,18 @@ struct RoutingMeta {
   int32_t sentRows[kMaxRanks];       // rows this rank sent to each destination
 };
 
+// This rank's working memory for the notify kernel's blocks (zeroed with the
+// buffer; every notify leaves it zeroed again, apart from the barrier count).
+constexpr int kMaxNotifyBlocks = 32;
+struct NotifyScratch {
+  uint32_t arrived;                               // grid barrier: blocks that arrived
+  uint32_t generation;                            // grid barrier: barriers completed
+  int32_t blockRows[kMaxNotifyBlocks][kMaxRanks]; // [block][dst]: rows the block's tokens send to dst
+  int32_t expertCount[1];                         // [numExperts]: distinct (token, expert) pairs
+};
+// src/ep/cuda/layout.ts sizes the region from these figures, plus 4 bytes per expert.
+static_assert(sizeof(NotifyScratch) == 8 + kMaxNotifyBlocks * kMaxRanks * 4 + 4, "layout.ts notifyScratchBytes");
+
 // Counts the host reads (pinned, mapped) after the notify kernel.
 struct HostCounts {
   int32_t numRecv;
@@ -119,6 +131,7 @@ struct NotifyArgs {
   uint8_t* isTokenInRank;
   RoutingMeta* meta;
   HostCounts* host;     // null for a cached dispatch or numWorstTokens
+  NotifyScratch* scratch;
   ErrorSink status;
 };
 

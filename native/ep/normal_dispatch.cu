@@ -1,9 +1,10 @@
 // Normal-mode dispatch (prefill): every (token, destination rank) pair is
 // written once, straight into its final row of the destination's receive slot
 // over NVLink. Two kernels:
-//  1. notify (one block): per-token destinations and positions, the count
-//     exchange with every peer, and the receive layout. The host reads the
-//     counts after it while the data kernel already runs.
+//  1. notify (a few blocks, one per 512 tokens): per-token destinations and
+//     positions, then (block 0) the count exchange with every peer and the
+//     receive layout. The host reads the counts after it while the data
+//     kernel already runs.
 //  2. data (numSms blocks): copies the rows and their metadata, then the last
 //     block waits until every expected row has arrived.
 // All copies are 16-byte vector loads and stores by whole warps, several per
@@ -16,7 +17,7 @@
 namespace wideep::ep {
 namespace {
 
-constexpr int kNotifyThreads = 1024;
+constexpr int kNotifyThreads = 512;
 constexpr int kNotifyWarps = kNotifyThreads / kWarpSize;
 
 __device__ __forceinline__ NormalControl* control_of(uint8_t* base) {
@@ -56,38 +57,109 @@ __device__ int token_rank_mask(const NotifyArgs& a, int t, int* expertCount, int
   return mask;
 }
 
+// Every block of the notify grid arrives before any goes on (the grid is
+// co-resident: a cooperative launch). False on timeout.
+__device__ bool notify_grid_barrier(NotifyScratch* s, uint64_t deadline, const ErrorSink& sink) {
+  __shared__ bool ok;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    ok = true;
+    // Stable until this block arrives: the barrier completes only after that.
+    const uint32_t generation = ld_acquire_sys(&s->generation);
+    __threadfence();
+    if (atomicAdd(&s->arrived, 1) == gridDim.x - 1) {
+      s->arrived = 0;
+      __threadfence();
+      atomicAdd(&s->generation, 1);
+    } else {
+      while (ld_acquire_sys(&s->generation) == generation) {
+        if (global_timer_ns() > deadline) {
+          report_error(sink, kEpErrTimeout, kPhaseNotify, -1, 0);
+          ok = false;
+          break;
+        }
+      }
+    }
+  }
+  __syncthreads();
+  return ok;
+}
+
+// Block b takes a contiguous share of the tokens. Phase 1 counts, per block,
+// the rows for each destination and (into the scratch) the rows per expert;
+// after a grid barrier, phase 2 places every token in each destination's list
+// (an exclusive scan over the token order) from the counts of the blocks
+// before. Block 0 then publishes the counts and waits for every peer's.
 __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a) {
-  extern __shared__ int expertCount[];  // [numExperts]
+  extern __shared__ int expertCount[];  // [numExperts]: this block's, then (block 0) everyone's
   __shared__ int warpTotals[kNotifyWarps][kMaxRanks];
   __shared__ int running[kMaxRanks];
+  __shared__ int total[kMaxRanks];
   __shared__ uint32_t seq;
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int R = a.numRanks, me = a.rank;
   const int expertsPerRank = a.numExperts / R;
   uint8_t* mine = a.peers.ptr[me];
   NormalControl* ctrl = control_of(mine);
+  NotifyScratch* scratch = a.scratch;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
+  const int per = (a.numTokens + gridDim.x - 1) / gridDim.x;
+  const int first = min(a.numTokens, static_cast<int>(blockIdx.x) * per), end = min(a.numTokens, first + per);
 
   if (tid == 0) seq = local_of(mine)->normalSeq + 1;
-  if (tid < kMaxRanks) running[tid] = 0;
+  if (tid < kMaxRanks) running[tid] = total[tid] = 0;
   if (!a.cached) {
     for (int e = tid; e < a.numExperts; e += kNotifyThreads) expertCount[e] = 0;
   }
   __syncthreads();
 
   if (!a.cached) {
-    // Positions: an exclusive scan per destination over the token order.
-    for (int base = 0; base < a.numTokens; base += kNotifyThreads) {
+    // 1. Count.
+    for (int base = first; base < end; base += kNotifyThreads) {
       const int t = base + tid;
-      const int mask = t < a.numTokens ? token_rank_mask(a, t, expertCount, expertsPerRank) : 0;
+      const int mask = t < end ? token_rank_mask(a, t, expertCount, expertsPerRank) : 0;
+      for (int r = 0; r < R; ++r) {
+        const unsigned bits = __ballot_sync(0xffffffffu, (mask >> r) & 1);
+        if (lane == 0 && bits) atomicAdd(&running[r], __popc(bits));
+      }
+    }
+    __syncthreads();
+    if (gridDim.x > 1) {
+      for (int e = tid; e < a.numExperts; e += kNotifyThreads) {
+        if (expertCount[e]) atomicAdd(&scratch->expertCount[e], expertCount[e]);
+      }
+      if (tid < R) scratch->blockRows[blockIdx.x][tid] = running[tid];
+      const bool ok = notify_grid_barrier(scratch, deadline, a.status);
+      if (!ok) return;  // block-uniform
+      if (tid < R) {
+        int before = 0, all = 0;
+        for (int b = 0; b < static_cast<int>(gridDim.x); ++b) {
+          const int n = ld_volatile(&scratch->blockRows[b][tid]);
+          before += b < static_cast<int>(blockIdx.x) ? n : 0;
+          all += n;
+        }
+        running[tid] = before;
+        total[tid] = all;
+      }
+    } else if (tid < R) {
+      // One block (a layout, or a few tokens) has every count itself and
+      // leaves the scratch alone: a layout may run beside a dispatch.
+      total[tid] = running[tid];
+      running[tid] = 0;
+    }
+    __syncthreads();
+    // 2. Positions.
+    for (int base = first; base < end; base += kNotifyThreads) {
+      const int t = base + tid;
+      const int mask = t < end ? token_rank_mask(a, t, nullptr, expertsPerRank) : 0;
       int before[kMaxRanks];
       for (int r = 0; r < R; ++r) {
-        unsigned bits = __ballot_sync(0xffffffffu, (mask >> r) & 1);
+        const unsigned bits = __ballot_sync(0xffffffffu, (mask >> r) & 1);
         before[r] = __popc(bits & ((1u << lane) - 1));
         if (lane == 0) warpTotals[warp][r] = __popc(bits);
       }
       __syncthreads();
-      if (t < a.numTokens) {
+      if (t < end) {
         for (int r = 0; r < R; ++r) {
           int offset = running[r];
           for (int w = 0; w < warp; ++w) offset += warpTotals[w][r];
@@ -101,6 +173,16 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
       }
       __syncthreads();
     }
+    if (blockIdx.x != 0) return;
+    if (gridDim.x > 1) {
+      // Block 0 takes everyone's expert counts and leaves the scratch zeroed.
+      for (int e = tid; e < a.numExperts; e += kNotifyThreads) {
+        expertCount[e] = ld_volatile(&scratch->expertCount[e]);
+        scratch->expertCount[e] = 0;
+      }
+    }
+    if (tid < R) running[tid] = total[tid];
+    __syncthreads();
     if (a.numTokensPerRank && tid < R) a.numTokensPerRank[tid] = running[tid];
     if (a.numTokensPerExpert) {
       for (int e = tid; e < a.numExperts; e += kNotifyThreads) a.numTokensPerExpert[e] = expertCount[e];
@@ -314,8 +396,19 @@ cudaError_t LaunchNotify(const NotifyArgs& a, cudaStream_t stream) {
                                          static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  notify_kernel<<<1, kNotifyThreads, smem, stream>>>(a);
-  return cudaGetLastError();
+  // One block per kNotifyThreads tokens, up to kMaxNotifyBlocks and one per
+  // SM (a block fills an SM's registers), all resident at once since they
+  // meet at a grid barrier. A layout gets one block: it may run on another
+  // stream beside a dispatch, and only one notify at a time may use the scratch.
+  int device = 0, sms = 1;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  if (cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); e != cudaSuccess) return e;
+  const int wanted = (a.numTokens + kNotifyThreads - 1) / kNotifyThreads;
+  const int blocks = a.cached || a.layoutOnly ? 1 : max(1, min(min(kMaxNotifyBlocks, sms), wanted));
+  NotifyArgs copy = a;
+  void* params[] = {&copy};
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(notify_kernel), dim3(blocks), dim3(kNotifyThreads),
+                                     params, smem, stream);
 }
 
 cudaError_t LaunchDispatch(const DispatchArgs& a, int numSms, cudaStream_t stream) {

@@ -10,6 +10,13 @@ import type { EpConfig } from '../types.js';
 export const CONTROL_BYTES = 64 * 1024;
 const ALIGN = 256;
 
+/** native/ep/ep_params.h NotifyScratch: barrier words, per-block row counts, then per-expert counts. */
+function notifyScratchBytes(numExperts: number): number {
+  const maxNotifyBlocks = 32;
+  const maxRanks = 8;
+  return 8 + maxNotifyBlocks * maxRanks * 4 + numExperts * 4;
+}
+
 export type SizingConfig = Pick<
   EpConfig,
   'worldSize' | 'hidden' | 'numExperts' | 'maxTokensPerRank' | 'maxTopk' | 'numRecvSlots' | 'lowLatency'
@@ -61,6 +68,7 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
     combineX: R * c.maxTokensPerRank * H * 2,
     combineWeights: R * c.maxTokensPerRank * K * 4,
     combineFlags: R * c.maxTokensPerRank * 4,
+    notifyScratch: notifyScratchBytes(c.numExperts),
   });
   const normalEnd = slabsEnd + combine.total;
 
@@ -97,6 +105,7 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
     combineX: slabsEnd + combine.offsets.combineX!,
     combineWeights: slabsEnd + combine.offsets.combineWeights!,
     combineFlags: slabsEnd + combine.offsets.combineFlags!,
+    notifyScratch: slabsEnd + combine.offsets.notifyScratch!,
     llHalf0,
     llHalfStride: half.total,
     llStagingStride: stagingStride,

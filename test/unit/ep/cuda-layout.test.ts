@@ -11,7 +11,7 @@ const CONFIGS: SizingConfig[] = [
 
 /** Where the buffer's top-level regions start, in their order. */
 function regionStarts(f: Record<string, number>): number[] {
-  return [f.slab0!, f.combineX!, f.combineWeights!, f.combineFlags!, f.llHalf0!];
+  return [f.slab0!, f.combineX!, f.combineWeights!, f.combineFlags!, f.notifyScratch!, f.llHalf0!];
 }
 
 describe('cuda buffer layout', () => {
@@ -26,10 +26,12 @@ describe('cuda buffer layout', () => {
     }
   });
 
-  it('leaves the combine flags room for R x maxTokens u32', () => {
+  it('gives the notify scratch room for its barrier, 32 blocks x 8 ranks of row counts, and every expert', () => {
     for (const c of CONFIGS) {
       const { fields } = computeCudaLayout(c);
-      expect(fields.llHalf0! - fields.combineFlags!).toBeGreaterThanOrEqual(c.worldSize * c.maxTokensPerRank * 4);
+      expect(fields.llHalf0! - fields.notifyScratch!).toBeGreaterThanOrEqual(8 + 32 * 8 * 4 + c.numExperts * 4);
+      // The combine flags end before it: R x maxTokens u32.
+      expect(fields.notifyScratch! - fields.combineFlags!).toBeGreaterThanOrEqual(c.worldSize * c.maxTokensPerRank * 4);
     }
   });
 });
