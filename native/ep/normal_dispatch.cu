@@ -130,8 +130,10 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
       }
       if (tid < R) scratch->blockRows[blockIdx.x][tid] = running[tid];
       const bool ok = notify_grid_barrier(scratch, deadline, a.status);
-      if (!ok) return;  // block-uniform
-      if (tid < R) {
+      // After a timeout only block 0 goes on (with no counts), so that its
+      // error still reaches the peers and stops them early.
+      if (!ok && blockIdx.x != 0) return;  // block-uniform
+      if (ok && tid < R) {
         int before = 0, all = 0;
         for (int b = 0; b < static_cast<int>(gridDim.x); ++b) {
           const int n = ld_volatile(&scratch->blockRows[b][tid]);
