@@ -170,6 +170,7 @@ struct CombineArgs {
   int numRows;     // rows of x (N or numWorstTokens)
   int hidden;
   int topk;        // 0: no weights to reduce
+  int sendBlocks;  // blocks that send (the rest reduce); set at launch
   uint64_t timeoutNs;
   const uint16_t* x;          // [numRows][H] bf16
   const float* topkWeights;   // [numRows][k]

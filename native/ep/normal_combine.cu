@@ -4,10 +4,14 @@
 // of all ranks that received it, reading its own rows straight from x. One
 // kernel, no host sync, and the two halves overlap:
 //  1. handshake: every rank has entered this combine (its area is free);
-//  2. sender warps push rows, every origin's tokens in increasing order,
+//  2. sender blocks push rows, every origin's tokens in increasing order,
 //     each row followed by its flag (this combine's sequence number);
-//  3. meanwhile reducer warps take this rank's tokens in increasing order,
+//  3. meanwhile reducer blocks take this rank's tokens in increasing order,
 //     wait for their rows' flags and reduce them.
+// Whole blocks take one role: a block's remote stores, waiting for NVLink
+// credits, would stall its reducers' loads in the SM's shared memory pipeline.
+#include <algorithm>
+
 #include "ep/bf16_vec.cuh"
 #include "ep/device_utils.cuh"
 #include "ep/ep_kernels.h"
@@ -25,10 +29,7 @@ __device__ __forceinline__ LocalState* local_of(uint8_t* base) {
 
 constexpr int kCombineThreads = 512;
 constexpr int kCombineWarps = kCombineThreads / kWarpSize;
-// 10 of each block's 16 warps send, the rest reduce: the push carries three
-// quarters of the bytes over NVLink at 4 ranks, while the reduction only needs
-// enough loads in flight to hide HBM latency (10 beat 8 by 8% at 24 SMs on
-// 4xH200; 12 lost at 2 ranks).
+// A grid of one block splits its warps instead: 10 send, the rest reduce.
 constexpr int kSendWarps = 10;
 // A sender keeps kSendUnroll vectors per lane in flight, and pushes
 // kRowsPerFence rows before one system fence covers them (a fence waits for
@@ -149,18 +150,21 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   if (has_error(a.status)) return;
   const int selfBegin = meta.recvBase[me];
 
-  if (warp < kSendWarps) {
+  const bool oneBlock = gridDim.x == 1;
+  const bool sends = oneBlock ? warp < kSendWarps : static_cast<int>(blockIdx.x) < a.sendBlocks;
+  if (sends) {
     // 2. Send every remote row back to its origin, into slot (me, token), then
-    // flag it. Rows go round-robin over the origins, each origin's in token
-    // order (a source's rows sit in token order), so every origin's reducers
-    // find their tokens arriving from the start.
+    // flag it. Rows go round-robin over the other ranks, each origin's in
+    // token order (a source's rows sit in token order), so every origin's
+    // reducers find their tokens arriving from the start.
     int maxRows = 0;
     for (int s = 0; s < R; ++s) maxRows = max(maxRows, s == me ? 0 : meta.recvBase[s + 1] - meta.recvBase[s]);
     const int32_t* srcIdx = reinterpret_cast<const int32_t*>(
         mine + a.regions.slab0 + static_cast<uint64_t>(a.slot) * a.regions.slabStride + a.regions.slabSrcIdx);
-    const int sender = blockIdx.x * kSendWarps + warp;
-    const int numSenders = gridDim.x * kSendWarps;
-    const int total = maxRows * R;
+    const int sender = oneBlock ? warp : blockIdx.x * kCombineWarps + warp;
+    const int numSenders = oneBlock ? kSendWarps : a.sendBlocks * kCombineWarps;
+    const int others = R - 1;
+    const int total = maxRows * others;
     for (int i0 = sender; i0 < total; i0 += numSenders * kRowsPerFence) {
       uint32_t* flag[kRowsPerFence];
 #pragma unroll
@@ -168,8 +172,9 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
         const int i = i0 + b * numSenders;
         flag[b] = nullptr;
         if (i >= total) continue;
-        const int s = i % R, p = i / R;
-        if (s == me || p >= meta.recvBase[s + 1] - meta.recvBase[s]) continue;
+        const int o = i % others, p = i / others;
+        const int s = o < me ? o : o + 1;
+        if (p >= meta.recvBase[s + 1] - meta.recvBase[s]) continue;
         const int j = meta.recvBase[s] + p;
         const size_t slotRow = static_cast<size_t>(me) * a.maxTokens + srcIdx[j];
         uint8_t* origin = a.peers.ptr[s];
@@ -193,8 +198,13 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
     }
   } else {
     // 3. Reduce this rank's tokens as their rows land.
-    reduce_tokens(a, seq, deadline, selfBegin, blockIdx.x * kReduceWarps + (warp - kSendWarps), gridDim.x * kReduceWarps,
-                  lane);
+    if (oneBlock) {
+      reduce_tokens(a, seq, deadline, selfBegin, warp - kSendWarps, kReduceWarps, lane);
+    } else {
+      const int reduceBlocks = gridDim.x - a.sendBlocks;
+      reduce_tokens(a, seq, deadline, selfBegin, (blockIdx.x - a.sendBlocks) * kCombineWarps + warp,
+                    reduceBlocks * kCombineWarps, lane);
+    }
   }
 
   // The last block moves the sequence on for the next combine.
@@ -209,9 +219,22 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   }
 }
 
+// How many blocks send (the rest reduce). A rank pushes the remote (R-1)/R of
+// the rows it received and reduces rows of every rank, so, a pushed row
+// costing about what a reduced one does, senders get (R-1)/(2R-1) of the
+// blocks: a third at 2 ranks, where a third measured best (324 us against 390
+// with a half and 398 with a quarter; 24 SMs, 2xH200). One rank only reduces.
+int combine_send_blocks(int numSms, int R) {
+  if (R == 1 || numSms == 1) return 0;
+  const int n = (numSms * (R - 1) + (2 * R - 1) / 2) / (2 * R - 1);
+  return std::clamp(n, 1, numSms - 1);
+}
+
 }  // namespace
 
-cudaError_t LaunchCombine(const CombineArgs& a, int numSms, cudaStream_t stream) {
+cudaError_t LaunchCombine(const CombineArgs& args, int numSms, cudaStream_t stream) {
+  CombineArgs a = args;
+  a.sendBlocks = combine_send_blocks(numSms, a.numRanks);
   combine_kernel<<<numSms, kCombineThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
