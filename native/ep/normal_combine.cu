@@ -198,13 +198,10 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
     }
   } else {
     // 3. Reduce this rank's tokens as their rows land.
-    if (oneBlock) {
-      reduce_tokens(a, seq, deadline, selfBegin, warp - kSendWarps, kReduceWarps, lane);
-    } else {
-      const int reduceBlocks = gridDim.x - a.sendBlocks;
-      reduce_tokens(a, seq, deadline, selfBegin, (blockIdx.x - a.sendBlocks) * kCombineWarps + warp,
-                    reduceBlocks * kCombineWarps, lane);
-    }
+    // One call site: two inlined copies of the reduction spill far more.
+    const int first = oneBlock ? warp - kSendWarps : (blockIdx.x - a.sendBlocks) * kCombineWarps + warp;
+    const int stride = oneBlock ? kReduceWarps : (gridDim.x - a.sendBlocks) * kCombineWarps;
+    reduce_tokens(a, seq, deadline, selfBegin, first, stride, lane);
   }
 
   // The last block moves the sequence on for the next combine.
