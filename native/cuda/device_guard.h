@@ -9,16 +9,22 @@ class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
     if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) cudaSetDevice(device);
+    if (previous_ != device) {
+      cudaSetDevice(device);
+      switched_ = previous_ >= 0;
+    }
   }
+  // Restores only what it changed: every launch passes through here, and the
+  // device is almost always current already.
   ~DeviceGuard() {
-    if (previous_ >= 0) cudaSetDevice(previous_);
+    if (switched_) cudaSetDevice(previous_);
   }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
   int previous_ = -1;
+  bool switched_ = false;
 };
 
 }  // namespace wideep
