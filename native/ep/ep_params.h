@@ -42,6 +42,7 @@ struct LocalState {
   uint32_t llDispatchSeq[2];
   uint32_t llCombineSeq[2];
   uint32_t finished[8];  // per-kernel "blocks done" counters for the last-block pattern
+  uint32_t combineNextToken;  // the normal combine's next token to reduce
 };
 
 enum FinishCounter : int {

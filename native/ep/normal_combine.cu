@@ -6,8 +6,9 @@
 //  1. handshake: every rank has entered this combine (its area is free);
 //  2. sender blocks push rows, every origin's tokens in increasing order,
 //     each row followed by its flag (this combine's sequence number);
-//  3. meanwhile reducer blocks take this rank's tokens in increasing order,
-//     wait for their rows' flags and reduce them.
+//  3. meanwhile reducer blocks take this rank's tokens in increasing order
+//     from a shared counter, wait for their rows' flags and reduce them;
+//     sender blocks join them once their rows are out.
 // Whole blocks take one role: a block's remote stores, waiting for NVLink
 // credits, would stall its reducers' loads in the SM's shared memory pipeline.
 #include <algorithm>
@@ -36,22 +37,30 @@ constexpr int kSendWarps = 10;
 // the peer's acknowledgements, about a microsecond).
 constexpr int kSendUnroll = 8;
 constexpr int kRowsPerFence = 4;
-constexpr int kReduceWarps = kCombineWarps - kSendWarps;
 // The reduction keeps kRankGroup ranks x kReduceUnroll vectors of loads in
 // flight per lane, so a couple of dozen SMs cover HBM latency.
 constexpr int kRankGroup = 4;
 constexpr int kReduceUnroll = 4;
 
-// Reducer warps: token t (this rank's) waits for the flag of every remote
-// row it has, then sums its rows in rank order (bias last) and its weights.
+// A reducer warp takes this rank's tokens in increasing order from a shared
+// counter (so that warps done sending join in), waits for the flag of every
+// remote row a token has, then sums its rows in rank order (bias last) and its
+// weights.
 __device__ __forceinline__ void reduce_tokens(const CombineArgs& a, uint32_t seq, uint64_t deadline, int selfBegin,
-                                              int first, int stride, int lane) {
+                                              uint32_t* nextToken, int lane) {
   const int R = a.numRanks, me = a.rank, H = a.hidden;
   uint8_t* mine = a.peers.ptr[me];
   const size_t rowBytes = static_cast<size_t>(H) * 2;
   const uint32_t* flags = reinterpret_cast<const uint32_t*>(mine + a.regions.combineFlags);
   const int vecs = H / 8;
-  for (int t = first; t < a.numTokens; t += stride) {
+  auto grab = [&] {
+    int t = 0;
+    if (lane == 0) t = static_cast<int>(atomicAdd(nextToken, 1u));
+    return __shfl_sync(0xffffffffu, t, 0);
+  };
+  for (int t = grab(); t < a.numTokens;) {
+    // The next token's atomic is in flight while this one is reduced.
+    const int next = grab();
     const int p = lane < R ? a.sendPos[static_cast<size_t>(t) * R + lane] : -1;
     if (lane < R && lane != me && p >= 0) {
       wait_flag_eq(flags + static_cast<size_t>(lane) * a.maxTokens + t, seq, deadline, a.status, kPhaseCombine, lane);
@@ -124,6 +133,7 @@ __device__ __forceinline__ void reduce_tokens(const CombineArgs& a, uint32_t seq
       }
       a.outWeights[static_cast<size_t>(t) * a.topk + lane] = w;
     }
+    t = next;
   }
 }
 
@@ -196,13 +206,10 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
         }
       }
     }
-  } else {
-    // 3. Reduce this rank's tokens as their rows land.
-    // One call site: two inlined copies of the reduction spill far more.
-    const int first = oneBlock ? warp - kSendWarps : (blockIdx.x - a.sendBlocks) * kCombineWarps + warp;
-    const int stride = oneBlock ? kReduceWarps : (gridDim.x - a.sendBlocks) * kCombineWarps;
-    reduce_tokens(a, seq, deadline, selfBegin, first, stride, lane);
   }
+  // 3. Reduce this rank's tokens as their rows land; senders join once their
+  // rows are out, so the split need not match the two halves' work exactly.
+  reduce_tokens(a, seq, deadline, selfBegin, &local_of(mine)->combineNextToken, lane);
 
   // The last block moves the sequence on for the next combine.
   __syncthreads();
@@ -211,19 +218,21 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
     last = atomicAdd(fin, 1) == gridDim.x - 1;
     if (last) {
       *fin = 0;
+      local_of(mine)->combineNextToken = 0;
       local_of(mine)->combineSeq = seq;
     }
   }
 }
 
-// How many blocks send (the rest reduce). A rank pushes the remote (R-1)/R of
-// the rows it received and reduces rows of every rank, so, a pushed row
-// costing about what a reduced one does, senders get (R-1)/(2R-1) of the
-// blocks: a third at 2 ranks, where a third measured best (324 us against 390
-// with a half and 398 with a quarter; 24 SMs, 2xH200). One rank only reduces.
+// How many blocks send (the rest reduce, and the senders join them once
+// their rows are out). A rank pushes the remote (R-1)/R of the rows it
+// received, and one SM pushes only ~24 GB/s over NVLink, so senders get that
+// share of the blocks, at most two thirds. At 2 ranks (24 SMs, 2xH200) a half
+// measured best: 303 us against 322 with two thirds; without the joining, a
+// third had been best (324 us) and two thirds far worse (553).
 int combine_send_blocks(int numSms, int R) {
   if (R == 1 || numSms == 1) return 0;
-  const int n = (numSms * (R - 1) + (2 * R - 1) / 2) / (2 * R - 1);
+  const int n = std::min(numSms * (R - 1) / R, numSms * 2 / 3);
   return std::clamp(n, 1, numSms - 1);
 }
 
