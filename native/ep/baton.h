@@ -22,7 +22,7 @@
 
 #define WIDEEP_COMBINE_FIELDS(X)                                                                      \
   X(slot) X(numTokens) X(numRows) X(hidden) X(topk) X(x) X(topkWeights) X(bias0) X(bias1) X(out)     \
-  X(outWeights) X(sendPos) X(meta) X(numSms)
+  X(outWeights) X(sendPos) X(meta) X(numSms) X(numSendSms)
 
 #define WIDEEP_LL_FIELDS(X)                                                                           \
   X(half) X(numTokens) X(hidden) X(topk) X(useFp8) X(roundScale) X(idx64) X(x) X(topkIdx)            \

@@ -82,6 +82,20 @@ __device__ __forceinline__ bool wait_flag_eq(const uint32_t* flag, uint32_t expe
   return true;
 }
 
+// Waits until a sequence number has reached `expected` or gone past it (the
+// peer may already be in a later round), comparing across wrap-around.
+__device__ __forceinline__ bool wait_seq_reached(const uint32_t* seqWord, uint32_t expected, uint64_t deadline,
+                                                 const ErrorSink& sink, int phase, int peer) {
+  while (static_cast<int32_t>(ld_acquire_sys(seqWord) - expected) < 0) {
+    if (global_timer_ns() > deadline) {
+      report_error(sink, kEpErrTimeout, phase, peer, static_cast<int>(expected));
+      return false;
+    }
+    if (has_error(sink)) return false;
+  }
+  return true;
+}
+
 __device__ __forceinline__ bool wait_counter_ge(const uint64_t* counter, uint64_t expected, uint64_t deadline,
                                                 const ErrorSink& sink, int phase, int peer) {
   while (ld_acquire_sys(counter) < expected) {

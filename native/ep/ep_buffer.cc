@@ -355,7 +355,7 @@ void EpBuffer::Combine(const Napi::CallbackInfo& info) {
   a.meta = b.Ptr<const RoutingMeta>(F::meta);
   if (a.slot < 0 || a.slot >= r.numSlots) ThrowInvalidArg(env, "combine: slot out of range");
   DeviceGuard guard(r.device);
-  WIDEEP_CUDA_THROW(env, LaunchCombine(a, b.Int(F::numSms), stream->stream));
+  WIDEEP_CUDA_THROW(env, LaunchCombine(a, b.Int(F::numSms), b.Int(F::numSendSms), stream->stream));
 }
 
 namespace {

@@ -10,7 +10,8 @@ namespace wideep::ep {
 // A cooperative launch of one block per 512 tokens (up to 32; one when cached).
 cudaError_t LaunchNotify(const NotifyArgs& a, cudaStream_t stream);
 cudaError_t LaunchDispatch(const DispatchArgs& a, int numSms, cudaStream_t stream);
-cudaError_t LaunchCombine(const CombineArgs& a, int numSms, cudaStream_t stream);
+// numSendSms: blocks that push rows (the rest reduce); 0 picks the default share.
+cudaError_t LaunchCombine(const CombineArgs& a, int numSms, int numSendSms, cudaStream_t stream);
 
 }  // namespace wideep::ep
 

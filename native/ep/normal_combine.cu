@@ -155,7 +155,10 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
     __threadfence_system();
     for (int r = 0; r < R; ++r) st_release_sys(&control_of(a.peers.ptr[r])->combineSeq[me], seq);
   }
-  if (tid < R) wait_flag_eq(&ctrl->combineSeq[tid], seq, deadline, a.status, kPhaseCombine, tid);
+  // At least seq, not exactly: a block that starts late (its SM was busy)
+  // may find a peer already in the next combine, since peers wait only for
+  // this rank's sender blocks.
+  if (tid < R) wait_seq_reached(&ctrl->combineSeq[tid], seq, deadline, a.status, kPhaseCombine, tid);
   __syncthreads();
   if (has_error(a.status)) return;
   const int selfBegin = meta.recvBase[me];
@@ -214,6 +217,7 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   // The last block moves the sequence on for the next combine.
   __syncthreads();
   if (tid == 0) {
+    __threadfence();  // this block's counter grabs before its count, which the last block's reset follows
     uint32_t* fin = &local_of(mine)->finished[kFinishCombine];
     last = atomicAdd(fin, 1) == gridDim.x - 1;
     if (last) {
@@ -238,9 +242,10 @@ int combine_send_blocks(int numSms, int R) {
 
 }  // namespace
 
-cudaError_t LaunchCombine(const CombineArgs& args, int numSms, cudaStream_t stream) {
+cudaError_t LaunchCombine(const CombineArgs& args, int numSms, int numSendSms, cudaStream_t stream) {
   CombineArgs a = args;
   a.sendBlocks = combine_send_blocks(numSms, a.numRanks);
+  if (numSendSms > 0 && a.sendBlocks > 0) a.sendBlocks = std::clamp(numSendSms, 1, numSms - 1);
   combine_kernel<<<numSms, kCombineThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }

@@ -12,6 +12,8 @@ export interface EpBenchConfig {
   experts: number;
   routings: RoutingKind[];
   numSms: number[];
+  /** Of each SM budget, the SMs the combine sends with (undefined: the library's default share). */
+  sendSms?: number;
   iters: number;
   warmup: number;
   graphReplays: number;

@@ -26,10 +26,11 @@ export async function measureNormal(o: {
   stream: Stream;
   timer: GpuTimer;
   numSms: number;
+  numSendSms: number | undefined;
   iters: number;
   warmup: number;
 }): Promise<RankMeasurement[]> {
-  const { buffer, inputs, stream, timer, numSms, iters, warmup } = o;
+  const { buffer, inputs, stream, timer, numSms, numSendSms, iters, warmup } = o;
   const H = inputs.x.shape[1]!;
   const release = (r: DispatchResult) => r.release();
   const routed = { topkIdx: inputs.topkIdx, topkWeights: inputs.topkWeights, numSms, stream };
@@ -52,7 +53,7 @@ export async function measureNormal(o: {
     timer.time({
       iters,
       warmup,
-      op: () => buffer.combine({ x: base.recvX, handle: base.handle, keepHandle: true, numSms, stream }),
+      op: () => buffer.combine({ x: base.recvX, handle: base.handle, keepHandle: true, numSms, numSendSms, stream }),
       after: (r) => r.combinedX.close(),
     }),
   );

@@ -29,6 +29,8 @@ const USAGE = `usage: wideep bench ep --mode normal|low-latency [options]
   --experts E          routed experts (default 256)
   --routing R          uniform | zipf | both (default both)
   --num-sms LIST       normal mode: SM budgets, e.g. 24 or 24,48,80,128 (default 24)
+  --send-sms N         normal mode: of each budget, the SMs the combine sends with
+                       (default: the library's share, min((R-1)/R, 2/3))
   --no-baseline        skip the NCCL all-to-all-v baseline
   --iters N            timed runs per measurement (default 30)
   --warmup N           untimed runs first (default 5)
@@ -190,6 +192,7 @@ export const command: CliCommand = {
         experts: { type: 'string' },
         routing: { type: 'string', default: 'both' },
         'num-sms': { type: 'string', default: '24' },
+        'send-sms': { type: 'string' },
         'no-baseline': { type: 'boolean', default: false },
         iters: { type: 'string' },
         warmup: { type: 'string' },
@@ -201,27 +204,33 @@ export const command: CliCommand = {
     if (mode !== 'normal' && mode !== 'low-latency') {
       throw new WideepError('ERR_INVALID_ARG', `--mode: expected normal or low-latency, got ${JSON.stringify(values.mode ?? null)}`);
     }
-    const gpus = deviceCount();
-    if (gpus === 0) throw new WideepError('ERR_NO_GPU', 'bench ep needs GPUs, and none is visible (see wideep doctor)');
-    const nproc = int(values['nproc-per-node'], '--nproc-per-node', gpus, 1);
     const routing = values.routing === 'both' ? ['uniform', 'zipf'] : list(values.routing!, '--routing');
     for (const r of routing) if (r !== 'uniform' && r !== 'zipf') throw new WideepError('ERR_INVALID_ARG', `--routing: expected uniform, zipf or both, got ${r}`);
-    const dir = mkdtempSync(join(tmpdir(), 'wideep-bench-ep-'));
-    const config: EpBenchConfig = {
+    const numSms = list(values['num-sms']!, '--num-sms').map((v) => int(v, '--num-sms', 24));
+    const sendSms = values['send-sms'] === undefined ? undefined : int(values['send-sms'], '--send-sms', 0);
+    if (sendSms !== undefined && numSms.some((n) => sendSms >= n)) {
+      throw new WideepError('ERR_INVALID_ARG', `--send-sms: expected fewer than every --num-sms (${numSms}), got ${sendSms}: the other SMs reduce`);
+    }
+    const settings = {
       mode,
       tokens: int(values.tokens, '--tokens', mode === 'normal' ? 4096 : 128),
       hidden: int(values.hidden, '--hidden', 7168),
       topk: int(values.topk, '--topk', 8),
       experts: int(values.experts, '--experts', 256),
       routings: routing as RoutingKind[],
-      numSms: list(values['num-sms']!, '--num-sms').map((v) => int(v, '--num-sms', 24)),
+      numSms,
+      sendSms,
       iters: int(values.iters, '--iters', 30),
       warmup: int(values.warmup, '--warmup', 5, 0),
       graphReplays: 20,
       baseline: !values['no-baseline'],
       seed: Date.now() % 1_000_000,
-      out: join(dir, 'ranks.json'),
     };
+    const gpus = deviceCount();
+    if (gpus === 0) throw new WideepError('ERR_NO_GPU', 'bench ep needs GPUs, and none is visible (see wideep doctor)');
+    const nproc = int(values['nproc-per-node'], '--nproc-per-node', gpus, 1);
+    const dir = mkdtempSync(join(tmpdir(), 'wideep-bench-ep-'));
+    const config: EpBenchConfig = { ...settings, out: join(dir, 'ranks.json') };
     try {
       const rows = summarise(mode, await runWorkers(config, nproc, io));
       const { out: _out, ...rest } = config;

@@ -67,6 +67,8 @@ export interface BackendCombineArgs<R extends DispatchRouting> extends StreamOpt
   /** Zero, one or two bf16 [T, H] tensors, added in this order. */
   bias: readonly Tensor[];
   numSms: number | undefined;
+  /** Of numSms, the SMs that push rows (cuda); undefined: the default share. */
+  numSendSms: number | undefined;
   /** bf16 [T, H] to write combinedX into; a new tensor when undefined. */
   out: Tensor | undefined;
 }

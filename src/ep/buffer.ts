@@ -240,6 +240,7 @@ export class EpBuffer implements AsyncDisposable {
         topkWeights: v.topkWeights,
         bias: v.bias,
         numSms: v.numSms,
+        numSendSms: v.numSendSms,
         out: v.out,
         previousEvent: args.previousEvent,
         stream: args.stream,

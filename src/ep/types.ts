@@ -130,7 +130,15 @@ export interface CombineOptions extends StreamOptions {
   bias?: Tensor | readonly [Tensor, Tensor];
   /** Keep the handle (and its slot) alive after this combine. */
   keepHandle?: boolean;
+  /** cuda: SMs for the combine kernel (default 24). */
   numSms?: number;
+  /**
+   * cuda, several ranks: how many of numSms push rows back to their origins;
+   * the others reduce, and the senders join them once their rows are out.
+   * 1 to numSms - 1 (default: min((R - 1) / R, 2 / 3) of numSms). A tuning
+   * knob: the best share depends on the machine's NVLink and the rank count.
+   */
+  numSendSms?: number;
   /**
    * bf16 [T, H] to write combinedX into; must not overlap x. A combine
    * captured in a CUDA graph needs it, and no topkWeights (ERR_UNSUPPORTED

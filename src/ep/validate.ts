@@ -23,6 +23,8 @@ import type {
 } from './types.js';
 
 export const DEFAULT_MAX_TOPK = 16;
+/** SMs of the normal-mode kernels when a call names none (DeepEP's default budget). */
+export const DEFAULT_NUM_SMS = 24;
 export const DEFAULT_NUM_RECV_SLOTS = 2;
 export const DEFAULT_TIMEOUT_MS = 100_000;
 export const MAX_LOW_LATENCY_TOKENS = 1024;
@@ -337,6 +339,7 @@ export interface ValidCombine {
   bias: Tensor[];
   keepHandle: boolean;
   numSms: number | undefined;
+  numSendSms: number | undefined;
   out: Tensor | undefined;
 }
 
@@ -386,12 +389,18 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
       `${where}: during a CUDA-graph capture pass out and no topkWeights: otherwise the outputs would be allocated inside the graph, which could not be replayed while they are alive`,
     );
   }
+  const numSms = optionalInt(where, 'numSms', args.numSms, undefined, 1);
+  const numSendSms = optionalInt(where, 'numSendSms', args.numSendSms, undefined, 1);
+  if (numSendSms !== undefined && numSendSms >= (numSms ?? DEFAULT_NUM_SMS)) {
+    throw invalidArg(`${where}: numSendSms`, `fewer than numSms (${numSms ?? DEFAULT_NUM_SMS}): the other SMs reduce`, numSendSms);
+  }
   return {
     x,
     topkWeights,
     bias,
     keepHandle: optionalBool(where, 'keepHandle', args.keepHandle, false),
-    numSms: optionalInt(where, 'numSms', args.numSms, undefined, 1),
+    numSms,
+    numSendSms,
     out,
   };
 }

@@ -12,7 +12,7 @@ const NORMAL_CASES = [
   { T: 1, H: 2048, k: 1, E: 'R', routing: 'uniform', reps: 100 },
   { T: 7, H: 4096, k: 6, E: 64, routing: 'zipf', drop: 0.2, reps: 100, cached: true, idx64: true },
   { T: 128, H: 7168, k: 8, E: 256, routing: 'uniform', drop: 0.1, reps: 100, fp8Input: true, align: 8 },
-  { T: 128, H: 2048, k: 8, E: 64, routing: 'zipf', zeroRank: 1, reps: 100, bias: true },
+  { T: 128, H: 2048, k: 8, E: 64, routing: 'zipf', zeroRank: 1, reps: 100, bias: true, sendSms: 23 },
   { T: 128, H: 4096, k: 6, E: 256, routing: 'uniform', reps: 100, worst: 512 },
   { T: 4096, H: 7168, k: 8, E: 256, routing: 'uniform', reps: 2, fp8Input: true, cached: true },
   { T: 4096, H: 4096, k: 6, E: 64, routing: 'zipf', drop: 0.05, reps: 1 },

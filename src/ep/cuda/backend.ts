@@ -29,13 +29,12 @@ import type {
   LowLatencyRouting,
 } from '../backend.js';
 import type { EpConfig, StreamOptions } from '../types.js';
+import { DEFAULT_NUM_SMS } from '../validate.js';
 import { Baton } from './batons.js';
 import { FP8_BLOCK } from '../fp8-quant.js';
 import { CONTROL_BYTES, computeCudaLayout, type CudaLayout } from './layout.js';
 import { epStatusError } from './status.js';
 
-/** SMs of the normal-mode kernels when a call names none (DeepEP's default budget). */
-export const DEFAULT_NUM_SMS = 24;
 
 /**
  * WIDEEP_POISON_OUTPUTS=1 (set by the GPU tests) fills receive regions and
@@ -381,7 +380,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('outWeights', this.#ptr(combinedTopkWeights))
       .set('sendPos', routing.sendPos.ptr)
       .set('meta', routing.meta.ptr)
-      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS);
+      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
+      .set('numSendSms', args.numSendSms ?? 0);
     callNative(() => this.#native.combine(this.#combine.array, s.native));
     return { combinedX, combinedTopkWeights, event: this.#event(`combine${slot}`, s) };
   }

@@ -89,6 +89,8 @@ async function runCase(c, ci) {
       handle: d.handle,
       topkWeights: d.recvTopkWeights,
       bias: bias ? await bias[me].to(device) : undefined,
+      // Sending shares from one SM to all but one of the default 24, differing between ranks.
+      numSendSms: c.sendSms ? 1 + ((me + rep) % c.sendSms) : undefined,
     });
     await gc.event?.done();
     trace(`${where}: combined`);

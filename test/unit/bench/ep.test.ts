@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { compareWithDeepEp, renderEpTable, type EpBenchReport } from '../../../src/bench/ep.js';
+import { command, compareWithDeepEp, renderEpTable, type EpBenchReport } from '../../../src/bench/ep.js';
+import { expectWideepError } from '../../helpers/expect-error.js';
 
 const row = { gbps: 300, kernelUs: 40 };
 
@@ -44,5 +45,19 @@ describe('bench ep: table', () => {
     expect(cells('ll-dispatch')).toEqual(['uniform', '-', 'll-dispatch', '31.3', '254', '-', '-', '-', '90.0']);
     expect(cells('event-floor')).toEqual(['uniform', '-', 'event-floor', '6.2', '-', '-', '-', '-', '9.0']);
     expect(cells('launch-floor-host')).toEqual(['uniform', '-', 'launch-floor-host', '-', '-', '-', '-', '-', '4.5']);
+  });
+});
+
+describe('bench ep: arguments', () => {
+  const io = { out: () => {}, err: () => {} };
+  it('refuses bad options before looking for GPUs', async () => {
+    await expectWideepError(command.run(['--mode', 'fast'], io), 'ERR_INVALID_ARG', '--mode: expected normal or low-latency');
+    await expectWideepError(command.run(['--mode', 'normal', '--routing', 'skewed'], io), 'ERR_INVALID_ARG', '--routing');
+    await expectWideepError(command.run(['--mode', 'normal', '--send-sms', '0'], io), 'ERR_INVALID_ARG', '--send-sms');
+    await expectWideepError(
+      command.run(['--mode', 'normal', '--num-sms', '24,12', '--send-sms', '12'], io),
+      'ERR_INVALID_ARG',
+      '--send-sms: expected fewer than every --num-sms (24,12), got 12',
+    );
   });
 });

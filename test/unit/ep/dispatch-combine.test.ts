@@ -137,9 +137,12 @@ describe('dispatch/combine match the oracle', () => {
         if (worst === 0) expect(res.numRecvTokensPerExpert).toEqual(want[r]!.numRecvTokensPerExpert.map((n) => alignUp(n, 2)));
         expect(res.handle).not.toBe(results[r]!.handle);
       });
-      // Into caller-owned outputs on odd ranks (poisoned first, so unwritten elements show).
+      // Into caller-owned outputs on odd ranks (poisoned first, so unwritten elements show),
+      // and with a sending share set on some ranks: a tuning knob, the result is the same.
       const outs = c.tokens.map((T, r) => (r % 2 ? Tensor.empty([T, c.H], 'bf16').fillBytes(0xff) : undefined));
-      const combinedAgain = await onAllRanks(buffers, (b, r) => b.combine({ x: xs[r]!, handle: cached[r]!.handle, out: outs[r] }));
+      const combinedAgain = await onAllRanks(buffers, (b, r) =>
+        b.combine({ x: xs[r]!, handle: cached[r]!.handle, out: outs[r], numSms: 8, numSendSms: r % 3 ? r % 3 : undefined }),
+      );
       combinedAgain.forEach((res, r) => {
         if (outs[r]) expect(res.combinedX).toBe(outs[r]);
         assertBitwiseEqual(res.combinedX.data, oracleCombine(want, xs.map((x) => x.data as Uint16Array), c.H, c.tokens).combinedX[r]!, 'cached combine');

@@ -114,6 +114,10 @@ describe('combine argument errors', () => {
       [{ x: recvX, handle, keepHandle: 1 as never }, 'ERR_INVALID_ARG', 'keepHandle: expected a boolean'],
       [{ x: recvX, handle, out: randomBf16(rng, [4, 128]) }, 'ERR_SHAPE', 'out: expected shape [4, 256] ([T, H]), got [4, 128]'],
       [{ x: recvX, handle, out: randomF32(rng, [4, 256]) }, 'ERR_DTYPE', 'out: expected dtype bf16, got f32'],
+      [{ x: recvX, handle, numSendSms: 0 }, 'ERR_INVALID_ARG', 'numSendSms'],
+      [{ x: recvX, handle, numSendSms: 1.5 }, 'ERR_INVALID_ARG', 'numSendSms'],
+      [{ x: recvX, handle, numSendSms: 24 }, 'ERR_INVALID_ARG', 'numSendSms: expected fewer than numSms (24): the other SMs reduce', '24'],
+      [{ x: recvX, handle, numSms: 8, numSendSms: 8 }, 'ERR_INVALID_ARG', 'fewer than numSms (8)'],
     ];
     // During a graph capture, outputs must not be allocated inside the graph.
     cases.push([{ x: recvX, handle, stream: CAPTURING }, 'ERR_UNSUPPORTED', 'pass out and no topkWeights']);
