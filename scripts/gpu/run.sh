@@ -5,11 +5,13 @@
 # TESTS_FILTER narrows the tests step to matching files (e.g. "foundation comm"),
 # TESTS_NAME to tests whose name matches (e.g. "EP on 4 GPUs", for a quick
 # check of a kernel change),
-# TESTS_LIMIT sets its time limit in seconds; BENCH_EP_ARGS adds options to both
-# bench-ep steps (e.g. "--no-baseline --routing uniform" when comparing builds); one call may run 600 s at most. On
-# 4 GPUs the whole suite took 311 s (2026-11-28, before every T <= 128 normal
-# case had 100 repetitions; about 60 s more is expected); with 8 GPUs its
-# 8-rank cases run too, so give each test file its own call there.
+# TESTS_LIMIT sets its time limit in seconds; one call may run 600 s at most.
+# On 4 GPUs the whole suite took 311 s (2026-11-28, before every T <= 128
+# normal case had 100 repetitions and the EP suites also ran at one rank;
+# expect about 120 s more); on 2 GPUs the EP tests took 109 s (2026-11-29,
+# without one rank); with 8 GPUs its 8-rank cases run too, so give each test
+# file its own call there. BENCH_EP_ARGS adds options to both bench-ep steps
+# (e.g. "--no-baseline --routing uniform" when comparing builds).
 # Every step has a time limit; JSON results and logs go to OUTDIR; a short
 # table of outcomes comes last.
 set -uo pipefail
