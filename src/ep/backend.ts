@@ -135,6 +135,12 @@ export interface EpBackend<R extends DispatchRouting = DispatchRouting, L extend
   readonly kind: 'cpu' | 'cuda';
   /** Where every tensor argument and result lives. */
   readonly device: Device;
+  /**
+   * The most SMs a normal-mode call may name: cuda's kernels wait on blocks of
+   * the same launch (the combine's reducers on its senders), so all of them
+   * must be resident; the device's SM count. Undefined: no bound.
+   */
+  readonly maxNumSms?: number;
   /** Local (no communication). */
   getDispatchLayout(topkIdx: Tensor, options: StreamOptions): { numTokensPerRank: Tensor; numTokensPerExpert: Tensor; isTokenInRank: Tensor; event?: Event };
   dispatch(args: BackendDispatchArgs<R>, slot: number): Promise<BackendDispatchResult<R>>;

@@ -183,7 +183,7 @@ export class EpBuffer implements AsyncDisposable {
     this.#checkOpen(where);
     requireOptions(where, args);
     const cached = args.handle === undefined ? undefined : this.#ownHandle(where, args.handle).routing;
-    const v = validateDispatch(this.#config, this.#backend.device, args, cached?.value);
+    const v = validateDispatch(this.#config, this.#backend.device, args, cached?.value, this.#backend.maxNumSms);
     // A cached dispatch holds the routing from the start, so releasing the source handle meanwhile cannot free it.
     let routing: RoutingRef | undefined;
     const lease = this.#slots.acquire(() => routing?.drop());
@@ -232,7 +232,7 @@ export class EpBuffer implements AsyncDisposable {
     this.#checkOpen(where);
     requireOptions(where, args);
     const handle = this.#ownHandle(where, args.handle);
-    const v = validateCombine(this.#config, this.#backend.device, args, handle.routing.value);
+    const v = validateCombine(this.#config, this.#backend.device, args, handle.routing.value, this.#backend.maxNumSms);
     const pending = this.#backend.combine(
       {
         x: v.x,

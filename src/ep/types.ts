@@ -96,7 +96,7 @@ export interface DispatchOptions extends StreamOptions {
    * otherwise: the host would wait for counts).
    */
   numWorstTokens?: number;
-  /** cuda: SMs for the communication kernels. */
+  /** cuda: SMs for the communication kernels (default 24, at most the GPU's SM count). */
   numSms?: number;
 }
 
@@ -130,7 +130,7 @@ export interface CombineOptions extends StreamOptions {
   bias?: Tensor | readonly [Tensor, Tensor];
   /** Keep the handle (and its slot) alive after this combine. */
   keepHandle?: boolean;
-  /** cuda: SMs for the combine kernel (default 24). */
+  /** cuda: SMs for the combine kernel (default 24, at most the GPU's SM count). */
   numSms?: number;
   /**
    * cuda, several ranks: how many of numSms push rows back to their origins;

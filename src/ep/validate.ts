@@ -178,8 +178,8 @@ function optionalBool(where: string, name: string, v: unknown, fallback: boolean
   return v;
 }
 
-function optionalInt(where: string, name: string, v: unknown, fallback: number | undefined, min: number): number | undefined {
-  return v === undefined ? fallback : assertInteger(`${where}: ${name}`, v, min);
+function optionalInt(where: string, name: string, v: unknown, fallback: number | undefined, min: number, max?: number): number | undefined {
+  return v === undefined ? fallback : assertInteger(`${where}: ${name}`, v, min, max);
 }
 
 /** Host tensors only: every entry is -1 or an expert id in [0, E). */
@@ -226,7 +226,14 @@ export interface ValidDispatch {
 }
 
 /** `cached` is the routing of args.handle, which the caller has already checked (owner, liveness). */
-export function validateDispatch(config: EpConfig, device: Device, args: DispatchOptions, cached: DispatchRouting | undefined): ValidDispatch {
+/** maxNumSms: the device's SM count where the backend needs every block of a kernel resident (cuda). */
+export function validateDispatch(
+  config: EpConfig,
+  device: Device,
+  args: DispatchOptions,
+  cached: DispatchRouting | undefined,
+  maxNumSms?: number,
+): ValidDispatch {
   const where = 'dispatch';
   requireOptions(where, args);
   const x = tensorOf(where, 'x', args.x, device, ['bf16', 'fp8e4m3'], ['T', 'H']);
@@ -248,7 +255,7 @@ export function validateDispatch(config: EpConfig, device: Device, args: Dispatc
   const common = {
     expertAlignment: optionalInt(where, 'expertAlignment', args.expertAlignment, 1, 1)!,
     numWorstTokens: optionalInt(where, 'numWorstTokens', args.numWorstTokens, 0, 0)!,
-    numSms: optionalInt(where, 'numSms', args.numSms, undefined, 1),
+    numSms: optionalInt(where, 'numSms', args.numSms, undefined, 1, maxNumSms),
   };
   checkNumExperts(where, args.numExperts, config, false);
 
@@ -356,7 +363,8 @@ function overlaps(a: Tensor, b: Tensor): boolean {
   return pa < pb + BigInt(b.byteLength) && pb < pa + BigInt(a.byteLength);
 }
 
-export function validateCombine(config: EpConfig, device: Device, args: CombineOptions, routing: DispatchRouting): ValidCombine {
+/** maxNumSms: as for validateDispatch. */
+export function validateCombine(config: EpConfig, device: Device, args: CombineOptions, routing: DispatchRouting, maxNumSms?: number): ValidCombine {
   const where = 'combine';
   requireOptions(where, args);
   const N = routing.numRows;
@@ -389,7 +397,7 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
       `${where}: during a CUDA-graph capture pass out and no topkWeights: otherwise the outputs would be allocated inside the graph, which could not be replayed while they are alive`,
     );
   }
-  const numSms = optionalInt(where, 'numSms', args.numSms, undefined, 1);
+  const numSms = optionalInt(where, 'numSms', args.numSms, undefined, 1, maxNumSms);
   const numSendSms = optionalInt(where, 'numSendSms', args.numSendSms, undefined, 1);
   if (numSendSms !== undefined && numSendSms >= (numSms ?? DEFAULT_NUM_SMS)) {
     throw invalidArg(`${where}: numSendSms`, `fewer than numSms (${numSms ?? DEFAULT_NUM_SMS}): the other SMs reduce`, numSendSms);

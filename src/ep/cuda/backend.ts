@@ -107,6 +107,8 @@ let instances = 0;
 class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   readonly kind = 'cuda' as const;
   readonly device: Device;
+  /** The device's SM count: the most SMs a normal-mode call may name; the low-latency kernels take them all. */
+  readonly maxNumSms: number;
   readonly #dev: number;
   readonly #config: EpConfig;
   readonly #group: ProcessGroup;
@@ -117,7 +119,6 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   readonly #base: bigint;
   readonly #layout: CudaLayout;
   readonly #stream: Stream;
-  readonly #smCount: number;
   readonly #metaBytes: number;
   readonly #notify: Baton;
   readonly #dispatch: Baton;
@@ -152,7 +153,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     this.#base = native.base;
     this.#layout = layout;
     this.#stream = new Stream(this.#dev);
-    this.#smCount = cudaProbe().devices[this.#dev]?.multiProcessorCount ?? 132;
+    this.maxNumSms = cudaProbe().devices[this.#dev]?.multiProcessorCount ?? 132;
     this.#metaBytes = batons.routingMetaBytes;
     this.#notify = new Baton(batons.notify);
     this.#dispatch = new Baton(batons.dispatch);
@@ -402,7 +403,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('hidden', H)
       .set('topk', k)
       .set('idx64', idx64)
-      .set('numSms', this.#smCount);
+      .set('numSms', this.maxNumSms);
   }
 
   /**

@@ -135,6 +135,17 @@ export class Checker {
     else if (this.failures.length === 20) this.failures.push('... more failures omitted');
   }
 
+  /** The call fails with a WideepError of `code`. */
+  async refuses(what, promise, code) {
+    this.checks++;
+    try {
+      await promise;
+      this.fail(what, `expected ${code}, but the call succeeded`);
+    } catch (e) {
+      if (e?.code !== code) this.fail(what, `expected ${code}, got ${e?.code}: ${e?.message}`);
+    }
+  }
+
   /** Same shape, dtype and bytes. */
   bitwise(what, actual, expected) {
     this.checks++;

@@ -84,6 +84,10 @@ async function runCase(c, ci) {
     const mags = await Promise.all(
       ref.map((r, rank) => cpu[rank].combine({ x: absTensor(combIn[rank]), handle: r.handle, bias: bias ? absTensor(bias[rank]) : undefined })),
     );
+    if (!DRY_RUN && ci === 0 && rep === 0) {
+      // More SMs than the GPU has: refused before anything runs (every block must be resident).
+      await check.refuses(`${where} combine numSms`, gpu.combine({ x: await combIn[me].to(device), handle: d.handle, numSms: 100_000, keepHandle: true }), 'ERR_INVALID_ARG');
+    }
     const gc = await gpu.combine({
       x: await combIn[me].to(device),
       handle: d.handle,

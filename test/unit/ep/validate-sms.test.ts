@@ -1,0 +1,25 @@
+import { describe, expect, test } from 'vitest';
+import { resolveConfig, validateCombine, validateDispatch } from '../../../src/ep/validate.js';
+import type { DispatchRouting } from '../../../src/ep/backend.js';
+import { expectWideepError } from '../../helpers/expect-error.js';
+import { SeededRandom, fromRouting, randomBf16 } from '../../helpers/random.js';
+
+// The cuda backend bounds numSms by the device's SM count (all blocks of a launch resident).
+describe('numSms against the backend bound', () => {
+  const config = resolveConfig(0, 2, 'cpu', { hidden: 256, numExperts: 8, maxTokensPerRank: 8 });
+  const rng = new SeededRandom(3);
+  const routed = () => ({ x: randomBf16(rng, [4, 256]), ...fromRouting([0, 1, 2, 3, 4, 5, 6, 7], new Array(8).fill(0.5), 4, 2) });
+  const routing = { numRows: 6, numTokens: 4, topk: 2 } as unknown as DispatchRouting;
+
+  test('dispatch and combine accept up to the bound and refuse more, before anything runs', async () => {
+    expect(validateDispatch(config, 'cpu', { ...routed(), numSms: 132 }, undefined, 132).numSms).toBe(132);
+    await expectWideepError(() => validateDispatch(config, 'cpu', { ...routed(), numSms: 133 }, undefined, 132), 'ERR_INVALID_ARG', 'dispatch: numSms', '[1, 132]', '133');
+    const x = randomBf16(rng, [6, 256]);
+    expect(validateCombine(config, 'cpu', { x, handle: {} as never, numSms: 132, numSendSms: 131 }, routing, 132).numSendSms).toBe(131);
+    await expectWideepError(() => validateCombine(config, 'cpu', { x, handle: {} as never, numSms: 200 }, routing, 132), 'ERR_INVALID_ARG', 'combine: numSms', '[1, 132]');
+  });
+
+  test('without a bound (the cpu backend) any positive numSms passes', () => {
+    expect(validateDispatch(config, 'cpu', { ...routed(), numSms: 1000 }, undefined).numSms).toBe(1000);
+  });
+});
