@@ -141,14 +141,4 @@ async function runGraph(c, ci) {
   stream.close();
 }
 
-await runCasesAndExit({
-  cases: CASES,
-  check,
-  pg,
-  buffers,
-  run: async (c, i) => {
-    if (c.replays && DRY_RUN) return false; // graphs need a GPU
-    if (c.replays) await runGraph(c, i);
-    else await runCase(c, i);
-  },
-});
+await runCasesAndExit({ cases: CASES, runCase, runGraph, check, pg, buffers });
