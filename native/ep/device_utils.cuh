@@ -68,11 +68,13 @@ __device__ __forceinline__ void report_error(const ErrorSink& sink, int code, in
 __device__ __forceinline__ int error_code(const ErrorSink& sink) { return ld_volatile(&sink.dev->code); }
 __device__ __forceinline__ bool has_error(const ErrorSink& sink) { return error_code(sink) != 0; }
 
-// Spins until *flag == expected. On timeout, or when another thread of this
-// rank already failed, records/propagates the error and returns false.
-__device__ __forceinline__ bool wait_flag_eq(const uint32_t* flag, uint32_t expected, uint64_t deadline,
+// Spins until done(*word) holds (an acquire load each time). On timeout, or
+// when another thread of this rank already failed, records/propagates the
+// error (reporting `expected`) and returns false.
+template <typename T, typename Done>
+__device__ __forceinline__ bool bounded_wait(const T* word, Done done, T expected, uint64_t deadline,
                                              const ErrorSink& sink, int phase, int peer) {
-  while (ld_acquire_sys(flag) != expected) {
+  while (!done(ld_acquire_sys(word))) {
     if (global_timer_ns() > deadline) {
       report_error(sink, kEpErrTimeout, phase, peer, static_cast<int>(expected));
       return false;
@@ -80,32 +82,24 @@ __device__ __forceinline__ bool wait_flag_eq(const uint32_t* flag, uint32_t expe
     if (has_error(sink)) return false;
   }
   return true;
+}
+
+__device__ __forceinline__ bool wait_flag_eq(const uint32_t* flag, uint32_t expected, uint64_t deadline,
+                                             const ErrorSink& sink, int phase, int peer) {
+  return bounded_wait(flag, [=](uint32_t v) { return v == expected; }, expected, deadline, sink, phase, peer);
 }
 
 // Waits until a sequence number has reached `expected` or gone past it (the
 // peer may already be in a later round), comparing across wrap-around.
 __device__ __forceinline__ bool wait_seq_reached(const uint32_t* seqWord, uint32_t expected, uint64_t deadline,
                                                  const ErrorSink& sink, int phase, int peer) {
-  while (static_cast<int32_t>(ld_acquire_sys(seqWord) - expected) < 0) {
-    if (global_timer_ns() > deadline) {
-      report_error(sink, kEpErrTimeout, phase, peer, static_cast<int>(expected));
-      return false;
-    }
-    if (has_error(sink)) return false;
-  }
-  return true;
+  return bounded_wait(seqWord, [=](uint32_t v) { return static_cast<int32_t>(v - expected) >= 0; }, expected,
+                      deadline, sink, phase, peer);
 }
 
 __device__ __forceinline__ bool wait_counter_ge(const uint64_t* counter, uint64_t expected, uint64_t deadline,
                                                 const ErrorSink& sink, int phase, int peer) {
-  while (ld_acquire_sys(counter) < expected) {
-    if (global_timer_ns() > deadline) {
-      report_error(sink, kEpErrTimeout, phase, peer, static_cast<int>(expected));
-      return false;
-    }
-    if (has_error(sink)) return false;
-  }
-  return true;
+  return bounded_wait(counter, [=](uint64_t v) { return v >= expected; }, expected, deadline, sink, phase, peer);
 }
 
 // ---- vector copies ----------------------------------------------------------

@@ -234,9 +234,10 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
 // share of the blocks, at most two thirds. At 2 ranks (24 SMs, 2xH200) a half
 // measured best: 303 us against 322 with two thirds; without the joining, a
 // third had been best (324 us) and two thirds far worse (553).
-int combine_send_blocks(int numSms, int R) {
+// `requested` (numSendSms, 0 for the default) overrides the share.
+int combine_send_blocks(int numSms, int R, int requested) {
   if (R == 1 || numSms == 1) return 0;
-  const int n = std::min(numSms * (R - 1) / R, numSms * 2 / 3);
+  const int n = requested > 0 ? requested : std::min(numSms * (R - 1) / R, numSms * 2 / 3);
   return std::clamp(n, 1, numSms - 1);
 }
 
@@ -244,8 +245,7 @@ int combine_send_blocks(int numSms, int R) {
 
 cudaError_t LaunchCombine(const CombineArgs& args, int numSms, int numSendSms, cudaStream_t stream) {
   CombineArgs a = args;
-  a.sendBlocks = combine_send_blocks(numSms, a.numRanks);
-  if (numSendSms > 0 && a.sendBlocks > 0) a.sendBlocks = std::clamp(numSendSms, 1, numSms - 1);
+  a.sendBlocks = combine_send_blocks(numSms, a.numRanks, numSendSms);
   combine_kernel<<<numSms, kCombineThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
