@@ -225,8 +225,10 @@ export interface ValidDispatch {
   numSms: number | undefined;
 }
 
-/** `cached` is the routing of args.handle, which the caller has already checked (owner, liveness). */
-/** maxNumSms: the device's SM count where the backend needs every block of a kernel resident (cuda). */
+/**
+ * `cached` is the routing of args.handle, which the caller has already checked (owner, liveness).
+ * maxNumSms: the device's SM count where the backend needs every block of a kernel resident (cuda).
+ */
 export function validateDispatch(
   config: EpConfig,
   device: Device,

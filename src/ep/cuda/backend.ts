@@ -35,7 +35,6 @@ import { FP8_BLOCK } from '../fp8-quant.js';
 import { CONTROL_BYTES, computeCudaLayout, type CudaLayout } from './layout.js';
 import { epStatusError } from './status.js';
 
-
 /**
  * WIDEEP_POISON_OUTPUTS=1 (set by the GPU tests) fills receive regions and
  * fresh outputs with 0xff before every launch, so rows a kernel fails to
