@@ -27,10 +27,16 @@ struct NormalControl {
 };
 
 // Written by peers into one half of the low-latency area.
+// A source's sending blocks each add their share of kLlArrivalUnit to its
+// arrival count here once their rows are out; a call is complete when the
+// count reaches seq * kLlArrivalUnit (low_latency.cu).
+constexpr int kLlArrivalShift = 20;
+constexpr uint64_t kLlArrivalUnit = 1ull << kLlArrivalShift;
+
 struct LowLatencyControl {
-  uint32_t dispatchFlag[kMaxRanks];  // [src]: src finished sending this dispatch
-  uint32_t combineFlag[kMaxRanks];   // [src]: src finished sending this combine
-  uint32_t weightsFlag[kMaxRanks];   // [src]: src published this combine's top-k ids and weights
+  uint64_t dispatchArrived[kMaxRanks];  // [src]: shares of src's dispatch blocks that finished sending
+  uint64_t combineArrived[kMaxRanks];   // [src]: shares of src's combine blocks that finished sending
+  uint32_t weightsFlag[kMaxRanks];      // [src]: src published this combine's top-k ids and weights
   int32_t srcTokens[kMaxRanks];      // [src]: tokens src dispatched
 };
 
@@ -41,17 +47,15 @@ struct LocalState {
   uint32_t combineSeq;
   uint32_t llDispatchSeq[2];
   uint32_t llCombineSeq[2];
-  uint32_t finished[8];  // per-kernel "blocks done" counters for the last-block pattern
+  uint32_t finished[8];  // per-kernel block counters (last block to finish, or to start, acts)
   uint32_t combineNextToken;  // the normal combine's next token to reduce
 };
 
 enum FinishCounter : int {
   kFinishDispatch = 0,
   kFinishCombine = 1,
-  kFinishLlDispatchSend = 2,
-  kFinishLlDispatchRecv = 3,
-  kFinishLlCombineSend = 4,
-  kFinishLlCombineRecv = 5,
+  kArriveLlDispatch = 2,  // low-latency: blocks that read the half's sequence number
+  kArriveLlCombine = 3,
 };
 
 constexpr uint64_t kNormalControlOffset = 0;

@@ -38,17 +38,47 @@ __device__ __forceinline__ int64_t load_idx(const void* p, int idx64, size_t i) 
   return idx64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
 }
 
-// The last block of a grid to get here returns true (after resetting the counter).
-__device__ __forceinline__ bool is_last_block(uint32_t* counter) {
-  __shared__ bool last;
-  __syncthreads();
+// The half's sequence number for this call. Every block reads it at its
+// start and counts itself; the block that arrived last stores it back at its
+// end (ll_seq_finish), when all have read it. Counting arrivals at the start
+// rather than finishes at the end keeps a fence and an atomic round trip off
+// the kernel's tail; `arrival` (thread 0's) is only looked at in ll_seq_finish.
+struct SeqTicket {
+  uint32_t seq;
+  uint32_t arrival;
+};
+
+__device__ __forceinline__ SeqTicket ll_seq_arrive(uint32_t* stored, uint32_t* arrived) {
+  __shared__ uint32_t seq;
+  uint32_t arrival = 0;
   if (threadIdx.x == 0) {
-    __threadfence_system();
-    last = atomicAdd(counter, 1) == gridDim.x - 1;
-    if (last) *counter = 0;
+    seq = ld_acquire_gpu(stored) + 1;  // acquire: read before this block counts itself
+    arrival = atomicAdd(arrived, 1);
   }
   __syncthreads();
-  return last;
+  return {seq, arrival};
+}
+
+__device__ __forceinline__ void ll_seq_finish(const SeqTicket& t, uint32_t* stored, uint32_t* arrived) {
+  if (threadIdx.x == 0 && t.arrival == gridDim.x - 1) {
+    *arrived = 0;
+    *stored = t.seq;
+  }
+}
+
+// This block's share of a call's kLlArrivalUnit: the shares of a grid add up to it.
+__device__ __forceinline__ uint64_t arrival_share() {
+  const uint64_t each = kLlArrivalUnit / gridDim.x;
+  return blockIdx.x == 0 ? kLlArrivalUnit - each * (gridDim.x - 1) : each;
+}
+
+// Waits until every sending block of source `peer`'s call `seq` added its
+// share (or a later call's shares started coming in).
+__device__ __forceinline__ bool wait_arrivals(const uint64_t* count, uint32_t seq, uint64_t deadline,
+                                              const ErrorSink& sink, int phase, int peer) {
+  return bounded_wait(
+      count, [=](uint64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(v >> kLlArrivalShift) - seq) >= 0; },
+      static_cast<uint64_t>(seq), deadline, sink, phase, peer);
 }
 
 // Scale of a block with absolute maximum `amax`: amax/448, or that rounded up
@@ -81,9 +111,7 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts;
-  uint8_t* mine = a.peers.ptr[me];
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
-  const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
 
   for (int t0 = blockIdx.x * kTokensPerStep; t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
@@ -150,11 +178,13 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
     __syncthreads();
   }
 
-  if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchSend]) && tid < R) {
+  // The block's rows and top-k ids are out (the loop ended on a barrier): it
+  // adds its share of the call at every destination (block 0 first gives the
+  // token count), with no grid-wide handshake before the signal.
+  if (tid < R) {
     LowLatencyControl* peer = ll_control(a.peers.ptr[tid], a.half);
-    peer->srcTokens[me] = a.numTokens;
-    __threadfence_system();
-    st_release_sys(&peer->dispatchFlag[me], seq);
+    if (blockIdx.x == 0) peer->srcTokens[me] = a.numTokens;
+    red_add_release_sys(&peer->dispatchArrived[me], arrival_share());
   }
 }
 
@@ -190,7 +220,7 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
   uint8_t* mine = a.peers.ptr[me];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
-  if (tid < R) wait_flag_eq(&ctrl->dispatchFlag[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
+  if (tid < R) wait_arrivals(&ctrl->dispatchArrived[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
   // Every source's flag was acquired by its waiting thread; the barrier makes
   // what they published visible to the whole block before anything reads it.
   __syncthreads();
@@ -283,13 +313,11 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
 
 // The receive half alone (for a hook): `split` blocks per local expert.
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
-  uint8_t* mine = a.peers.ptr[a.rank];
-  const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
+  LocalState* local = local_of(a.peers.ptr[a.rank]);
+  const SeqTicket ticket = ll_seq_arrive(&local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch]);
   const int split = recv_split(gridDim.x, a.numLocalExperts);
-  dispatch_recv_expert(a, blockIdx.x / split, blockIdx.x % split, split, seq, global_timer_ns() + a.timeoutNs);
-  if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchRecv]) && threadIdx.x == 0) {
-    local_of(mine)->llDispatchSeq[a.half] = seq;
-  }
+  dispatch_recv_expert(a, blockIdx.x / split, blockIdx.x % split, split, ticket.seq, global_timer_ns() + a.timeoutNs);
+  ll_seq_finish(ticket, &local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch]);
 }
 
 // Both halves in one launch when no hook is asked for: the send, then each
@@ -298,15 +326,15 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
 // while others wait for its flags.
 static_assert(kSendThreads == kRecvThreads, "the fused dispatch runs both halves with one block size");
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a) {
-  uint8_t* mine = a.peers.ptr[a.rank];
-  const uint32_t seq = local_of(mine)->llDispatchSeq[a.half] + 1;
+  LocalState* local = local_of(a.peers.ptr[a.rank]);
+  const SeqTicket ticket = ll_seq_arrive(&local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch]);
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   dispatch_send(a);
   const int split = recv_split(gridDim.x, a.numLocalExperts), units = a.numLocalExperts * split;
-  for (int u = blockIdx.x; u < units; u += gridDim.x) dispatch_recv_expert(a, u / split, u % split, split, seq, deadline);
-  if (is_last_block(&local_of(mine)->finished[kFinishLlDispatchRecv]) && threadIdx.x == 0) {
-    local_of(mine)->llDispatchSeq[a.half] = seq;
+  for (int u = blockIdx.x; u < units; u += gridDim.x) {
+    dispatch_recv_expert(a, u / split, u % split, split, ticket.seq, deadline);
   }
+  ll_seq_finish(ticket, &local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch]);
 }
 
 // ------------------------------------------------------------------- combine
@@ -348,7 +376,7 @@ __device__ __forceinline__ void publish_combine_topk(const LowLatencyArgs& a, ui
 // each pair's rows on this rank (one per top-k column whose expert is here)
 // and the partial's place at the origin, then its warps reduce the 256-column
 // chunks with every row's load in flight and write the partial to the origin.
-__device__ __forceinline__ void combine_send(const LowLatencyArgs& a) {
+__device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t seq) {
   __shared__ const int4* rowPtr[kPairsPerStep][kMaxTopk];
   __shared__ float rowWeight[kPairsPerStep][kMaxTopk];
   __shared__ int owner[kPairsPerStep][kMaxTopk];
@@ -360,7 +388,6 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a) {
   uint8_t* mine = a.peers.ptr[me];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
-  const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (blockIdx.x == 0) publish_combine_topk(a, seq);
   if (tid < R) wait_flag_eq(&ctrl->weightsFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
@@ -439,26 +466,24 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a) {
     }
     __syncthreads();
   }
-  // No flag after an error: the origins time out instead of adding partials never written.
-  if (is_last_block(&local_of(mine)->finished[kFinishLlCombineSend]) && tid < R && !has_error(a.status)) {
-    __threadfence_system();
-    st_release_sys(&ll_control(a.peers.ptr[tid], a.half)->combineFlag[me], seq);
-  }
+  // The block's partials are out (the loop ended on a barrier): its share of
+  // the call goes to every origin, unless something failed (the origins then
+  // time out instead of adding partials never written).
+  if (tid < R && !has_error(a.status)) red_add_release_sys(&ll_control(a.peers.ptr[tid], a.half)->combineArrived[me], arrival_share());
 }
 
 // out[t] = the token's partials (one per owner rank of its experts, which sit
 // in ascending rank order) added in float and rounded once. A block takes
 // tokens a step at a time; warps add 256-column chunks with all loads in flight.
-__device__ __forceinline__ void combine_recv(const LowLatencyArgs& a) {
+__device__ __forceinline__ void combine_recv(const LowLatencyArgs& a, uint32_t seq) {
   __shared__ int partials[kTokensPerStep];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kRecvThreads / kWarpSize;
   const int R = a.numRanks, H = a.hidden, L = a.numLocalExperts;
   uint8_t* mine = a.peers.ptr[a.rank];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
-  const uint32_t seq = local_of(mine)->llCombineSeq[a.half] + 1;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
-  if (tid < R) wait_flag_eq(&ctrl->combineFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
+  if (tid < R) wait_arrivals(&ctrl->combineArrived[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
   const bool ok = !__syncthreads_or(has_error(a.status));  // block-uniform, as barriers follow
   const size_t rowBytes = static_cast<size_t>(H) * 2;
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
@@ -492,18 +517,27 @@ __device__ __forceinline__ void combine_recv(const LowLatencyArgs& a) {
     }
     __syncthreads();
   }
-  if (is_last_block(&local_of(mine)->finished[kFinishLlCombineRecv]) && tid == 0) {
-    local_of(mine)->llCombineSeq[a.half] = seq;
-  }
 }
 
-__global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArgs a) { combine_send(a); }
-__global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) { combine_recv(a); }
+// A hook's sending kernel only reads the sequence number; its receiving kernel advances it.
+__global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArgs a) {
+  combine_send(a, local_of(a.peers.ptr[a.rank])->llCombineSeq[a.half] + 1);
+}
+
+__global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) {
+  LocalState* local = local_of(a.peers.ptr[a.rank]);
+  const SeqTicket ticket = ll_seq_arrive(&local->llCombineSeq[a.half], &local->finished[kArriveLlCombine]);
+  combine_recv(a, ticket.seq);
+  ll_seq_finish(ticket, &local->llCombineSeq[a.half], &local->finished[kArriveLlCombine]);
+}
 
 // Both halves in one launch when no hook is asked for (same residency as ll_dispatch).
 __global__ void __launch_bounds__(kSendThreads, 1) ll_combine(LowLatencyArgs a) {
-  combine_send(a);
-  combine_recv(a);
+  LocalState* local = local_of(a.peers.ptr[a.rank]);
+  const SeqTicket ticket = ll_seq_arrive(&local->llCombineSeq[a.half], &local->finished[kArriveLlCombine]);
+  combine_send(a, ticket.seq);
+  combine_recv(a, ticket.seq);
+  ll_seq_finish(ticket, &local->llCombineSeq[a.half], &local->finished[kArriveLlCombine]);
 }
 
 }  // namespace
