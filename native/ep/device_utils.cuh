@@ -156,6 +156,12 @@ __device__ __forceinline__ void warp_copy(void* dst, const void* src, int bytes,
   }
 }
 
+// Asks L2 to fetch `bytes` (a multiple of 16, from a 16-byte aligned
+// address) and goes on at once: a bulk (TMA) prefetch, one instruction per row.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+}
+
 // ---- top-k lookups ------------------------------------------------------------
 
 // Index of the first k with topk[k] == expert, or -1.

@@ -116,6 +116,9 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
 
   for (int t0 = blockIdx.x * kTokensPerStep; t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
     const int n = min(kTokensPerStep, a.numTokens - t0);
+    // The rows are read after the top-k ids: fetching them into L2 now makes
+    // the two loads from memory overlap instead of following each other.
+    if (tid < n) prefetch_l2(a.x + static_cast<size_t>(t0 + tid) * H, H * 2);
     // Destinations of each token; every destination gets the top-k rows too
     // (they tell it which tokens were sent).
     if (warp < n) {
@@ -390,13 +393,11 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (blockIdx.x == 0) publish_combine_topk(a, seq);
-  if (tid < R) wait_flag_eq(&ctrl->weightsFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
-  __syncthreads();  // each source's flag was acquired by its waiting thread
-  if (tid == 0) {
+  if (tid == 0) {  // the dispatch's token counts
     firstPair[0] = 0;
     for (int s = 0; s < R; ++s) firstPair[s + 1] = firstPair[s] + ld_volatile(&ctrl->srcTokens[s]);
   }
-  const bool ok = !__syncthreads_or(has_error(a.status));
+  __syncthreads();
 
   const size_t slots = static_cast<size_t>(R) * M;
   const size_t rowBytes = static_cast<size_t>(H) * 2;
@@ -406,6 +407,24 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
   const int2* combineIn = reinterpret_cast<const int2*>(mine + a.regions.combineIn);
   const int total = firstPair[R];
   const int step = max(1, min(kPairsPerStep, (total + gridDim.x - 1) / gridDim.x));
+  // While the combine's top-k comes in, the rows this block will reduce start
+  // coming into L2; the dispatch's routing names them (a combine whose ids
+  // differ from its dispatch's still reads the right rows, only later).
+  for (int i0 = blockIdx.x * step; i0 < total; i0 += gridDim.x * step) {
+    const int i = tid / kMaxTopk, c = tid % kMaxTopk;
+    if (i >= min(step, total - i0) || c >= a.topk) continue;
+    int s = 0;
+    while (firstPair[s + 1] <= i0 + i) ++s;
+    const size_t at = static_cast<size_t>(s) * M + (i0 + i - firstPair[s]);
+    const int32_t e = srcTopk[at * a.maxTopk + c];
+    if (e >= 0 && e / L == me && first_slot_of(srcTopk + at * a.maxTopk, a.topk, e) == c) {
+      prefetch_l2(reinterpret_cast<const uint8_t*>(a.y) + (static_cast<size_t>(e - me * L) * slots + slotOf[at * a.maxTopk + c]) * rowBytes,
+                  static_cast<uint32_t>(rowBytes));
+    }
+  }
+  if (tid < R) wait_flag_eq(&ctrl->weightsFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
+  // Each source's flag was acquired by its waiting thread; the barrier shares that with the block.
+  const bool ok = !__syncthreads_or(has_error(a.status));
   for (int i0 = blockIdx.x * step; ok && i0 < total; i0 += gridDim.x * step) {
     const int n = min(step, total - i0);
     if (tid < n * kMaxTopk) {
