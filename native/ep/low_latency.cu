@@ -356,6 +356,67 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a)
 // step left most blocks idle while the busy ones reduced 4 pairs each).
 constexpr int kPairsPerStep = 4;
 
+// Row sums of one step, shared by both halves of the combine: set i of n adds
+// count[i] rows rows[i][.] (times w[i][.] when weighted) into dst[i] (none
+// when null), in row order, rounding once to bf16. Each lane takes kVecs
+// 16-byte vectors of a set per item and loads kLoadsInFlight of them before
+// the first add; with at most 4 rows per set (the usual case on several
+// ranks), a lane takes 2 vectors, so that fewer rounds of loads follow each other.
+constexpr int kLoadsInFlight = 8;
+
+template <bool kWeighted, int kVecs>
+__device__ __forceinline__ void sum_rows_by(int n, int4* const* dst, const int4* const (*rows)[kMaxTopk],
+                                            const float (*w)[kMaxTopk], const int* count, int numVecs) {
+  constexpr int kRows = kLoadsInFlight / kVecs;  // rows loaded per round
+  constexpr int kItemVecs = kVecs * kWarpSize;
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, warps = blockDim.x / kWarpSize;
+  const int items = (numVecs + kItemVecs - 1) / kItemVecs;
+  for (int item = warp; item < n * items; item += warps) {
+    const int i = item / items, first = (item % items) * kItemVecs + lane, m = count[i];
+    if (!dst[i]) continue;
+    float acc[kVecs][8] = {};
+    for (int g = 0; g < m; g += kRows) {
+      int4 in[kVecs][kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+        for (int u = 0; u < kVecs; ++u) {
+          if (g + r < m && first + u * kWarpSize < numVecs) in[u][r] = ld_nc_v4(rows[i][g + r] + first + u * kWarpSize);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        if (g + r >= m) break;
+#pragma unroll
+        for (int u = 0; u < kVecs; ++u) {
+          if constexpr (kWeighted) {
+            accumulate_scaled_bf16x8(acc[u], w[i][g + r], in[u][r]);
+          } else {
+            accumulate_bf16x8(acc[u], in[u][r]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kVecs; ++u) {
+      if (first + u * kWarpSize < numVecs) st_na_v4(dst[i] + first + u * kWarpSize, pack_bf16x8(acc[u]));
+    }
+  }
+}
+
+template <bool kWeighted>
+__device__ __forceinline__ void sum_rows(int n, int4* const* dst, const int4* const (*rows)[kMaxTopk],
+                                         const float (*w)[kMaxTopk], const int* count, int numVecs) {
+  int most = 0;
+  for (int i = 0; i < n; ++i) most = max(most, count[i]);
+  // Four vectors per lane would not fit the registers (the kernel would spill).
+  if (most <= kLoadsInFlight / 2) {
+    sum_rows_by<kWeighted, 2>(n, dst, rows, w, count, numVecs);
+  } else {
+    sum_rows_by<kWeighted, 1>(n, dst, rows, w, count, numVecs);
+  }
+}
+
 // Block 0 writes this rank's {id, weight} columns into every rank's combineIn,
 // then raises its weightsFlag there.
 __device__ __forceinline__ void publish_combine_topk(const LowLatencyArgs& a, uint32_t seq) {
@@ -377,16 +438,20 @@ __device__ __forceinline__ void publish_combine_topk(const LowLatencyArgs& a, ui
 
 // Each block takes (source, token) pairs a step at a time: its threads find
 // each pair's rows on this rank (one per top-k column whose expert is here)
-// and the partial's place at the origin, then its warps reduce the 256-column
-// chunks with every row's load in flight and write the partial to the origin.
+// and the partial's place at the origin, then its warps reduce the rows
+// (sum_rows) and write the partial to the origin. The first step's rows are
+// looked up from the dispatch's routing while the combine's top-k comes in;
+// once it is in, a column whose id is the dispatch's takes that row as is.
 __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t seq) {
-  __shared__ const int4* rowPtr[kPairsPerStep][kMaxTopk];
+  __shared__ const int4* rowPtr[kPairsPerStep][kMaxTopk];  // compacted to rowCount rows before the sums
   __shared__ float rowWeight[kPairsPerStep][kMaxTopk];
+  __shared__ int rowCount[kPairsPerStep];
   __shared__ int owner[kPairsPerStep][kMaxTopk];
   __shared__ int4* rowDst[kPairsPerStep];
+  __shared__ int32_t earlyId[kPairsPerStep][kMaxTopk];      // the first step's dispatch ids
+  __shared__ const int4* earlyRow[kPairsPerStep][kMaxTopk];  // and their rows here (null: elsewhere)
   __shared__ int firstPair[kMaxRanks + 1];  // exclusive prefix of the sources' token counts
-  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
-  constexpr int kWarps = kSendThreads / kWarpSize;
+  const int tid = threadIdx.x;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
   uint8_t* mine = a.peers.ptr[me];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
@@ -401,25 +466,36 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
 
   const size_t slots = static_cast<size_t>(R) * M;
   const size_t rowBytes = static_cast<size_t>(H) * 2;
-  const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
   const int32_t* slotOf = reinterpret_cast<const int32_t*>(mine + a.regions.slotOf);
   const int2* combineIn = reinterpret_cast<const int2*>(mine + a.regions.combineIn);
   const int total = firstPair[R];
   const int step = max(1, min(kPairsPerStep, (total + gridDim.x - 1) / gridDim.x));
+  // Pair `i` of the step at i0: its (source, token) index into the [R][M] regions.
+  auto pair_at = [&](int i0, int i) {
+    int s = 0;
+    while (firstPair[s + 1] <= i0 + i) ++s;
+    return static_cast<size_t>(s) * M + (i0 + i - firstPair[s]);
+  };
+  // The row of local expert e for the pair at `at`: the dispatch stored its
+  // slot under the first column naming the expert.
+  auto row_of = [&](size_t at, int32_t e) {
+    const int p = slotOf[at * a.maxTopk + first_slot_of(srcTopk + at * a.maxTopk, a.topk, static_cast<int64_t>(e))];
+    return reinterpret_cast<const int4*>(reinterpret_cast<const uint8_t*>(a.y) + (static_cast<size_t>(e - me * L) * slots + p) * rowBytes);
+  };
   // While the combine's top-k comes in, the rows this block will reduce start
   // coming into L2; the dispatch's routing names them (a combine whose ids
   // differ from its dispatch's still reads the right rows, only later).
   for (int i0 = blockIdx.x * step; i0 < total; i0 += gridDim.x * step) {
     const int i = tid / kMaxTopk, c = tid % kMaxTopk;
     if (i >= min(step, total - i0) || c >= a.topk) continue;
-    int s = 0;
-    while (firstPair[s + 1] <= i0 + i) ++s;
-    const size_t at = static_cast<size_t>(s) * M + (i0 + i - firstPair[s]);
+    const size_t at = pair_at(i0, i);
     const int32_t e = srcTopk[at * a.maxTopk + c];
-    if (e >= 0 && e / L == me && first_slot_of(srcTopk + at * a.maxTopk, a.topk, e) == c) {
-      prefetch_l2(reinterpret_cast<const uint8_t*>(a.y) + (static_cast<size_t>(e - me * L) * slots + slotOf[at * a.maxTopk + c]) * rowBytes,
-                  static_cast<uint32_t>(rowBytes));
+    const int4* row = e >= 0 && e / L == me ? row_of(at, e) : nullptr;
+    if (row) prefetch_l2(row, static_cast<uint32_t>(rowBytes));
+    if (i0 == static_cast<int>(blockIdx.x) * step) {
+      earlyId[i][c] = e;
+      earlyRow[i][c] = row;
     }
   }
   if (tid < R) wait_flag_eq(&ctrl->weightsFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
@@ -427,21 +503,14 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
   const bool ok = !__syncthreads_or(has_error(a.status));
   for (int i0 = blockIdx.x * step; ok && i0 < total; i0 += gridDim.x * step) {
     const int n = min(step, total - i0);
+    const bool early = i0 == static_cast<int>(blockIdx.x) * step;
     if (tid < n * kMaxTopk) {
       const int i = tid / kMaxTopk, c = tid % kMaxTopk;
-      int s = 0;
-      while (firstPair[s + 1] <= i0 + i) ++s;
-      const size_t at = static_cast<size_t>(s) * M + (i0 + i - firstPair[s]);
+      const size_t at = pair_at(i0, i);
       const int2 entry = c < a.topk ? combineIn[at * a.maxTopk + c] : make_int2(-1, 0);
       const int o = entry.x < 0 ? -1 : entry.x / L;
       const int4* row = nullptr;
-      if (o == me) {
-        // The dispatch stored the slot under the first column naming the expert.
-        const int col = first_slot_of(srcTopk + at * a.maxTopk, a.topk, static_cast<int64_t>(entry.x));
-        const int p = slotOf[at * a.maxTopk + col];
-        row = reinterpret_cast<const int4*>(reinterpret_cast<const uint8_t*>(a.y) +
-                                            (static_cast<size_t>(entry.x - me * L) * slots + p) * rowBytes);
-      }
+      if (o == me) row = early && entry.x == earlyId[i][c] ? earlyRow[i][c] : row_of(at, entry.x);
       owner[i][c] = o;
       rowPtr[i][c] = row;
       rowWeight[i][c] = __int_as_float(entry.y);
@@ -452,37 +521,25 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
       int s = 0;
       while (firstPair[s + 1] <= i0 + tid) ++s;
       const int t = i0 + tid - firstPair[s];
-      bool here = false;
-      int below = 0;
+      int below = 0, m = 0;
       for (int c = 0; c < a.topk; ++c) {
         const int o = owner[tid][c];
-        here |= o == me;
         bool first = o >= 0 && o < me;
         for (int q = 0; first && q < c; ++q) first = owner[tid][q] != o;
         below += first;
+        if (o == me) {  // compacted in place, in column order (m <= c)
+          rowPtr[tid][m] = rowPtr[tid][c];
+          rowWeight[tid][m] = rowWeight[tid][c];
+          ++m;
+        }
       }
-      rowDst[tid] = here ? reinterpret_cast<int4*>(a.peers.ptr[s] + a.regions.combineRecv +
-                                                   (static_cast<size_t>(t) * a.maxTopk + below) * rowBytes)
-                         : nullptr;
+      rowCount[tid] = m;
+      rowDst[tid] = m > 0 ? reinterpret_cast<int4*>(a.peers.ptr[s] + a.regions.combineRecv +
+                                                    (static_cast<size_t>(t) * a.maxTopk + below) * rowBytes)
+                          : nullptr;
     }
     __syncthreads();
-    for (int item = warp; item < n * chunks; item += kWarps) {
-      const int i = item / chunks;
-      const int v = (item % chunks) * kChunkVecs + lane;
-      int4* dst = rowDst[i];
-      if (!dst || v >= H / 8) continue;
-      int4 in[kMaxTopk];
-#pragma unroll
-      for (int c = 0; c < kMaxTopk; ++c) {
-        if (c < a.topk && rowPtr[i][c]) in[c] = ld_nc_v4(rowPtr[i][c] + v);
-      }
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-      for (int c = 0; c < kMaxTopk; ++c) {
-        if (c < a.topk && rowPtr[i][c]) accumulate_scaled_bf16x8(acc, rowWeight[i][c], in[c]);
-      }
-      st_na_v4(dst + v, pack_bf16x8(acc));
-    }
+    sum_rows<true>(n, rowDst, rowPtr, rowWeight, rowCount, H / 8);
     __syncthreads();
   }
   // The block's partials are out (the loop ended on a barrier): its share of
@@ -493,11 +550,12 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
 
 // out[t] = the token's partials (one per owner rank of its experts, which sit
 // in ascending rank order) added in float and rounded once. A block takes
-// tokens a step at a time; warps add 256-column chunks with all loads in flight.
+// tokens a step at a time; its warps add them with sum_rows.
 __device__ __forceinline__ void combine_recv(const LowLatencyArgs& a, uint32_t seq) {
   __shared__ int partials[kTokensPerStep];
-  const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
-  constexpr int kWarps = kRecvThreads / kWarpSize;
+  __shared__ const int4* partialRow[kTokensPerStep][kMaxTopk];
+  __shared__ int4* outRow[kTokensPerStep];
+  const int tid = threadIdx.x;
   const int R = a.numRanks, H = a.hidden, L = a.numLocalExperts;
   uint8_t* mine = a.peers.ptr[a.rank];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
@@ -505,35 +563,22 @@ __device__ __forceinline__ void combine_recv(const LowLatencyArgs& a, uint32_t s
   if (tid < R) wait_arrivals(&ctrl->combineArrived[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
   const bool ok = !__syncthreads_or(has_error(a.status));  // block-uniform, as barriers follow
   const size_t rowBytes = static_cast<size_t>(H) * 2;
-  const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   for (int t0 = blockIdx.x * kTokensPerStep; ok && t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
     const int n = min(kTokensPerStep, a.numTokens - t0);
     if (tid < n) {
+      const int t = t0 + tid;
       unsigned owners = 0;
       for (int c = 0; c < a.topk; ++c) {
-        const int64_t e = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t0 + tid) * a.topk + c);
+        const int64_t e = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + c);
         if (e >= 0) owners |= 1u << (e / L);
       }
       partials[tid] = __popc(owners);
+      const uint8_t* rows = mine + a.regions.combineRecv + static_cast<size_t>(t) * a.maxTopk * rowBytes;
+      for (int q = 0; q < partials[tid]; ++q) partialRow[tid][q] = reinterpret_cast<const int4*>(rows + q * rowBytes);
+      outRow[tid] = reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H);
     }
     __syncthreads();
-    for (int item = warp; item < n * chunks; item += kWarps) {
-      const int i = item / chunks, t = t0 + i, count = partials[i];
-      const int v = (item % chunks) * kChunkVecs + lane;
-      if (v >= H / 8) continue;
-      const int4* rows = reinterpret_cast<const int4*>(mine + a.regions.combineRecv + static_cast<size_t>(t) * a.maxTopk * rowBytes);
-      int4 in[kMaxRanks];
-#pragma unroll
-      for (int q = 0; q < kMaxRanks; ++q) {
-        if (q < count) in[q] = ld_nc_v4(rows + static_cast<size_t>(q) * (rowBytes / 16) + v);
-      }
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-#pragma unroll
-      for (int q = 0; q < kMaxRanks; ++q) {
-        if (q < count) accumulate_bf16x8(acc, in[q]);
-      }
-      reinterpret_cast<int4*>(a.out + static_cast<size_t>(t) * H)[v] = pack_bf16x8(acc);
-    }
+    sum_rows<false>(n, outRow, partialRow, nullptr, partials, H / 8);
     __syncthreads();
   }
 }
