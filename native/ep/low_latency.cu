@@ -293,7 +293,7 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
       const int s = slotList[p] >> 16, t = slotList[p] & 0xffff;
       const uint8_t* stage = mine + a.regions.staging + (static_cast<size_t>(s) * M + t) * a.regions.stagingStride;
       uint8_t* dst = mine + a.regions.recvX + (static_cast<size_t>(j) * slots + p) * rowBytes;
-      warp_copy<4>(dst, stage, rowBytes, lane);
+      warp_copy<8>(dst, stage, rowBytes, lane);
       if (a.useFp8) {
         float* sdst = reinterpret_cast<float*>(mine + a.regions.recvScales) + (static_cast<size_t>(j) * slots + p) * scaleCols;
         for (int c = lane; c < scaleCols; c += kWarpSize) sdst[c] = reinterpret_cast<const float*>(stage + H)[c];
