@@ -417,22 +417,36 @@ __device__ __forceinline__ void sum_rows(int n, int4* const* dst, const int4* co
   }
 }
 
-// Block 0 writes this rank's {id, weight} columns into every rank's combineIn,
-// then raises its weightsFlag there.
-__device__ __forceinline__ void publish_combine_topk(const LowLatencyArgs& a, uint32_t seq) {
-  const int tid = threadIdx.x, R = a.numRanks, me = a.rank, k = a.topk;
-  const int n = a.numTokens * k;
-  for (int i = tid; i < n * R; i += blockDim.x) {
-    const int r = i / n, q = i % n;
-    const int64_t e = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(q));
-    const int2 entry = make_int2(e < 0 ? -1 : static_cast<int32_t>(e), __float_as_int(e < 0 ? 0.0f : a.topkWeights[q]));
-    reinterpret_cast<int2*>(a.peers.ptr[r] + a.regions.combineIn)
-        [(static_cast<size_t>(me) * a.maxTokens + q / k) * a.maxTopk + q % k] = entry;
+// Block r (of the first R) writes this rank's {id, weight} columns into rank
+// r's combineIn, then raises its weightsFlag there: each fence then waits for
+// one rank's stores only, and each thread loads a batch of entries before it
+// stores any, so the loads' latencies overlap (a store may alias a later load,
+// so the compiler keeps them in order).
+constexpr int kPublishBatch = 4;
+
+__device__ __forceinline__ void publish_combine_topk(const LowLatencyArgs& a, uint32_t seq, int r) {
+  const int tid = threadIdx.x, me = a.rank, k = a.topk, n = a.numTokens * k;
+  int2* dst = reinterpret_cast<int2*>(a.peers.ptr[r] + a.regions.combineIn) + static_cast<size_t>(me) * a.maxTokens * a.maxTopk;
+  for (int base = tid; base < n; base += kPublishBatch * blockDim.x) {
+    int2 entry[kPublishBatch];
+#pragma unroll
+    for (int u = 0; u < kPublishBatch; ++u) {
+      const int q = base + u * blockDim.x;
+      if (q >= n) continue;
+      const int64_t e = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(q));
+      const float w = a.topkWeights[q];
+      entry[u] = make_int2(e < 0 ? -1 : static_cast<int32_t>(e), __float_as_int(e < 0 ? 0.0f : w));
+    }
+#pragma unroll
+    for (int u = 0; u < kPublishBatch; ++u) {
+      const int q = base + u * blockDim.x;
+      if (q < n) dst[static_cast<size_t>(q / k) * a.maxTopk + q % k] = entry[u];
+    }
   }
   __syncthreads();
-  if (tid < R) {
+  if (tid == 0) {
     __threadfence_system();
-    st_release_sys(&ll_control(a.peers.ptr[tid], a.half)->weightsFlag[me], seq);
+    st_release_sys(&ll_control(a.peers.ptr[r], a.half)->weightsFlag[me], seq);
   }
 }
 
@@ -457,7 +471,7 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
   LowLatencyControl* ctrl = ll_control(mine, a.half);
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
-  if (blockIdx.x == 0) publish_combine_topk(a, seq);
+  for (int r = blockIdx.x; r < R; r += gridDim.x) publish_combine_topk(a, seq, r);
   if (tid == 0) {  // the dispatch's token counts
     firstPair[0] = 0;
     for (int s = 0; s < R; ++s) firstPair[s + 1] = firstPair[s] + ld_volatile(&ctrl->srcTokens[s]);
