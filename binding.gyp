@@ -50,7 +50,8 @@
             "native/ep/ep_buffer.cc",
             "native/ep/normal_dispatch.cu",
             "native/ep/normal_combine.cu",
-            "native/ep/low_latency.cu",
+            "native/ep/low_latency_dispatch.cu",
+            "native/ep/low_latency_combine.cu",
             "native/ep/baseline.cu",
             "native/ep/baseline_binding.cc"
           ],

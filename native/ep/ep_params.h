@@ -29,7 +29,7 @@ struct NormalControl {
 // Written by peers into one half of the low-latency area.
 // A source's sending blocks each add their share of kLlArrivalUnit to its
 // arrival count here once their rows are out; a call is complete when the
-// count reaches seq * kLlArrivalUnit (low_latency.cu).
+// count reaches seq * kLlArrivalUnit (low_latency_common.cuh).
 constexpr int kLlArrivalShift = 20;
 constexpr uint64_t kLlArrivalUnit = 1ull << kLlArrivalShift;
 

@@ -1,0 +1,93 @@
+// What the low-latency dispatch and combine kernels share
+// (low_latency_dispatch.cu, low_latency_combine.cu): block sizes, where the
+// control words live, the per-half sequence numbers and the arrival counts
+// that signal a finished send, and the resident (cooperative) launch of a
+// fused kernel.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "ep/device_utils.cuh"
+#include "ep/ep_kernels.h"
+
+namespace wideep::ep {
+namespace {
+
+constexpr int kSendThreads = 512;
+constexpr int kRecvThreads = 512;
+
+__device__ __forceinline__ LowLatencyControl* ll_control(uint8_t* base, int half) {
+  return reinterpret_cast<LowLatencyControl*>(base + kLowLatencyControlOffset) + half;
+}
+
+__device__ __forceinline__ LocalState* local_of(uint8_t* base) {
+  return reinterpret_cast<LocalState*>(base + kLocalStateOffset);
+}
+
+__device__ __forceinline__ int64_t load_idx(const void* p, int idx64, size_t i) {
+  return idx64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
+}
+
+// The half's sequence number for this call. Every block reads it at its
+// start and counts itself; the block that arrived last stores it back at its
+// end (ll_seq_finish), when all have read it. Counting arrivals at the start
+// rather than finishes at the end keeps a fence and an atomic round trip off
+// the kernel's tail; `arrival` (thread 0's) is only looked at in ll_seq_finish.
+struct SeqTicket {
+  uint32_t seq;
+  uint32_t arrival;
+};
+
+__device__ __forceinline__ SeqTicket ll_seq_arrive(uint32_t* stored, uint32_t* arrived) {
+  __shared__ uint32_t seq;
+  uint32_t arrival = 0;
+  if (threadIdx.x == 0) {
+    seq = ld_acquire_gpu(stored) + 1;  // acquire: read before this block counts itself
+    arrival = atomicAdd(arrived, 1);
+  }
+  __syncthreads();
+  return {seq, arrival};
+}
+
+__device__ __forceinline__ void ll_seq_finish(const SeqTicket& t, uint32_t* stored, uint32_t* arrived) {
+  if (threadIdx.x == 0 && t.arrival == gridDim.x - 1) {
+    *arrived = 0;
+    *stored = t.seq;
+  }
+}
+
+// This block's share of a call's kLlArrivalUnit: the shares of a grid add up to it.
+__device__ __forceinline__ uint64_t arrival_share() {
+  const uint64_t each = kLlArrivalUnit / gridDim.x;
+  return blockIdx.x == 0 ? kLlArrivalUnit - each * (gridDim.x - 1) : each;
+}
+
+// Waits until every sending block of source `peer`'s call `seq` added its
+// share (or a later call's shares started coming in).
+__device__ __forceinline__ bool wait_arrivals(const uint64_t* count, uint32_t seq, uint64_t deadline,
+                                              const ErrorSink& sink, int phase, int peer) {
+  return bounded_wait(
+      count, [=](uint64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(v >> kLlArrivalShift) - seq) >= 0; },
+      static_cast<uint64_t>(seq), deadline, sink, phase, peer);
+}
+
+// Tokens are spread over blocks; a block works out a token's destinations
+// (or a pair's rows) once, in shared memory, and its warps then move the
+// row's 256-column chunks in parallel. Metadata lookups would otherwise sit on
+// every chunk's critical path, and latency is what this mode is about.
+constexpr int kTokensPerStep = 1;     // tokens a block handles at a time (decode batches are small)
+constexpr int kChunkVecs = kWarpSize; // 16-byte vectors per chunk: one per lane
+
+// A fused kernel's receivers wait for senders of the same launch, so every
+// block must be resident at once: a cooperative launch guarantees it (or
+// fails) even while other streams' kernels hold some SMs.
+inline cudaError_t LaunchResident(void (*kernel)(LowLatencyArgs), const LowLatencyArgs& a, int numSms, size_t smem,
+                           cudaStream_t stream) {
+  LowLatencyArgs copy = a;
+  void* params[] = {&copy};
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(numSms), dim3(kSendThreads), params, smem,
+                                     stream);
+}
+
+}  // namespace
+}  // namespace wideep::ep
