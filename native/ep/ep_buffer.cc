@@ -443,6 +443,8 @@ void EpBuffer::CleanLowLatency(const Napi::CallbackInfo& info) {
                                          stream->stream));
   WIDEEP_CUDA_THROW(env, cudaMemsetAsync(r.base + kLocalStateOffset + offsetof(LocalState, llDispatchSeq), 0,
                                          sizeof(uint32_t) * 4, stream->stream));
+  WIDEEP_CUDA_THROW(env, cudaMemsetAsync(r.base + kLocalStateOffset + offsetof(LocalState, finished) + kArriveLlDispatch * sizeof(uint32_t),
+                                         0, sizeof(uint32_t) * 4, stream->stream));
 }
 
 // readStatus() -> {code, phase, peer, value} | null

@@ -54,8 +54,10 @@ struct LocalState {
 enum FinishCounter : int {
   kFinishDispatch = 0,
   kFinishCombine = 1,
-  kArriveLlDispatch = 2,  // low-latency: blocks that read the half's sequence number
-  kArriveLlCombine = 3,
+  // Low-latency, + half: blocks that read the half's sequence number. One per
+  // half, as the halves' kernels may run at once on different streams.
+  kArriveLlDispatch = 2,
+  kArriveLlCombine = 4,
 };
 
 constexpr uint64_t kNormalControlOffset = 0;

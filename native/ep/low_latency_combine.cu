@@ -163,8 +163,12 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
   };
   // The row of local expert e for the pair at `at`: the dispatch stored its
   // slot under the first column naming the expert.
-  auto row_of = [&](size_t at, int32_t e) {
-    const int p = slotOf[at * a.maxTopk + first_slot_of(srcTopk + at * a.maxTopk, a.topk, static_cast<int64_t>(e))];
+  // An expert the dispatch did not send the token to (a combine whose ids
+  // are not its dispatch's, which the API forbids) has no row.
+  auto row_of = [&](size_t at, int32_t e) -> const int4* {
+    const int col = first_slot_of(srcTopk + at * a.maxTopk, a.topk, static_cast<int64_t>(e));
+    if (col < 0) return nullptr;
+    const int p = slotOf[at * a.maxTopk + col];
     return reinterpret_cast<const int4*>(reinterpret_cast<const uint8_t*>(a.y) + (static_cast<size_t>(e - me * L) * slots + p) * rowBytes);
   };
   // While the combine's top-k comes in, the rows this block will reduce start
@@ -211,7 +215,7 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
         bool first = o >= 0 && o < me;
         for (int q = 0; first && q < c; ++q) first = owner[tid][q] != o;
         below += first;
-        if (o == me) {  // compacted in place, in column order (m <= c)
+        if (rowPtr[tid][c]) {  // compacted in place, in column order (m <= c)
           rowPtr[tid][m] = rowPtr[tid][c];
           rowWeight[tid][m] = rowWeight[tid][c];
           ++m;
@@ -274,18 +278,18 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
 
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) {
   LocalState* local = local_of(a.peers.ptr[a.rank]);
-  const SeqTicket ticket = ll_seq_arrive(&local->llCombineSeq[a.half], &local->finished[kArriveLlCombine]);
+  const SeqTicket ticket = ll_seq_arrive(&local->llCombineSeq[a.half], &local->finished[kArriveLlCombine + a.half]);
   combine_recv(a, ticket.seq);
-  ll_seq_finish(ticket, &local->llCombineSeq[a.half], &local->finished[kArriveLlCombine]);
+  ll_seq_finish(ticket, &local->llCombineSeq[a.half], &local->finished[kArriveLlCombine + a.half]);
 }
 
 // Both halves in one launch when no hook is asked for (same residency as ll_dispatch).
 __global__ void __launch_bounds__(kSendThreads, 1) ll_combine(LowLatencyArgs a) {
   LocalState* local = local_of(a.peers.ptr[a.rank]);
-  const SeqTicket ticket = ll_seq_arrive(&local->llCombineSeq[a.half], &local->finished[kArriveLlCombine]);
+  const SeqTicket ticket = ll_seq_arrive(&local->llCombineSeq[a.half], &local->finished[kArriveLlCombine + a.half]);
   combine_send(a, ticket.seq);
   combine_recv(a, ticket.seq);
-  ll_seq_finish(ticket, &local->llCombineSeq[a.half], &local->finished[kArriveLlCombine]);
+  ll_seq_finish(ticket, &local->llCombineSeq[a.half], &local->finished[kArriveLlCombine + a.half]);
 }
 
 }  // namespace

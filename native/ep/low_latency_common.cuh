@@ -43,7 +43,7 @@ __device__ __forceinline__ SeqTicket ll_seq_arrive(uint32_t* stored, uint32_t* a
   uint32_t arrival = 0;
   if (threadIdx.x == 0) {
     seq = ld_acquire_gpu(stored) + 1;  // acquire: read before this block counts itself
-    arrival = atomicAdd(arrived, 1);
+    arrival = atomic_add_acq_rel_gpu(arrived, 1u);  // and the last arriver's store after every read
   }
   __syncthreads();
   return {seq, arrival};
@@ -63,11 +63,14 @@ __device__ __forceinline__ uint64_t arrival_share() {
 }
 
 // Waits until every sending block of source `peer`'s call `seq` added its
-// share (or a later call's shares started coming in).
+// share, and no more: a count past it means this rank's sequence numbers
+// drifted from the peer's, which must fail loudly (a timeout), never read
+// another call's rows.
 __device__ __forceinline__ bool wait_arrivals(const uint64_t* count, uint32_t seq, uint64_t deadline,
                                               const ErrorSink& sink, int phase, int peer) {
   return bounded_wait(
-      count, [=](uint64_t v) { return static_cast<int32_t>(static_cast<uint32_t>(v >> kLlArrivalShift) - seq) >= 0; },
+      count,
+      [=](uint64_t v) { return static_cast<uint32_t>(v >> kLlArrivalShift) == seq && (v & (kLlArrivalUnit - 1)) == 0; },
       static_cast<uint64_t>(seq), deadline, sink, phase, peer);
 }
 

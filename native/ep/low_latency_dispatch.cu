@@ -249,10 +249,10 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
 // The receive half alone (for a hook): `split` blocks per local expert.
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
   LocalState* local = local_of(a.peers.ptr[a.rank]);
-  const SeqTicket ticket = ll_seq_arrive(&local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch]);
+  const SeqTicket ticket = ll_seq_arrive(&local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch + a.half]);
   const int split = recv_split(gridDim.x, a.numLocalExperts);
   dispatch_recv_expert(a, blockIdx.x / split, blockIdx.x % split, split, ticket.seq, global_timer_ns() + a.timeoutNs);
-  ll_seq_finish(ticket, &local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch]);
+  ll_seq_finish(ticket, &local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch + a.half]);
 }
 
 // Both halves in one launch when no hook is asked for: the send, then each
@@ -262,14 +262,14 @@ __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyAr
 static_assert(kSendThreads == kRecvThreads, "the fused dispatch runs both halves with one block size");
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a) {
   LocalState* local = local_of(a.peers.ptr[a.rank]);
-  const SeqTicket ticket = ll_seq_arrive(&local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch]);
+  const SeqTicket ticket = ll_seq_arrive(&local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch + a.half]);
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   dispatch_send(a);
   const int split = recv_split(gridDim.x, a.numLocalExperts), units = a.numLocalExperts * split;
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
     dispatch_recv_expert(a, u / split, u % split, split, ticket.seq, deadline);
   }
-  ll_seq_finish(ticket, &local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch]);
+  ll_seq_finish(ticket, &local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch + a.half]);
 }
 
 }  // namespace

@@ -260,7 +260,7 @@ export class EpBuffer implements AsyncDisposable {
     const v = validateLowLatencyDispatch(this.#config, this.#backend.device, args);
     const lease = this.#lowLatencySlots.acquire();
     const out = await this.#run(lease, () => this.#backend.lowLatencyDispatch(v, lease.slot));
-    const handle = new LowLatencyHandle(this, lease, out.routing, out.srcInfo, out.layoutRange, v.x.shape[1]!);
+    const handle = new LowLatencyHandle(this, lease, out.routing, out.srcInfo, out.layoutRange, v.x.shape[1]!, out.hook);
     const result: LowLatencyDispatchResult = {
       recvX: out.recvX,
       recvXScales: out.recvXScales,
@@ -270,7 +270,7 @@ export class EpBuffer implements AsyncDisposable {
       release: () => handle.release(),
       [Symbol.dispose]: () => handle.release(),
     };
-    if (out.hook) result.hook = out.hook;
+    if (out.hook) result.hook = () => handle.receive();
     return result;
   }
 
@@ -280,6 +280,7 @@ export class EpBuffer implements AsyncDisposable {
     this.#checkOpen(where);
     requireOptions(where, args);
     const handle = this.#ownLowLatencyHandle(where, args.handle);
+    handle.checkReceived(where);
     const v = validateLowLatencyCombine(this.#config, this.#backend.device, args, handle.routing);
     const pending = this.#backend.lowLatencyCombine(v, handle.lease.slot);
     // With a receive hook, the buffer is still being received into until the

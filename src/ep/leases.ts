@@ -218,14 +218,50 @@ export class LowLatencyHandle extends LeasedHandle {
   readonly layoutRange: Tensor;
   /** H of the dispatched rows. */
   readonly hidden: number;
+  /** A hooked dispatch's receive, until its hook runs. */
+  #receive: (() => Promise<void>) | undefined;
 
-  /** @internal Made by EpBuffer.lowLatencyDispatch. */
-  constructor(owner: object, lease: Lease, routing: LowLatencyRouting, srcInfo: Tensor, layoutRange: Tensor, hidden: number) {
+  /** @internal Made by EpBuffer.lowLatencyDispatch; `receive`: the hook of a hooked dispatch. */
+  constructor(
+    owner: object,
+    lease: Lease,
+    routing: LowLatencyRouting,
+    srcInfo: Tensor,
+    layoutRange: Tensor,
+    hidden: number,
+    receive?: () => Promise<void>,
+  ) {
     super(owner, lease);
     this.routing = routing;
     this.srcInfo = srcInfo;
     this.layoutRange = layoutRange;
     this.hidden = hidden;
+    this.#receive = receive;
+  }
+
+  /** @internal Runs the dispatch's receive (its hook), once. */
+  receive(): Promise<void> {
+    const run = this.#receive;
+    if (!run) return Promise.reject(new WideepError('ERR_INVALID_ARG', 'this receive hook was already called'));
+    this.#receive = undefined;
+    return run();
+  }
+
+  /** @internal Throws ERR_INVALID_ARG while the dispatch's rows have not been received (its hook has not run). */
+  checkReceived(where: string): void {
+    if (this.#receive) {
+      throw new WideepError('ERR_INVALID_ARG', `${where}: handle: its dispatch's receive hook has not been called, so its rows have not arrived; await hook() first`);
+    }
+  }
+
+  /**
+   * Frees the buffer. A hooked dispatch whose hook never ran receives first:
+   * each receive advances the buffer's sequence numbers, which must stay in
+   * step with the peers' (on a closed buffer nothing is left to keep in step).
+   */
+  override release(): void {
+    if (this.#receive && !this.released) this.receive().catch(() => {});
+    super.release();
   }
 
   /** T: tokens this rank dispatched. */

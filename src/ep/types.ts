@@ -191,7 +191,10 @@ export interface LowLatencyDispatchResult extends Disposable {
    * With returnRecvHook. cuda: the dispatch only sent; the hook completes the
    * receive, and reading recvX, recvXScales, recvCount or the handle's tensors
    * before it has resolved is a usage error (they may be incomplete). cpu:
-   * everything has arrived already and the hook resolves at once.
+   * everything has arrived already and the hook resolves at once. Call it
+   * once; lowLatencyCombine refuses the handle (ERR_INVALID_ARG) until it has
+   * been called, and releasing the result without calling it runs the receive
+   * first, so that this rank stays in step with its peers.
    */
   hook?: () => Promise<void>;
   /** Frees the low-latency buffer (same as handle.release()). Idempotent. */

@@ -99,4 +99,26 @@ describe('low-latency buffers', () => {
     const d = await onAllRanks(buffers, (b) => b.lowLatencyDispatch(llArgs()));
     [...c, ...d].forEach((r) => r[Symbol.dispose]());
   });
+
+  test('a hooked dispatch: combine before the hook is ERR_INVALID_ARG, the hook runs once, release without it receives', async () => {
+    const routing = inputs();
+    const combineArgs = (handle: (typeof hooked)[number]['handle']) => ({
+      y: randomBf16(rng, [4, 8, 128]),
+      topkIdx: routing.topkIdx,
+      topkWeights: routing.topkWeights,
+      handle,
+    });
+    const hooked = await onAllRanks(buffers, (b) => b.lowLatencyDispatch({ ...llArgs(), returnRecvHook: true }));
+    await expectWideepError(b0().lowLatencyCombine(combineArgs(hooked[0]!.handle)), 'ERR_INVALID_ARG', 'receive hook has not been called', 'await hook()');
+    expect(hooked[0]!.handle.released).toBe(false);
+    await Promise.all(hooked.map((r) => r.hook!()));
+    await expectWideepError(hooked[0]!.hook!(), 'ERR_INVALID_ARG', 'already called');
+    await onAllRanks(buffers, (b, r) => b.lowLatencyCombine(combineArgs(hooked[r]!.handle)));
+    // Released without its hook: the receive runs first, and the buffers go on in turn.
+    const unreceived = await onAllRanks(buffers, (b) => b.lowLatencyDispatch({ ...llArgs(), returnRecvHook: true }));
+    unreceived.forEach((r) => r.release());
+    await expectWideepError(unreceived[0]!.hook!(), 'ERR_INVALID_ARG', 'already called');
+    const next = await onAllRanks(buffers, (b) => b.lowLatencyDispatch(llArgs()));
+    next.forEach((r) => r.release());
+  });
 });
