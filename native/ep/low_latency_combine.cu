@@ -162,9 +162,9 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
     return static_cast<size_t>(s) * M + (i0 + i - firstPair[s]);
   };
   // The row of local expert e for the pair at `at`: the dispatch stored its
-  // slot under the first column naming the expert.
-  // An expert the dispatch did not send the token to (a combine whose ids
-  // are not its dispatch's, which the API forbids) has no row.
+  // slot under the first column naming the expert. An expert the dispatch did
+  // not send the token to (a combine whose ids are not its dispatch's, which
+  // the API forbids) has no row.
   auto row_of = [&](size_t at, int32_t e) -> const int4* {
     const int col = first_slot_of(srcTopk + at * a.maxTopk, a.topk, static_cast<int64_t>(e));
     if (col < 0) return nullptr;
@@ -206,9 +206,8 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
     __syncthreads();
     if (tid < n) {
       // The partial's row at the origin: its rank's place among the token's owners.
-      int s = 0;
-      while (firstPair[s + 1] <= i0 + tid) ++s;
-      const int t = i0 + tid - firstPair[s];
+      const size_t at = pair_at(i0, tid);
+      const int s = static_cast<int>(at / M), t = static_cast<int>(at % M);
       int below = 0, m = 0;
       for (int c = 0; c < a.topk; ++c) {
         const int o = owner[tid][c];
@@ -277,19 +276,17 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArg
 }
 
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) {
-  LocalState* local = local_of(a.peers.ptr[a.rank]);
-  const SeqTicket ticket = ll_seq_arrive(&local->llCombineSeq[a.half], &local->finished[kArriveLlCombine + a.half]);
+  const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/true);
   combine_recv(a, ticket.seq);
-  ll_seq_finish(ticket, &local->llCombineSeq[a.half], &local->finished[kArriveLlCombine + a.half]);
+  ll_seq_finish(ticket);
 }
 
 // Both halves in one launch when no hook is asked for (same residency as ll_dispatch).
 __global__ void __launch_bounds__(kSendThreads, 1) ll_combine(LowLatencyArgs a) {
-  LocalState* local = local_of(a.peers.ptr[a.rank]);
-  const SeqTicket ticket = ll_seq_arrive(&local->llCombineSeq[a.half], &local->finished[kArriveLlCombine + a.half]);
+  const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/true);
   combine_send(a, ticket.seq);
   combine_recv(a, ticket.seq);
-  ll_seq_finish(ticket, &local->llCombineSeq[a.half], &local->finished[kArriveLlCombine + a.half]);
+  ll_seq_finish(ticket);
 }
 
 }  // namespace

@@ -28,31 +28,37 @@ __device__ __forceinline__ int64_t load_idx(const void* p, int idx64, size_t i) 
   return idx64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
 }
 
-// The half's sequence number for this call. Every block reads it at its
-// start and counts itself; the block that arrived last stores it back at its
-// end (ll_seq_finish), when all have read it. Counting arrivals at the start
-// rather than finishes at the end keeps a fence and an atomic round trip off
-// the kernel's tail; `arrival` (thread 0's) is only looked at in ll_seq_finish.
+// The half's sequence number for this call (of a.half's dispatches or
+// combines). Every block reads it at its start and counts itself; the block
+// that arrived last stores it back at its end (ll_seq_finish), when all have
+// read it. Counting arrivals at the start rather than finishes at the end
+// keeps a fence and an atomic round trip off the kernel's tail; `arrival`
+// (thread 0's) is only looked at in ll_seq_finish.
 struct SeqTicket {
   uint32_t seq;
   uint32_t arrival;
+  uint32_t* stored;   // the half's sequence number
+  uint32_t* arrived;  // its arrival counter (one per half: the halves' kernels may overlap)
 };
 
-__device__ __forceinline__ SeqTicket ll_seq_arrive(uint32_t* stored, uint32_t* arrived) {
+__device__ __forceinline__ SeqTicket ll_seq_arrive(const LowLatencyArgs& a, bool combine) {
+  LocalState* local = local_of(a.peers.ptr[a.rank]);
+  SeqTicket t{0, 0, combine ? &local->llCombineSeq[a.half] : &local->llDispatchSeq[a.half],
+              &local->finished[(combine ? kArriveLlCombine : kArriveLlDispatch) + a.half]};
   __shared__ uint32_t seq;
-  uint32_t arrival = 0;
   if (threadIdx.x == 0) {
-    seq = ld_acquire_gpu(stored) + 1;  // acquire: read before this block counts itself
-    arrival = atomic_add_acq_rel_gpu(arrived, 1u);  // and the last arriver's store after every read
+    seq = ld_acquire_gpu(t.stored) + 1;  // acquire: read before this block counts itself
+    t.arrival = atomic_add_acq_rel_gpu(t.arrived, 1u);  // and the last arriver's store after every read
   }
   __syncthreads();
-  return {seq, arrival};
+  t.seq = seq;
+  return t;
 }
 
-__device__ __forceinline__ void ll_seq_finish(const SeqTicket& t, uint32_t* stored, uint32_t* arrived) {
+__device__ __forceinline__ void ll_seq_finish(const SeqTicket& t) {
   if (threadIdx.x == 0 && t.arrival == gridDim.x - 1) {
-    *arrived = 0;
-    *stored = t.seq;
+    *t.arrived = 0;
+    *t.stored = t.seq;
   }
 }
 
@@ -74,18 +80,17 @@ __device__ __forceinline__ bool wait_arrivals(const uint64_t* count, uint32_t se
       static_cast<uint64_t>(seq), deadline, sink, phase, peer);
 }
 
-// Tokens are spread over blocks; a block works out a token's destinations
-// (or a pair's rows) once, in shared memory, and its warps then move the
-// row's 256-column chunks in parallel. Metadata lookups would otherwise sit on
-// every chunk's critical path, and latency is what this mode is about.
-constexpr int kTokensPerStep = 1;     // tokens a block handles at a time (decode batches are small)
-constexpr int kChunkVecs = kWarpSize; // 16-byte vectors per chunk: one per lane
+// Tokens a block handles at a time (decode batches are small): a block works
+// out a token's destinations (or its partials) once, in shared memory, and
+// its warps then move the row in parallel. Metadata lookups would otherwise
+// sit on every chunk's critical path, and latency is what this mode is about.
+constexpr int kTokensPerStep = 1;
 
 // A fused kernel's receivers wait for senders of the same launch, so every
 // block must be resident at once: a cooperative launch guarantees it (or
 // fails) even while other streams' kernels hold some SMs.
 inline cudaError_t LaunchResident(void (*kernel)(LowLatencyArgs), const LowLatencyArgs& a, int numSms, size_t smem,
-                           cudaStream_t stream) {
+                                  cudaStream_t stream) {
   LowLatencyArgs copy = a;
   void* params[] = {&copy};
   return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(numSms), dim3(kSendThreads), params, smem,

@@ -38,6 +38,8 @@ __device__ __forceinline__ uint32_t pack_fp8x4(float a, float b, float c, float 
 
 // ------------------------------------------------------------------ dispatch
 
+constexpr int kChunkVecs = kWarpSize;  // 16-byte vectors of a row a warp moves at a time: one per lane
+
 __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   __shared__ int tokenMask[kTokensPerStep];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
@@ -156,7 +158,7 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
   uint8_t* mine = a.peers.ptr[me];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
   if (tid < R) wait_arrivals(&ctrl->dispatchArrived[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
-  // Every source's flag was acquired by its waiting thread; the barrier makes
+  // Every source's shares were acquired by its waiting thread; the barrier makes
   // what they published visible to the whole block before anything reads it.
   __syncthreads();
   if (tid == 0) {
@@ -248,28 +250,26 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
 
 // The receive half alone (for a hook): `split` blocks per local expert.
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
-  LocalState* local = local_of(a.peers.ptr[a.rank]);
-  const SeqTicket ticket = ll_seq_arrive(&local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch + a.half]);
+  const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/false);
   const int split = recv_split(gridDim.x, a.numLocalExperts);
   dispatch_recv_expert(a, blockIdx.x / split, blockIdx.x % split, split, ticket.seq, global_timer_ns() + a.timeoutNs);
-  ll_seq_finish(ticket, &local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch + a.half]);
+  ll_seq_finish(ticket);
 }
 
 // Both halves in one launch when no hook is asked for: the send, then each
 // block receives (expert, part) units blockIdx.x, blockIdx.x + gridDim.x, ... The
 // grid is at most one block per SM, so every block that sends is resident
-// while others wait for its flags.
+// while others wait for its share.
 static_assert(kSendThreads == kRecvThreads, "the fused dispatch runs both halves with one block size");
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a) {
-  LocalState* local = local_of(a.peers.ptr[a.rank]);
-  const SeqTicket ticket = ll_seq_arrive(&local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch + a.half]);
+  const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/false);
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   dispatch_send(a);
   const int split = recv_split(gridDim.x, a.numLocalExperts), units = a.numLocalExperts * split;
   for (int u = blockIdx.x; u < units; u += gridDim.x) {
     dispatch_recv_expert(a, u / split, u % split, split, ticket.seq, deadline);
   }
-  ll_seq_finish(ticket, &local->llDispatchSeq[a.half], &local->finished[kArriveLlDispatch + a.half]);
+  ll_seq_finish(ticket);
 }
 
 }  // namespace
