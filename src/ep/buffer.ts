@@ -13,7 +13,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { CreateCudaBackend, DispatchRouting, EpBackend } from './backend.js';
 import { CpuBackend } from './cpu/backend.js';
 import { alignUp } from './layout.js';
-import { AlternatingPool, DispatchHandle, LowLatencyHandle, RoutingRef, SlotPool, type Lease } from './leases.js';
+import { AlternatingPool, DispatchHandle, LowLatencyHandle, ReceiveHook, RoutingRef, SlotPool, type Lease } from './leases.js';
 import { StoreTransport, isCpuTransport, type CpuTransport } from './transport.js';
 import type {
   CombineOptions,
@@ -294,11 +294,11 @@ export class EpBuffer implements AsyncDisposable {
       throw e;
     }
     const result: LowLatencyCombineResult = { combinedX: out.combinedX, event: out.event };
-    const hook = out.hook;
-    if (hook) {
+    if (out.hook) {
+      const receive = new ReceiveHook(out.hook);
       result.hook = async () => {
         try {
-          await hook();
+          await receive.call();
         } finally {
           handle.lease.release('lowLatencyCombine');
         }

@@ -207,6 +207,30 @@ export class DispatchHandle extends LeasedHandle {
   }
 }
 
+/**
+ * A low-latency receive hook: it runs once, on every backend; a second call
+ * is ERR_INVALID_ARG.
+ */
+export class ReceiveHook {
+  #run: (() => Promise<void>) | undefined;
+
+  constructor(run: () => Promise<void>) {
+    this.#run = run;
+  }
+
+  /** Whether it has not run yet. */
+  get pending(): boolean {
+    return this.#run !== undefined;
+  }
+
+  call(): Promise<void> {
+    const run = this.#run;
+    if (!run) return Promise.reject(new WideepError('ERR_INVALID_ARG', 'this receive hook was already called'));
+    this.#run = undefined;
+    return run();
+  }
+}
+
 /** The routing of one low-latency dispatch plus its buffer lease. */
 export class LowLatencyHandle extends LeasedHandle {
   protected readonly kind = 'low-latency handle';
@@ -218,8 +242,8 @@ export class LowLatencyHandle extends LeasedHandle {
   readonly layoutRange: Tensor;
   /** H of the dispatched rows. */
   readonly hidden: number;
-  /** A hooked dispatch's receive, until its hook runs. */
-  #receive: (() => Promise<void>) | undefined;
+  /** A hooked dispatch's receive. */
+  readonly #receive: ReceiveHook | undefined;
 
   /** @internal Made by EpBuffer.lowLatencyDispatch; `receive`: the hook of a hooked dispatch. */
   constructor(
@@ -236,20 +260,17 @@ export class LowLatencyHandle extends LeasedHandle {
     this.srcInfo = srcInfo;
     this.layoutRange = layoutRange;
     this.hidden = hidden;
-    this.#receive = receive;
+    this.#receive = receive && new ReceiveHook(receive);
   }
 
   /** @internal Runs the dispatch's receive (its hook), once. */
   receive(): Promise<void> {
-    const run = this.#receive;
-    if (!run) return Promise.reject(new WideepError('ERR_INVALID_ARG', 'this receive hook was already called'));
-    this.#receive = undefined;
-    return run();
+    return this.#receive!.call();
   }
 
   /** @internal Throws ERR_INVALID_ARG while the dispatch's rows have not been received (its hook has not run). */
   checkReceived(where: string): void {
-    if (this.#receive) {
+    if (this.#receive?.pending) {
       throw new WideepError('ERR_INVALID_ARG', `${where}: handle: its dispatch's receive hook has not been called, so its rows have not arrived; await hook() first`);
     }
   }
@@ -260,7 +281,7 @@ export class LowLatencyHandle extends LeasedHandle {
    * step with the peers' (on a closed buffer nothing is left to keep in step).
    */
   override release(): void {
-    if (this.#receive && !this.released) this.receive().catch(() => {});
+    if (this.#receive?.pending && !this.released) this.#receive.call().catch(() => {});
     super.release();
   }
 

@@ -408,7 +408,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   /**
    * One low-latency operation: send and receive in one launch, or, with a
    * hook, the send now and a hook that runs the receive later on the same
-   * stream, once, with its own copy of the baton (the next call refills it).
+   * stream, with its own copy of the baton (the next call refills it).
    * The launch records the operation's event unless the stream is captured.
    */
   #launchLowLatency(
@@ -422,10 +422,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     if (!withHook) return { event: callNative(() => ops.fused(baton, s.native, e.native)) ? e : undefined, hook: undefined };
     const event = callNative(() => ops.send(baton, s.native, e.native)) ? e : undefined;
     const saved = baton.slice();
-    let called = false;
+    // EpBuffer makes sure it runs once.
     const hook = async () => {
-      if (called) throw new WideepError('ERR_INVALID_ARG', 'this receive hook was already called');
-      called = true;
       callNative(() => ops.recv(saved, s.native));
     };
     return { event, hook };

@@ -100,7 +100,7 @@ describe('low-latency buffers', () => {
     [...c, ...d].forEach((r) => r[Symbol.dispose]());
   });
 
-  test('a hooked dispatch: combine before the hook is ERR_INVALID_ARG, the hook runs once, release without it receives', async () => {
+  test('hooks run once; a hooked dispatch: combine before its hook is ERR_INVALID_ARG, release without it receives', async () => {
     const routing = inputs();
     const combineArgs = (handle: (typeof hooked)[number]['handle']) => ({
       y: randomBf16(rng, [4, 8, 128]),
@@ -113,7 +113,9 @@ describe('low-latency buffers', () => {
     expect(hooked[0]!.handle.released).toBe(false);
     await Promise.all(hooked.map((r) => r.hook!()));
     await expectWideepError(hooked[0]!.hook!(), 'ERR_INVALID_ARG', 'already called');
-    await onAllRanks(buffers, (b, r) => b.lowLatencyCombine(combineArgs(hooked[r]!.handle)));
+    const combined = await onAllRanks(buffers, (b, r) => b.lowLatencyCombine({ ...combineArgs(hooked[r]!.handle), returnRecvHook: true }));
+    await Promise.all(combined.map((r) => r.hook!()));
+    await expectWideepError(combined[0]!.hook!(), 'ERR_INVALID_ARG', 'already called');
     // Released without its hook: the receive runs first, and the buffers go on in turn.
     const unreceived = await onAllRanks(buffers, (b) => b.lowLatencyDispatch({ ...llArgs(), returnRecvHook: true }));
     unreceived.forEach((r) => r.release());
