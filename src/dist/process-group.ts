@@ -2,13 +2,20 @@
  * initProcessGroup(): find this process's place in the job, join the job's
  * store, and wait until every rank has joined.
  */
-import { deviceCount, setCurrentDevice } from '../cuda/device.js';
+import { checkDevice, deviceCount, setCurrentDevice } from '../cuda/device.js';
+import { WideepError } from '../errors.js';
 import { detectDistEnv, type DistEnv, type DistEnvOptions } from './env.js';
 import { openStore, type TcpStoreClient } from './store/index.js';
 import type { KeyValueStore, ProcessGroup } from './types.js';
 
 /** Set by `wideep launch`: the launcher hosts the store, so every rank (rank 0 too) is only a client. */
 export const STORE_HOSTED_VAR = 'WIDEEP_STORE_HOSTED';
+/**
+ * Pins this rank to one GPU instead of the one its local rank names. Set to the
+ * same index for every rank, it runs several ranks on one GPU: enough for EP
+ * buffers (CUDA IPC works within a GPU), not for NCCL, which refuses it.
+ */
+export const DEVICE_VAR = 'WIDEEP_DEVICE';
 /** The barrier every rank passes before initProcessGroup() returns. */
 const INIT_BARRIER = 'wideep/init-process-group';
 
@@ -54,6 +61,15 @@ class TcpProcessGroup implements ProcessGroup {
   }
 }
 
+/** The GPU a rank works on: WIDEEP_DEVICE where set, else its local rank's, if visible. */
+function rankDevice(localRank: number, pinned: string | undefined): number | undefined {
+  if (pinned === undefined) return deviceCount() > localRank ? localRank : undefined;
+  if (!/^\d+$/.test(pinned.trim())) {
+    throw new WideepError('ERR_INVALID_ARG', `${DEVICE_VAR}=${JSON.stringify(pinned)}: expected a GPU index`);
+  }
+  return checkDevice(Number(pinned));
+}
+
 /**
  * Joins the job described by `options` or the environment (see detectDistEnv).
  * Under `wideep launch` (WIDEEP_STORE_HOSTED=1) the launcher hosts the store;
@@ -64,6 +80,8 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
   const vars = options.env ?? process.env;
   const env = detectDistEnv(options, vars);
   const hosted = vars[STORE_HOSTED_VAR] === '1';
+  // Before the store: a bad pin fails alone, not after every rank has joined.
+  const device = rankDevice(env.localRank, vars[DEVICE_VAR]);
   const store = await openStore({
     host: env.masterAddr,
     // A job of one needs no agreed port: take a free one.
@@ -78,7 +96,6 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
     await store.close({ drainMs: 0 });
     throw e;
   }
-  const device = deviceCount() > env.localRank ? env.localRank : undefined;
   if (device !== undefined) setCurrentDevice(device);
   return new TcpProcessGroup(env, store, device);
 }

@@ -40,7 +40,7 @@ export interface ProcessGroup {
   readonly nodeRank: number;
   readonly nnodes: number;
   readonly store: KeyValueStore;
-  /** The GPU this rank uses (= localRank) when CUDA devices are visible, else undefined. */
+  /** The GPU this rank uses: WIDEEP_DEVICE where set, else localRank when that GPU is visible, else undefined. */
   readonly device: number | undefined;
   close(): Promise<void>;
 }

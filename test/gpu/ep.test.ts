@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { RANK_COUNTS, gpus, skipReason } from './gpu-env.js';
+import { RANK_COUNTS, gpus, shareGpu, skipReason } from './gpu-env.js';
 import { runWorkers } from './run-workers.js';
 
 const NORMAL_CASES = [
@@ -29,14 +29,18 @@ const LOW_LATENCY_CASES = [
   { M: 128, H: 7168, k: 8, E: 256, routing: 'uniform', fp8: true, replays: 1000 },
 ];
 
-const env = (cases: unknown[]) => ({ WIDEEP_TEST_CASES: JSON.stringify(cases), WIDEEP_POISON_OUTPUTS: '1' });
-
 // One rank runs every kernel with its own GPU as the only peer (nothing crosses
-// NVLink), so a machine of one GPU tests them too.
+// NVLink), so a machine of one GPU tests them too; with shareGpu, n ranks share it.
 for (const n of [1, ...RANK_COUNTS]) {
-  // Every worker also runs the cpu oracle for all n ranks, so the time grows with n.
-  const timeout = Math.max(300_000, 100_000 * n);
-  describe.skipIf(gpus < n)(`EP on ${n} GPU${n === 1 ? '' : 's'} (${skipReason(n)})`, { timeout }, () => {
+  const shared = gpus < n && shareGpu;
+  const placement: Record<string, string> = shared ? { WIDEEP_DEVICE: '0' } : {};
+  const env = (cases: unknown[]) => ({ ...placement, WIDEEP_TEST_CASES: JSON.stringify(cases), WIDEEP_POISON_OUTPUTS: '1' });
+  // Every worker also runs the cpu oracle for all n ranks, so the time grows with n;
+  // ranks sharing a GPU take turns on it.
+  const timeout = Math.max(300_000, 100_000 * n) * (shared ? 2 : 1);
+  const hint = n > 1 ? '; WIDEEP_TEST_SHARE_GPU=1 runs them on one' : '';
+  const title = shared ? `EP on ${n} ranks sharing GPU 0` : `EP on ${n} GPU${n === 1 ? '' : 's'} (${skipReason(n)}${hint})`;
+  describe.skipIf(gpus < n && !shared)(title, { timeout }, () => {
     it('normal dispatch/combine match the cpu backend', async () => {
       const { ok, reports, log } = await runWorkers('ep-normal.mjs', n, env(NORMAL_CASES));
       expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);
@@ -46,7 +50,7 @@ for (const n of [1, ...RANK_COUNTS]) {
     });
 
     it.skipIf(n === 1)('a rank that never dispatches makes the others fail with ERR_TIMEOUT, not hang', async () => {
-      const { ok, reports, log } = await runWorkers('ep-timeout.mjs', n, {});
+      const { ok, reports, log } = await runWorkers('ep-timeout.mjs', n, placement);
       expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);
       expect(reports.filter((r) => r.code === 'ERR_TIMEOUT')).toHaveLength(n - 1);
       expect(ok).toBe(true);

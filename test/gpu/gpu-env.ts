@@ -11,3 +11,10 @@ export const RANK_COUNTS = [2, 4, 8] as const;
 export function skipReason(needed: number): string {
   return `needs ${needed} GPU${needed === 1 ? '' : 's'}, ${gpus} visible`;
 }
+
+/**
+ * WIDEEP_TEST_SHARE_GPU=1 runs the multi-rank EP suites that lack GPUs with
+ * every rank on GPU 0 (WIDEEP_DEVICE=0). That tests their logic across ranks and
+ * processes, not NVLink; NCCL suites cannot share a GPU and still skip.
+ */
+export const shareGpu = process.env.WIDEEP_TEST_SHARE_GPU === '1' && gpus >= 1;

@@ -43,6 +43,15 @@ describe('initProcessGroup', () => {
     await pg!.store.barrier('alone');
   });
 
+  it('refuses a WIDEEP_DEVICE that names no GPU before joining', async () => {
+    for (const pin of ['gpu0', '-1', String(deviceCount())]) {
+      const err = await initProcessGroup({ env: { WIDEEP_DEVICE: pin }, timeoutMs: 2_000 }).catch((e: unknown) => e);
+      expect(err, pin).toBeInstanceOf(WideepError);
+      const noGpuAtAll = deviceCount() === 0 && pin === '0';
+      expect((err as WideepError).code, pin).toBe(noGpuAtAll ? 'ERR_NO_GPU' : 'ERR_INVALID_ARG');
+    }
+  });
+
   it('rank 0 hosts the store at MASTER_ADDR:MASTER_PORT and every rank shares it', async () => {
     const port = await freePort();
     const groups = await join([0, 1, 2].map((r) => torchrunEnv(r, 3, port)));
