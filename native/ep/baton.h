@@ -7,7 +7,7 @@
 #define WIDEEP_CONFIG_FIELDS(X)                                                                          \
   X(maxTokens) X(llMaxTokens) X(maxTopk) X(numExperts) X(numLocalExperts) X(timeoutMs) X(slab0)          \
   X(slabStride) X(slabX) X(slabScales) X(slabTopkIdx) X(slabTopkWeights) X(slabSrcIdx) X(combineX)      \
-  X(combineWeights) X(combineFlags) X(llHalf0) X(llHalfStride) X(llStaging) X(llStagingStride) X(llSrcTopk) X(llRecvX) \
+  X(combineWeights) X(combineFlags) X(llHalf0) X(llHalfStride) X(llStaging) X(llStagingStride) X(llSrcTopk) X(llSrcRank) X(llSrcCount) X(llRecvX) \
   X(llRecvScales) X(llSrcInfo) X(llLayoutRange) X(llRecvCount) X(llCombineIn) X(llSlotOf) X(llCombineRecv) \
   X(notifyScratch)
 

@@ -257,7 +257,8 @@ void EpBuffer::Configure(const Napi::CallbackInfo& info) {
   for (int h = 0; h < 2; ++h) {
     const uint64_t o = static_cast<uint64_t>(b[F::llHalf0] + h * b[F::llHalfStride]);
     r.ll[h] = LowLatencyRegions{o + b[F::llStaging],    static_cast<uint64_t>(b[F::llStagingStride]),
-                                o + b[F::llSrcTopk],    o + b[F::llRecvX],
+                                o + b[F::llSrcTopk],    o + b[F::llSrcRank],
+                                o + b[F::llSrcCount],   o + b[F::llRecvX],
                                 o + b[F::llRecvScales], o + b[F::llSrcInfo],
                                 o + b[F::llLayoutRange], o + b[F::llRecvCount],
                                 o + b[F::llCombineIn],  o + b[F::llSlotOf],

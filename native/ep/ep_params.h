@@ -199,6 +199,8 @@ struct LowLatencyRegions {
   uint64_t staging;      // [R][M] rows as sent (fp8 row + scales, or bf16 row), stagingStride bytes each
   uint64_t stagingStride;
   uint64_t srcTopk;      // [R][M][maxTopk] i32: every source's top-k ids
+  uint64_t srcRank;      // [R][M][maxTopk] i32: a token's rank among its source's tokens naming the column's expert
+  uint64_t srcCount;     // [R][L] i32: each source's tokens per local expert
   uint64_t recvX;        // [L][R*M][H] packed expert-major rows
   uint64_t recvScales;   // [L][R*M][H/128] f32
   uint64_t srcInfo;      // [L][R*M] i32

@@ -37,87 +37,177 @@ __device__ __forceinline__ uint32_t pack_fp8x4(float a, float b, float c, float 
 }
 
 // ------------------------------------------------------------------ dispatch
+//
+// The sender also places its tokens in each expert's (source, token) order:
+// for each column of a token it counts the source's earlier tokens naming
+// the same expert (the token's rank there, srcRank), and for every expert
+// the source's tokens naming it (srcCount, the blocks sharing the experts
+// out). A receiving block then knows where any (source, token) row goes
+// without scanning anyone's top-k: offset of the source in the expert (the
+// counts of the sources before it) plus the rank. So the receive hands out
+// (source, token) pairs, not experts, and a popular expert's rows are copied
+// by every block instead of by the few that own the expert.
 
 constexpr int kChunkVecs = kWarpSize;  // 16-byte vectors of a row a warp moves at a time: one per lane
 
+// Up to this many experts are counted per pass over the tokens (one bit each).
+constexpr int kMaxQueries = 32;
+
+// Counts, for each query expert i < nq, the tokens t < limit[i] whose top-k
+// names it (once per token), into count[i]. The experts' bits are set in a
+// shared bitmap first, so each top-k entry costs one shared load, not nq
+// compares. count must be zero and the queries in place on entry (a barrier
+// after filling them); a barrier follows the counts.
+__device__ __forceinline__ void count_tokens_naming(const LowLatencyArgs& a, const int32_t* expert, const int* limit,
+                                                    int nq, int* count, uint32_t* bitmap) {
+  const int tid = threadIdx.x, lane = tid % kWarpSize;
+  if (tid < nq && expert[tid] >= 0) atomicOr(&bitmap[expert[tid] >> 5], 1u << (expert[tid] & 31));
+  __syncthreads();
+  for (int base = 0; base < a.numTokens; base += blockDim.x) {
+    const int t = base + tid;
+    // All of a row's loads go out before the first is looked at.
+    int64_t ids[kMaxTopk];
+#pragma unroll
+    for (int c = 0; c < kMaxTopk; ++c) {
+      ids[c] = t < a.numTokens && c < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + c) : -1;
+    }
+    uint32_t bits = 0;
+#pragma unroll
+    for (int c = 0; c < kMaxTopk; ++c) {
+      const int64_t e = ids[c];
+      if (e < 0 || !((bitmap[e >> 5] >> (e & 31)) & 1)) continue;
+      for (int i = 0; i < nq; ++i) {
+        if (expert[i] == e && t < limit[i]) bits |= 1u << i;
+      }
+    }
+    for (uint32_t any = __reduce_or_sync(0xffffffffu, bits); any; any &= any - 1) {
+      const int i = __ffs(any) - 1;
+      const int n = __popc(__ballot_sync(0xffffffffu, (bits >> i) & 1));
+      if (lane == 0) atomicAdd(&count[i], n);
+    }
+  }
+  __syncthreads();
+  if (tid < nq && expert[tid] >= 0) bitmap[expert[tid] >> 5] = 0;  // clean for the next pass
+}
+
+// Casts (fp8) and stores one 16-byte vector `c` of token t's row into the
+// staging row of every destination in `mask`.
+__device__ __forceinline__ void send_row_vector(const LowLatencyArgs& a, int t, int mask, int c) {
+  const int R = a.numRanks, H = a.hidden, lane = threadIdx.x % kWarpSize;
+  const bool active = c < H / 8;
+  const int4 v = active ? ld_nc_v4(reinterpret_cast<const int4*>(a.x + static_cast<size_t>(t) * H) + c)
+                        : make_int4(0, 0, 0, 0);
+  const size_t rowOffset = a.regions.staging + (static_cast<size_t>(a.rank) * a.maxTokens + t) * a.regions.stagingStride;
+  if (a.useFp8) {
+    // Lanes 0-15 and 16-31 each hold one 128-channel scale block; H % 128
+    // == 0, so idle lanes of a last, partial chunk form a whole half.
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+    float f[8];
+    float amax = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float2 p = __bfloat1622float2(h[i]);
+      f[2 * i] = p.x;
+      f[2 * i + 1] = p.y;
+      amax = fmaxf(amax, fmaxf(fabsf(p.x), fabsf(p.y)));
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    amax = fmaxf(amax, kMinAmax);
+    const float scale = fp8_scale(amax, a.roundScale);
+    const float inv = a.roundScale ? 1.0f / scale : kFp8Max / amax;
+    uint2 q;
+    q.x = pack_fp8x4(f[0] * inv, f[1] * inv, f[2] * inv, f[3] * inv);
+    q.y = pack_fp8x4(f[4] * inv, f[5] * inv, f[6] * inv, f[7] * inv);
+    if (!active) return;
+    for (int r = 0; r < R; ++r) {
+      if (!((mask >> r) & 1)) continue;
+      uint8_t* row = a.peers.ptr[r] + rowOffset;
+      *reinterpret_cast<uint2*>(row + static_cast<size_t>(c) * 8) = q;
+      if ((lane & 15) == 0) reinterpret_cast<float*>(row + H)[c / 16] = scale;
+    }
+  } else if (active) {
+    for (int r = 0; r < R; ++r) {
+      if ((mask >> r) & 1) st_na_v4(reinterpret_cast<int4*>(a.peers.ptr[r] + rowOffset) + c, v);
+    }
+  }
+}
+
+// Block b sends tokens b, b + G, ... and counts the tokens naming experts b,
+// b + G, ... (its share of srcCount). Each pass over the tokens counts a
+// token's ranks and as many of the block's experts as fit beside them.
 __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
-  __shared__ int tokenMask[kTokensPerStep];
+  __shared__ int tokenMask;
+  __shared__ int32_t queryExpert[kMaxQueries];
+  __shared__ int queryLimit[kMaxQueries];
+  __shared__ int queryCount[kMaxQueries];
+  __shared__ uint32_t bitmap[kMaxRanks * kMaxLocalExperts / 32];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kSendThreads / kWarpSize;
-  const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts;
+  const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, G = gridDim.x;
+  for (int i = tid; i < (a.numExperts + 31) / 32; i += blockDim.x) bitmap[i] = 0;
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
+  const int myExperts = static_cast<int>(blockIdx.x) < a.numExperts ? (a.numExperts - 1 - blockIdx.x) / G + 1 : 0;
+  const size_t at0 = static_cast<size_t>(me) * a.maxTokens;
+  // Every block reads all of the top-k ids in its counting passes (a bulk
+  // prefetch takes whole, aligned 16-byte units).
+  const uint32_t idsBytes = static_cast<uint32_t>(a.numTokens * a.topk * (a.idx64 ? 8 : 4)) & ~15u;
+  if (tid == 0 && idsBytes > 0 && (reinterpret_cast<uintptr_t>(a.topkIdx) & 15) == 0) prefetch_l2(a.topkIdx, idsBytes);
 
-  for (int t0 = blockIdx.x * kTokensPerStep; t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
-    const int n = min(kTokensPerStep, a.numTokens - t0);
-    // The rows are read after the top-k ids: fetching them into L2 now makes
-    // the two loads from memory overlap instead of following each other.
-    if (tid < n) prefetch_l2(a.x + static_cast<size_t>(t0 + tid) * H, H * 2);
-    // Destinations of each token; every destination gets the top-k rows too
-    // (they tell it which tokens were sent).
-    if (warp < n) {
-      const int t = t0 + warp;
-      const int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
-      const int mask = __reduce_or_sync(0xffffffffu, e >= 0 ? 1 << static_cast<int>(e / L) : 0);
-      if (lane == 0) tokenMask[warp] = mask;
-      if (lane < a.topk) {
-        for (int r = 0; r < R; ++r) {
-          reinterpret_cast<int32_t*>(a.peers.ptr[r] + a.regions.srcTopk)
-              [(static_cast<size_t>(me) * a.maxTokens + t) * a.maxTopk + lane] = static_cast<int32_t>(e);
-        }
-      }
-    }
-    __syncthreads();
-    for (int item = warp; item < n * chunks; item += kWarps) {
-      const int t = t0 + item / chunks;
-      const int mask = tokenMask[item / chunks];
-      const int c = (item % chunks) * kChunkVecs + lane;  // 16-byte vector of the bf16 row
-      const bool active = c < H / 8;
-      const int4 v = active ? ld_nc_v4(reinterpret_cast<const int4*>(a.x + static_cast<size_t>(t) * H) + c)
-                            : make_int4(0, 0, 0, 0);
-      const size_t rowOffset =
-          a.regions.staging + (static_cast<size_t>(me) * a.maxTokens + t) * a.regions.stagingStride;
-      if (a.useFp8) {
-        // Lanes 0-15 and 16-31 each hold one 128-channel scale block; H % 128
-        // == 0, so idle lanes of a last, partial chunk form a whole half.
-        const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-        float f[8];
-        float amax = 0;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float2 p = __bfloat1622float2(h[i]);
-          f[2 * i] = p.x;
-          f[2 * i + 1] = p.y;
-          amax = fmaxf(amax, fmaxf(fabsf(p.x), fabsf(p.y)));
-        }
-#pragma unroll
-        for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        amax = fmaxf(amax, kMinAmax);
-        const float scale = fp8_scale(amax, a.roundScale);
-        const float inv = a.roundScale ? 1.0f / scale : kFp8Max / amax;
-        uint2 q;
-        q.x = pack_fp8x4(f[0] * inv, f[1] * inv, f[2] * inv, f[3] * inv);
-        q.y = pack_fp8x4(f[4] * inv, f[5] * inv, f[6] * inv, f[7] * inv);
-        if (active) {
+  int counted = 0;  // of myExperts
+  for (int t = blockIdx.x; t < a.numTokens || counted < myExperts; t += G) {
+    const bool hasToken = t < a.numTokens;
+    const int cols = hasToken ? a.topk : 0;
+    const int more = min(kMaxQueries - cols, myExperts - counted);
+    if (hasToken) {
+      // The row is read after the top-k ids: fetching it into L2 now makes
+      // the two loads from memory overlap instead of following each other.
+      if (tid == 0) prefetch_l2(a.x + static_cast<size_t>(t) * H, H * 2);
+      // Destinations of the token; every destination gets its top-k ids too
+      // (they tell it which tokens were sent). A column repeating an earlier
+      // column's expert gets no rank (the token goes to the expert once).
+      if (warp == 0) {
+        const int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
+        const int mask = __reduce_or_sync(0xffffffffu, e >= 0 ? 1 << static_cast<int>(e / L) : 0);
+        const bool repeat = (__match_any_sync(0xffffffffu, e) & ((1u << lane) - 1)) != 0;
+        if (lane == 0) tokenMask = mask;
+        if (lane < a.topk) {
           for (int r = 0; r < R; ++r) {
-            if (!((mask >> r) & 1)) continue;
-            uint8_t* row = a.peers.ptr[r] + rowOffset;
-            *reinterpret_cast<uint2*>(row + static_cast<size_t>(c) * 8) = q;
-            if ((lane & 15) == 0) reinterpret_cast<float*>(row + H)[c / 16] = scale;
+            reinterpret_cast<int32_t*>(a.peers.ptr[r] + a.regions.srcTopk)[(at0 + t) * a.maxTopk + lane] = static_cast<int32_t>(e);
           }
-        }
-      } else if (active) {
-        for (int r = 0; r < R; ++r) {
-          if ((mask >> r) & 1) st_na_v4(reinterpret_cast<int4*>(a.peers.ptr[r] + rowOffset) + c, v);
+          queryExpert[lane] = e < 0 || repeat ? -1 : static_cast<int32_t>(e);
+          queryLimit[lane] = t;
+          queryCount[lane] = 0;
         }
       }
     }
+    if (tid < more) {
+      queryExpert[cols + tid] = static_cast<int32_t>(blockIdx.x + (counted + tid) * G);
+      queryLimit[cols + tid] = a.numTokens;
+      queryCount[cols + tid] = 0;
+    }
     __syncthreads();
+    if (hasToken) {
+      for (int item = warp; item < chunks; item += kWarps) send_row_vector(a, t, tokenMask, item * kChunkVecs + lane);
+    }
+    count_tokens_naming(a, queryExpert, queryLimit, cols + more, queryCount, bitmap);
+    if (tid < cols + more && queryExpert[tid] >= 0) {
+      const int32_t e = queryExpert[tid];
+      uint8_t* owner = a.peers.ptr[e / L];
+      if (tid < cols) {
+        reinterpret_cast<int32_t*>(owner + a.regions.srcRank)[(at0 + t) * a.maxTopk + tid] = queryCount[tid];
+      } else {
+        reinterpret_cast<int32_t*>(owner + a.regions.srcCount)[static_cast<size_t>(me) * L + e % L] = queryCount[tid];
+      }
+    }
+    counted += more;
+    __syncthreads();  // the queries are refilled next
   }
 
-  // The block's rows and top-k ids are out (the loop ended on a barrier): it
-  // adds its share of the call at every destination (block 0 first gives the
-  // token count), with no grid-wide handshake before the signal.
+  // The block's rows, top-k ids, ranks and counts are out (the loop ended on
+  // a barrier): it adds its share of the call at every destination (block 0
+  // first gives the token count), with no grid-wide handshake before the signal.
   if (tid < R) {
     LowLatencyControl* peer = ll_control(a.peers.ptr[tid], a.half);
     if (blockIdx.x == 0) peer->srcTokens[me] = a.numTokens;
@@ -127,34 +217,30 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
 
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) { dispatch_send(a); }
 
-// Up to kMaxRecvSplit blocks per local expert (as many as the SM budget
-// allows in one wave): each waits for every source and packs
-// the expert's slots in (source, token) order (the scan is cheap next to the
-// copy, so every block of the expert does it), then copies its share of the
-// rows, so that a hot expert's rows are spread over several SMs. The slot scan
-// runs on all warps: each takes 32-token chunks, and a prefix over the chunks
-// places them.
-constexpr int kMaxScanChunks = kMaxRanks * 1024 / kWarpSize;
-constexpr int kMaxRecvSplit = 4;
+// Pairs (source, token) a receiving block takes at a time, and the copies
+// (pair, local expert) they can give it.
+constexpr int kRecvPairsPerStep = 4;
+constexpr int kMaxCopies = kRecvPairsPerStep * kMaxTopk;
 
-// Blocks per local expert for a grid of `blocks`. The receive-only launch
-// sizes its grid as L * split, so the same formula gives it back from gridDim.
-__host__ __device__ __forceinline__ int recv_split(int blocks, int numLocalExperts) {
-  const int fit = blocks / (numLocalExperts > 0 ? numLocalExperts : 1);
-  return fit < 1 ? 1 : (fit > kMaxRecvSplit ? kMaxRecvSplit : fit);
-}
+struct RowCopy {
+  const uint8_t* src;  // staging row
+  int expert;          // local
+  int slot;
+};
 
-// Block `part` of the `split` that share local expert j copies every split-th
-// group of rows; part 0 also publishes the expert's count and ranges.
-__device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, int j, int part, int split, uint32_t seq,
-                                                     uint64_t deadline) {
-  extern __shared__ int32_t slotList[];  // [R*M]: (source << 16) | token
-  __shared__ unsigned chunkBits[kMaxScanChunks];
-  __shared__ int chunkStart[kMaxScanChunks + 1];
-  __shared__ int srcChunk[kMaxRanks + 1];
+// Every block waits for every source, then: experts j = b, b + G, ... get
+// their count, per-source ranges and statistics; and (source, token) pairs
+// are handed out a step at a time: each pair's rows go to their experts'
+// slots (offset of the source + the token's rank), the block's warps copying
+// all of the step's rows at once, a row cut into pieces when the rows are fewer
+// than the warps.
+__device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t seq, uint64_t deadline) {
+  __shared__ int firstPair[kMaxRanks + 1];
+  __shared__ RowCopy copies[kMaxCopies];
+  __shared__ int numCopies;
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kRecvThreads / kWarpSize;
-  const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
+  const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens, G = gridDim.x;
   uint8_t* mine = a.peers.ptr[me];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
   if (tid < R) wait_arrivals(&ctrl->dispatchArrived[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
@@ -162,113 +248,102 @@ __device__ __forceinline__ void dispatch_recv_expert(const LowLatencyArgs& a, in
   // what they published visible to the whole block before anything reads it.
   __syncthreads();
   if (tid == 0) {
-    srcChunk[0] = 0;
-    for (int s = 0; s < R; ++s) srcChunk[s + 1] = srcChunk[s] + (ld_volatile(&ctrl->srcTokens[s]) + kWarpSize - 1) / kWarpSize;
+    firstPair[0] = 0;
+    for (int s = 0; s < R; ++s) firstPair[s + 1] = firstPair[s] + ld_volatile(&ctrl->srcTokens[s]);
+    numCopies = 0;
   }
-  const bool ok = !__syncthreads_or(has_error(a.status));  // block-uniform, as barriers follow
+  if (__syncthreads_or(has_error(a.status))) return;  // block-uniform, as barriers follow
 
-  const int64_t expert = static_cast<int64_t>(me) * L + j;
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
-  const int numChunks = srcChunk[R];
-  if (ok) {
-    for (int c = warp; c < numChunks; c += kWarps) {
-      int s = 0;
-      while (srcChunk[s + 1] <= c) ++s;
-      const int t = (c - srcChunk[s]) * kWarpSize + lane;
-      bool hit = false;
-      if (t < ld_volatile(&ctrl->srcTokens[s])) {
-        const int32_t* row = srcTopk + (static_cast<size_t>(s) * M + t) * a.maxTopk;
-        for (int k = 0; k < a.topk; ++k) hit |= row[k] == expert;
-      }
-      const unsigned bits = __ballot_sync(0xffffffffu, hit);
-      if (lane == 0) chunkBits[c] = bits;
-    }
-  }
-  __syncthreads();
-  if (ok && warp == 0) {
-    int carry = 0;
-    for (int base = 0; base < numChunks; base += kWarpSize) {
-      const int n = base + lane < numChunks ? __popc(chunkBits[base + lane]) : 0;
-      int incl = n;
+  const int32_t* srcRank = reinterpret_cast<const int32_t*>(mine + a.regions.srcRank);
+  const int32_t* srcCount = reinterpret_cast<const int32_t*>(mine + a.regions.srcCount);
+  const size_t slots = static_cast<size_t>(R) * M;
+  // The experts' counts and ranges: one warp per expert, one lane per source.
+  for (int j = blockIdx.x + warp * G; j < L; j += kWarps * G) {
+    const int n = lane < R ? srcCount[static_cast<size_t>(lane) * L + j] : 0;
+    int incl = n;
 #pragma unroll
-      for (int o = 1; o < kWarpSize; o <<= 1) {
-        const int up = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += up;
-      }
-      if (base + lane < numChunks) chunkStart[base + lane] = carry + incl - n;
-      carry += __shfl_sync(0xffffffffu, incl, kWarpSize - 1);
+    for (int o = 1; o < kMaxRanks; o <<= 1) {
+      const int up = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += up;
     }
-    if (lane == 0) chunkStart[numChunks] = carry;
+    int32_t* range = reinterpret_cast<int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
+    if (lane < R) {
+      range[2 * lane] = incl - n;
+      range[2 * lane + 1] = n;
+    }
+    if (lane == R - 1) {
+      reinterpret_cast<int32_t*>(mine + a.regions.recvCount)[j] = incl;
+      if (a.cumulativeStats) a.cumulativeStats[j] += incl;
+    }
   }
-  __syncthreads();
-  if (ok) {
-    int32_t* layoutRange = reinterpret_cast<int32_t*>(mine + a.regions.layoutRange) + static_cast<size_t>(j) * R * 2;
-    if (part == 0 && tid < R) {
-      layoutRange[2 * tid] = chunkStart[srcChunk[tid]];
-      layoutRange[2 * tid + 1] = chunkStart[srcChunk[tid + 1]] - chunkStart[srcChunk[tid]];
-    }
-    for (int c = warp; c < numChunks; c += kWarps) {
+
+  const int total = firstPair[R];
+  const int rowBytes = a.useFp8 ? H : H * 2;
+  const int rowVecs = rowBytes / 16, scaleCols = H / kScaleBlock;
+  const int step = max(1, min(kRecvPairsPerStep, (total + G - 1) / G));
+  for (int i0 = blockIdx.x * step; i0 < total; i0 += G * step) {
+    const int n = min(step, total - i0);
+    // One thread per (pair, column), a pair's columns in one warp: a column
+    // naming a local expert, and no earlier column naming it, becomes a copy.
+    if (warp < (n * kMaxTopk + kWarpSize - 1) / kWarpSize) {
+      const int i = tid / kMaxTopk, c = tid % kMaxTopk;
       int s = 0;
-      while (srcChunk[s + 1] <= c) ++s;
-      const unsigned bits = chunkBits[c];
-      if ((bits >> lane) & 1) {
-        const int t = (c - srcChunk[s]) * kWarpSize + lane;
-        slotList[chunkStart[c] + __popc(bits & ((1u << lane) - 1))] = (s << 16) | t;
-      }
-    }
-  }
-  __syncthreads();
-  if (ok) {
-    const int n = chunkStart[numChunks];
-    const int scaleCols = H / kScaleBlock;
-    const int rowBytes = a.useFp8 ? H : H * 2;
-    const size_t slots = static_cast<size_t>(R) * M;
-    for (int p = part * kWarps + warp; p < n; p += split * kWarps) {
-      const int s = slotList[p] >> 16, t = slotList[p] & 0xffff;
-      const uint8_t* stage = mine + a.regions.staging + (static_cast<size_t>(s) * M + t) * a.regions.stagingStride;
-      uint8_t* dst = mine + a.regions.recvX + (static_cast<size_t>(j) * slots + p) * rowBytes;
-      warp_copy<8>(dst, stage, rowBytes, lane);
-      if (a.useFp8) {
-        float* sdst = reinterpret_cast<float*>(mine + a.regions.recvScales) + (static_cast<size_t>(j) * slots + p) * scaleCols;
-        for (int c = lane; c < scaleCols; c += kWarpSize) sdst[c] = reinterpret_cast<const float*>(stage + H)[c];
-      }
-      if (lane == 0) {
+      while (s < R - 1 && firstPair[s + 1] <= i0 + i) ++s;
+      const int t = i0 + i - firstPair[s];
+      const size_t at = static_cast<size_t>(s) * M + t;
+      const int32_t e = i < n && c < a.topk ? srcTopk[at * a.maxTopk + c] : -1;
+      const unsigned same = __match_any_sync(0xffffffffu, (static_cast<uint64_t>(i) << 32) | static_cast<uint32_t>(e));
+      if (e >= 0 && e / L == me && (same & ((1u << lane) - 1)) == 0) {
+        const int j = e - me * L;
+        int offset[kMaxRanks];  // the sources before s: loaded together
+#pragma unroll
+        for (int q = 0; q < kMaxRanks; ++q) offset[q] = q < s ? srcCount[static_cast<size_t>(q) * L + j] : 0;
+        int p = srcRank[at * a.maxTopk + c];
+#pragma unroll
+        for (int q = 0; q < kMaxRanks; ++q) p += offset[q];
+        copies[atomicAdd(&numCopies, 1)] = RowCopy{mine + a.regions.staging + at * a.regions.stagingStride, j, p};
         reinterpret_cast<int32_t*>(mine + a.regions.srcInfo)[static_cast<size_t>(j) * slots + p] = t;
         // The combine finds this slot from (source, token, top-k column).
-        const size_t at = static_cast<size_t>(s) * M + t;
-        reinterpret_cast<int32_t*>(mine + a.regions.slotOf)[at * a.maxTopk + first_slot_of(srcTopk + at * a.maxTopk, a.topk, expert)] = p;
+        reinterpret_cast<int32_t*>(mine + a.regions.slotOf)[at * a.maxTopk + c] = p;
       }
     }
-    if (part == 0 && tid == 0) {
-      reinterpret_cast<int32_t*>(mine + a.regions.recvCount)[j] = n;
-      if (a.cumulativeStats) a.cumulativeStats[j] += n;
+    __syncthreads();
+    const int rows = numCopies;
+    const int pieces = max(1, kWarps / max(rows, 1));
+    const int pieceVecs = (rowVecs + pieces - 1) / pieces;
+    for (int item = warp; item < rows * pieces; item += kWarps) {
+      const RowCopy cp = copies[item / pieces];
+      const int piece = item % pieces;
+      const int v0 = piece * pieceVecs, nv = min(pieceVecs, rowVecs - v0);
+      const size_t slot = static_cast<size_t>(cp.expert) * slots + cp.slot;
+      if (nv > 0) warp_copy<8>(mine + a.regions.recvX + slot * rowBytes + v0 * 16, cp.src + v0 * 16, nv * 16, lane);
+      if (a.useFp8 && piece == pieces - 1) {
+        float* sdst = reinterpret_cast<float*>(mine + a.regions.recvScales) + slot * scaleCols;
+        for (int c = lane; c < scaleCols; c += kWarpSize) sdst[c] = reinterpret_cast<const float*>(cp.src + H)[c];
+      }
     }
+    __syncthreads();
+    if (tid == 0) numCopies = 0;
   }
-  // The next expert of this block reuses the shared arrays.
-  __syncthreads();
 }
 
-// The receive half alone (for a hook): `split` blocks per local expert.
+// The receive half alone (for a hook).
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_dispatch_recv(LowLatencyArgs a) {
   const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/false);
-  const int split = recv_split(gridDim.x, a.numLocalExperts);
-  dispatch_recv_expert(a, blockIdx.x / split, blockIdx.x % split, split, ticket.seq, global_timer_ns() + a.timeoutNs);
+  dispatch_recv(a, ticket.seq, global_timer_ns() + a.timeoutNs);
   ll_seq_finish(ticket);
 }
 
-// Both halves in one launch when no hook is asked for: the send, then each
-// block receives (expert, part) units blockIdx.x, blockIdx.x + gridDim.x, ... The
-// grid is at most one block per SM, so every block that sends is resident
-// while others wait for its share.
+// Both halves in one launch when no hook is asked for. The grid is at most
+// one block per SM, so every block that sends is resident while others wait
+// for its shares.
 static_assert(kSendThreads == kRecvThreads, "the fused dispatch runs both halves with one block size");
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a) {
   const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/false);
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   dispatch_send(a);
-  const int split = recv_split(gridDim.x, a.numLocalExperts), units = a.numLocalExperts * split;
-  for (int u = blockIdx.x; u < units; u += gridDim.x) {
-    dispatch_recv_expert(a, u / split, u % split, split, ticket.seq, deadline);
-  }
+  dispatch_recv(a, ticket.seq, deadline);
   ll_seq_finish(ticket);
 }
 
@@ -279,29 +354,13 @@ cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cu
   return cudaGetLastError();
 }
 
-namespace {
-
-// The receive's dynamic shared memory (its slot list), allowed past 48 KiB where needed.
-template <class Kernel>
-cudaError_t RecvSharedMemory(Kernel kernel, const LowLatencyArgs& a, size_t* smem) {
-  *smem = static_cast<size_t>(a.numRanks) * a.maxTokens * sizeof(int32_t);
-  if (*smem <= 48 * 1024) return cudaSuccess;
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(*smem));
-}
-
-}  // namespace
-
 cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
-  size_t smem = 0;
-  if (cudaError_t e = RecvSharedMemory(ll_dispatch_recv, a, &smem); e != cudaSuccess) return e;
-  ll_dispatch_recv<<<a.numLocalExperts * recv_split(numSms, a.numLocalExperts), kRecvThreads, smem, stream>>>(a);
+  ll_dispatch_recv<<<numSms, kRecvThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchLowLatencyDispatch(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
-  size_t smem = 0;
-  if (cudaError_t e = RecvSharedMemory(ll_dispatch, a, &smem); e != cudaSuccess) return e;
-  return LaunchResident(ll_dispatch, a, numSms, smem, stream);
+  return LaunchResident(ll_dispatch, a, numSms, 0, stream);
 }
 
 }  // namespace wideep::ep

@@ -80,6 +80,8 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
       : {
           llStaging: R * M * stagingStride,
           llSrcTopk: R * M * K * 4,
+          llSrcRank: R * M * K * 4,
+          llSrcCount: R * L * 4,
           llRecvX: L * R * M * H * 2,
           llRecvScales: L * R * M * scaleCols * 4,
           llSrcInfo: L * R * M * 4,
@@ -111,6 +113,8 @@ export function computeCudaLayout(c: SizingConfig): CudaLayout {
     llStagingStride: stagingStride,
     llStaging: half.offsets.llStaging ?? 0,
     llSrcTopk: half.offsets.llSrcTopk ?? 0,
+    llSrcRank: half.offsets.llSrcRank ?? 0,
+    llSrcCount: half.offsets.llSrcCount ?? 0,
     llRecvX: half.offsets.llRecvX ?? 0,
     llRecvScales: half.offsets.llRecvScales ?? 0,
     llSrcInfo: half.offsets.llSrcInfo ?? 0,
