@@ -53,16 +53,20 @@ constexpr int kChunkVecs = kWarpSize;  // 16-byte vectors of a row a warp moves 
 // Up to this many experts are counted per pass over the tokens (one bit each).
 constexpr int kMaxQueries = 32;
 
-// Counts, for each query expert i < nq, the tokens t < limit[i] whose top-k
-// names it (once per token), into count[i]. The experts' bits are set in a
-// shared bitmap first, so each top-k entry costs one shared load, not nq
-// compares. count must be zero and the queries in place on entry (a barrier
-// after filling them); a barrier follows the counts.
-__device__ __forceinline__ void count_tokens_naming(const LowLatencyArgs& a, const int32_t* expert, const int* limit,
-                                                    int nq, int* count, uint32_t* bitmap) {
-  const int tid = threadIdx.x, lane = tid % kWarpSize;
-  if (tid < nq && expert[tid] >= 0) atomicOr(&bitmap[expert[tid] >> 5], 1u << (expert[tid] & 31));
+// Counts, for each query expert i < nq, the tokens naming it (once per
+// token) into count[i]: for the first `cols` queries only the tokens before
+// `before`, for the others every token. Each expert's queries are a bit mask in
+// the shared table queriesOf (zero outside a pass), so a top-k entry costs one
+// shared load and no loop over the queries: a loop there ran once per column
+// that any lane of a warp matched, with the warp's other lanes waiting. count
+// must be zero and the queries in place on entry (a barrier after filling
+// them); a barrier follows the counts.
+__device__ __forceinline__ void count_tokens_naming(const LowLatencyArgs& a, const int32_t* expert, int nq, int cols,
+                                                    int before, int* count, uint32_t* queriesOf) {
+  const int tid = threadIdx.x;
+  if (tid < nq && expert[tid] >= 0) atomicOr(&queriesOf[expert[tid]], 1u << tid);
   __syncthreads();
+  const uint32_t colQueries = (1u << cols) - 1;  // cols < kMaxQueries
   for (int base = 0; base < a.numTokens; base += blockDim.x) {
     const int t = base + tid;
     // All of a row's loads go out before the first is looked at.
@@ -74,20 +78,13 @@ __device__ __forceinline__ void count_tokens_naming(const LowLatencyArgs& a, con
     uint32_t bits = 0;
 #pragma unroll
     for (int c = 0; c < kMaxTopk; ++c) {
-      const int64_t e = ids[c];
-      if (e < 0 || !((bitmap[e >> 5] >> (e & 31)) & 1)) continue;
-      for (int i = 0; i < nq; ++i) {
-        if (expert[i] == e && t < limit[i]) bits |= 1u << i;
-      }
+      if (ids[c] >= 0) bits |= queriesOf[ids[c]];
     }
-    for (uint32_t any = __reduce_or_sync(0xffffffffu, bits); any; any &= any - 1) {
-      const int i = __ffs(any) - 1;
-      const int n = __popc(__ballot_sync(0xffffffffu, (bits >> i) & 1));
-      if (lane == 0) atomicAdd(&count[i], n);
-    }
+    if (t >= before) bits &= ~colQueries;
+    for (; bits; bits &= bits - 1) atomicAdd(&count[__ffs(bits) - 1], 1);
   }
   __syncthreads();
-  if (tid < nq && expert[tid] >= 0) bitmap[expert[tid] >> 5] = 0;  // clean for the next pass
+  if (tid < nq && expert[tid] >= 0) queriesOf[expert[tid]] = 0;  // clean for the next pass
 }
 
 // Casts (fp8) and stores one 16-byte vector `c` of token t's row into the
@@ -139,13 +136,12 @@ __device__ __forceinline__ void send_row_vector(const LowLatencyArgs& a, int t, 
 __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   __shared__ int tokenMask;
   __shared__ int32_t queryExpert[kMaxQueries];
-  __shared__ int queryLimit[kMaxQueries];
   __shared__ int queryCount[kMaxQueries];
-  __shared__ uint32_t bitmap[kMaxRanks * kMaxLocalExperts / 32];
+  __shared__ uint32_t queriesOf[kMaxRanks * kMaxLocalExperts];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, G = gridDim.x;
-  for (int i = tid; i < (a.numExperts + 31) / 32; i += blockDim.x) bitmap[i] = 0;
+  for (int i = tid; i < a.numExperts; i += blockDim.x) queriesOf[i] = 0;
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   const int myExperts = static_cast<int>(blockIdx.x) < a.numExperts ? (a.numExperts - 1 - blockIdx.x) / G + 1 : 0;
@@ -177,21 +173,19 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
             reinterpret_cast<int32_t*>(a.peers.ptr[r] + a.regions.srcTopk)[(at0 + t) * a.maxTopk + lane] = static_cast<int32_t>(e);
           }
           queryExpert[lane] = e < 0 || repeat ? -1 : static_cast<int32_t>(e);
-          queryLimit[lane] = t;
           queryCount[lane] = 0;
         }
       }
     }
     if (tid < more) {
       queryExpert[cols + tid] = static_cast<int32_t>(blockIdx.x + (counted + tid) * G);
-      queryLimit[cols + tid] = a.numTokens;
       queryCount[cols + tid] = 0;
     }
     __syncthreads();
     if (hasToken) {
       for (int item = warp; item < chunks; item += kWarps) send_row_vector(a, t, tokenMask, item * kChunkVecs + lane);
     }
-    count_tokens_naming(a, queryExpert, queryLimit, cols + more, queryCount, bitmap);
+    count_tokens_naming(a, queryExpert, cols + more, cols, t, queryCount, queriesOf);
     if (tid < cols + more && queryExpert[tid] >= 0) {
       const int32_t e = queryExpert[tid];
       uint8_t* owner = a.peers.ptr[e / L];
