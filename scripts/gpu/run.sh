@@ -6,6 +6,8 @@
 # TESTS_NAME to tests whose name matches (e.g. "EP on 4 GPUs", for a quick
 # check of a kernel change),
 # TESTS_LIMIT sets its time limit in seconds; one call may run 600 s at most.
+# WIDEEP_TEST_SHARE_GPU=1 runs the multi-rank EP suites that lack GPUs with all
+# ranks on GPU 0 (on one H200: 2 ranks 130 s, 4 ranks 275 s for the EP suites).
 # On 4 GPUs the whole suite took 311 s (2026-11-28, before every T <= 128
 # normal case had 100 repetitions and the EP suites also ran at one rank;
 # expect about 120 s more); on 2 GPUs the EP tests took 109 s (2026-11-29,

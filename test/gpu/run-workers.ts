@@ -30,5 +30,7 @@ export async function runWorkers(script: string, nproc: number, env: Record<stri
       process.stderr.write(text);
     },
   });
+  // A rank killed from outside (the OOM killer, say) prints nothing itself.
+  if (result.message) log += `\n[launcher] ${result.message}\n`;
   return { ok: result.ok, reports, log };
 }
