@@ -7,11 +7,22 @@
 
 #include <cstdint>
 
+#include "ep/ep_params.h"
 #include "ep/ep_status.h"
 
 namespace wideep::ep {
 
 constexpr int kWarpSize = 32;
+
+// Where a buffer keeps its rank's own state (sequence numbers, finish
+// counters) and the normal mode's signals from peers.
+__device__ __forceinline__ LocalState* local_of(uint8_t* base) {
+  return reinterpret_cast<LocalState*>(base + kLocalStateOffset);
+}
+
+__device__ __forceinline__ NormalControl* control_of(uint8_t* base) {
+  return reinterpret_cast<NormalControl*>(base + kNormalControlOffset);
+}
 
 // ---- memory model ---------------------------------------------------------
 

@@ -20,10 +20,6 @@ __device__ __forceinline__ LowLatencyControl* ll_control(uint8_t* base, int half
   return reinterpret_cast<LowLatencyControl*>(base + kLowLatencyControlOffset) + half;
 }
 
-__device__ __forceinline__ LocalState* local_of(uint8_t* base) {
-  return reinterpret_cast<LocalState*>(base + kLocalStateOffset);
-}
-
 __device__ __forceinline__ int64_t load_idx(const void* p, int idx64, size_t i) {
   return idx64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
 }

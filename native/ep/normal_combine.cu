@@ -20,14 +20,6 @@
 namespace wideep::ep {
 namespace {
 
-__device__ __forceinline__ NormalControl* control_of(uint8_t* base) {
-  return reinterpret_cast<NormalControl*>(base + kNormalControlOffset);
-}
-
-__device__ __forceinline__ LocalState* local_of(uint8_t* base) {
-  return reinterpret_cast<LocalState*>(base + kLocalStateOffset);
-}
-
 constexpr int kCombineThreads = 512;
 constexpr int kCombineWarps = kCombineThreads / kWarpSize;
 // A grid of one block splits its warps instead: 10 send, the rest reduce.

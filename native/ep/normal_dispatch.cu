@@ -20,14 +20,6 @@ namespace {
 constexpr int kNotifyThreads = 512;
 constexpr int kNotifyWarps = kNotifyThreads / kWarpSize;
 
-__device__ __forceinline__ NormalControl* control_of(uint8_t* base) {
-  return reinterpret_cast<NormalControl*>(base + kNormalControlOffset);
-}
-
-__device__ __forceinline__ LocalState* local_of(uint8_t* base) {
-  return reinterpret_cast<LocalState*>(base + kLocalStateOffset);
-}
-
 __device__ __forceinline__ int64_t load_idx(const void* p, int idx64, int i) {
   return idx64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
 }
