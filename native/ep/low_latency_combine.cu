@@ -105,7 +105,9 @@ __device__ __forceinline__ void publish_combine_topk(const LowLatencyArgs& a, ui
       if (q >= n) continue;
       const int64_t e = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(q));
       const float w = a.topkWeights[q];
-      entry[u] = make_int2(e < 0 ? -1 : static_cast<int32_t>(e), __float_as_int(e < 0 ? 0.0f : w));
+      // An id outside [0, numExperts) goes nowhere (the dispatch reported it).
+      const bool none = e < 0 || e >= a.numExperts;
+      entry[u] = make_int2(none ? -1 : static_cast<int32_t>(e), __float_as_int(none ? 0.0f : w));
     }
 #pragma unroll
     for (int u = 0; u < kPublishBatch; ++u) {
@@ -257,7 +259,7 @@ __device__ __forceinline__ void combine_recv(const LowLatencyArgs& a, uint32_t s
       unsigned owners = 0;
       for (int c = 0; c < a.topk; ++c) {
         const int64_t e = load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + c);
-        if (e >= 0) owners |= 1u << (e / L);
+        if (e >= 0 && e < a.numExperts) owners |= 1u << (e / L);
       }
       partials[tid] = __popc(owners);
       const uint8_t* rows = mine + a.regions.combineRecv + static_cast<size_t>(t) * a.maxTopk * rowBytes;

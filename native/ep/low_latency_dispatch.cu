@@ -78,7 +78,7 @@ __device__ __forceinline__ void count_tokens_naming(const LowLatencyArgs& a, con
     uint32_t bits = 0;
 #pragma unroll
     for (int c = 0; c < kMaxTopk; ++c) {
-      if (ids[c] >= 0) bits |= queriesOf[ids[c]];
+      if (ids[c] >= 0 && ids[c] < a.numExperts) bits |= queriesOf[ids[c]];  // the send reports bad ids
     }
     if (t >= before) bits &= ~colQueries;
     for (; bits; bits &= bits - 1) atomicAdd(&count[__ffs(bits) - 1], 1);
@@ -135,6 +135,7 @@ __device__ __forceinline__ void send_row_vector(const LowLatencyArgs& a, int t, 
 // token's ranks and as many of the block's experts as fit beside them.
 __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   __shared__ int tokenMask;
+  __shared__ int2 badEntry;  // (token, id) of an id outside [-1, numExperts), token -1 if none
   __shared__ int32_t queryExpert[kMaxQueries];
   __shared__ int queryCount[kMaxQueries];
   __shared__ uint32_t queriesOf[kMaxRanks * kMaxLocalExperts];
@@ -142,6 +143,7 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, G = gridDim.x;
   for (int i = tid; i < a.numExperts; i += blockDim.x) queriesOf[i] = 0;
+  if (tid == 0) badEntry = make_int2(-1, 0);
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   const int myExperts = static_cast<int>(blockIdx.x) < a.numExperts ? (a.numExperts - 1 - blockIdx.x) / G + 1 : 0;
@@ -164,7 +166,15 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
       // (they tell it which tokens were sent). A column repeating an earlier
       // column's expert gets no rank (the token goes to the expert once).
       if (warp == 0) {
-        const int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
+        int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
+        if (e < -1 || e >= a.numExperts) {
+          // The host cannot read device ids before the launch: the token goes
+          // without that entry, and the error is reported once the block has
+          // signalled, so that no peer (and no block of this launch, which
+          // would stop at the error) is left waiting.
+          badEntry = make_int2(t, static_cast<int>(e));
+          e = -1;
+        }
         const int mask = __reduce_or_sync(0xffffffffu, e >= 0 ? 1 << static_cast<int>(e / L) : 0);
         const bool repeat = (__match_any_sync(0xffffffffu, e) & ((1u << lane) - 1)) != 0;
         if (lane == 0) tokenMask = mask;
@@ -207,6 +217,7 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
     if (blockIdx.x == 0) peer->srcTokens[me] = a.numTokens;
     red_add_release_sys(&peer->dispatchArrived[me], arrival_share());
   }
+  if (tid == 0 && badEntry.x >= 0) report_error(a.status, kEpErrBadExpert, kPhaseLowLatencyDispatch, badEntry.x, badEntry.y);
 }
 
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) { dispatch_send(a); }
@@ -231,7 +242,9 @@ struct RowCopy {
 __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t seq, uint64_t deadline) {
   __shared__ int firstPair[kMaxRanks + 1];
   __shared__ RowCopy copies[kMaxCopies];
-  __shared__ int numCopies;
+  // Step k lists its copies in numCopies[k & 1] while thread 0 clears the other
+  // (one counter would need a barrier between its reset and the next step's adds).
+  __shared__ int numCopies[2];
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kRecvThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens, G = gridDim.x;
@@ -244,7 +257,7 @@ __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t 
   if (tid == 0) {
     firstPair[0] = 0;
     for (int s = 0; s < R; ++s) firstPair[s + 1] = firstPair[s] + ld_volatile(&ctrl->srcTokens[s]);
-    numCopies = 0;
+    numCopies[0] = numCopies[1] = 0;
   }
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform, as barriers follow
 
@@ -276,8 +289,9 @@ __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t 
   const int rowBytes = a.useFp8 ? H : H * 2;
   const int rowVecs = rowBytes / 16, scaleCols = H / kScaleBlock;
   const int step = max(1, min(kRecvPairsPerStep, (total + G - 1) / G));
-  for (int i0 = blockIdx.x * step; i0 < total; i0 += G * step) {
+  for (int i0 = blockIdx.x * step, k = 0; i0 < total; i0 += G * step, k ^= 1) {
     const int n = min(step, total - i0);
+    if (tid == 0) numCopies[k ^ 1] = 0;  // the last step read it before its closing barrier
     // One thread per (pair, column), a pair's columns in one warp: a column
     // naming a local expert, and no earlier column naming it, becomes a copy.
     if (warp < (n * kMaxTopk + kWarpSize - 1) / kWarpSize) {
@@ -296,14 +310,14 @@ __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t 
         int p = srcRank[at * a.maxTopk + c];
 #pragma unroll
         for (int q = 0; q < kMaxRanks; ++q) p += offset[q];
-        copies[atomicAdd(&numCopies, 1)] = RowCopy{mine + a.regions.staging + at * a.regions.stagingStride, j, p};
+        copies[atomicAdd(&numCopies[k], 1)] = RowCopy{mine + a.regions.staging + at * a.regions.stagingStride, j, p};
         reinterpret_cast<int32_t*>(mine + a.regions.srcInfo)[static_cast<size_t>(j) * slots + p] = t;
         // The combine finds this slot from (source, token, top-k column).
         reinterpret_cast<int32_t*>(mine + a.regions.slotOf)[at * a.maxTopk + c] = p;
       }
     }
     __syncthreads();
-    const int rows = numCopies;
+    const int rows = numCopies[k];
     const int pieces = max(1, kWarps / max(rows, 1));
     const int pieceVecs = (rowVecs + pieces - 1) / pieces;
     for (int item = warp; item < rows * pieces; item += kWarps) {
@@ -317,8 +331,7 @@ __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t 
         for (int c = lane; c < scaleCols; c += kWarpSize) sdst[c] = reinterpret_cast<const float*>(cp.src + H)[c];
       }
     }
-    __syncthreads();
-    if (tid == 0) numCopies = 0;
+    __syncthreads();  // the next step lists into copies
   }
 }
 

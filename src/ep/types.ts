@@ -162,7 +162,12 @@ export interface CombineResult {
 export interface LowLatencyDispatchOptions extends StreamOptions {
   /** bf16 [T, H], T <= maxTokensPerRank. */
   x: Tensor;
-  /** i32 or i64 [T, k]. */
+  /**
+   * i32 or i64 [T, k], ids in [-1, numExperts). Ids in host memory are checked
+   * before anything starts; in device memory the host cannot read them, so the
+   * kernel leaves an id outside that range out of the send and fails this rank's
+   * event with ERR_INVALID_ARG (the buffer is unusable then).
+   */
   topkIdx: Tensor;
   /** Must equal options.lowLatency.maxTokensPerRank. */
   maxTokensPerRank: number;

@@ -56,6 +56,13 @@ for (const n of [1, ...RANK_COUNTS]) {
       expect(ok).toBe(true);
     });
 
+    it('a low-latency top-k id past numExperts fails its rank with ERR_INVALID_ARG, and only it', async () => {
+      const { ok, reports, log } = await runWorkers('ep-ll-bad-ids.mjs', n, placement);
+      expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);
+      expect(reports, log.slice(-2000)).toHaveLength(n);
+      expect(ok).toBe(true);
+    });
+
     it('low-latency dispatch/combine match the cpu backend, and graph replays do not drift', async () => {
       const { ok, reports, log } = await runWorkers('ep-low-latency.mjs', n, env(LOW_LATENCY_CASES));
       expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);

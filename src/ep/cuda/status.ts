@@ -29,7 +29,8 @@ export function epStatusError(s: NativeEpStatus, rank: number): WideepError {
     case 2:
       return new WideepError(
         'ERR_INVALID_ARG',
-        `rank ${rank}: topkIdx of token ${s.peer} holds ${s.value}, outside [-1, numExperts); nothing was sent. ` +
+        `rank ${rank}: topkIdx of token ${s.peer} holds ${s.value}, outside [-1, numExperts); ` +
+          `${s.phase === 4 ? 'the low-latency dispatch sent the token without it' : 'nothing was sent'}. ` +
           'The buffer is unusable now; recreate it.',
       );
     case 3:

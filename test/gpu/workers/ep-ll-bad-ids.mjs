@@ -1,0 +1,33 @@
+// A top-k id outside [-1, numExperts) in one rank's device tensor, which the
+// host cannot read before the launch: that rank's low-latency dispatch sends
+// the token without the entry and reports ERR_INVALID_ARG through its event;
+// every other rank's dispatch completes, and nothing faults.
+import { EpBuffer } from '../../../dist/index.js';
+import { BACKEND, Checker, joinJob, rankInputs } from './ep-common.mjs';
+
+const { pg, seed, device } = await joinJob();
+const check = new Checker(pg.rank);
+const E = 64;
+const M = 16;
+const H = 2048;
+const buffer = await EpBuffer.create(pg, { backend: BACKEND, hidden: H, numExperts: E, maxTokensPerRank: 8, lowLatency: { maxTokensPerRank: M }, timeoutMs: 20_000 });
+const inp = rankInputs({ T: M, H, k: 6, E, routing: 'uniform' }, seed, pg.rank);
+const ids = inp.topkIdx.data;
+if (pg.rank === 0) ids[3 * 6 + 2] = E; // token 3, column 2
+// Through the event on the GPU; the cpu backend (WIDEEP_TEST_DRY_RUN) reads the
+// ids itself and refuses the call.
+const dispatched = (async () => {
+  const d = await buffer.lowLatencyDispatch({ x: await inp.x.to(device), topkIdx: await inp.topkIdx.to(device), maxTokensPerRank: M, numExperts: E });
+  await d.event?.done();
+})();
+if (pg.rank === 0) {
+  await check.refuses('the dispatch with an id past numExperts', dispatched, 'ERR_INVALID_ARG');
+} else {
+  check.checks++;
+  await dispatched.catch((e) => check.fail('a dispatch beside the bad one', `${e.code}: ${e.message}`));
+}
+await pg.store.barrier('wideep/test/bad-ids-done');
+await buffer.close();
+process.stdout.write(`${JSON.stringify({ rank: pg.rank, checks: check.checks, failures: check.failures })}\n`);
+await pg.close();
+process.exit(check.failures.length ? 1 : 0);
