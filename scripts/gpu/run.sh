@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole GPU pass in one go, on the GPU machine (shared/gpu.md):
 #   bash scripts/gpu/run.sh OUTDIR [steps...]
-# steps: doctor tests bench-nccl bench-ep-normal bench-ep-ll (default: all).
+# steps: doctor tests bench-nccl bench-ep-normal bench-ep-ll (default: all), and
+# bench-ep-send: the normal combine's sending share swept (SEND_SMS, at NUM_SMS).
 # TESTS_FILTER narrows the tests step to matching files (e.g. "foundation comm"),
 # TESTS_NAME to tests whose name matches (e.g. "EP on 4 GPUs", for a quick
 # check of a kernel change),
@@ -53,6 +54,7 @@ for s in $STEPS; do
     tests) step tests ${TESTS_LIMIT:-540} node node_modules/vitest/vitest.mjs run --project gpu --reporter=default --reporter=json --outputFile.json="$OUT/gpu-tests.json" ${TESTS_NAME:+-t "$TESTS_NAME"} ${TESTS_FILTER:-} ;;
     bench-nccl) step bench-nccl 240 node bin/wideep.js bench nccl --torch --json --out "$OUT/bench-nccl.json" ;;
     bench-ep-normal) step bench-ep-normal 420 node bin/wideep.js bench ep --mode normal --num-sms "${NUM_SMS:-24,48,80,128}" --json --out "$OUT/bench-ep-normal.json" ${BENCH_EP_ARGS:-} ;;
+    bench-ep-send) step bench-ep-send 300 node bin/wideep.js bench ep --mode normal --no-baseline --routing uniform --num-sms "${NUM_SMS:-24}" --send-sms "${SEND_SMS:-8,10,12,14,16,18,20}" --json --out "$OUT/bench-ep-send.json" ;;
     bench-ep-ll) step bench-ep-ll 240 node bin/wideep.js bench ep --mode low-latency --json --out "$OUT/bench-ep-ll.json" ${BENCH_EP_ARGS:-} ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac

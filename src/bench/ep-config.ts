@@ -12,8 +12,8 @@ export interface EpBenchConfig {
   experts: number;
   routings: RoutingKind[];
   numSms: number[];
-  /** Of each SM budget, the SMs the combine sends with (undefined: the library's default share). */
-  sendSms?: number;
+  /** Of each SM budget, the SMs the combine sends with, one combine measurement each (undefined: the library's default share). */
+  sendSms?: number[];
   iters: number;
   warmup: number;
   graphReplays: number;
@@ -27,6 +27,8 @@ export interface EpRankRow {
   routing: RoutingKind;
   /** Absent for rows that take no SM budget (the NCCL baseline, low-latency mode). */
   numSms?: number;
+  /** The combine's sending SMs, where the config sets them. */
+  sendSms?: number;
   op: string;
   bytes: number;
   samples: Samples;

@@ -12,6 +12,8 @@ export type NormalOp = 'dispatch-bf16' | 'dispatch-bf16-cached' | 'dispatch-fp8'
 
 export interface RankMeasurement {
   op: string;
+  /** The combine's sending SMs, where set. */
+  sendSms?: number;
   /** Bytes this rank moved by anchors.md's definition. */
   bytes: number;
   samples: Samples;
@@ -26,11 +28,12 @@ export async function measureNormal(o: {
   stream: Stream;
   timer: GpuTimer;
   numSms: number;
-  numSendSms: number | undefined;
+  /** The combine is measured once per entry (undefined: the library's default share). */
+  sendSms: readonly (number | undefined)[];
   iters: number;
   warmup: number;
 }): Promise<RankMeasurement[]> {
-  const { buffer, inputs, stream, timer, numSms, numSendSms, iters, warmup } = o;
+  const { buffer, inputs, stream, timer, numSms, iters, warmup } = o;
   const H = inputs.x.shape[1]!;
   const release = (r: DispatchResult) => r.release();
   const routed = { topkIdx: inputs.topkIdx, topkWeights: inputs.topkWeights, numSms, stream };
@@ -40,23 +43,27 @@ export async function measureNormal(o: {
   const rows = base.numRecvTokens;
   const bf16Bytes = rows * H * 2;
   const out: RankMeasurement[] = [];
-  const run = async (op: NormalOp, bytes: number, s: Promise<Samples>) => out.push({ op, bytes, samples: await s });
+  const run = async (op: NormalOp, bytes: number, s: Promise<Samples>, sendSms?: number) =>
+    out.push({ op, bytes, samples: await s, ...(sendSms === undefined ? {} : { sendSms }) });
 
   await run('dispatch-bf16', bf16Bytes, timer.time({ iters, warmup, op: () => buffer.dispatch({ x: inputs.x, ...routed }), after: release }));
   await run('dispatch-bf16-cached', bf16Bytes, timer.time({ iters, warmup, op: () => buffer.dispatch({ x: inputs.x, handle: base.handle, numSms, stream }), after: release }));
   const fp8 = { x: inputs.xFp8, xScales: inputs.xScales };
   await run('dispatch-fp8', bf16Bytes * FP8_BYTES_RATIO, timer.time({ iters, warmup, op: () => buffer.dispatch({ ...fp8, ...routed }), after: release }));
   await run('dispatch-fp8-cached', bf16Bytes * FP8_BYTES_RATIO, timer.time({ iters, warmup, op: () => buffer.dispatch({ ...fp8, handle: base.handle, numSms, stream }), after: release }));
-  await run(
-    'combine-bf16',
-    bf16Bytes,
-    timer.time({
-      iters,
-      warmup,
-      op: () => buffer.combine({ x: base.recvX, handle: base.handle, keepHandle: true, numSms, numSendSms, stream }),
-      after: (r) => r.combinedX.close(),
-    }),
-  );
+  for (const numSendSms of o.sendSms) {
+    await run(
+      'combine-bf16',
+      bf16Bytes,
+      timer.time({
+        iters,
+        warmup,
+        op: () => buffer.combine({ x: base.recvX, handle: base.handle, keepHandle: true, numSms, numSendSms, stream }),
+        after: (r) => r.combinedX.close(),
+      }),
+      numSendSms,
+    );
+  }
   base.release();
   return out;
 }

@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     if (normal) {
       for (const numSms of config.numSms) {
         if (pg.rank === 0) progress(`${routing} routing, ${numSms} SMs`);
-        const m = await measureNormal({ buffer, inputs, stream, timer, numSms, numSendSms: config.sendSms, iters: config.iters, warmup: config.warmup });
+        const m = await measureNormal({ buffer, inputs, stream, timer, numSms, sendSms: config.sendSms ?? [undefined], iters: config.iters, warmup: config.warmup });
         rows.push(...m.map((r) => ({ routing, numSms, ...r })));
       }
       if (config.baseline) {

@@ -15,7 +15,7 @@ import { deviceCount } from '../cuda/device.js';
 import { launch } from '../dist/launcher.js';
 import { WideepError, assertInteger } from '../errors.js';
 import { deepEpAnchors } from './ep-anchors.js';
-import { EP_BENCH_CONFIG_VAR, type EpBenchConfig, type EpBenchMode, type EpRankResult } from './ep-config.js';
+import { EP_BENCH_CONFIG_VAR, type EpBenchConfig, type EpBenchMode, type EpRankResult, type EpRankRow } from './ep-config.js';
 import type { RoutingKind } from './ep-inputs.js';
 import { gbps, median, round } from './stats.js';
 
@@ -29,8 +29,9 @@ const USAGE = `usage: wideep bench ep --mode normal|low-latency [options]
   --experts E          routed experts (default 256)
   --routing R          uniform | zipf | both (default both)
   --num-sms LIST       normal mode: SM budgets, e.g. 24 or 24,48,80,128 (default 24)
-  --send-sms N         normal mode: of each budget, the SMs the combine sends with
-                       (default: the library's share, min((R-1)/R, 2/3))
+  --send-sms LIST      normal mode: of each budget, the SMs the combine sends with,
+                       e.g. 16 or 8,12,16,20 (default: the library's share,
+                       min((R-1)/R, 2/3)); a list measures the combine at each
   --no-baseline        skip the NCCL all-to-all-v baseline
   --iters N            timed runs per measurement (default 30)
   --warmup N           untimed runs first (default 5)
@@ -51,6 +52,8 @@ is what the library adds to a launch.`;
 export interface EpBenchRow {
   routing: RoutingKind;
   numSms?: number;
+  /** The combine's sending SMs, where --send-sms set them. */
+  sendSms?: number;
   op: string;
   /** Median over ranks of each rank's median. */
   kernelUs: number;
@@ -113,13 +116,14 @@ function withGoal(d: NonNullable<EpBenchRow['deepep']>, goal: number | undefined
 /** Folds every rank's samples into rows: per-rank medians, then medians over ranks. */
 export function summarise(mode: EpBenchMode, ranks: EpRankResult[]): EpBenchRow[] {
   const worldSize = ranks.length;
-  const keys = new Map<string, { routing: RoutingKind; numSms?: number; op: string }>();
-  for (const r of ranks) for (const row of r.rows) keys.set(`${row.routing}|${row.numSms ?? ''}|${row.op}`, row);
+  const keyOf = (row: EpRankRow) => `${row.routing}|${row.numSms ?? ''}|${row.sendSms ?? ''}|${row.op}`;
+  const keys = new Map<string, EpRankRow>();
+  for (const r of ranks) for (const row of r.rows) keys.set(keyOf(row), row);
   const out: EpBenchRow[] = [];
   for (const [key, k] of keys) {
     const perRank = ranks.flatMap((r) =>
       r.rows
-        .filter((row) => `${row.routing}|${row.numSms ?? ''}|${row.op}` === key)
+        .filter((row) => keyOf(row) === key)
         .map((row) => {
           const us = median(row.samples.kernelUs);
           return { rank: r.rank, kernelUs: round(us), wallUs: round(median(row.samples.wallUs)), gbps: round(gbps(row.bytes, us), 1), bytes: row.bytes };
@@ -132,6 +136,7 @@ export function summarise(mode: EpBenchMode, ranks: EpRankResult[]): EpBenchRow[
     };
     const row: EpBenchRow = { routing: k.routing, op: k.op, ...summary, perRank };
     if (k.numSms !== undefined) row.numSms = k.numSms;
+    if (k.sendSms !== undefined) row.sendSms = k.sendSms;
     const deepep = compareWithDeepEp(mode, k.op, k.numSms, summary, worldSize);
     if (deepep) row.deepep = deepep;
     out.push(row);
@@ -143,7 +148,7 @@ export function renderEpTable(report: EpBenchReport): string {
   const head = ['routing', 'SMs', 'op', 'kernel µs', 'GB/s', 'DeepEP', 'ratio', 'goal', 'JS µs'];
   const body = report.rows.map((r) => [
     r.routing,
-    r.numSms === undefined ? '-' : String(r.numSms),
+    r.numSms === undefined ? '-' : r.sendSms === undefined ? String(r.numSms) : `${r.numSms} (${r.sendSms} send)`,
     r.op,
     Number.isFinite(r.kernelUs) ? r.kernelUs.toFixed(1) : '-', // host-only rows
     Number.isFinite(r.gbps) && r.gbps > 0 ? r.gbps.toFixed(0) : '-', // no bytes: e.g. the event floor
@@ -207,9 +212,11 @@ export const command: CliCommand = {
     const routing = values.routing === 'both' ? ['uniform', 'zipf'] : list(values.routing!, '--routing');
     for (const r of routing) if (r !== 'uniform' && r !== 'zipf') throw new WideepError('ERR_INVALID_ARG', `--routing: expected uniform, zipf or both, got ${r}`);
     const numSms = list(values['num-sms']!, '--num-sms').map((v) => int(v, '--num-sms', 24));
-    const sendSms = values['send-sms'] === undefined ? undefined : int(values['send-sms'], '--send-sms', 0);
-    if (sendSms !== undefined && numSms.some((n) => sendSms >= n)) {
-      throw new WideepError('ERR_INVALID_ARG', `--send-sms: expected fewer than every --num-sms (${numSms}), got ${sendSms}: the other SMs reduce`);
+    const sendSms = values['send-sms'] === undefined ? undefined : list(values['send-sms'], '--send-sms').map((v) => int(v, '--send-sms', 0));
+    for (const s of sendSms ?? []) {
+      if (numSms.some((n) => s >= n)) {
+        throw new WideepError('ERR_INVALID_ARG', `--send-sms: expected fewer than every --num-sms (${numSms}), got ${s}: the other SMs reduce`);
+      }
     }
     const settings = {
       mode,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { command, compareWithDeepEp, renderEpTable, type EpBenchReport } from '../../../src/bench/ep.js';
+import { command, compareWithDeepEp, renderEpTable, summarise, type EpBenchReport } from '../../../src/bench/ep.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 
 const row = { gbps: 300, kernelUs: 40 };
@@ -48,6 +48,41 @@ describe('bench ep: table', () => {
   });
 });
 
+describe('bench ep: a --send-sms sweep', () => {
+  const samples = (us: number) => ({ kernelUs: [us, us, us], wallUs: [us + 5, us + 5, us + 5] });
+  const rank = (r: number) => ({
+    rank: r,
+    device: r,
+    rows: [
+      { routing: 'uniform' as const, numSms: 24, op: 'dispatch-bf16', bytes: 1e8, samples: samples(250) },
+      { routing: 'uniform' as const, numSms: 24, sendSms: 12, op: 'combine-bf16', bytes: 1e8, samples: samples(400 + r) },
+      { routing: 'uniform' as const, numSms: 24, sendSms: 16, op: 'combine-bf16', bytes: 1e8, samples: samples(300 + r) },
+    ],
+  });
+
+  it('keeps one combine row per sending share, each with its share', () => {
+    const rows = summarise('normal', [rank(0), rank(1)]);
+    const combines = rows.filter((r) => r.op === 'combine-bf16');
+    expect(combines.map((r) => [r.sendSms, r.kernelUs, r.perRank.length])).toEqual([
+      [12, 400.5, 2],
+      [16, 300.5, 2],
+    ]);
+    expect(rows.find((r) => r.op === 'dispatch-bf16')!.sendSms).toBeUndefined();
+  });
+
+  it('shows the share beside the budget', () => {
+    const report = {
+      suite: 'ep',
+      mode: 'normal',
+      worldSize: 2,
+      config: { tokens: 4096, hidden: 7168, topk: 8, experts: 256 },
+      rows: summarise('normal', [rank(0), rank(1)]),
+    } as unknown as EpBenchReport;
+    const lines = renderEpTable(report).split('\n');
+    expect(lines.filter((l) => l.includes('combine-bf16')).map((l) => l.trim().split(/\s{2,}/)[1])).toEqual(['24 (12 send)', '24 (16 send)']);
+  });
+});
+
 describe('bench ep: arguments', () => {
   const io = { out: () => {}, err: () => {} };
   it('refuses bad options before looking for GPUs', async () => {
@@ -59,5 +94,11 @@ describe('bench ep: arguments', () => {
       'ERR_INVALID_ARG',
       '--send-sms: expected fewer than every --num-sms (24,12), got 12',
     );
+    await expectWideepError(
+      command.run(['--mode', 'normal', '--send-sms', '8,16,24'], io),
+      'ERR_INVALID_ARG',
+      '--send-sms: expected fewer than every --num-sms (24), got 24',
+    );
+    await expectWideepError(command.run(['--mode', 'normal', '--send-sms', '8,x'], io), 'ERR_INVALID_ARG', '--send-sms');
   });
 });
