@@ -280,7 +280,7 @@ export class EpBuffer implements AsyncDisposable {
     this.#checkOpen(where);
     requireOptions(where, args);
     const handle = this.#ownLowLatencyHandle(where, args.handle);
-    handle.checkReceived(where);
+    handle.checkCombinable(where);
     const v = validateLowLatencyCombine(this.#config, this.#backend.device, args, handle.routing);
     const pending = this.#backend.lowLatencyCombine(v, handle.lease.slot);
     // With a receive hook, the buffer is still being received into until the
@@ -294,16 +294,18 @@ export class EpBuffer implements AsyncDisposable {
       throw e;
     }
     const result: LowLatencyCombineResult = { combinedX: out.combinedX, event: out.event };
-    if (out.hook) {
-      const receive = new ReceiveHook(out.hook);
-      result.hook = async () => {
-        try {
-          await receive.call();
-        } finally {
-          handle.lease.release('lowLatencyCombine');
-        }
-      };
-    }
+    const hook = out.hook;
+    const receive = hook
+      ? new ReceiveHook(async () => {
+          try {
+            await hook();
+          } finally {
+            handle.lease.release('lowLatencyCombine');
+          }
+        })
+      : undefined;
+    handle.combined(receive);
+    if (receive) result.hook = () => receive.call();
     return result;
   }
 

@@ -244,6 +244,8 @@ export class LowLatencyHandle extends LeasedHandle {
   readonly hidden: number;
   /** A hooked dispatch's receive. */
   readonly #receive: ReceiveHook | undefined;
+  /** Set by lowLatencyCombine; with a hooked combine, its receive. */
+  #combine: { receive: ReceiveHook | undefined } | undefined;
 
   /** @internal Made by EpBuffer.lowLatencyDispatch; `receive`: the hook of a hooked dispatch. */
   constructor(
@@ -268,20 +270,33 @@ export class LowLatencyHandle extends LeasedHandle {
     return this.#receive!.call();
   }
 
-  /** @internal Throws ERR_INVALID_ARG while the dispatch's rows have not been received (its hook has not run). */
-  checkReceived(where: string): void {
+  /**
+   * @internal Throws ERR_INVALID_ARG while the dispatch's rows have not been
+   * received (its hook has not run), or once a combine has taken the handle.
+   */
+  checkCombinable(where: string): void {
     if (this.#receive?.pending) {
       throw new WideepError('ERR_INVALID_ARG', `${where}: handle: its dispatch's receive hook has not been called, so its rows have not arrived; await hook() first`);
     }
+    if (this.#combine) throw new WideepError('ERR_INVALID_ARG', `${where}: handle: a combine has taken it already; a dispatch is combined once`);
+  }
+
+  /** @internal Records the combine that took the handle; `receive`: a hooked combine's. */
+  combined(receive?: ReceiveHook): void {
+    this.#combine = { receive };
   }
 
   /**
-   * Frees the buffer. A hooked dispatch whose hook never ran receives first:
-   * each receive advances the buffer's sequence numbers, which must stay in
-   * step with the peers' (on a closed buffer nothing is left to keep in step).
+   * Frees the buffer. A hooked dispatch or combine whose hook never ran
+   * receives first: each receive advances the buffer's sequence numbers, which
+   * must stay in step with the peers' (on a closed buffer nothing is left to
+   * keep in step).
    */
   override release(): void {
-    if (this.#receive?.pending && !this.released) this.#receive.call().catch(() => {});
+    if (!this.released) {
+      if (this.#receive?.pending) this.#receive.call().catch(() => {});
+      if (this.#combine?.receive?.pending) this.#combine.receive.call().catch(() => {});
+    }
     super.release();
   }
 

@@ -238,6 +238,11 @@ export interface LowLatencyCombineResult {
    */
   combinedX: Tensor;
   event?: Event;
-  /** With returnRecvHook. cuda: completes the receive. cpu: resolves at once. */
+  /**
+   * With returnRecvHook. cuda: completes the receive. cpu: resolves at once.
+   * Call it once; until then the dispatch's handle keeps its buffer, and
+   * releasing the handle without calling it runs the receive first, so that
+   * this rank stays in step with its peers.
+   */
   hook?: () => Promise<void>;
 }

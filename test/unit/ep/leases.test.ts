@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import type { EpBuffer } from '../../../src/ep/buffer.js';
+import type { LowLatencyHandle } from '../../../src/ep/leases.js';
 import { closeAll, onAllRanks, simulatedBuffers } from '../../helpers/ep-sim.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 import { SeededRandom, fromRouting, randomBf16 } from '../../helpers/random.js';
@@ -122,5 +123,20 @@ describe('low-latency buffers', () => {
     await expectWideepError(unreceived[0]!.hook!(), 'ERR_INVALID_ARG', 'already called');
     const next = await onAllRanks(buffers, (b) => b.lowLatencyDispatch(llArgs()));
     next.forEach((r) => r.release());
+  });
+
+  test('a hooked combine: the handle is not combined twice, and releasing it without the hook receives', async () => {
+    const routing = inputs();
+    const combineArgs = (handle: LowLatencyHandle) => ({ y: randomBf16(rng, [4, 8, 128]), topkIdx: routing.topkIdx, topkWeights: routing.topkWeights, handle, returnRecvHook: true });
+    const dispatched = await onAllRanks(buffers, (b) => b.lowLatencyDispatch(llArgs()));
+    const combined = await onAllRanks(buffers, (b, r) => b.lowLatencyCombine(combineArgs(dispatched[r]!.handle)));
+    expect(dispatched[0]!.handle.released).toBe(false);
+    await expectWideepError(b0().lowLatencyCombine(combineArgs(dispatched[0]!.handle)), 'ERR_INVALID_ARG', 'a combine has taken it already');
+    dispatched.forEach((r) => r.handle.release());
+    await expectWideepError(combined[0]!.hook!(), 'ERR_INVALID_ARG', 'already called');
+    const next = await onAllRanks(buffers, (b) => b.lowLatencyDispatch(llArgs()));
+    const nextCombined = await onAllRanks(buffers, (b, r) => b.lowLatencyCombine({ ...combineArgs(next[r]!.handle), returnRecvHook: false }));
+    expect(nextCombined).toHaveLength(buffers.length);
+    expect(next[0]!.handle.released).toBe(true);
   });
 });
