@@ -159,6 +159,13 @@ export interface CombineResult {
   event?: Event;
 }
 
+/**
+ * Low-latency kernels (cuda) take every SM and wait for their peers' matching
+ * kernels. Enqueue a rank's low-latency operations, of every buffer, in the same
+ * order on every rank and on one stream: two of them running at once on one GPU
+ * cannot both be resident, so ranks that started them in different orders wait
+ * on each other until ERR_TIMEOUT.
+ */
 export interface LowLatencyDispatchOptions extends StreamOptions {
   /** bf16 [T, H], T <= maxTokensPerRank. */
   x: Tensor;
