@@ -9,7 +9,8 @@ export interface DeviceStorage {
   readonly ptr: bigint;
   readonly byteLength: number;
   readonly closed: boolean;
-  close(): void;
+  /** Frees it (stream-ordered storage: after the work queued on `stream`, where given). */
+  close(stream?: Stream): void;
 }
 
 /**

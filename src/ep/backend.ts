@@ -32,6 +32,8 @@ export interface DispatchRouting {
 export interface LowLatencyRouting {
   /** T: tokens this rank dispatched. */
   readonly numTokens: number;
+  /** k of the dispatch's topkIdx (its combine's must match). */
+  readonly topk: number;
 }
 
 export interface BackendDispatchArgs<R extends DispatchRouting> extends StreamOptions {

@@ -507,9 +507,9 @@ export function validateLowLatencyCombine<L extends LowLatencyRouting>(
   checkRowWidth(where, 'y', H, config, false);
   const T = routing.numTokens;
   const topkIdx = tensorOf(where, 'topkIdx', args.topkIdx, device, ['i32', 'i64'], ['T', 'k']);
-  const k = topkIdx.shape[1]!;
-  checkShape(where, 'topkIdx', topkIdx, [["T (the handle's token count)", T], ['k', k]]);
-  checkTopk(where, k, config);
+  // The kernels look the dispatch's columns up with the combine's k.
+  const k = routing.topk;
+  checkShape(where, 'topkIdx', topkIdx, [["T (the handle's token count)", T], ["k (the handle's top-k)", k]]);
   const topkWeights = tensorOf(where, 'topkWeights', args.topkWeights, device, ['f32'], ['T', 'k']);
   checkShape(where, 'topkWeights', topkWeights, [['T', T], ['k', k]]);
   const out = optionalOut(where, args.out, device, T, H);

@@ -293,12 +293,16 @@ export class Tensor implements Disposable {
 
   // ---- lifetime -----------------------------------------------------------
 
-  /** Releases the storage if this tensor owns it. Idempotent; views only detach. */
-  close(): void {
+  /**
+   * Releases the storage if this tensor owns it. Idempotent; views only detach.
+   * Device memory is freed after the work queued on `stream` (default: the
+   * stream it was allocated on), which must be the last to use it.
+   */
+  close(stream?: Stream): void {
     if (!this.#owns) return;
     const s = this.#storage;
     if (s.kind === 'host') s.closed = true;
-    else s.device.close();
+    else s.device.close(stream);
   }
 
   [Symbol.dispose](): void {

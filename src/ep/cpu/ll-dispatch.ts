@@ -16,7 +16,6 @@ import { Collective, OP, allocMessage, bytesOf, checkAgreement, checkSections, f
 export interface CpuLowLatencyRouting extends LowLatencyRouting {
   /** This rank's topkIdx of the dispatch (a copy), [T * k]. */
   readonly topkIdx: Int32Array;
-  readonly topk: number;
   /** As owner: [L, R, 2] (begin, count) of each source rank's slots. */
   readonly layoutRange: Int32Array;
 }

@@ -47,6 +47,8 @@ interface CudaRouting extends DispatchRouting {
   readonly meta: Tensor;
   readonly sendPos: Tensor;
   readonly idx64: boolean;
+  /** The stream of the last dispatch or combine that read it: its tensors are freed there. */
+  lastStream: Stream;
 }
 
 type CudaLowLatencyRouting = LowLatencyRouting;
@@ -345,7 +347,9 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       meta,
       sendPos,
       idx64,
+      lastStream: s,
     };
+    routing.lastStream = s;
     return {
       recvX: this.#view(this.#addr(this.#slotOffset(slot, 'slabX')), x.dtype, [rows, H], gen),
       recvXScales: fp8 ? this.#view(this.#addr(this.#slotOffset(slot, 'slabScales')), 'f32', [rows, H / FP8_BLOCK], gen) : undefined,
@@ -383,13 +387,16 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
       .set('numSendSms', args.numSendSms ?? 0);
     callNative(() => this.#native.combine(this.#combine.array, s.native));
+    routing.lastStream = s;
     return { combinedX, combinedTopkWeights, event: this.#event(`combine${slot}`, s) };
   }
 
   releaseRouting(routing: CudaRouting): void {
-    // Stream-ordered frees: later work on the stream may still read them.
-    routing.meta.close();
-    routing.sendPos.close();
+    // Stream-ordered frees after the last kernel that reads them, which may be
+    // on another stream than the allocation (dispatch on one, combine on another).
+    const s = routing.lastStream.closed ? undefined : routing.lastStream;
+    routing.meta.close(s);
+    routing.sendPos.close(s);
   }
 
   // ---- low-latency mode -----------------------------------------------------------
@@ -458,7 +465,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       recvCount: this.#view(at.llRecvCount, 'i32', [L], gen),
       srcInfo: this.#view(at.llSrcInfo, 'i32', [L, R * M], gen),
       layoutRange: this.#view(at.llLayoutRange, 'i32', [L, R, 2], gen),
-      routing: { numTokens: T },
+      routing: { numTokens: T, topk: args.topkIdx.shape[1]! },
       event,
       hook,
     };
