@@ -161,10 +161,11 @@ export interface CombineResult {
 
 /**
  * Low-latency kernels (cuda) take every SM and wait for their peers' matching
- * kernels. Enqueue a rank's low-latency operations, of every buffer, in the same
- * order on every rank and on one stream: two of them running at once on one GPU
- * cannot both be resident, so ranks that started them in different orders wait
- * on each other until ERR_TIMEOUT.
+ * kernels. Enqueue a rank's EP operations in the same order on every rank. One
+ * buffer runs its own in that order whatever streams they are given; the
+ * operations of two buffers belong on one stream, since two kernels running at
+ * once on one GPU cannot both be resident, and ranks that started them in
+ * different orders would wait on each other until ERR_TIMEOUT.
  */
 export interface LowLatencyDispatchOptions extends StreamOptions {
   /** bf16 [T, H], T <= maxTokensPerRank. */

@@ -132,6 +132,9 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   readonly #halfPtrs: Record<LowLatencyView, bigint>[];
   readonly #countsEvents: Event[];
   readonly #events = new Map<string, EpEvent>();
+  /** The stream of this buffer's last operation, and the event that orders the next one after it. */
+  #lastStream: Stream | undefined;
+  readonly #switchEvent: Event;
   #closed = false;
 
   constructor(group: ProcessGroup, config: EpConfig, native: NativeEpBuffer, layout: CudaLayout, batons: NativeEpBatonLayout, prefix: string) {
@@ -154,6 +157,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     this.#base = native.base;
     this.#layout = layout;
     this.#stream = new Stream(this.#dev);
+    this.#switchEvent = new Event(this.#dev);
     this.maxNumSms = cudaProbe().devices[this.#dev]?.multiProcessorCount ?? 132;
     this.#metaBytes = batons.routingMetaBytes;
     this.#notify = new Baton(batons.notify);
@@ -180,7 +184,24 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       throw new WideepError('ERR_INVALID_ARG', `stream: expected a stream on cuda:${this.#dev}, got one on cuda:${s.device}`);
     }
     if (o.previousEvent) s.waitEvent(o.previousEvent);
+    this.#follow(s);
     return s;
+  }
+
+  /**
+   * Orders the next kernel on `s` after this buffer's previous ones, whatever
+   * their streams: they share the buffer's slots and counters, and each takes
+   * whole SMs waiting for its peers, so they must run in the order they were
+   * enqueued. A switch of stream costs one event; a CUDA-graph capture is left
+   * to order itself (it cannot wait on work outside it).
+   */
+  #follow(s: Stream): void {
+    const last = this.#lastStream;
+    if (last && last !== s && !last.closed && !s.isCapturing() && !last.isCapturing()) {
+      this.#switchEvent.record(last);
+      s.waitEvent(this.#switchEvent);
+    }
+    this.#lastStream = s;
   }
 
   /**
@@ -431,6 +452,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const saved = baton.slice();
     // EpBuffer makes sure it runs once.
     const hook = async () => {
+      this.#follow(s);
       callNative(() => ops.recv(saved, s.native));
     };
     return { event, hook };
@@ -488,8 +510,9 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   }
 
   async cleanLowLatencyBuffer(): Promise<void> {
-    callNative(() => this.#native.cleanLowLatency(this.#stream.native));
-    await this.#stream.synchronize();
+    const s = this.#streamFor({});
+    callNative(() => this.#native.cleanLowLatency(s.native));
+    await s.synchronize();
     await this.#group.store.barrier(`${this.#prefix}/clean`, { timeoutMs: this.#config.timeoutMs });
   }
 
@@ -502,6 +525,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     } finally {
       for (const e of this.#countsEvents) e.close();
       for (const e of this.#events.values()) e.close();
+      this.#switchEvent.close();
       await this.#native.close();
       this.#stream.close();
     }
