@@ -217,7 +217,7 @@ export interface LowLatencyDispatchResult extends Disposable {
 export interface LowLatencyCombineOptions extends StreamOptions {
   /** bf16 [L, R*M, H]: expert outputs in the dispatch's slot layout. */
   y: Tensor;
-  /** This rank's i32/i64 [T, k] of that dispatch (entries may be -1 to skip). */
+  /** This rank's i32/i64 [T, k] of that dispatch, same T and k (entries may be -1 to skip). */
   topkIdx: Tensor;
   /** f32 [T, k]. */
   topkWeights: Tensor;

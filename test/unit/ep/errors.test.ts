@@ -187,6 +187,8 @@ describe('low-latency argument errors', () => {
     const base = { y, topkIdx: routing.topkIdx, topkWeights: routing.topkWeights, handle };
     await expectWideepError(b0().lowLatencyCombine({ ...base, y: randomBf16(rng, [4, 4, 256]) }), 'ERR_SHAPE', 'y: expected shape [4, 8, 256] ([L, R*M, H])');
     await expectWideepError(b0().lowLatencyCombine({ ...base, topkIdx: inputs(3).topkIdx }), 'ERR_SHAPE', "T (the handle's token count)");
+    const oneColumn = fromRouting([0, 0, 0, 0], [1, 1, 1, 1], 4, 1);
+    await expectWideepError(b0().lowLatencyCombine({ ...base, ...oneColumn }), 'ERR_SHAPE', "k (the handle's top-k)");
     await expectWideepError(b0().lowLatencyCombine({ ...base, out: randomBf16(rng, [4, 128]) }), 'ERR_SHAPE', 'out: expected shape [4, 256]');
     const wrong = fromRouting([1, 0, 0, 0, 0, 0, 0, 0], new Array(8).fill(1), 4, 2).topkIdx; // token 0 did not go to expert 1
     await expectWideepError(b0().lowLatencyCombine({ ...base, topkIdx: wrong }), 'ERR_INVALID_ARG', 'topkIdx[0, 0] = 1', 'did not send token 0 to expert 1');
