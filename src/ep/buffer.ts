@@ -86,7 +86,7 @@ async function exchangeOptions(transport: CpuTransport, config: EpConfig): Promi
   const all = await transport.allGather(mine, { timeoutMs: config.timeoutMs });
   checkSharedOptions(
     config.rank,
-    all.map((bytes) => JSON.parse(new TextDecoder().decode(bytes)) as (number | null)[]),
+    all.map((bytes) => JSON.parse(new TextDecoder().decode(bytes)) as ReturnType<typeof sharedOptions>),
   );
 }
 

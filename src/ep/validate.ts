@@ -61,8 +61,15 @@ export function resolveConfig(rank: number, worldSize: number, backend: EpBacken
   };
 }
 
-/** The options every rank must agree on, in the order they are compared. */
-const SHARED: readonly [string, (c: EpConfig) => number | null][] = [
+type Shared = number | string | null;
+
+/** The options every rank must agree on, in the order they are compared, with a hint where one helps. */
+const SHARED: readonly [string, (c: EpConfig) => Shared, string?][] = [
+  [
+    'backend',
+    (c) => c.backend,
+    'a rank whose process group has no GPU defaults to cpu: give each rank a GPU (or pin ranks with WIDEEP_DEVICE), or pass backend explicitly',
+  ],
   ['hidden', (c) => c.hidden],
   ['numExperts', (c) => c.numExperts],
   ['maxTokensPerRank', (c) => c.maxTokensPerRank],
@@ -71,20 +78,22 @@ const SHARED: readonly [string, (c: EpConfig) => number | null][] = [
   ['numRecvSlots', (c) => c.numRecvSlots],
 ];
 
-export function sharedOptions(config: EpConfig): (number | null)[] {
+export function sharedOptions(config: EpConfig): Shared[] {
   return SHARED.map(([, get]) => get(config));
 }
 
 /** Throws ERR_INVALID_ARG naming the first option on which some rank differs from this one. */
-export function checkSharedOptions(rank: number, all: readonly (readonly (number | null)[])[]): void {
+export function checkSharedOptions(rank: number, all: readonly (readonly Shared[])[]): void {
   const mine = all[rank]!;
-  const show = (v: number | null | undefined) => (v === null || v === undefined ? 'unset' : String(v));
+  const show = (v: Shared | undefined) => (v === null || v === undefined ? 'unset' : String(v));
   for (let i = 0; i < SHARED.length; i++) {
     const other = all.findIndex((values) => values[i] !== mine[i]);
     if (other >= 0) {
+      const [name, , hint] = SHARED[i]!;
       throw new WideepError(
         'ERR_INVALID_ARG',
-        `EpBuffer.create: option ${SHARED[i]![0]} differs between ranks: this rank (${rank}) has ${show(mine[i])}, rank ${other} has ${show(all[other]![i])}`,
+        `EpBuffer.create: option ${name} differs between ranks: this rank (${rank}) has ${show(mine[i])}, rank ${other} has ${show(all[other]![i])}` +
+          (hint ? `; ${hint}` : ''),
       );
     }
   }

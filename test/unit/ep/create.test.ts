@@ -2,6 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { EpBuffer } from '../../../src/ep/buffer.js';
 import { createSimulatedRanks } from '../../../src/ep/transport.js';
 import type { EpBufferOptions } from '../../../src/ep/types.js';
+import { checkSharedOptions, resolveConfig, sharedOptions } from '../../../src/ep/validate.js';
 import { closeAll, simulatedBuffers } from '../../helpers/ep-sim.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 
@@ -43,6 +44,14 @@ describe('EpBuffer.create', () => {
       );
     }
     expect(mine(2)).toBe(shown);
+  });
+
+  test('ranks on different backends (a rank without a GPU defaults to cpu) refuse, saying why', () => {
+    const options = (r: number) => sharedOptions(resolveConfig(r, 2, r === 0 ? 'cuda' : 'cpu', { ...BASE, device: r === 0 ? 0 : undefined }));
+    const all = [options(0), options(1)];
+    expect(() => checkSharedOptions(1, all)).toThrow(
+      /option backend differs between ranks: this rank \(1\) has cpu, rank 0 has cuda; a rank whose process group has no GPU defaults to cpu/,
+    );
   });
 
   test.each([
