@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 
+import { deviceCount } from '../../cuda/device.js';
 import { launch, type LaunchOptions } from '../../dist/launcher.js';
+import { DEVICE_VAR } from '../../dist/process-group.js';
 import { WideepError } from '../../errors.js';
 import { toJson, type CliCommand } from '../command.js';
 
@@ -19,6 +21,10 @@ lines are prefixed with [rank N]. The launcher of node 0 hosts the job's store
 When a worker fails, the launcher stops all the others (SIGTERM, then SIGKILL
 after 3 s), on every node, names the failed rank and exits 1. SIGINT, SIGTERM
 and SIGHUP are forwarded to the workers.
+
+A worker uses the GPU of its local rank. With more workers than GPUs, the
+others get none (a warning says so); WIDEEP_DEVICE=N puts every worker on GPU
+N instead (EP buffers work so, NCCL does not).
 
 options:
   --nproc-per-node N       workers on this node (required)
@@ -116,12 +122,27 @@ export function parseLaunchArgs(argv: readonly string[]): ParsedLaunchArgs {
   };
 }
 
+/**
+ * A warning when some workers will have no GPU of their own (they would fall
+ * back to the CPU), unless WIDEEP_DEVICE pins them; none where no GPU is
+ * visible (a CPU job).
+ */
+export function gpuShortfall(nproc: number, gpus: number, env: Readonly<Record<string, string | undefined>>): string | undefined {
+  if (gpus === 0 || nproc <= gpus || env[DEVICE_VAR] !== undefined) return undefined;
+  return (
+    `wideep launch: ${nproc} workers and ${gpus} GPU${gpus === 1 ? '' : 's'} visible on this node: workers of local rank ${gpus} and up ` +
+    `get no GPU (${DEVICE_VAR}=N puts every worker on GPU N)`
+  );
+}
+
 export const command: CliCommand = {
   name: 'launch',
   summary: 'start one worker process per GPU, with rank variables and a shared store',
   usage: USAGE,
   async run(argv, io) {
     const { options, json } = parseLaunchArgs(argv);
+    const warning = gpuShortfall(options.nprocPerNode, deviceCount(), process.env);
+    if (warning) io.err(warning);
     const result = await launch({ ...options, stdout: io.out, stderr: io.err });
     if (result.message) io.err(`wideep launch: ${result.message}`);
     if (json) {

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { parseHostPort, parseLaunchArgs } from '../../../src/cli/commands/launch.js';
+import { gpuShortfall, parseHostPort, parseLaunchArgs } from '../../../src/cli/commands/launch.js';
 import { launch } from '../../../src/dist/launcher.js';
 import { WideepError } from '../../../src/errors.js';
 import { isGone } from '../../helpers/processes.js';
@@ -109,6 +109,17 @@ function jsonTail(stdout: string): unknown {
   expect(at).toBeGreaterThanOrEqual(0);
   return JSON.parse(stdout.slice(at + 1));
 }
+
+describe('wideep launch: workers without a GPU', () => {
+  it('warns when some workers get none, unless WIDEEP_DEVICE pins them or no GPU is visible', () => {
+    expect(gpuShortfall(4, 1, {})).toBe(
+      'wideep launch: 4 workers and 1 GPU visible on this node: workers of local rank 1 and up get no GPU (WIDEEP_DEVICE=N puts every worker on GPU N)',
+    );
+    expect(gpuShortfall(4, 4, {})).toBeUndefined();
+    expect(gpuShortfall(4, 1, { WIDEEP_DEVICE: '0' })).toBeUndefined();
+    expect(gpuShortfall(4, 0, {})).toBeUndefined();
+  });
+});
 
 describe('wideep launch', () => {
   it('runs 4 workers that join, exchange keys and meet at a barrier; output is prefixed per rank', async () => {
