@@ -89,7 +89,8 @@ export interface DispatchOptions extends StreamOptions {
   expertAlignment?: number;
   /**
    * > 0: outputs have this many rows whatever the real count, and the host does
-   * not learn the counts (numRecvTokens = -1). Overflow is ERR_INVALID_ARG on
+   * not learn the counts (numRecvTokens = -1). At most worldSize *
+   * maxTokensPerRank (a receive slot's rows). Overflow is ERR_INVALID_ARG on
    * every rank on cpu; the cuda backend can only detect it on the device.
    * With a handle: 0 or the handle's row count (the handle's choice applies).
    * A dispatch captured in a CUDA graph needs it, or a handle (ERR_UNSUPPORTED

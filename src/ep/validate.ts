@@ -265,7 +265,8 @@ export function validateDispatch(
   }
   const common = {
     expertAlignment: optionalInt(where, 'expertAlignment', args.expertAlignment, 1, 1)!,
-    numWorstTokens: optionalInt(where, 'numWorstTokens', args.numWorstTokens, 0, 0)!,
+    // A receive slot holds R * maxTokensPerRank rows: no more can arrive, and the outputs view the slot.
+    numWorstTokens: optionalInt(where, 'numWorstTokens', args.numWorstTokens, 0, 0, config.worldSize * config.maxTokensPerRank)!,
     numSms: optionalInt(where, 'numSms', args.numSms, undefined, 1, maxNumSms),
   };
   checkNumExperts(where, args.numExperts, config, false);

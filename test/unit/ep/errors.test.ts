@@ -66,6 +66,7 @@ describe('dispatch argument errors (rank 0 alone, before any communication)', ()
     ['numExperts differs', () => ({ ...base(), numExperts: 16 }), 'ERR_INVALID_ARG', "numExperts = 8", 'got number 16'],
     ['expertAlignment 0', () => ({ ...base(), expertAlignment: 0 }), 'ERR_INVALID_ARG', 'expertAlignment', 'got number 0'],
     ['numWorstTokens negative', () => ({ ...base(), numWorstTokens: -1 }), 'ERR_INVALID_ARG', 'numWorstTokens'],
+    ['numWorstTokens past a receive slot (R * maxTokensPerRank rows)', () => ({ ...base(), numWorstTokens: 17 }), 'ERR_INVALID_ARG', 'numWorstTokens', '[0, 16]'],
     ['layout for another T', () => { const a = base(); return { ...a, layout: b0().getDispatchLayout(inputs(3).topkIdx) }; }, 'ERR_SHAPE', 'layout.isTokenInRank: expected shape [4, 2] ([T, R]), got [3, 2]'],
     [
       'layout of another routing',
@@ -134,7 +135,7 @@ describe('combine argument errors', () => {
 
 describe('collective mismatches fail on every rank', () => {
   test('numWorstTokens too small for one rank', async () => {
-    const res = await Promise.allSettled(buffers.map((b, r) => b.dispatch({ ...inputs(), numWorstTokens: r === 1 ? 1 : 100 })));
+    const res = await Promise.allSettled(buffers.map((b, r) => b.dispatch({ ...inputs(), numWorstTokens: r === 1 ? 1 : 16 })));
     for (const r of res) {
       expect(r.status).toBe('rejected');
       await expectWideepError(Promise.reject((r as PromiseRejectedResult).reason), 'ERR_INVALID_ARG', 'rank 1 receives', 'more than its numWorstTokens = 1');
