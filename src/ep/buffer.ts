@@ -282,6 +282,7 @@ export class EpBuffer implements AsyncDisposable {
     const handle = this.#ownLowLatencyHandle(where, args.handle);
     handle.checkCombinable(where);
     const v = validateLowLatencyCombine(this.#config, this.#backend.device, args, handle.routing);
+    handle.beginCombine();
     const pending = this.#backend.lowLatencyCombine(v, handle.lease.slot);
     // With a receive hook, the buffer is still being received into until the
     // hook runs: the lease ends there, so no later dispatch can reuse it early.
@@ -304,8 +305,10 @@ export class EpBuffer implements AsyncDisposable {
           }
         })
       : undefined;
-    handle.combined(receive);
-    if (receive) result.hook = () => receive.call();
+    if (receive) {
+      handle.setCombineReceive(receive);
+      result.hook = () => receive.call();
+    }
     return result;
   }
 

@@ -281,9 +281,18 @@ export class LowLatencyHandle extends LeasedHandle {
     if (this.#combine) throw new WideepError('ERR_INVALID_ARG', `${where}: handle: a combine has taken it already; a dispatch is combined once`);
   }
 
-  /** @internal Records the combine that took the handle; `receive`: a hooked combine's. */
-  combined(receive?: ReceiveHook): void {
+  /** @internal Marks the handle as taken by a combine, before anything is awaited. */
+  beginCombine(): void {
+    this.#combine = { receive: undefined };
+  }
+
+  /**
+   * @internal A hooked combine's receive, once enqueued. If the handle was
+   * released meanwhile, the receive runs now, to keep this rank in step.
+   */
+  setCombineReceive(receive: ReceiveHook): void {
     this.#combine = { receive };
+    if (this.released) receive.call().catch(() => {});
   }
 
   /**

@@ -129,7 +129,10 @@ describe('low-latency buffers', () => {
     const routing = inputs();
     const combineArgs = (handle: LowLatencyHandle) => ({ y: randomBf16(rng, [4, 8, 128]), topkIdx: routing.topkIdx, topkWeights: routing.topkWeights, handle, returnRecvHook: true });
     const dispatched = await onAllRanks(buffers, (b) => b.lowLatencyDispatch(llArgs()));
-    const combined = await onAllRanks(buffers, (b, r) => b.lowLatencyCombine(combineArgs(dispatched[r]!.handle)));
+    const pending = onAllRanks(buffers, (b, r) => b.lowLatencyCombine(combineArgs(dispatched[r]!.handle)));
+    // Also while the first combine is still in flight.
+    await expectWideepError(b0().lowLatencyCombine(combineArgs(dispatched[0]!.handle)), 'ERR_INVALID_ARG', 'a combine has taken it already');
+    const combined = await pending;
     expect(dispatched[0]!.handle.released).toBe(false);
     await expectWideepError(b0().lowLatencyCombine(combineArgs(dispatched[0]!.handle)), 'ERR_INVALID_ARG', 'a combine has taken it already');
     dispatched.forEach((r) => r.handle.release());
