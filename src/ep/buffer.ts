@@ -32,6 +32,7 @@ import type {
 } from './types.js';
 import {
   checkSharedOptions,
+  checkStreamOptions,
   requireLowLatency,
   requireOptions,
   resolveConfig,
@@ -175,6 +176,7 @@ export class EpBuffer implements AsyncDisposable {
   getDispatchLayout(topkIdx: Tensor, numExperts?: number, options: StreamOptions = {}): DispatchLayout {
     this.#checkOpen('getDispatchLayout');
     const t = validateLayoutArgs(this.#config, this.#backend.device, topkIdx, numExperts);
+    checkStreamOptions('getDispatchLayout', this.#backend.device, options);
     return this.#backend.getDispatchLayout(t, options);
   }
 
@@ -282,8 +284,10 @@ export class EpBuffer implements AsyncDisposable {
     const handle = this.#ownLowLatencyHandle(where, args.handle);
     handle.checkCombinable(where);
     const v = validateLowLatencyCombine(this.#config, this.#backend.device, args, handle.routing);
-    handle.beginCombine();
     const pending = this.#backend.lowLatencyCombine(v, handle.lease.slot);
+    // Taken once the backend accepted the call (a refusal leaves the handle as it
+    // was), before anything is awaited: a second combine in the same tick is refused.
+    handle.beginCombine();
     // With a receive hook, the buffer is still being received into until the
     // hook runs: the lease ends there, so no later dispatch can reuse it early.
     if (!args.returnRecvHook) handle.lease.release('lowLatencyCombine');

@@ -5,6 +5,8 @@
  * tensor; values (topkIdx ranges, layout contents) only for host tensors,
  * since the cuda backend checks device tensors on the device.
  */
+import { Event } from '../cuda/event.js';
+import { Stream } from '../cuda/stream.js';
 import { WideepError, assertInteger, describeValue, invalidArg } from '../errors.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import type { DType } from '../tensor/dtype.js';
@@ -102,6 +104,26 @@ export function checkSharedOptions(rank: number, all: readonly (readonly Shared[
 // ---- tensors ----------------------------------------------------------------
 
 type Dim = readonly [label: string, size: number];
+
+/**
+ * A GPU buffer's stream and previousEvent: open, and on its device. Checked
+ * here, before any lease is taken, so that a wrong one cannot fail a call
+ * halfway (a handle consumed, or the low-latency halves out of step with the
+ * peers'). The cpu backend has no streams and ignores them.
+ */
+export function checkStreamOptions(where: string, device: Device, o: StreamOptions): void {
+  if (device === 'cpu') return;
+  const gpu = Number(device.slice('cuda:'.length));
+  for (const [name, v, kind] of [
+    ['stream', o.stream, Stream],
+    ['previousEvent', o.previousEvent, Event],
+  ] as const) {
+    if (v === undefined) continue;
+    if (!(v instanceof kind)) throw invalidArg(`${where}: ${name}`, `a ${kind.name}`, v);
+    if (v.closed) throw new WideepError('ERR_CLOSED', `${where}: ${name} is closed`);
+    if (v.device !== gpu) throw new WideepError('ERR_INVALID_ARG', `${where}: ${name}: expected one on cuda:${gpu}, got one on cuda:${v.device}`);
+  }
+}
 
 /** Whether the call is being enqueued into a CUDA-graph capture (only on a stream the caller passed). */
 function capturing(o: StreamOptions): boolean {
@@ -247,6 +269,7 @@ export function validateDispatch(
 ): ValidDispatch {
   const where = 'dispatch';
   requireOptions(where, args);
+  checkStreamOptions(where, device, args);
   const x = tensorOf(where, 'x', args.x, device, ['bf16', 'fp8e4m3'], ['T', 'H']);
   const [T, H] = x.shape as [number, number];
   const fp8 = x.dtype === 'fp8e4m3';
@@ -379,6 +402,7 @@ function overlaps(a: Tensor, b: Tensor): boolean {
 export function validateCombine(config: EpConfig, device: Device, args: CombineOptions, routing: DispatchRouting, maxNumSms?: number): ValidCombine {
   const where = 'combine';
   requireOptions(where, args);
+  checkStreamOptions(where, device, args);
   const N = routing.numRows;
   const x = tensorOf(where, 'x', args.x, device, ['bf16'], ['N', 'H']);
   const H = x.shape[1]!;
@@ -427,7 +451,7 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
 
 // ---- low-latency ----------------------------------------------------------------
 
-/** What the backend is given; the stream options pass through unchecked here (the backend checks them). */
+/** What the backend is given; the stream options are checked (checkStreamOptions) and passed through. */
 export interface ValidLowLatencyDispatch extends StreamOptions {
   x: Tensor;
   topkIdx: Tensor;
@@ -453,6 +477,7 @@ export function validateLowLatencyDispatch(config: EpConfig, device: Device, arg
   const where = 'lowLatencyDispatch';
   const M = lowLatencyTokens(where, config);
   requireOptions(where, args);
+  checkStreamOptions(where, device, args);
   if (args.maxTokensPerRank !== M) {
     throw new WideepError(
       'ERR_INVALID_ARG',
@@ -509,6 +534,7 @@ export function validateLowLatencyCombine<L extends LowLatencyRouting>(
 ): ValidLowLatencyCombine<L> {
   const where = 'lowLatencyCombine';
   requireOptions(where, args);
+  checkStreamOptions(where, device, args);
   const M = lowLatencyTokens(where, config);
   const L = config.numLocalExperts;
   const y = tensorOf(where, 'y', args.y, device, ['bf16'], ['L', 'R*M', 'H']);

@@ -1,5 +1,6 @@
-import { describe, expect, test } from 'vitest';
-import { resolveConfig, validateCombine, validateDispatch } from '../../../src/ep/validate.js';
+import { describe, expect, it, test } from 'vitest';
+// What the launch settings must satisfy before anything is taken: the SM budget, and the streams.
+import { checkStreamOptions, resolveConfig, validateCombine, validateDispatch } from '../../../src/ep/validate.js';
 import type { DispatchRouting } from '../../../src/ep/backend.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 import { SeededRandom, fromRouting, randomBf16 } from '../../helpers/random.js';
@@ -21,5 +22,17 @@ describe('numSms against the backend bound', () => {
 
   test('without a bound (the cpu backend) any positive numSms passes', () => {
     expect(validateDispatch(config, 'cpu', { ...routed(), numSms: 1000 }, undefined).numSms).toBe(1000);
+  });
+});
+
+describe('stream options of a GPU buffer', () => {
+  it('are checked before anything is taken: a Stream and an Event, open, on the buffer GPU', () => {
+    expect(() => checkStreamOptions('dispatch', 'cuda:0', { stream: {} as never })).toThrow(/dispatch: stream: expected a Stream/);
+    expect(() => checkStreamOptions('combine', 'cuda:1', { previousEvent: 5 as never })).toThrow(/combine: previousEvent: expected a Event/);
+    expect(() => checkStreamOptions('dispatch', 'cuda:0', {})).not.toThrow();
+  });
+
+  it('are ignored by the cpu backend, which has no streams', () => {
+    expect(() => checkStreamOptions('dispatch', 'cpu', { stream: {} as never })).not.toThrow();
   });
 });
