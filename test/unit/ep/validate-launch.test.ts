@@ -1,5 +1,5 @@
-import { describe, expect, it, test } from 'vitest';
 // What the launch settings must satisfy before anything is taken: the SM budget, and the streams.
+import { describe, expect, it, test } from 'vitest';
 import { checkStreamOptions, resolveConfig, validateCombine, validateDispatch } from '../../../src/ep/validate.js';
 import type { DispatchRouting } from '../../../src/ep/backend.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
