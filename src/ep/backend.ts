@@ -149,8 +149,12 @@ export interface EpBackend<R extends DispatchRouting = DispatchRouting, L extend
   combine(args: BackendCombineArgs<R>, slot: number): Promise<BackendCombineResult>;
   lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, slot: number): Promise<BackendLowLatencyDispatchResult<L>>;
   lowLatencyCombine(args: BackendLowLatencyCombineArgs<L>, slot: number): Promise<BackendLowLatencyCombineResult>;
-  /** Resets low-latency receive state; the facade only calls it while no low-latency result is alive. */
-  cleanLowLatencyBuffer(): Promise<void>;
+  /**
+   * Collective: resets low-latency receive state. `live` is this rank's count
+   * of live low-latency results; if any rank has one, every rank throws
+   * lowLatencyBusy's ERR_BUSY and nothing is reset.
+   */
+  cleanLowLatencyBuffer(live: number): Promise<void>;
   /** Called once no handle refers to `routing` any more. */
   releaseRouting?(routing: R): void;
   close(): Promise<void>;

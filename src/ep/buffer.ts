@@ -316,19 +316,15 @@ export class EpBuffer implements AsyncDisposable {
     return result;
   }
 
-  /** Resets the low-latency buffers; refused while a low-latency result is alive. */
+  /**
+   * Collective: every rank calls it. Resets the low-latency buffers; if a
+   * low-latency result is alive on any rank, every rank refuses (ERR_BUSY).
+   */
   async cleanLowLatencyBuffer(): Promise<void> {
     const where = 'cleanLowLatencyBuffer';
     this.#checkOpen(where);
     requireLowLatency(where, this.#config);
-    const live = this.#lowLatencySlots.liveCount;
-    if (live > 0) {
-      throw new WideepError(
-        'ERR_BUSY',
-        `${where}: ${live} low-latency result${live === 1 ? ' is' : 's are'} alive; finish ${live === 1 ? 'it' : 'them'} with lowLatencyCombine() or release() first`,
-      );
-    }
-    await this.#backend.cleanLowLatencyBuffer();
+    await this.#backend.cleanLowLatencyBuffer(this.#lowLatencySlots.liveCount);
   }
 
   // ---- lifetime -------------------------------------------------------------------

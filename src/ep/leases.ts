@@ -32,6 +32,20 @@ export class Lease {
   }
 }
 
+/**
+ * cleanLowLatencyBuffer's common verdict from every rank's count of live
+ * low-latency results: ERR_BUSY on every rank if any rank holds one.
+ */
+export function lowLatencyBusy(liveByRank: readonly number[]): WideepError | undefined {
+  const busy = liveByRank.flatMap((n, r) => (n > 0 ? [`rank ${r} (${n})`] : []));
+  if (busy.length === 0) return undefined;
+  return new WideepError(
+    'ERR_BUSY',
+    `cleanLowLatencyBuffer: low-latency results are alive on ${busy.join(', ')}; every rank refused. ` +
+      'Finish them with lowLatencyCombine() (and its hook) or release() first',
+  );
+}
+
 /** Normal-mode slots: a dispatch takes the lowest free slot. */
 export class SlotPool {
   readonly #live: (Lease | undefined)[];

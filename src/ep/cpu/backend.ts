@@ -17,6 +17,7 @@ import type {
 } from '../backend.js';
 import { computeDispatchLayout, readTopkIdx } from '../layout.js';
 import type { CpuTransport } from '../transport.js';
+import { lowLatencyBusy } from '../leases.js';
 import type { EpConfig } from '../types.js';
 import { cpuCombine } from './combine.js';
 import { cpuDispatch, type CpuRouting } from './dispatch.js';
@@ -61,8 +62,12 @@ export class CpuBackend implements EpBackend<CpuRouting, CpuLowLatencyRouting> {
     return cpuLowLatencyCombine(this.#transport, this.#config, args);
   }
 
-  /** Nothing to reset: every cpu call writes fresh outputs. */
-  async cleanLowLatencyBuffer(): Promise<void> {}
+  /** Only the ranks' verdict: every cpu call writes fresh outputs, so nothing needs a reset. */
+  async cleanLowLatencyBuffer(live: number): Promise<void> {
+    const all = await this.#transport.allGather(new Uint8Array(new Uint32Array([live]).buffer), { timeoutMs: this.#config.timeoutMs });
+    const busy = lowLatencyBusy(all.map((b) => new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(0, true)));
+    if (busy) throw busy;
+  }
 
   /** The transport belongs to whoever made it (EpBuffer.create closes the ones it made). */
   async close(): Promise<void> {}

@@ -34,6 +34,7 @@ import { Baton } from './batons.js';
 import { FP8_BLOCK } from '../fp8-quant.js';
 import { CONTROL_BYTES, computeCudaLayout, type CudaLayout } from './layout.js';
 import { epStatusError } from './status.js';
+import { lowLatencyBusy } from '../leases.js';
 
 /**
  * WIDEEP_POISON_OUTPUTS=1 (set by the GPU tests) fills receive regions and
@@ -135,6 +136,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   /** The stream of this buffer's last operation, and the event that orders the next one after it. */
   #lastStream: Stream | undefined;
   readonly #switchEvent: Event;
+  /** cleanLowLatencyBuffer calls so far (each agrees under its own store keys). */
+  #cleans = 0;
   #closed = false;
 
   constructor(group: ProcessGroup, config: EpConfig, native: NativeEpBuffer, layout: CudaLayout, batons: NativeEpBatonLayout, prefix: string) {
@@ -509,7 +512,13 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     return { combinedX, event, hook };
   }
 
-  async cleanLowLatencyBuffer(): Promise<void> {
+  async cleanLowLatencyBuffer(live: number): Promise<void> {
+    const { store, rank, worldSize } = this.#group;
+    const key = `${this.#prefix}/clean/${this.#cleans++}`;
+    await store.set(`${key}/${rank}`, String(live));
+    const all = await Promise.all(Array.from({ length: worldSize }, (_, r) => store.get(`${key}/${r}`, { timeoutMs: this.#config.timeoutMs })));
+    const busy = lowLatencyBusy(all.map((v) => Number(new TextDecoder().decode(v))));
+    if (busy) throw busy;
     const s = this.#streamFor({});
     callNative(() => this.#native.cleanLowLatency(s.native));
     await s.synchronize();
