@@ -32,7 +32,6 @@ import type {
 } from './types.js';
 import {
   checkSharedOptions,
-  checkStreamOptions,
   requireLowLatency,
   requireOptions,
   resolveConfig,
@@ -175,8 +174,7 @@ export class EpBuffer implements AsyncDisposable {
   /** Local: which ranks and experts each token goes to. */
   getDispatchLayout(topkIdx: Tensor, numExperts?: number, options: StreamOptions = {}): DispatchLayout {
     this.#checkOpen('getDispatchLayout');
-    const t = validateLayoutArgs(this.#config, this.#backend.device, topkIdx, numExperts);
-    checkStreamOptions('getDispatchLayout', this.#backend.device, options);
+    const t = validateLayoutArgs(this.#config, this.#backend.device, topkIdx, numExperts, options);
     return this.#backend.getDispatchLayout(t, options);
   }
 

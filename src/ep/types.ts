@@ -229,7 +229,7 @@ export interface LowLatencyCombineOptions extends StreamOptions {
    * entered its combine, because owners reduce with the origins' weights.
    */
   returnRecvHook?: boolean;
-  /** bf16 [T, H] to write the result into. */
+  /** bf16 [T, H] to write the result into; required during a CUDA-graph capture (ERR_UNSUPPORTED otherwise). */
   out?: Tensor;
   /** cuda: y already lives in the buffer. No effect on cpu. */
   zeroCopy?: boolean;

@@ -231,8 +231,12 @@ export function checkTopkIdxValues(where: string, topkIdx: Tensor, numExperts: n
 
 // ---- getDispatchLayout ------------------------------------------------------
 
-export function validateLayoutArgs(config: EpConfig, device: Device, topkIdx: unknown, numExperts: unknown): Tensor {
+export function validateLayoutArgs(config: EpConfig, device: Device, topkIdx: unknown, numExperts: unknown, options: StreamOptions): Tensor {
   const where = 'getDispatchLayout';
+  checkStreamOptions(where, device, options);
+  if (capturing(options)) {
+    throw new WideepError('ERR_UNSUPPORTED', `${where}: not during a CUDA-graph capture: its outputs would be allocated inside the graph`);
+  }
   const t = tensorOf(where, 'topkIdx', topkIdx, device, ['i32', 'i64'], ['T', 'k']);
   checkNumExperts(where, numExperts, config, false);
   checkTopk(where, t.shape[1]!, config);
@@ -549,6 +553,12 @@ export function validateLowLatencyCombine<L extends LowLatencyRouting>(
   const topkWeights = tensorOf(where, 'topkWeights', args.topkWeights, device, ['f32'], ['T', 'k']);
   checkShape(where, 'topkWeights', topkWeights, [['T', T], ['k', k]]);
   const out = optionalOut(where, args.out, device, T, H);
+  if (out === undefined && capturing(args)) {
+    throw new WideepError(
+      'ERR_UNSUPPORTED',
+      `${where}: during a CUDA-graph capture pass out: otherwise combinedX would be allocated inside the graph, which could not be replayed while it is alive`,
+    );
+  }
   const valid = {
     routing,
     y,

@@ -79,6 +79,10 @@ describe('dispatch argument errors (rank 0 alone, before any communication)', ()
     await expectWideepError(b0().dispatch(make()), code, ...fragments);
   });
   test('afterwards the ranks are still in step', ranksStillInStep);
+
+  test('getDispatchLayout is refused during a CUDA-graph capture (its outputs would live in the graph)', async () => {
+    await expectWideepError(() => b0().getDispatchLayout(inputs().topkIdx, undefined, { stream: CAPTURING }), 'ERR_UNSUPPORTED', 'getDispatchLayout: not during a CUDA-graph capture');
+  });
 });
 
 describe('handle errors', () => {
@@ -191,6 +195,7 @@ describe('low-latency argument errors', () => {
     const oneColumn = fromRouting([0, 0, 0, 0], [1, 1, 1, 1], 4, 1);
     await expectWideepError(b0().lowLatencyCombine({ ...base, ...oneColumn }), 'ERR_SHAPE', "k (the handle's top-k)");
     await expectWideepError(b0().lowLatencyCombine({ ...base, out: randomBf16(rng, [4, 128]) }), 'ERR_SHAPE', 'out: expected shape [4, 256]');
+    await expectWideepError(b0().lowLatencyCombine({ ...base, stream: CAPTURING }), 'ERR_UNSUPPORTED', 'during a CUDA-graph capture pass out');
     const wrong = fromRouting([1, 0, 0, 0, 0, 0, 0, 0], new Array(8).fill(1), 4, 2).topkIdx; // token 0 did not go to expert 1
     await expectWideepError(b0().lowLatencyCombine({ ...base, topkIdx: wrong }), 'ERR_INVALID_ARG', 'topkIdx[0, 0] = 1', 'did not send token 0 to expert 1');
     await expectWideepError(b0().combine({ x: y, handle: handle as never }), 'ERR_INVALID_ARG', 'a DispatchHandle');
