@@ -91,6 +91,10 @@ export class SlotPool {
   }
 }
 
+/** How a low-latency result gives its buffer back. */
+const finish = (which: 'it' | 'one') =>
+  `Finish ${which} with lowLatencyCombine() (and call the combine's hook, if it returned one), or free it with result.release() / handle.release()`;
+
 /**
  * Low-latency mode: two buffers strictly alternate (as in DeepEP), because a
  * combine whose receive hook has not run may still be using the buffer it
@@ -111,9 +115,9 @@ export class AlternatingPool extends SlotPool {
         'ERR_BUSY',
         both
           ? 'lowLatencyDispatch: two low-latency results are alive, the most the two alternating buffers hold. ' +
-              'Finish one with lowLatencyCombine() or free it with result.release() / handle.release()'
+              finish('one')
           : `lowLatencyDispatch: the two low-latency buffers alternate, and buffer ${slot} still belongs to the result ` +
-              'of the dispatch before the previous one. Finish it with lowLatencyCombine() or free it with result.release() / handle.release()',
+              `of the dispatch before the previous one. ${finish('it')}`,
       );
     }
     this.#next = 1 - slot;

@@ -129,7 +129,7 @@ export interface CombineOptions extends StreamOptions {
   topkWeights?: Tensor;
   /** bf16 [T, H], or two of them, added after the reduction. */
   bias?: Tensor | readonly [Tensor, Tensor];
-  /** Keep the handle (and its slot) alive after this combine. */
+  /** Keep the handle (and its slot) alive after this combine; without it, the handle ends with the call, even one that fails. */
   keepHandle?: boolean;
   /** cuda: SMs for the combine kernel (default 24, at most the GPU's SM count). */
   numSms?: number;
