@@ -177,6 +177,11 @@ function tensorOf(where: string, name: string, v: unknown, device: Device, dtype
   const t = requireTensor(where, name, v, device);
   checkDType(where, name, t, dtypes);
   checkRank(where, name, t, labels);
+  // Rows (…, H) and their scales (…, H/128) move as 16-byte vectors on the GPU;
+  // a misaligned view would fault there and take the context down.
+  if (device !== 'cpu' && labels.at(-1)!.startsWith('H') && t.ptr % 16n !== 0n) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: ${name}: device rows must start on a 16-byte boundary; this view starts ${t.ptr % 16n} bytes past one`);
+  }
   return t;
 }
 

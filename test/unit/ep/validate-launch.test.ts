@@ -1,6 +1,7 @@
 // What the launch settings must satisfy before anything is taken: the SM budget, and the streams.
 import { describe, expect, it, test } from 'vitest';
-import { checkStreamOptions, resolveConfig, validateCombine, validateDispatch } from '../../../src/ep/validate.js';
+import { checkStreamOptions, resolveConfig, validateCombine, validateDispatch, validateLowLatencyDispatch } from '../../../src/ep/validate.js';
+import { Tensor } from '../../../src/tensor/tensor.js';
 import type { DispatchRouting } from '../../../src/ep/backend.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 import { SeededRandom, fromRouting, randomBf16 } from '../../helpers/random.js';
@@ -34,5 +35,18 @@ describe('stream options of a GPU buffer', () => {
 
   it('are ignored by the cpu backend, which has no streams', () => {
     expect(() => checkStreamOptions('dispatch', 'cpu', { stream: {} as never })).not.toThrow();
+  });
+});
+
+describe('device rows', () => {
+  it('must start on a 16-byte boundary (the kernels move 16-byte vectors)', () => {
+    const config = resolveConfig(0, 2, 'cuda', { hidden: 256, numExperts: 8, maxTokensPerRank: 8, lowLatency: { maxTokensPerRank: 4 }, device: 0 });
+    // Device storage as the validation sees it: an address and a size (nothing here touches a GPU).
+    const storage = { device: 0, ptr: 0x10000n, byteLength: 1 << 20, closed: false, close: () => {} };
+    const rows = (byteOffset: number) => Tensor.fromDeviceStorage(storage, 'bf16', [4, 256], byteOffset, false);
+    const topkIdx = Tensor.fromDeviceStorage(storage, 'i32', [4, 2], 1 << 19, false);
+    const args = (x: Tensor) => ({ x, topkIdx, maxTokensPerRank: 4, numExperts: 8 });
+    expect(() => validateLowLatencyDispatch(config, 'cuda:0', args(rows(8)))).toThrow(/lowLatencyDispatch: x: device rows must start on a 16-byte boundary; this view starts 8 bytes past one/);
+    expect(() => validateLowLatencyDispatch(config, 'cuda:0', args(rows(32)))).not.toThrow();
   });
 });
