@@ -23,11 +23,13 @@ export interface CpuLowLatencyRouting extends LowLatencyRouting {
 /** The receive hook of the cpu backend: everything has arrived when the call resolves. */
 export const resolvedHook = async (): Promise<void> => {};
 
-// Meta header: [op, H, useFp8, tokens for this owner, T]; then the token indices,
-// a flag per (token, local expert), and the fp8 scales.
+// Meta header: [op, H, useFp8, tokens for this owner, T, k]; then the token
+// indices, a flag per (token, local expert), and the fp8 scales. The cuda
+// kernels read every source's top-k with the receiver's k: ranks must agree.
 const AGREED = [
   [1, 'the row width H of x'],
   [2, 'useFp8', (v: number) => String(v === 1)],
+  [5, 'the top-k width k'],
 ] as const;
 
 interface DispatchShape {
@@ -63,8 +65,8 @@ export function cpuLowLatencyDispatch(
   const meta = tokensFor.map((tokens, owner) => {
     const n = tokens.length;
     const spr = shape.scalesPerRow;
-    const { bytes, sections } = allocMessage([20, 4 * n, n * L, 4 * n * spr]);
-    int32View(sections[0]!).set([OP.lowLatencyDispatch, H, args.useFp8 ? 1 : 0, n, T]);
+    const { bytes, sections } = allocMessage([24, 4 * n, n * L, 4 * n * spr]);
+    int32View(sections[0]!).set([OP.lowLatencyDispatch, H, args.useFp8 ? 1 : 0, n, T, k]);
     int32View(sections[1]!).set(tokens);
     const scales = float32View(sections[3]!);
     tokens.forEach((t, i) => {

@@ -162,6 +162,18 @@ describe('collective mismatches fail on every rank', () => {
     await expectWideepError(Promise.reject((ops[1] as PromiseRejectedResult).reason), 'ERR_PROTOCOL', 'rank 0 called dispatch where this rank called lowLatencyDispatch');
     await ranksStillInStep();
   });
+
+  test('ranks disagreeing on the low-latency top-k width (the GPU kernels read every source with their own k)', async () => {
+    const res = await Promise.allSettled(
+      buffers.map((b, r) => {
+        const { x } = inputs();
+        const { topkIdx } = fromRouting(new Array(4 * (r + 1)).fill(0), new Array(4 * (r + 1)).fill(1), 4, r + 1);
+        return b.lowLatencyDispatch({ x, topkIdx, maxTokensPerRank: 4, numExperts: 8, useFp8: false });
+      }),
+    );
+    for (const r of res) await expectWideepError(Promise.reject((r as PromiseRejectedResult).reason), 'ERR_INVALID_ARG', 'ranks disagree on the top-k width k', 'rank 0 has 1, rank 1 has 2');
+    await ranksStillInStep();
+  });
 });
 
 describe('low-latency argument errors', () => {
