@@ -270,7 +270,7 @@ export class EpBuffer implements AsyncDisposable {
       release: () => handle.release(),
       [Symbol.dispose]: () => handle.release(),
     };
-    if (out.hook) result.hook = () => handle.receive();
+    if (out.hook) result.hook = () => this.#openThen('lowLatencyDispatch hook', () => handle.receive());
     return result;
   }
 
@@ -309,7 +309,7 @@ export class EpBuffer implements AsyncDisposable {
       : undefined;
     if (receive) {
       handle.setCombineReceive(receive);
-      result.hook = () => receive.call();
+      result.hook = () => this.#openThen('lowLatencyCombine hook', () => receive.call());
     }
     return result;
   }
@@ -349,6 +349,16 @@ export class EpBuffer implements AsyncDisposable {
 
   #checkOpen(where: string): void {
     if (this.#closing) throw new WideepError('ERR_CLOSED', `${where}: this EpBuffer is closed`);
+  }
+
+  /** `run()` on an open buffer; ERR_CLOSED (as a rejection) on a closed one. */
+  #openThen(where: string, run: () => Promise<void>): Promise<void> {
+    try {
+      this.#checkOpen(where);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return run();
   }
 
   /**

@@ -69,9 +69,11 @@ describe('normal-mode receive slots', () => {
   test('close releases every lease', async () => {
     const res = await dispatchAll();
     const ll = await onAllRanks(buffers, (b) => b.lowLatencyDispatch(llArgs()));
+    const hooked = await onAllRanks(buffers, (b) => b.lowLatencyDispatch({ ...llArgs(), returnRecvHook: true }));
     await closeAll(buffers);
     expect(res[0]!.handle.released).toBe(true);
     expect(ll[0]!.handle.released).toBe(true);
+    await expectWideepError(hooked[0]!.hook!(), 'ERR_CLOSED', 'lowLatencyDispatch hook: this EpBuffer is closed');
     await expectWideepError(b0().combine({ x: res[0]!.recvX, handle: res[0]!.handle }), 'ERR_CLOSED', 'this EpBuffer is closed');
   });
 });
