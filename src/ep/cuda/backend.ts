@@ -522,7 +522,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const s = this.#streamFor({});
     callNative(() => this.#native.cleanLowLatency(s.native));
     await s.synchronize();
-    await this.#group.store.barrier(`${this.#prefix}/clean`, { timeoutMs: this.#config.timeoutMs });
+    await store.barrier(`${key}/done`, { timeoutMs: this.#config.timeoutMs });
+    await store.delete(`${key}/${rank}`); // every rank has read it (the barrier)
   }
 
   async close(): Promise<void> {
@@ -582,6 +583,7 @@ export const createCudaBackend: CreateCudaBackend = async (group, config) => {
     }
     callNative(() => native.openPeers(handles));
     await store.barrier(`${prefix}/open`, { timeoutMs: config.timeoutMs });
+    await store.delete(`${prefix}/ipc/${rank}`); // every rank has read it (the barrier): no key left per buffer
     return new CudaEpBackend(group, config, native, layout, batons, prefix);
   } catch (e) {
     await native.close();
