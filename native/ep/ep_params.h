@@ -38,6 +38,7 @@ struct LowLatencyControl {
   uint64_t combineArrived[kMaxRanks];   // [src]: shares of src's combine blocks that finished sending
   uint32_t weightsFlag[kMaxRanks];      // [src]: src published this combine's top-k ids and weights
   int32_t srcTokens[kMaxRanks];      // [src]: tokens src dispatched
+  int32_t srcSignature[kMaxRanks];   // [src]: hidden, top-k and fp8 of src's dispatch, must match ours
 };
 
 // Only this rank touches it.

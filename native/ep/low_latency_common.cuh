@@ -16,6 +16,12 @@ namespace {
 constexpr int kSendThreads = 512;
 constexpr int kRecvThreads = 512;
 
+// What every rank's low-latency dispatch must agree on: a receiver reads each
+// source's rows, scales and top-k ids with its own hidden, fp8 and k.
+__device__ __forceinline__ int32_t ll_signature(const LowLatencyArgs& a) {
+  return (a.hidden << 6) | (a.topk << 1) | (a.useFp8 ? 1 : 0);
+}
+
 __device__ __forceinline__ LowLatencyControl* ll_control(uint8_t* base, int half) {
   return reinterpret_cast<LowLatencyControl*>(base + kLowLatencyControlOffset) + half;
 }

@@ -214,7 +214,10 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   // first gives the token count), with no grid-wide handshake before the signal.
   if (tid < R) {
     LowLatencyControl* peer = ll_control(a.peers.ptr[tid], a.half);
-    if (blockIdx.x == 0) peer->srcTokens[me] = a.numTokens;
+    if (blockIdx.x == 0) {
+      peer->srcTokens[me] = a.numTokens;
+      peer->srcSignature[me] = ll_signature(a);
+    }
     red_add_release_sys(&peer->dispatchArrived[me], arrival_share());
   }
   if (tid == 0 && badEntry.x >= 0) report_error(a.status, kEpErrBadExpert, kPhaseLowLatencyDispatch, badEntry.x, badEntry.y);
@@ -258,6 +261,9 @@ __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t 
     firstPair[0] = 0;
     for (int s = 0; s < R; ++s) firstPair[s + 1] = firstPair[s] + ld_volatile(&ctrl->srcTokens[s]);
     numCopies[0] = numCopies[1] = 0;
+  }
+  if (tid < R && ld_volatile(&ctrl->srcSignature[tid]) != ll_signature(a)) {
+    report_error(a.status, kEpErrShapeMismatch, kPhaseLowLatencyDispatch, tid, ld_volatile(&ctrl->srcSignature[tid]));
   }
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform, as barriers follow
 
