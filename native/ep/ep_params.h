@@ -19,6 +19,7 @@ constexpr int kControlBytes = 64 * 1024; // reserved for NormalControl + LowLate
 struct NormalControl {
   uint32_t notifySeq[kMaxRanks];                 // [src]: src published this dispatch's counts
   uint32_t combineSeq[kMaxRanks];                // [src]: src entered this combine
+  int32_t combineSignature[2][kMaxRanks];        // [seq & 1][src]: hidden and top-k of src's combine
   int32_t notifyRows[kMaxRanks][kMaxRanks];      // [src][dst]: rows src sends to dst
   int32_t notifySignature[kMaxRanks];            // [src]: hidden/topk/dtype of src's call, must match ours
   int32_t notifyError[kMaxRanks];                // [src]: src's own error code for this call (0 = none)

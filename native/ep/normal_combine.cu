@@ -143,14 +143,22 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   // 1. Handshake.
   if (tid == 0) seq = local_of(mine)->combineSeq + 1;
   __syncthreads();
+  // Every rank's rows must have this rank's width and weights: each says what
+  // it sends, in the half of the signatures this combine's parity owns (a peer
+  // is at most one combine ahead).
+  const int32_t signature = (H << 6) | a.topk;
   if (blockIdx.x == 0 && tid == 0) {
+    for (int r = 0; r < R; ++r) control_of(a.peers.ptr[r])->combineSignature[seq & 1][me] = signature;
     __threadfence_system();
     for (int r = 0; r < R; ++r) st_release_sys(&control_of(a.peers.ptr[r])->combineSeq[me], seq);
   }
   // At least seq, not exactly: a block that starts late (its SM was busy)
   // may find a peer already in the next combine, since peers wait only for
   // this rank's sender blocks.
-  if (tid < R) wait_seq_reached(&ctrl->combineSeq[tid], seq, deadline, a.status, kPhaseCombine, tid);
+  if (tid < R && wait_seq_reached(&ctrl->combineSeq[tid], seq, deadline, a.status, kPhaseCombine, tid)) {
+    const int32_t theirs = ld_volatile(&ctrl->combineSignature[seq & 1][tid]);
+    if (theirs != signature) report_error(a.status, kEpErrShapeMismatch, kPhaseCombine, tid, theirs);
+  }
   __syncthreads();
   if (has_error(a.status)) return;
   const int selfBegin = meta.recvBase[me];
