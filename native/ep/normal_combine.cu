@@ -145,10 +145,13 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   __syncthreads();
   // Every rank's rows must have this rank's width and weights: each says what
   // it sends, in the half of the signatures this combine's parity owns (a peer
-  // is at most one combine ahead).
+  // is at most one combine ahead). A rank that has already failed sends
+  // nothing, and says so (its error code, negated), so that its peers stop now
+  // rather than time out.
   const int32_t signature = (H << 6) | a.topk;
   if (blockIdx.x == 0 && tid == 0) {
-    for (int r = 0; r < R; ++r) control_of(a.peers.ptr[r])->combineSignature[seq & 1][me] = signature;
+    const int failed = error_code(a.status);
+    for (int r = 0; r < R; ++r) control_of(a.peers.ptr[r])->combineSignature[seq & 1][me] = failed ? -failed : signature;
     __threadfence_system();
     for (int r = 0; r < R; ++r) st_release_sys(&control_of(a.peers.ptr[r])->combineSeq[me], seq);
   }
@@ -157,7 +160,8 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   // this rank's sender blocks.
   if (tid < R && wait_seq_reached(&ctrl->combineSeq[tid], seq, deadline, a.status, kPhaseCombine, tid)) {
     const int32_t theirs = ld_volatile(&ctrl->combineSignature[seq & 1][tid]);
-    if (theirs != signature) report_error(a.status, kEpErrShapeMismatch, kPhaseCombine, tid, theirs);
+    if (theirs < 0) report_error(a.status, kEpErrPeerFailed, kPhaseCombine, tid, -theirs);
+    else if (theirs != signature) report_error(a.status, kEpErrShapeMismatch, kPhaseCombine, tid, theirs);
   }
   __syncthreads();
   if (has_error(a.status)) return;
