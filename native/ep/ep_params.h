@@ -51,6 +51,7 @@ struct LocalState {
   uint32_t llCombineSeq[2];
   uint32_t finished[8];  // per-kernel block counters (last block to finish, or to start, acts)
   uint32_t combineNextToken;  // the normal combine's next token to reduce
+  int32_t llBadEntry[2];      // a low-latency dispatch's top-k id outside [-1, E): token + 1 (0: none), id
 };
 
 enum FinishCounter : int {

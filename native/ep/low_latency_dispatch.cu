@@ -135,7 +135,6 @@ __device__ __forceinline__ void send_row_vector(const LowLatencyArgs& a, int t, 
 // token's ranks and as many of the block's experts as fit beside them.
 __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   __shared__ int tokenMask;
-  __shared__ int2 badEntry;  // (token, id) of an id outside [-1, numExperts), token -1 if none
   __shared__ int32_t queryExpert[kMaxQueries];
   __shared__ int queryCount[kMaxQueries];
   __shared__ uint32_t queriesOf[kMaxRanks * kMaxLocalExperts];
@@ -143,7 +142,6 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   constexpr int kWarps = kSendThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, G = gridDim.x;
   for (int i = tid; i < a.numExperts; i += blockDim.x) queriesOf[i] = 0;
-  if (tid == 0) badEntry = make_int2(-1, 0);
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   const int myExperts = static_cast<int>(blockIdx.x) < a.numExperts ? (a.numExperts - 1 - blockIdx.x) / G + 1 : 0;
@@ -169,10 +167,12 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
         int64_t e = lane < a.topk ? load_idx(a.topkIdx, a.idx64, static_cast<size_t>(t) * a.topk + lane) : -1;
         if (e < -1 || e >= a.numExperts) {
           // The host cannot read device ids before the launch: the token goes
-          // without that entry, and the error is reported once the block has
-          // signalled, so that no peer (and no block of this launch, which
-          // would stop at the error) is left waiting.
-          badEntry = make_int2(t, static_cast<int>(e));
+          // without that entry. The error waits for this rank's receive, which
+          // runs once every block has signalled: reported now, it would stop
+          // blocks that have not sent yet, and peers would wait for them.
+          int32_t* bad = local_of(a.peers.ptr[me])->llBadEntry;
+          bad[1] = static_cast<int32_t>(e);
+          bad[0] = t + 1;
           e = -1;
         }
         const int mask = __reduce_or_sync(0xffffffffu, e >= 0 ? 1 << static_cast<int>(e / L) : 0);
@@ -220,7 +220,6 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
     }
     red_add_release_sys(&peer->dispatchArrived[me], arrival_share());
   }
-  if (tid == 0 && badEntry.x >= 0) report_error(a.status, kEpErrBadExpert, kPhaseLowLatencyDispatch, badEntry.x, badEntry.y);
 }
 
 __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_send(LowLatencyArgs a) { dispatch_send(a); }
@@ -261,6 +260,11 @@ __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t 
     firstPair[0] = 0;
     for (int s = 0; s < R; ++s) firstPair[s + 1] = firstPair[s] + ld_volatile(&ctrl->srcTokens[s]);
     numCopies[0] = numCopies[1] = 0;
+  }
+  // This rank's own blocks' arrivals were acquired too: a bad id one of them met is visible.
+  if (tid == 0) {
+    const int32_t* bad = local_of(mine)->llBadEntry;
+    if (ld_volatile(&bad[0]) != 0) report_error(a.status, kEpErrBadExpert, kPhaseLowLatencyDispatch, ld_volatile(&bad[0]) - 1, ld_volatile(&bad[1]));
   }
   if (tid < R && ld_volatile(&ctrl->srcSignature[tid]) != ll_signature(a)) {
     report_error(a.status, kEpErrShapeMismatch, kPhaseLowLatencyDispatch, tid, ld_volatile(&ctrl->srcSignature[tid]));

@@ -289,8 +289,7 @@ export function validateDispatch(
   let xScales: Tensor | undefined;
   if (fp8) {
     if (args.xScales === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: xScales: required with fp8e4m3 x (f32 [${T}, ${H / FP8_BLOCK}]), got undefined`);
-    xScales = requireTensor(where, 'xScales', args.xScales, device);
-    checkDType(where, 'xScales', xScales, ['f32']);
+    xScales = tensorOf(where, 'xScales', args.xScales, device, ['f32'], ['T', 'H/128']);
     checkShape(where, 'xScales', xScales, [['T', T], ['H/128', H / FP8_BLOCK]]);
   } else if (args.xScales !== undefined) {
     throw new WideepError('ERR_INVALID_ARG', `${where}: xScales: only fp8e4m3 x takes scales, but x is ${x.dtype}`);

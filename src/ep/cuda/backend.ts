@@ -133,8 +133,10 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   readonly #halfPtrs: Record<LowLatencyView, bigint>[];
   readonly #countsEvents: Event[];
   readonly #events = new Map<string, EpEvent>();
-  /** The stream of this buffer's last operation, and the event that orders the next one after it. */
+  /** The stream of this buffer's last operation, and the event recorded right after it there (if one was). */
   #lastStream: Stream | undefined;
+  #lastDone: Event | undefined;
+  /** Recorded on the last stream at a switch when no #lastDone says where its operation ended. */
   readonly #switchEvent: Event;
   /** cleanLowLatencyBuffer calls so far (each agrees under its own store keys). */
   #cleans = 0;
@@ -195,16 +197,23 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
    * Orders the next kernel on `s` after this buffer's previous ones, whatever
    * their streams: they share the buffer's slots and counters, and each takes
    * whole SMs waiting for its peers, so they must run in the order they were
-   * enqueued. A switch of stream costs one event; a CUDA-graph capture is left
-   * to order itself (it cannot wait on work outside it).
+   * enqueued. A switch of stream waits for the event the last operation
+   * recorded (not for later work on its stream, and valid after that stream
+   * is closed); a CUDA-graph capture is left to order itself (it cannot wait
+   * on work outside it). The operation about to launch sets #lastDone.
    */
   #follow(s: Stream): void {
     const last = this.#lastStream;
-    if (last && last !== s && !last.closed && !s.isCapturing() && !last.isCapturing()) {
-      this.#switchEvent.record(last);
-      s.waitEvent(this.#switchEvent);
+    if (last && last !== s && !s.isCapturing()) {
+      if (this.#lastDone) {
+        s.waitEvent(this.#lastDone);
+      } else if (!last.closed && !last.isCapturing()) {
+        this.#switchEvent.record(last);
+        s.waitEvent(this.#switchEvent);
+      }
     }
     this.#lastStream = s;
+    this.#lastDone = undefined;
   }
 
   /**
@@ -216,7 +225,9 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
    */
   #event(key: string, s: Stream): EpEvent | undefined {
     if (s.isCapturing()) return undefined;
-    return this.#eventOf(key).record(s) as EpEvent;
+    const e = this.#eventOf(key).record(s) as EpEvent;
+    this.#lastDone = e;
+    return e;
   }
 
   /** The event of #event, unrecorded: the low-latency launches record it themselves. */
@@ -417,8 +428,10 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
 
   releaseRouting(routing: CudaRouting): void {
     // Stream-ordered frees after the last kernel that reads them, which may be
-    // on another stream than the allocation (dispatch on one, combine on another).
-    const s = routing.lastStream.closed ? undefined : routing.lastStream;
+    // on another stream than the allocation (dispatch on one, combine on
+    // another). If that stream is closed, the buffer's own stream, ordered
+    // after every operation so far, frees them.
+    const s = routing.lastStream.closed ? this.#streamFor({}) : routing.lastStream;
     routing.meta.close(s);
     routing.sendPos.close(s);
   }
@@ -450,8 +463,13 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     withHook: boolean,
   ): { event: EpEvent | undefined; hook: (() => Promise<void>) | undefined } {
     const e = this.#eventOf(eventKey);
-    if (!withHook) return { event: callNative(() => ops.fused(baton, s.native, e.native)) ? e : undefined, hook: undefined };
+    if (!withHook) {
+      const event = callNative(() => ops.fused(baton, s.native, e.native)) ? e : undefined;
+      this.#lastDone = event;
+      return { event, hook: undefined };
+    }
     const event = callNative(() => ops.send(baton, s.native, e.native)) ? e : undefined;
+    this.#lastDone = event;
     const saved = baton.slice();
     // EpBuffer makes sure it runs once.
     const hook = async () => {
@@ -518,12 +536,14 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     await store.set(`${key}/${rank}`, String(live));
     const all = await Promise.all(Array.from({ length: worldSize }, (_, r) => store.get(`${key}/${r}`, { timeoutMs: this.#config.timeoutMs })));
     const busy = lowLatencyBusy(all.map((v) => Number(new TextDecoder().decode(v))));
-    if (busy) throw busy;
-    const s = this.#streamFor({});
-    callNative(() => this.#native.cleanLowLatency(s.native));
-    await s.synchronize();
+    if (!busy) {
+      const s = this.#streamFor({});
+      callNative(() => this.#native.cleanLowLatency(s.native));
+      await s.synchronize();
+    }
     await store.barrier(`${key}/done`, { timeoutMs: this.#config.timeoutMs });
     await store.delete(`${key}/${rank}`); // every rank has read it (the barrier)
+    if (busy) throw busy;
   }
 
   async close(): Promise<void> {

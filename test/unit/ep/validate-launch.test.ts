@@ -48,5 +48,11 @@ describe('device rows', () => {
     const args = (x: Tensor) => ({ x, topkIdx, maxTokensPerRank: 4, numExperts: 8 });
     expect(() => validateLowLatencyDispatch(config, 'cuda:0', args(rows(8)))).toThrow(/lowLatencyDispatch: x: device rows must start on a 16-byte boundary; this view starts 8 bytes past one/);
     expect(() => validateLowLatencyDispatch(config, 'cuda:0', args(rows(32)))).not.toThrow();
+    const x = Tensor.fromDeviceStorage(storage, 'fp8e4m3', [4, 256], 0, false);
+    const xScales = Tensor.fromDeviceStorage(storage, 'f32', [4, 2], 4100, false);
+    const topkWeights = Tensor.fromDeviceStorage(storage, 'f32', [4, 2], 1 << 18, false);
+    expect(() => validateDispatch(config, 'cuda:0', { x, xScales, topkIdx, topkWeights, numWorstTokens: 16 }, undefined)).toThrow(
+      /dispatch: xScales: device rows must start on a 16-byte boundary; this view starts 4 bytes past one/,
+    );
   });
 });
