@@ -26,6 +26,8 @@ export interface DispatchRouting {
   readonly numRows: number;
   /** [L] rows per local expert before alignment; undefined when the host does not know them. */
   readonly numRecvTokensPerExpert: readonly number[] | undefined;
+  /** Made inside a CUDA-graph capture (its device state then lives with the graph). */
+  readonly captured?: boolean;
 }
 
 /** What a backend remembers of one low-latency dispatch. */

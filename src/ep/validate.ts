@@ -441,6 +441,12 @@ export function validateCombine(config: EpConfig, device: Device, args: CombineO
       `${where}: during a CUDA-graph capture pass out and no topkWeights: otherwise the outputs would be allocated inside the graph, which could not be replayed while they are alive`,
     );
   }
+  if (capturing(args) && !args.keepHandle && !routing.captured) {
+    throw new WideepError(
+      'ERR_UNSUPPORTED',
+      `${where}: a captured combine that ends its handle frees its dispatch's routing, which the graph reads at every replay: capture the dispatch with it, or pass keepHandle and keep the handle while the graph lives`,
+    );
+  }
   const numSms = optionalInt(where, 'numSms', args.numSms, undefined, 1, maxNumSms);
   const numSendSms = optionalInt(where, 'numSendSms', args.numSendSms, undefined, 1);
   if (numSendSms !== undefined && numSendSms >= (numSms ?? DEFAULT_NUM_SMS)) {

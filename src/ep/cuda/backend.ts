@@ -382,6 +382,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       meta,
       sendPos,
       idx64,
+      captured: s.isCapturing(),
       lastStream: s,
     };
     routing.lastStream = s;

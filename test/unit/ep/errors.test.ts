@@ -127,6 +127,7 @@ describe('combine argument errors', () => {
     // During a graph capture, outputs must not be allocated inside the graph.
     cases.push([{ x: recvX, handle, stream: CAPTURING }, 'ERR_UNSUPPORTED', 'pass out and no topkWeights']);
     cases.push([{ x: recvX, handle, topkWeights: results[0]!.recvTopkWeights, out: randomBf16(rng, [4, 256]), stream: CAPTURING }, 'ERR_UNSUPPORTED', 'pass out and no topkWeights']);
+    cases.push([{ x: recvX, handle, out: randomBf16(rng, [4, 256]), stream: CAPTURING }, 'ERR_UNSUPPORTED', 'capture the dispatch with it, or pass keepHandle']);
     // out overlapping x: both rows of one buffer.
     const shared = randomBf16(rng, [N + 4, 256]);
     cases.push([{ x: shared.narrow(0, N), handle, out: shared.narrow(N - 1, 4) }, 'ERR_INVALID_ARG', 'out: must not share memory with x']);
