@@ -115,8 +115,11 @@ struct HostCounts {
   int32_t perExpert[kMaxLocalExperts];  // aligned
 };
 
-// Shape of one call, carried in the notify exchange so ranks that disagree fail loudly.
-inline int32_t CallSignature(int hidden, int topk, int elemBytes, int hasScales) {
+// Shape of one call, exchanged so that ranks that disagree fail loudly: by the
+// notify (computed by the host, src/ep/cuda/backend.ts), the normal combine
+// and the low-latency dispatch (computed by the kernels: constexpr serves both).
+// Never negative, for sane sizes: the normal combine sends a negated error code instead.
+constexpr int32_t CallSignature(int hidden, int topk, int elemBytes, int hasScales) {
   return (hidden << 8) ^ (topk << 3) ^ (elemBytes << 1) ^ hasScales;
 }
 

@@ -237,6 +237,11 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
   if (tid < R && !has_error(a.status)) red_add_release_sys(&ll_control(a.peers.ptr[tid], a.half)->combineArrived[me], arrival_share());
 }
 
+// Tokens a receiving block takes at a time (decode batches are small): it
+// finds a token's partials once, in shared memory, and its warps then add the
+// rows in parallel, with no lookup on any chunk's critical path.
+constexpr int kTokensPerStep = 1;
+
 // out[t] = the token's partials (one per owner rank of its experts, which sit
 // in ascending rank order) added in float and rounded once. A block takes
 // tokens a step at a time; its warps add them with sum_rows.
@@ -299,7 +304,7 @@ cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cud
 }
 
 cudaError_t LaunchLowLatencyCombine(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
-  return LaunchResident(ll_combine, a, numSms, 0, stream);
+  return LaunchResident(ll_combine, a, numSms, stream);
 }
 
 cudaError_t LaunchLowLatencyCombineRecv(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {

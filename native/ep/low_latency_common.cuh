@@ -19,7 +19,7 @@ constexpr int kRecvThreads = 512;
 // What every rank's low-latency dispatch must agree on: a receiver reads each
 // source's rows, scales and top-k ids with its own hidden, fp8 and k.
 __device__ __forceinline__ int32_t ll_signature(const LowLatencyArgs& a) {
-  return (a.hidden << 6) | (a.topk << 1) | (a.useFp8 ? 1 : 0);
+  return CallSignature(a.hidden, a.topk, a.useFp8 ? 1 : 2, a.useFp8 ? 1 : 0);
 }
 
 __device__ __forceinline__ LowLatencyControl* ll_control(uint8_t* base, int half) {
@@ -82,21 +82,13 @@ __device__ __forceinline__ bool wait_arrivals(const uint64_t* count, uint32_t se
       static_cast<uint64_t>(seq), deadline, sink, phase, peer);
 }
 
-// Tokens a block handles at a time (decode batches are small): a block works
-// out a token's destinations (or its partials) once, in shared memory, and
-// its warps then move the row in parallel. Metadata lookups would otherwise
-// sit on every chunk's critical path, and latency is what this mode is about.
-constexpr int kTokensPerStep = 1;
-
 // A fused kernel's receivers wait for senders of the same launch, so every
 // block must be resident at once: a cooperative launch guarantees it (or
 // fails) even while other streams' kernels hold some SMs.
-inline cudaError_t LaunchResident(void (*kernel)(LowLatencyArgs), const LowLatencyArgs& a, int numSms, size_t smem,
-                                  cudaStream_t stream) {
+inline cudaError_t LaunchResident(void (*kernel)(LowLatencyArgs), const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
   LowLatencyArgs copy = a;
   void* params[] = {&copy};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(numSms), dim3(kSendThreads), params, smem,
-                                     stream);
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(numSms), dim3(kSendThreads), params, 0, stream);
 }
 
 }  // namespace

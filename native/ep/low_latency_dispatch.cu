@@ -377,7 +377,7 @@ cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int numSms, cu
 }
 
 cudaError_t LaunchLowLatencyDispatch(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
-  return LaunchResident(ll_dispatch, a, numSms, 0, stream);
+  return LaunchResident(ll_dispatch, a, numSms, stream);
 }
 
 }  // namespace wideep::ep

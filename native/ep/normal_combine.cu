@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kCombineThreads, 1) combine_kernel(CombineArgs
   // is at most one combine ahead). A rank that has already failed sends
   // nothing, and says so (its error code, negated), so that its peers stop now
   // rather than time out.
-  const int32_t signature = (H << 6) | a.topk;
+  const int32_t signature = CallSignature(H, a.topk, /*elemBytes=*/2, /*hasScales=*/0);
   if (blockIdx.x == 0 && tid == 0) {
     const int failed = error_code(a.status);
     for (int r = 0; r < R; ++r) control_of(a.peers.ptr[r])->combineSignature[seq & 1][me] = failed ? -failed : signature;
