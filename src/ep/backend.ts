@@ -154,7 +154,7 @@ export interface EpBackend<R extends DispatchRouting = DispatchRouting, L extend
   /**
    * Collective: resets low-latency receive state. `live` is this rank's count
    * of live low-latency results; if any rank has one, every rank throws
-   * lowLatencyBusy's ERR_BUSY and nothing is reset.
+   * ERR_BUSY (agreeNoLowLatencyResults) and nothing is reset.
    */
   cleanLowLatencyBuffer(live: number): Promise<void>;
   /** Called once no handle refers to `routing` any more. */

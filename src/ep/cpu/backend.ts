@@ -17,7 +17,7 @@ import type {
 } from '../backend.js';
 import { computeDispatchLayout, readTopkIdx } from '../layout.js';
 import type { CpuTransport } from '../transport.js';
-import { lowLatencyBusy } from '../leases.js';
+import { agreeNoLowLatencyResults } from '../leases.js';
 import type { EpConfig } from '../types.js';
 import { cpuCombine } from './combine.js';
 import { cpuDispatch, type CpuRouting } from './dispatch.js';
@@ -63,10 +63,8 @@ export class CpuBackend implements EpBackend<CpuRouting, CpuLowLatencyRouting> {
   }
 
   /** Only the ranks' verdict: every cpu call writes fresh outputs, so nothing needs a reset. */
-  async cleanLowLatencyBuffer(live: number): Promise<void> {
-    const all = await this.#transport.allGather(new Uint8Array(new Uint32Array([live]).buffer), { timeoutMs: this.#config.timeoutMs });
-    const busy = lowLatencyBusy(all.map((b) => new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(0, true)));
-    if (busy) throw busy;
+  cleanLowLatencyBuffer(live: number): Promise<void> {
+    return agreeNoLowLatencyResults(this.#transport, live, this.#config.timeoutMs);
   }
 
   /** The transport belongs to whoever made it (EpBuffer.create closes the ones it made). */

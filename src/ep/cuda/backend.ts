@@ -34,7 +34,8 @@ import { Baton } from './batons.js';
 import { FP8_BLOCK } from '../fp8-quant.js';
 import { CONTROL_BYTES, computeCudaLayout, type CudaLayout } from './layout.js';
 import { epStatusError } from './status.js';
-import { lowLatencyBusy } from '../leases.js';
+import { agreeNoLowLatencyResults } from '../leases.js';
+import { StoreTransport } from '../transport.js';
 
 /**
  * WIDEEP_POISON_OUTPUTS=1 (set by the GPU tests) fills receive regions and
@@ -138,8 +139,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   #lastDone: Event | undefined;
   /** Recorded on the last stream at a switch when no #lastDone says where its operation ended. */
   readonly #switchEvent: Event;
-  /** cleanLowLatencyBuffer calls so far (each agrees under its own store keys). */
-  #cleans = 0;
+  /** Where the ranks agree that cleanLowLatencyBuffer may go ahead. */
+  readonly #verdicts: StoreTransport;
   #closed = false;
 
   constructor(group: ProcessGroup, config: EpConfig, native: NativeEpBuffer, layout: CudaLayout, batons: NativeEpBatonLayout, prefix: string) {
@@ -163,6 +164,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     this.#layout = layout;
     this.#stream = new Stream(this.#dev);
     this.#switchEvent = new Event(this.#dev);
+    this.#verdicts = new StoreTransport(group.store, config.rank, config.worldSize, `${prefix}/clean-verdict`);
     this.maxNumSms = cudaProbe().devices[this.#dev]?.multiProcessorCount ?? 132;
     this.#metaBytes = batons.routingMetaBytes;
     this.#notify = new Baton(batons.notify);
@@ -183,11 +185,9 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     if (s) throw epStatusError(s, this.#config.rank);
   }
 
+  /** The operation's stream (validation has checked it: checkStreamOptions). */
   #streamFor(o: StreamOptions): Stream {
     const s = o.stream ?? this.#stream;
-    if (s.device !== this.#dev) {
-      throw new WideepError('ERR_INVALID_ARG', `stream: expected a stream on cuda:${this.#dev}, got one on cuda:${s.device}`);
-    }
     if (o.previousEvent) s.waitEvent(o.previousEvent);
     this.#follow(s);
     return s;
@@ -385,7 +385,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       captured: s.isCapturing(),
       lastStream: s,
     };
-    routing.lastStream = s;
+    if (cached) cached.lastStream = s;
     return {
       recvX: this.#view(this.#addr(this.#slotOffset(slot, 'slabX')), x.dtype, [rows, H], gen),
       recvXScales: fp8 ? this.#view(this.#addr(this.#slotOffset(slot, 'slabScales')), 'f32', [rows, H / FP8_BLOCK], gen) : undefined,
@@ -532,19 +532,12 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   }
 
   async cleanLowLatencyBuffer(live: number): Promise<void> {
-    const { store, rank, worldSize } = this.#group;
-    const key = `${this.#prefix}/clean/${this.#cleans++}`;
-    await store.set(`${key}/${rank}`, String(live));
-    const all = await Promise.all(Array.from({ length: worldSize }, (_, r) => store.get(`${key}/${r}`, { timeoutMs: this.#config.timeoutMs })));
-    const busy = lowLatencyBusy(all.map((v) => Number(new TextDecoder().decode(v))));
-    if (!busy) {
-      const s = this.#streamFor({});
-      callNative(() => this.#native.cleanLowLatency(s.native));
-      await s.synchronize();
-    }
-    await store.barrier(`${key}/done`, { timeoutMs: this.#config.timeoutMs });
-    await store.delete(`${key}/${rank}`); // every rank has read it (the barrier)
-    if (busy) throw busy;
+    await agreeNoLowLatencyResults(this.#verdicts, live, this.#config.timeoutMs);
+    const s = this.#streamFor({});
+    callNative(() => this.#native.cleanLowLatency(s.native));
+    await s.synchronize();
+    // No peer writes into this buffer again before every rank has cleaned its own.
+    await this.#group.store.barrier(`${this.#prefix}/clean`, { timeoutMs: this.#config.timeoutMs });
   }
 
   async close(): Promise<void> {
