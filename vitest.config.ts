@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Three layers (design.md "Test layers"): unit needs nothing, native needs the
+// Three layers (docs/architecture.md "Test layers"): unit needs nothing, native needs the
 // built addon but no GPU, gpu skips itself where no GPU is visible. GPU suites
 // run one file at a time in forked processes so each owns its CUDA context.
 export default defineConfig({

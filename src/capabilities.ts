@@ -3,7 +3,7 @@
  * every failure becomes a `reason` that says what is missing and what to do.
  */
 import { getNative, nativeLoadReport, type LoadAttempt, type NativeProbe } from './native.js';
-import { NCCL_LIBRARY, libraryCandidates, type LibraryCandidate } from './runtime-libs.js';
+import { NCCL_LIBRARY, libraryCandidates, type LibraryCandidate } from './runtime/shared-libraries.js';
 
 export interface GpuInfo {
   index: number;

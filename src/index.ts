@@ -5,7 +5,7 @@ export { Event } from './cuda/event.js';
 export { deviceCount, memGetInfo, trimMemoryPool } from './cuda/device.js';
 export { Graph } from './cuda/graph.js';
 export { capabilities, type Capabilities, type GpuInfo, type NcclInfo } from './capabilities.js';
-export type { KeyValueStore, ProcessGroup, StoreValue } from './dist/types.js';
+export type { KeyValueStore, ProcessGroup, StoreValue } from './runtime/types.js';
 export {
   TcpStoreServer,
   TcpStoreClient,
@@ -16,12 +16,10 @@ export {
   type StoreServerOptions,
   type StoreClientOptions,
   type OpenStoreOptions,
-} from './dist/store/index.js';
-export { detectDistEnv, type DistEnv, type DistEnvOptions, type DistEnvSource } from './dist/env.js';
-export { initProcessGroup, type InitProcessGroupOptions } from './dist/process-group.js';
-export { launch, type LaunchOptions, type LaunchResult, type RankExit, type LaunchFailure } from './dist/launcher.js';
+} from './runtime/store/index.js';
+export { detectDistEnv, type DistEnv, type DistEnvOptions, type DistEnvSource } from './runtime/env.js';
+export { initProcessGroup, type InitProcessGroupOptions } from './runtime/process-group.js';
+export { launch, type LaunchOptions, type LaunchResult, type RankExit, type LaunchFailure } from './runtime/launcher.js';
 export { Communicator, type CommunicatorOptions, type ReduceOp, type P2POp } from './comm/communicator.js';
 export { loadNccl } from './comm/nccl-library.js';
-export * from './wideep/index.js';
 export * from './ep/index.js';
-export * from './pipeline/index.js';

@@ -4,7 +4,7 @@
 // (for the baton layout) and dist/. Prints median microseconds per call.
 //   node scripts/dev/ll-js-overhead.mjs [iterations]
 import { EpBuffer, Tensor, TcpStoreServer, initProcessGroup } from '../../dist/index.js';
-import { median } from '../../dist/bench/stats.js';
+import { median } from '../../dist/cli/bench/stats.js';
 import { requireCuda } from '../../dist/native.js';
 
 const ITERS = Number(process.argv[2] ?? 20000);

@@ -5,7 +5,7 @@
 // rank, one JSON line of median microseconds per call and, on rank 0, one of
 // each experiment's mean microseconds per native method.
 import { Communicator, EpBuffer, Event, Stream, Tensor, initProcessGroup } from '../../dist/index.js';
-import { median } from '../../dist/bench/stats.js';
+import { median } from '../../dist/cli/bench/stats.js';
 import { requireCuda } from '../../dist/native.js';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares what a GPU machine needs (shared/gpu.md): builds the addon and the
+# Prepares what a GPU machine needs (docs/gpu-runs.md): builds the addon and the
 # TypeScript here, then packs a portable node and a pruned node_modules into
 # .device/. The device call carries: .device build/Release/wideep.node dist
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU pass in one go, on the GPU machine (shared/gpu.md):
+# The whole GPU pass in one go, on the GPU machine (docs/gpu-runs.md):
 #   bash scripts/gpu/run.sh OUTDIR [steps...]
 # steps: doctor tests bench-nccl bench-ep-normal bench-ep-ll (default: all), and
 # bench-ep-send: the normal combine's sending share swept (SEND_SMS, at NUM_SMS).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Several builds in one device call, so that branches are compared in the same
-# run (shared/anchors.md: compare ratios taken in the same run).
+# run (docs/performance.md: compare ratios taken in the same run).
 #   here:       bash scripts/gpu/variants.sh prepare BRANCH...
 #               (then carry: .device build/Release/wideep.node dist .variants)
 #   on the GPU: bash scripts/gpu/variants.sh run OUTDIR STEP...

@@ -1,7 +1,7 @@
 import { WideepError, assertInteger, invalidArg } from '../errors.js';
 import { callNative, awaitNative } from '../cuda/call.js';
 import { defaultStream, type Stream } from '../cuda/stream.js';
-import type { ProcessGroup } from '../dist/types.js';
+import type { ProcessGroup } from '../runtime/types.js';
 import { requireCuda, type CudaBinding } from '../native.js';
 import type { DType } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';

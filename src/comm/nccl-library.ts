@@ -1,6 +1,6 @@
 import { WideepError } from '../errors.js';
 import { requireCuda } from '../native.js';
-import { NCCL_LIBRARY, libraryCandidates } from '../runtime-libs.js';
+import { NCCL_LIBRARY, libraryCandidates } from '../runtime/shared-libraries.js';
 
 export interface LoadedNccl {
   path: string;

@@ -5,7 +5,7 @@
  * arrive already validated, so a backend checks nothing the facade checks.
  */
 import type { Event } from '../cuda/event.js';
-import type { ProcessGroup } from '../dist/types.js';
+import type { ProcessGroup } from '../runtime/types.js';
 import type { Device } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { EpConfig, StreamOptions } from './types.js';
@@ -154,7 +154,7 @@ export interface EpBackend<R extends DispatchRouting = DispatchRouting, L extend
   /**
    * Collective: resets low-latency receive state. `live` is this rank's count
    * of live low-latency results; if any rank has one, every rank throws
-   * ERR_BUSY (agreeNoLowLatencyResults) and nothing is reset.
+   * ERR_BUSY (agreeNoLowLatencyResults in transport.ts) and nothing is reset.
    */
   cleanLowLatencyBuffer(live: number): Promise<void>;
   /** Called once no handle refers to `routing` any more. */

@@ -8,11 +8,11 @@
  * calls see each other's leases.
  */
 import { WideepError, invalidArg } from '../errors.js';
-import type { ProcessGroup } from '../dist/types.js';
+import type { ProcessGroup } from '../runtime/types.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { CreateCudaBackend, DispatchRouting, EpBackend } from './backend.js';
 import { CpuBackend } from './cpu/backend.js';
-import { alignUp } from './layout.js';
+import { alignUp } from './dispatch-layout.js';
 import { AlternatingPool, DispatchHandle, LowLatencyHandle, ReceiveHook, RoutingRef, SlotPool, type Lease } from './leases.js';
 import { StoreTransport, isCpuTransport, type CpuTransport } from './transport.js';
 import type {

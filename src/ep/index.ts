@@ -1,7 +1,7 @@
 export { EpBuffer } from './buffer.js';
 export { DispatchHandle, LowLatencyHandle } from './leases.js';
 export { createSimulatedRanks, StoreTransport, isCpuTransport, type CpuTransport, type CollectiveOptions } from './transport.js';
-export { randomRouting, SeededRandom, type RandomRoutingOptions, type Routing } from './routing.js';
+export type { Routing } from './random-routing.js';
 export {
   FP8_BLOCK,
   FP8_AMAX_FLOOR,
@@ -11,18 +11,4 @@ export {
   dequantizeFp8,
   roundUpToPowerOfTwo,
 } from './fp8-quant.js';
-export type {
-  EpBackend,
-  CreateCudaBackend,
-  DispatchRouting,
-  LowLatencyRouting,
-  BackendDispatchArgs,
-  BackendDispatchResult,
-  BackendCombineArgs,
-  BackendCombineResult,
-  BackendLowLatencyDispatchArgs,
-  BackendLowLatencyDispatchResult,
-  BackendLowLatencyCombineArgs,
-  BackendLowLatencyCombineResult,
-} from './backend.js';
 export type * from './types.js';

@@ -7,7 +7,6 @@
 import { WideepError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { DispatchRouting, LowLatencyRouting } from './backend.js';
-import type { CpuTransport } from './transport.js';
 
 export type ReleaseReason = 'combine' | 'lowLatencyCombine' | 'release' | 'close';
 
@@ -31,24 +30,6 @@ export class Lease {
     this.#releasedBy = reason;
     this.#onRelease(this);
   }
-}
-
-/**
- * cleanLowLatencyBuffer's common verdict: the ranks exchange their counts of
- * live low-latency results, and every rank throws ERR_BUSY if any holds one.
- */
-export async function agreeNoLowLatencyResults(transport: CpuTransport, live: number, timeoutMs: number): Promise<void> {
-  const all = await transport.allGather(new Uint8Array(new Uint32Array([live]).buffer), { timeoutMs });
-  const busy = all.flatMap((b, r) => {
-    const n = new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(0, true);
-    return n > 0 ? [`rank ${r} (${n})`] : [];
-  });
-  if (busy.length === 0) return;
-  throw new WideepError(
-    'ERR_BUSY',
-    `cleanLowLatencyBuffer: low-latency results are alive on ${busy.join(', ')}; every rank refused. ` +
-      'Finish them with lowLatencyCombine() (and its hook) or release() first',
-  );
 }
 
 /** Normal-mode slots: a dispatch takes the lowest free slot. */

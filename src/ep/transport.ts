@@ -3,7 +3,7 @@
  * the same order, and the n-th call of each rank belongs together.
  */
 import { WideepError, assertInteger, invalidArg } from '../errors.js';
-import type { KeyValueStore } from '../dist/types.js';
+import type { KeyValueStore } from '../runtime/types.js';
 
 export const DEFAULT_TRANSPORT_TIMEOUT_MS = 100_000;
 
@@ -268,4 +268,22 @@ export class StoreTransport implements CpuTransport {
   #checkOpen(kind: Kind): void {
     if (this.#closed) throw new WideepError('ERR_CLOSED', `${kind}: this StoreTransport is closed`);
   }
+}
+
+/**
+ * cleanLowLatencyBuffer's common verdict: the ranks exchange their counts of
+ * live low-latency results, and every rank throws ERR_BUSY if any holds one.
+ */
+export async function agreeNoLowLatencyResults(transport: CpuTransport, live: number, timeoutMs: number): Promise<void> {
+  const all = await transport.allGather(new Uint8Array(new Uint32Array([live]).buffer), { timeoutMs });
+  const busy = all.flatMap((b, r) => {
+    const n = new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(0, true);
+    return n > 0 ? [`rank ${r} (${n})`] : [];
+  });
+  if (busy.length === 0) return;
+  throw new WideepError(
+    'ERR_BUSY',
+    `cleanLowLatencyBuffer: low-latency results are alive on ${busy.join(', ')}; every rank refused. ` +
+      'Finish them with lowLatencyCombine() (and its hook) or release() first',
+  );
 }

@@ -1,5 +1,5 @@
 /**
- * Public types of the EP buffer API (design.md "EP semantics"). Both backends
+ * Public types of the EP buffer API (docs/architecture.md "EP semantics"). Both backends
  * share them; `event`, `previousEvent` and `stream` only mean something on cuda.
  */
 import type { Event } from '../cuda/event.js';

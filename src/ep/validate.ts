@@ -12,7 +12,7 @@ import { Tensor, type Device } from '../tensor/tensor.js';
 import type { DType } from '../tensor/dtype.js';
 import type { DispatchRouting, LowLatencyRouting } from './backend.js';
 import { FP8_BLOCK } from './fp8-quant.js';
-import { computeDispatchLayout, readTopkIdx } from './layout.js';
+import { computeDispatchLayout, readTopkIdx } from './dispatch-layout.js';
 import type {
   CombineOptions,
   DispatchOptions,

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 
-import { TcpStoreServer } from '../../src/dist/store/index.js';
+import { TcpStoreServer } from '../../src/runtime/store/index.js';
 import { isGone } from '../helpers/processes.js';
 import { RANK_COUNTS, gpus, skipReason } from './gpu-env.js';
 
@@ -25,7 +25,7 @@ const DEAD_TIMEOUT_MS = 8_000;
 /** A survivor must have its error within the timeout plus this margin. */
 const DEAD_MARGIN_MS = 12_000;
 
-/** Multicast stays off in everything we start (gpu.md). */
+/** Multicast stays off in everything we start (docs/gpu-runs.md). */
 function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return {
     ...process.env,

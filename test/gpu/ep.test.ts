@@ -1,6 +1,6 @@
 /**
  * EP dispatch/combine on 1 GPU (its own only peer), 2, 4 and 8 GPUs (where
- * visible) against the cpu backend (design.md "EP semantics"), fresh random
+ * visible) against the cpu backend (docs/architecture.md "EP semantics"), fresh random
  * inputs each run, outputs poisoned before every launch. Each case runs in
  * real worker processes, one per GPU.
  */

@@ -1,7 +1,7 @@
 /** Runs a GPU worker script on N ranks through the launcher and collects each rank's JSON report. */
 import { fileURLToPath } from 'node:url';
 
-import { launch } from '../../src/dist/launcher.js';
+import { launch } from '../../src/runtime/launcher.js';
 
 export interface WorkerReport {
   rank: number;

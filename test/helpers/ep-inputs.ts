@@ -1,5 +1,5 @@
 /** Seeded per-rank inputs for EP tests, with their oracle view. */
-import { randomRouting } from '../../src/ep/routing.js';
+import { randomRouting } from '../../src/ep/random-routing.js';
 import type { Tensor } from '../../src/tensor/tensor.js';
 import type { OracleInput } from './ep-oracle.js';
 import { SeededRandom, fromRouting, randomBf16, randomFp8 } from './random.js';

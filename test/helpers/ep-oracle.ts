@@ -1,5 +1,5 @@
 /**
- * A single-process oracle of the EP semantics (design.md "EP semantics"),
+ * A single-process oracle of the EP semantics (docs/architecture.md "EP semantics"),
  * written as plainly as possible and independent of src/ep: it loops over all
  * ranks' inputs at once, with no transport, no messages and no shared code
  * beyond the scalar conversions of src/tensor/convert.ts.

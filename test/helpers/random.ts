@@ -3,7 +3,7 @@
  * tests comparing against it). Everything derives from a SeededRandom, so a
  * failing seed reproduces anywhere.
  */
-import { SeededRandom, randomRouting, type RandomRoutingOptions } from '../../src/ep/routing.js';
+import { SeededRandom, randomRouting, type RandomRoutingOptions } from '../../src/ep/random-routing.js';
 import { Tensor } from '../../src/tensor/tensor.js';
 import { f32ToBf16Bits } from '../../src/tensor/convert.js';
 

@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 
 import { capabilities } from '../../src/capabilities.js';
-import { computeCudaLayout } from '../../src/ep/cuda/layout.js';
+import { computeCudaLayout } from '../../src/ep/cuda/buffer-layout.js';
 import { getNative, nativeLoadReport, requireCuda } from '../../src/native.js';
 
 const native = getNative();

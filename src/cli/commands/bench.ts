@@ -9,8 +9,8 @@ const USAGE = `usage: wideep bench <nccl|ep> [options]
 Run 'wideep bench <suite> --help' for a suite's options. Every suite takes --json.`;
 
 const SUITES: Record<string, () => Promise<{ command: CliCommand }>> = {
-  nccl: () => import('../../bench/nccl.js'),
-  ep: () => import('../../bench/ep.js'),
+  nccl: () => import('../bench/nccl.js'),
+  ep: () => import('../bench/ep.js'),
 };
 
 export const command: CliCommand = {

@@ -2,8 +2,8 @@ import { parseArgs } from 'node:util';
 
 import { capabilities, type Capabilities } from '../../capabilities.js';
 import { WideepError } from '../../errors.js';
-import { DEMO_MOE_CONFIG, runMoeLayerCheck, type MoeLayerCheckResult, type PipelineEvent, type StepReport } from '../../pipeline/index.js';
-import { parseIntFlag } from '../../wideep/sglang-args.js';
+import { DEMO_MOE_CONFIG, runMoeLayerCheck, type MoeLayerCheckResult, type PipelineEvent, type StepReport } from '../../simulation/index.js';
+import { parseIntFlag } from '../../planning/sglang-args.js';
 import { reportError, toJson, type CliCommand, type CliIo } from '../command.js';
 
 const USAGE = `usage: wideep demo [--ranks N] [--tbo | --no-tbo] [--eplb | --no-eplb]

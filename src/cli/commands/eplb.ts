@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util';
 
 import { WideepError } from '../../errors.js';
-import { balancedness, gpuLoadsOf, slotLoadsFromLogical } from '../../wideep/eplb-recorder.js';
-import { rebalanceExperts, type EplbPolicy } from '../../wideep/eplb.js';
-import { readJsonFile, toLoadMatrix } from '../../wideep/json-file.js';
-import { parseIntFlag } from '../../wideep/sglang-args.js';
+import { balancedness, gpuLoadsOf, slotLoadsFromLogical } from '../../planning/eplb-recorder.js';
+import { rebalanceExperts, type EplbPolicy } from '../../planning/eplb.js';
+import { readJsonFile, toLoadMatrix } from '../../planning/json-file.js';
+import { parseIntFlag } from '../../planning/sglang-args.js';
 import { reportError, toJson, type CliCommand } from '../command.js';
 
 const USAGE = `usage: wideep eplb --weights w.json --replicas R --gpus P [--groups G] [--nodes M]

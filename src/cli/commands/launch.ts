@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
 
 import { deviceCount } from '../../cuda/device.js';
-import { launch, type LaunchOptions } from '../../dist/launcher.js';
-import { DEVICE_VAR } from '../../dist/process-group.js';
+import { launch, type LaunchOptions } from '../../runtime/launcher.js';
+import { DEVICE_VAR } from '../../runtime/process-group.js';
 import { WideepError } from '../../errors.js';
 import { toJson, type CliCommand } from '../command.js';
 

@@ -1,10 +1,10 @@
 import { WideepError } from '../../errors.js';
-import { DEFAULT_GPU, GPU_PRESETS, type HardwareSpec } from '../../wideep/hardware.js';
-import { readJsonFile } from '../../wideep/json-file.js';
-import { resolveModel } from '../../wideep/model-file.js';
-import { MODEL_PRESETS } from '../../wideep/models.js';
-import { planDeployment, type DeploymentPlan, type TrafficScenario } from '../../wideep/planner.js';
-import { parseIntFlag, parseNumberFlag, parseSglangArgs, type ArgOptions } from '../../wideep/sglang-args.js';
+import { DEFAULT_GPU, GPU_PRESETS, type HardwareSpec } from '../../planning/hardware.js';
+import { readJsonFile } from '../../planning/json-file.js';
+import { resolveModel } from '../../planning/model-file.js';
+import { MODEL_PRESETS } from '../../planning/models.js';
+import { planDeployment, type DeploymentPlan, type TrafficScenario } from '../../planning/planner.js';
+import { parseIntFlag, parseNumberFlag, parseSglangArgs, type ArgOptions } from '../../planning/sglang-args.js';
 import { reportError, toJson, type CliCommand } from '../command.js';
 
 const USAGE = `usage: wideep plan [SGLang flags] [--model NAME|FILE] [--gpus N] [--json]

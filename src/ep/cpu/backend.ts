@@ -15,9 +15,8 @@ import type {
   BackendLowLatencyDispatchResult,
   EpBackend,
 } from '../backend.js';
-import { computeDispatchLayout, readTopkIdx } from '../layout.js';
-import type { CpuTransport } from '../transport.js';
-import { agreeNoLowLatencyResults } from '../leases.js';
+import { computeDispatchLayout, readTopkIdx } from '../dispatch-layout.js';
+import { agreeNoLowLatencyResults, type CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
 import { cpuCombine } from './combine.js';
 import { cpuDispatch, type CpuRouting } from './dispatch.js';

@@ -10,7 +10,7 @@ import { DTYPE_CODE, itemSize } from '../../tensor/dtype.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { BackendDispatchArgs, BackendDispatchResult, DispatchRouting } from '../backend.js';
 import { FP8_BLOCK } from '../fp8-quant.js';
-import { computeDispatchLayout, expertOwner, isRepeat, readTopkIdx, tokensPerDestination } from '../layout.js';
+import { computeDispatchLayout, expertOwner, isRepeat, readTopkIdx, tokensPerDestination } from '../dispatch-layout.js';
 import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
 import {

@@ -7,7 +7,7 @@
 import { WideepError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { BackendLowLatencyCombineArgs, BackendLowLatencyCombineResult } from '../backend.js';
-import { expertOwner, isRepeat, readTopkIdx } from '../layout.js';
+import { expertOwner, isRepeat, readTopkIdx } from '../dispatch-layout.js';
 import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
 import { addScaledBf16, roundToBf16 } from './kernels.js';

@@ -8,7 +8,7 @@ import { WideepError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { BackendLowLatencyDispatchArgs, BackendLowLatencyDispatchResult, LowLatencyRouting } from '../backend.js';
 import { FP8_BLOCK, quantizeBf16RowsFp8 } from '../fp8-quant.js';
-import { readTopkIdx } from '../layout.js';
+import { readTopkIdx } from '../dispatch-layout.js';
 import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
 import { Collective, OP, allocMessage, bytesOf, checkAgreement, checkSections, firstProblem, float32View, int32View, rowIndex, rowsFor } from './wire.js';

@@ -9,7 +9,7 @@ import { cudaProbe } from '../../cuda/device.js';
 import { memsetDevice, type DeviceStorage } from '../../cuda/memory.js';
 import { Event } from '../../cuda/event.js';
 import { Stream } from '../../cuda/stream.js';
-import type { ProcessGroup } from '../../dist/types.js';
+import type { ProcessGroup } from '../../runtime/types.js';
 import { WideepError } from '../../errors.js';
 import { requireCuda, type NativeEpBatonLayout, type NativeEpBuffer, type NativeEvent, type NativeStream } from '../../native.js';
 import { itemSize, type DType } from '../../tensor/dtype.js';
@@ -32,10 +32,9 @@ import type { EpConfig, StreamOptions } from '../types.js';
 import { DEFAULT_NUM_SMS } from '../validate.js';
 import { Baton } from './batons.js';
 import { FP8_BLOCK } from '../fp8-quant.js';
-import { CONTROL_BYTES, computeCudaLayout, type CudaLayout } from './layout.js';
+import { CONTROL_BYTES, computeCudaLayout, type CudaLayout } from './buffer-layout.js';
 import { epStatusError } from './status.js';
-import { agreeNoLowLatencyResults } from '../leases.js';
-import { StoreTransport } from '../transport.js';
+import { StoreTransport, agreeNoLowLatencyResults } from '../transport.js';
 
 /**
  * WIDEEP_POISON_OUTPUTS=1 (set by the GPU tests) fills receive regions and

@@ -4,14 +4,13 @@
 import {
   EpBuffer,
   Graph,
-  SeededRandom,
   Tensor,
   createSimulatedRanks,
   fp8E4m3BitsToF32,
   initProcessGroup,
   quantizeBf16RowsFp8,
-  randomRouting,
 } from '../../../dist/index.js';
+import { SeededRandom, randomRouting } from '../../../dist/testing/index.js';
 
 /**
  * WIDEEP_TEST_DRY_RUN=1 runs the workers' logic on a machine without GPUs:

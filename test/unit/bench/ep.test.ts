@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { command, compareWithDeepEp, renderEpTable, summarise, type EpBenchReport } from '../../../src/bench/ep.js';
+import { command, compareWithDeepEp, renderEpTable, summarise, type EpBenchReport } from '../../../src/cli/bench/ep.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 
 const row = { gbps: 300, kernelUs: 40 };

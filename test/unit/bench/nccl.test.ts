@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 
 import type { CliIo } from '../../../src/cli/command.js';
 import { deviceCount } from '../../../src/cuda/device.js';
-import { benchEnv, command, parseNcclBenchArgs, torchScript } from '../../../src/bench/nccl.js';
+import { benchEnv, command, parseNcclBenchArgs, torchScript } from '../../../src/cli/bench/nccl.js';
 import {
   allReduceBusFactor,
   allReduceScaleLog2,
@@ -16,10 +16,10 @@ import {
   summarize,
   summarizeAll,
   type NcclBenchReport,
-} from '../../../src/bench/nccl-metrics.js';
-import { parseTorchOutput } from '../../../src/bench/nccl-torch.js';
+} from '../../../src/cli/bench/nccl-metrics.js';
+import { parseTorchOutput } from '../../../src/cli/bench/nccl-torch.js';
 import { WideepError } from '../../../src/errors.js';
-import { gbps, median } from '../../../src/bench/stats.js';
+import { gbps, median } from '../../../src/cli/bench/stats.js';
 
 function captureIo(): CliIo & { stdout: string; stderr: string } {
   const io = {
@@ -118,14 +118,14 @@ describe('bench nccl arithmetic', () => {
     for (const [id, us, all, others] of cases) {
       const spec = plan.find((c) => c.id === id)!;
       const r = summarize(spec, { id, perRankMedianUs: [us, us, us, us] }, 4);
-      // anchors.md rounds the times to whole µs: agree within 1 %.
+      // docs/performance.md rounds the times to whole µs: agree within 1 %.
       expect(Math.abs(r.recvGBs! / all - 1)).toBeLessThan(0.01);
       expect(Math.abs(r.recvOthersGBs! / others - 1)).toBeLessThan(0.01);
     }
     expect(allToAllRecvBytes(4, 4096, 7168)).toEqual({ all: 4 * 4096 * 7168 * 2, others: 3 * 4096 * 7168 * 2 });
   });
 
-  it('plans the six cases of anchors.md in order, with stable ids', () => {
+  it('plans the six cases of docs/performance.md in order, with stable ids', () => {
     expect(planCases(4, { warmup: 20, iters: 50 }).map((c) => c.id)).toEqual([
       'all_reduce_8MiB',
       'all_reduce_64MiB',

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { WideepError } from '../../../src/errors.js';
-import type { KeyValueStore, ProcessGroup, StoreValue } from '../../../src/dist/types.js';
+import type { KeyValueStore, ProcessGroup, StoreValue } from '../../../src/runtime/types.js';
 import { EpBuffer } from '../../../src/ep/buffer.js';
 import { StoreTransport, createSimulatedRanks } from '../../../src/ep/transport.js';
 import { assertBitwiseEqual } from '../../helpers/assert.js';
