@@ -31,30 +31,7 @@
       "cflags_cc": ["-std=c++17", "-fexceptions", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
       "conditions": [
         ["cuda_home!=''", {
-          "sources": [
-            "native/cuda/cuda_error.cc",
-            "native/cuda/device_setup.cc",
-            "native/cuda/stream.cc",
-            "native/cuda/event.cc",
-            "native/cuda/device_memory.cc",
-            "native/cuda/copies.cc",
-            "native/cuda/probe.cc",
-            "native/cuda/graph.cc",
-            "native/cuda/gpu_sleep.cu",
-            "native/cuda/gpu_sleep_binding.cc",
-            "native/dynlib/dynamic_library.cc",
-            "native/nccl/nccl_loader.cc",
-            "native/nccl/nccl_error.cc",
-            "native/nccl/comm_core.cc",
-            "native/nccl/communicator.cc",
-            "native/ep/ep_buffer.cc",
-            "native/ep/normal_dispatch.cu",
-            "native/ep/normal_combine.cu",
-            "native/ep/low_latency_dispatch.cu",
-            "native/ep/low_latency_combine.cu",
-            "native/ep/baseline.cu",
-            "native/ep/baseline_binding.cc"
-          ],
+          "sources": ["<!@(node scripts/native-sources.mjs)"],
           "include_dirs": ["<(cuda_home)/include"],
           "defines": [
             "WIDEEP_WITH_CUDA=1",

@@ -2,7 +2,7 @@
  * What this machine can do, as one plain object. capabilities() never throws:
  * every failure becomes a `reason` that says what is missing and what to do.
  */
-import { getNative, nativeLoadReport, type LoadAttempt, type NativeProbe } from './native.js';
+import { getNative, nativeLoadReport, type LoadAttempt, type NativeProbe } from './native/index.js';
 import { NCCL_LIBRARY, libraryCandidates, type LibraryCandidate } from './runtime/shared-libraries.js';
 
 export interface GpuInfo {

@@ -5,7 +5,7 @@
 //   node scripts/dev/ll-js-overhead.mjs [iterations]
 import { EpBuffer, Tensor, TcpStoreServer, initProcessGroup } from '../../dist/index.js';
 import { median } from '../../dist/cli/bench/stats.js';
-import { requireCuda } from '../../dist/native.js';
+import { requireCuda } from '../../dist/native/index.js';
 
 const ITERS = Number(process.argv[2] ?? 20000);
 const cuda = requireCuda('ll-js-overhead');

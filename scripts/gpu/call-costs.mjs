@@ -6,7 +6,7 @@
 // each experiment's mean microseconds per native method.
 import { Communicator, EpBuffer, Event, Stream, Tensor, initProcessGroup } from '../../dist/index.js';
 import { median } from '../../dist/cli/bench/stats.js';
-import { requireCuda } from '../../dist/native.js';
+import { requireCuda } from '../../dist/native/index.js';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 

@@ -2,7 +2,7 @@ import { WideepError, assertInteger, invalidArg } from '../errors.js';
 import { callNative, awaitNative } from '../cuda/call.js';
 import { defaultStream, type Stream } from '../cuda/stream.js';
 import type { ProcessGroup } from '../runtime/types.js';
-import { requireCuda, type CudaBinding } from '../native.js';
+import { requireCuda, type CudaBinding } from '../native/index.js';
 import type { DType } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { loadNccl } from './nccl-library.js';

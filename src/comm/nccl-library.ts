@@ -1,5 +1,5 @@
 import { WideepError } from '../errors.js';
-import { requireCuda } from '../native.js';
+import { requireCuda } from '../native/index.js';
 import { NCCL_LIBRARY, libraryCandidates } from '../runtime/shared-libraries.js';
 
 export interface LoadedNccl {

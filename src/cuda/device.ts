@@ -1,5 +1,5 @@
 import { WideepError, assertInteger } from '../errors.js';
-import { requireCuda, type NativeProbe } from '../native.js';
+import { requireCuda, type NativeProbe } from '../native/index.js';
 
 let probeCache: NativeProbe | undefined;
 

@@ -1,5 +1,5 @@
 import { WideepError } from '../errors.js';
-import { requireCuda, type NativeEvent } from '../native.js';
+import { requireCuda, type NativeEvent } from '../native/index.js';
 import { awaitNative, callNative } from './call.js';
 import { checkDevice } from './device.js';
 import type { Stream } from './stream.js';

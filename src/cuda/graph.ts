@@ -1,5 +1,5 @@
 import { WideepError } from '../errors.js';
-import { requireCuda, type NativeGraph } from '../native.js';
+import { requireCuda, type NativeGraph } from '../native/index.js';
 import { callNative } from './call.js';
 import type { Stream } from './stream.js';
 

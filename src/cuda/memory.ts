@@ -1,5 +1,5 @@
 import { WideepError, assertInteger } from '../errors.js';
-import { requireCuda, type NativeDeviceMemory } from '../native.js';
+import { requireCuda, type NativeDeviceMemory } from '../native/index.js';
 import { awaitNative, callNative } from './call.js';
 import type { Stream } from './stream.js';
 

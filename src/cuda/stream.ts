@@ -1,5 +1,5 @@
 import { WideepError } from '../errors.js';
-import { requireCuda, type NativeStream } from '../native.js';
+import { requireCuda, type NativeStream } from '../native/index.js';
 import { awaitNative, callNative } from './call.js';
 import { checkDevice } from './device.js';
 import { Event } from './event.js';

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { capabilities } from '../../src/capabilities.js';
 import { computeCudaLayout } from '../../src/ep/cuda/buffer-layout.js';
-import { getNative, nativeLoadReport, requireCuda } from '../../src/native.js';
+import { getNative, nativeLoadReport, requireCuda } from '../../src/native/index.js';
 
 const native = getNative();
 

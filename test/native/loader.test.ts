@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { explainCudaError, formatCudaVersion, formatNcclVersion } from '../../src/capabilities.js';
-import { diagnoseLoadError } from '../../src/native.js';
+import { diagnoseLoadError } from '../../src/native/index.js';
 
 describe('loader diagnosis', () => {
   it.each([

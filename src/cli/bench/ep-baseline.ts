@@ -6,7 +6,7 @@
 import type { Communicator } from '../../comm/communicator.js';
 import type { Stream } from '../../cuda/stream.js';
 import type { KeyValueStore } from '../../runtime/types.js';
-import { requireCuda } from '../../native.js';
+import { requireCuda } from '../../native/index.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { EpInputs } from './ep-inputs.js';
 import type { RankMeasurement } from './ep-normal.js';

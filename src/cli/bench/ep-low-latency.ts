@@ -7,7 +7,7 @@ import { Graph } from '../../cuda/graph.js';
 import type { Stream } from '../../cuda/stream.js';
 import type { EpBuffer } from '../../ep/buffer.js';
 import type { LowLatencyDispatchResult } from '../../ep/types.js';
-import { requireCuda } from '../../native.js';
+import { requireCuda } from '../../native/index.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { EpInputs } from './ep-inputs.js';
 import { randomBf16 } from './ep-inputs.js';

@@ -11,7 +11,7 @@
 import type { Communicator } from '../../comm/communicator.js';
 import { Event } from '../../cuda/event.js';
 import type { Stream } from '../../cuda/stream.js';
-import { requireCuda } from '../../native.js';
+import { requireCuda } from '../../native/index.js';
 import { Tensor } from '../../tensor/tensor.js';
 
 /** Long enough for the host to enqueue any measured call behind it. */

@@ -13,7 +13,7 @@ import { toJson, type CliCommand, type CliIo } from '../command.js';
 import { cudaProbe, deviceCount } from '../../cuda/device.js';
 import { launch } from '../../runtime/launcher.js';
 import { WideepError } from '../../errors.js';
-import { PACKAGE_ROOT } from '../../native.js';
+import { PACKAGE_ROOT } from '../../native/index.js';
 import { formatReport, planCases, ratios, summarizeAll, type NcclBenchReport, type TorchReport } from './nccl-metrics.js';
 import { runTorchBaseline } from './nccl-torch.js';
 import type { WorkerConfig, WorkerResult } from './nccl-worker.js';

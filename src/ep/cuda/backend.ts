@@ -11,7 +11,7 @@ import { Event } from '../../cuda/event.js';
 import { Stream } from '../../cuda/stream.js';
 import type { ProcessGroup } from '../../runtime/types.js';
 import { WideepError } from '../../errors.js';
-import { requireCuda, type NativeEpBatonLayout, type NativeEpBuffer, type NativeEvent, type NativeStream } from '../../native.js';
+import { requireCuda, type NativeEpBatonLayout, type NativeEpBuffer, type NativeEvent, type NativeStream } from '../../native/index.js';
 import { itemSize, type DType } from '../../tensor/dtype.js';
 import { Tensor, type Device } from '../../tensor/tensor.js';
 import type {

@@ -7,12 +7,17 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { WideepError } from './errors.js';
+import { WideepError } from '../errors.js';
+import type { ComputeBinding } from './compute.js';
+import type { EpBinding } from './ep.js';
+
+export type * from './compute.js';
+export type * from './ep.js';
 
 const require = createRequire(import.meta.url);
 
-/** Package root: this file sits in src/ (tests) or dist/ (published). */
-export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** Package root: this file sits in src/native/ (tests) or dist/native/ (published). */
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 // ---------------------------------------------------------------------------
 // The binding's shape, written by hand (native/addon.cc is the other half).
@@ -91,62 +96,13 @@ export interface NativeNcclLoad {
   attempts: NativeLibraryAttempt[];
 }
 
-export interface NativeEpStatus {
-  code: number;
-  phase: number;
-  peer: number;
-  value: number;
-}
-
-export type NativeFieldMap = Record<string, number> & { length: number };
-
-export interface NativeEpBatonLayout {
-  config: NativeFieldMap;
-  notify: NativeFieldMap;
-  dispatch: NativeFieldMap;
-  combine: NativeFieldMap;
-  lowLatency: NativeFieldMap;
-  controlBytes: number;
-  maxRanks: number;
-  maxLocalExperts: number;
-  maxTopk: number;
-  routingMetaBytes: number;
-}
-
-/** native/ep/ep_buffer.cc: the registered buffer, its peers and the EP launches. */
-export interface NativeEpBuffer {
-  readonly base: bigint;
-  readonly closed: boolean;
-  ipcHandle(): Uint8Array;
-  openPeers(handles: Uint8Array[]): void;
-  configure(baton: BigInt64Array): void;
-  notify(baton: BigInt64Array, stream: NativeStream): void;
-  dispatch(baton: BigInt64Array, stream: NativeStream): void;
-  combine(baton: BigInt64Array, stream: NativeStream): void;
-  /**
-   * The low-latency launches. Each records `event` behind its launch unless the
-   * stream is being captured, and returns whether it did. lowLatencyDispatch
-   * and lowLatencyCombine send and receive in one launch.
-   */
-  lowLatencyDispatch(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
-  lowLatencyDispatchSend(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
-  lowLatencyDispatchRecv(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
-  lowLatencyCombine(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
-  lowLatencyCombineSend(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
-  lowLatencyCombineRecv(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
-  cleanLowLatency(stream: NativeStream): void;
-  readStatus(): NativeEpStatus | null;
-  readCounts(slot: number, numLocalExperts: number): { numRecv: number; perExpert: Int32Array };
-  close(): Promise<void>;
-}
-
 export interface NativeGraph {
   readonly closed: boolean;
   launch(stream: NativeStream): void;
   close(): void;
 }
 
-export interface CudaBinding {
+export interface CudaBinding extends EpBinding, ComputeBinding {
   probe(): NativeProbe;
   Stream: new (device: number, priority?: number) => NativeStream;
   Event: new (device: number, timing?: boolean) => NativeEvent;
@@ -163,17 +119,9 @@ export interface CudaBinding {
   sleep(ns: number, stream: NativeStream): void;
   /** dlopen()s the first loadable candidate and resolves the NCCL API. Idempotent once loaded. */
   ncclLoad(candidates: string[]): NativeNcclLoad;
-  /** Benchmark baseline: dst[i] = src[idx[i]] for rows of rowBytes. */
-  gatherRows(dst: bigint, src: bigint, idx: bigint, n: number, rowBytes: number, numSms: number, stream: NativeStream): void;
-  /** Benchmark baseline: out[idx[i]] += src[i] for bf16 rows (atomic). */
-  scatterAddBf16(out: bigint, src: bigint, idx: bigint, n: number, hidden: number, numSms: number, stream: NativeStream): void;
   Graph: {
     beginCapture(stream: NativeStream): void;
     endCapture(stream: NativeStream): NativeGraph;
-  };
-  EpBuffer: {
-    new (device: number, bytes: number, numSlots: number, rank: number, numRanks: number): NativeEpBuffer;
-    batonLayout(): NativeEpBatonLayout;
   };
 }
 
