@@ -4,6 +4,8 @@
 #include "build_info.h"
 
 #ifdef WIDEEP_WITH_CUDA
+#include "blas/blas_handle.h"
+#include "blas/cublaslt_loader.h"
 #include "cuda/copies.h"
 #include "cuda/device_memory.h"
 #include "cuda/event.h"
@@ -13,6 +15,7 @@
 #include "cuda/stream.h"
 #include "ep/baseline_binding.h"
 #include "ep/ep_buffer.h"
+#include "moe/moe_binding.h"
 #include "nccl/communicator.h"
 #include "nccl/nccl_loader.h"
 #endif
@@ -42,6 +45,9 @@ WideepAddon::WideepAddon(Napi::Env env, Napi::Object exports) {
   cuda.Set("EpBuffer", ep::EpBuffer::Define(env));
   cuda.Set("gatherRows", Napi::Function::New(env, ep::GatherRows, "gatherRows"));
   cuda.Set("scatterAddBf16", Napi::Function::New(env, ep::ScatterAddBf16, "scatterAddBf16"));
+  cuda.Set("blasLoad", Napi::Function::New(env, blas::LoadBinding, "blasLoad"));
+  cuda.Set("BlasHandle", blas::BlasHandle::Define(env));
+  moe::Register(env, cuda);
   Napi::Function graph = Graph::Define(env);
   graphCtor = Napi::Persistent(graph);
   cuda.Set("Graph", graph);

@@ -1,6 +1,6 @@
 /**
  * The one error class of the library. `code` is stable and meant for programs;
- * `status` carries the raw CUDA/NCCL status where one exists.
+ * `status` carries the raw CUDA/NCCL/cuBLAS status where one exists.
  */
 export type ErrorCode =
   | 'ERR_INVALID_ARG'
@@ -12,11 +12,13 @@ export type ErrorCode =
   | 'ERR_NO_GPU'
   | 'ERR_NO_ADDON'
   | 'ERR_NCCL_NOT_FOUND'
+  | 'ERR_BLAS_NOT_FOUND'
   | 'ERR_PEER'
   | 'ERR_PROTOCOL'
   | 'ERR_UNSUPPORTED'
   | `CUDA_ERROR_${string}`
-  | `NCCL_${string}`;
+  | `NCCL_${string}`
+  | `CUBLAS_STATUS_${string}`;
 
 export class WideepError extends Error {
   readonly code: ErrorCode;

@@ -7,17 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "dynlib/dynamic_library.h"
+#include "dynlib/runtime_library.h"
 #include "nccl/nccl_api.h"
 
 namespace wideep::nccl {
 
-struct LoadState {
-  bool loaded = false;
-  std::string path;
-  int version = 0;
-  std::vector<LoadAttempt> attempts;
-};
+using LoadState = LibraryLoad;
 
 // Tries `candidates` unless a library is already loaded. Thread-safe.
 const LoadState& Load(const std::vector<std::string>& candidates);

@@ -1,8 +1,10 @@
 /**
- * The expert-compute half of the binding's shape: cuBLAS/cuBLASLt loaded at
- * run time (native/blas/) and the small kernels of a MoE layer (native/moe/).
+ * The expert-compute half of the binding's shape: cuBLASLt loaded at run time
+ * (native/blas/), the small kernels of a MoE layer (native/moe/) and the
+ * device tensor fills (native/tensor/).
  */
-import type { NativeLibraryAttempt } from './index.js';
+import type { NativeFieldMap } from './ep.js';
+import type { NativeLibraryAttempt, NativeStream } from './index.js';
 
 export interface NativeBlasLoad {
   loaded: boolean;
@@ -13,7 +15,38 @@ export interface NativeBlasLoad {
   attempts: NativeLibraryAttempt[];
 }
 
+/** native/blas/blas_handle.cc: a cuBLASLt handle of one GPU and its prepared matmuls. */
+export interface NativeBlasHandle {
+  readonly closed: boolean;
+  /** One cublasLtMatmul described by a baton (fields()). */
+  matmul(baton: BigInt64Array, stream: NativeStream): void;
+  close(): void;
+}
+
+export interface NativeMoeFields {
+  topk: NativeFieldMap;
+  swiglu: NativeFieldMap;
+  permute: NativeFieldMap;
+  unpermute: NativeFieldMap;
+  maxTopkExperts: number;
+  maxTopkGroups: number;
+  maxTopk: number;
+}
+
 export interface ComputeBinding {
   /** dlopen()s the first loadable libcublasLt candidate and resolves the API. Idempotent once loaded. */
   blasLoad(candidates: string[]): NativeBlasLoad;
+  BlasHandle: {
+    new (device: number): NativeBlasHandle;
+    fields(): NativeFieldMap;
+  };
+  moeFields(): NativeMoeFields;
+  routerTopk(baton: BigInt64Array, stream: NativeStream): void;
+  swiglu(baton: BigInt64Array, stream: NativeStream): void;
+  permute(baton: BigInt64Array, stream: NativeStream): void;
+  unpermute(baton: BigInt64Array, stream: NativeStream): void;
+  /** f32 [batch, rows, blocks] -> [batch, blocks, ldOut], rows past `rows` zeroed. */
+  transposeScales(src: bigint, dst: bigint, batch: number, rows: number, blocks: number, ldOut: number, stream: NativeStream): void;
+  fillValue(ptr: bigint, numel: number, type: number, value: number, stream: NativeStream): void;
+  fillRandom(ptr: bigint, numel: number, type: number, distribution: number, seed: number, a: number, b: number, stream: NativeStream): void;
 }

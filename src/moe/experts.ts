@@ -1,0 +1,69 @@
+/**
+ * The routed experts of one rank on the GPU: y[e] = down(swiglu(gateUp(x[e])))
+ * for every local expert e, over the expert-major layout [E, M, H] that a
+ * low-latency dispatch (recvX) or permuteToExperts produces. BF16 end to end,
+ * or FP8 e4m3 with DeepSeek-V3's block scales: the dispatched fp8 rows and
+ * their 1x128 scales feed the gate+up GEMM, SwiGLU re-quantises for the down
+ * GEMM, weights carry 128x128 scales.
+ *
+ * Rows past an expert's count are computed by the GEMMs too (they run on the
+ * padded [E, M, H] without a host sync) and left unread: SwiGLU skips them.
+ */
+import { groupedLinear } from '../blas/gemm.js';
+import type { Stream } from '../cuda/stream.js';
+import { WideepError } from '../errors.js';
+import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { swiglu } from './activation.js';
+
+export interface ExpertWeightsOnDevice {
+  /** [E, 2I, H]: gate rows then up rows of each expert (bf16, or fp8e4m3 with w13Scales). */
+  w13: Tensor;
+  /** f32 [E, 2I/128, H/128] with fp8 weights. */
+  w13Scales?: Tensor;
+  /** [E, H, I] (bf16, or fp8e4m3 with w2Scales). */
+  w2: Tensor;
+  /** f32 [E, H/128, I/128] with fp8 weights. */
+  w2Scales?: Tensor;
+}
+
+export interface ExpertsForwardOptions {
+  /** [E, M, H]: bf16, or fp8e4m3 with xScales (then the weights must be fp8 too). */
+  x: Tensor;
+  /** f32 [E, M, H/128] (the dispatch's layout) with fp8 x. */
+  xScales?: Tensor;
+  /** i32 [E]: valid rows per expert (a low-latency dispatch's recvCount, permuteToExperts' counts). */
+  counts?: Tensor;
+  weights: ExpertWeightsOnDevice;
+  /** bf16 [E, M, H]; allocated when absent. */
+  out?: Tensor;
+  stream?: Stream;
+  strategy?: 'batched' | 'loop';
+}
+
+export function expertsForward(o: ExpertsForwardOptions): Tensor {
+  const where = 'expertsForward';
+  if (typeof o !== 'object' || o === null) throw new WideepError('ERR_INVALID_ARG', `${where}: expected an options object`);
+  const x = deviceTensor(where, 'x', o.x);
+  const w = o.weights;
+  if (typeof w !== 'object' || w === null) throw new WideepError('ERR_INVALID_ARG', `${where}: weights: expected { w13, w2 }`);
+  const fp8 = x.dtype === 'fp8e4m3';
+  const w13 = deviceTensor(where, 'weights.w13', w.w13, x.deviceIndex);
+  const w2 = deviceTensor(where, 'weights.w2', w.w2, x.deviceIndex);
+  expectDType(where, 'weights.w13', w13, [x.dtype]);
+  expectDType(where, 'weights.w2', w2, [x.dtype]);
+  expectShape(where, 'x', x, ['E', 'M', 'H'], [null, null, null]);
+  const [E, , H] = x.shape as [number, number, number];
+  expectShape(where, 'weights.w13', w13, ['E', '2I', 'H'], [E, null, H]);
+  const I = w13.shape[1]! / 2;
+  expectShape(where, 'weights.w2', w2, ['E', 'H', 'I'], [E, H, I]);
+  const stream = streamFor(where, x.deviceIndex, o.stream);
+  const strategy = o.strategy;
+  const h = groupedLinear({ x, xScales: o.xScales, weight: w13, weightScales: w.w13Scales, stream, strategy });
+  const a = swiglu({ x: h, counts: o.counts, fp8, stream });
+  h.close(stream);
+  const y = groupedLinear({ x: a.out, xScales: a.scales, xScalesLayout: 'blocks', weight: w2, weightScales: w.w2Scales, out: o.out, stream, strategy });
+  a.out.close(stream);
+  a.scales?.close(stream);
+  return y;
+}

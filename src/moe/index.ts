@@ -1,0 +1,9 @@
+/**
+ * Expert compute on the GPU: the router (gate GEMM + fused top-k with
+ * replica choice), the grouped expert GEMMs with SwiGLU, and the permutation
+ * between a normal-mode dispatch and the expert-major layout.
+ */
+export { route, routerTopk, type ReplicaMap, type RouteOptions, type RoutingConfig, type TopkOptions, type TopkResult } from './router.js';
+export { swiglu, type SwigluOptions, type SwigluResult } from './activation.js';
+export { permuteToExperts, unpermuteFromExperts, type PermuteOptions, type PermuteResult, type UnpermuteOptions } from './permute.js';
+export { expertsForward, type ExpertWeightsOnDevice, type ExpertsForwardOptions } from './experts.js';
