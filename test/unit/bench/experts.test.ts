@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+
+import { GOALS, gemmFlops, groupedCases, hbmPeakGBps, tflops, weightBytes } from '../../../src/cli/bench/experts-cases.js';
+import { buildReport, renderExperts } from '../../../src/cli/bench/experts.js';
+import type { GroupedResult, HostResult, RouterResult } from '../../../src/cli/bench/experts-measure.js';
+
+const timing = (us: number, c: { E: number; M: number; N: number; K: number }) => ({ us, tflops: tflops(gemmFlops(c), us) });
+
+function result(id: number, bf16Us: number, fp8Us: number, denseUs: number): GroupedResult {
+  const c = groupedCases()[id]!;
+  return {
+    ...c,
+    bf16: timing(bf16Us, c),
+    bf16Loop: timing(bf16Us * 2, c),
+    fp8: timing(fp8Us, c),
+    fp8Loop: timing(fp8Us * 3, c),
+    dense: timing(denseUs, c),
+    bf16WeightGBps: weightBytes(c, false) / bf16Us / 1e3,
+    fp8WeightGBps: weightBytes(c, true) / fp8Us / 1e3,
+  };
+}
+
+const router: RouterResult = { topkUs: 8, gateGemm: { us: 100, tflops: 150 } };
+const host: HostResult = { linearUs: 3, groupedLinearUs: 4, routerTopkUs: 2, swigluUs: 6, graphLaunchUs: 2.5, opsInGraph: 4 };
+
+describe('bench experts: cases and metrics', () => {
+  it("covers the issue's shapes with DeepSeek-V3's widths", () => {
+    const cases = groupedCases();
+    const ids = cases.map((c) => `${c.phase} ${c.E}x${c.M}`);
+    for (const s of ['prefill 32x512', 'prefill 64x512', 'prefill 32x1024', 'prefill 64x1024', 'decode 32x16', 'decode 32x32', 'decode 256x128']) expect(ids).toContain(s);
+    for (const c of cases) {
+      expect(c.projection === 'gate_up' ? [c.N, c.K] : [c.N, c.K]).toEqual(c.projection === 'gate_up' ? [4096, 7168] : [7168, 2048]);
+    }
+  });
+
+  it('computes FLOPs, TFLOP/s and weight bytes', () => {
+    const c = { E: 2, M: 3, N: 256, K: 512 };
+    expect(gemmFlops(c)).toBe(2 * 2 * 3 * 256 * 512);
+    expect(tflops(1e12, 1e6)).toBe(1);
+    expect(weightBytes(c, false)).toBe(2 * 2 * 256 * 512);
+    expect(weightBytes(c, true)).toBe(2 * 256 * 512 + 2 * 2 * 4 * 4);
+    expect(hbmPeakGBps('NVIDIA H200')).toBe(4800);
+    expect(hbmPeakGBps('NVIDIA H100 80GB HBM3')).toBe(3350);
+    expect(hbmPeakGBps('Tesla T4')).toBeUndefined();
+  });
+});
+
+describe('bench experts: report', () => {
+  const torchGrouped = (r: GroupedResult, us: number) => ({ E: r.E, M: r.M, N: r.N, K: r.K, bf16Us: us, fp8RowwiseUs: us / 1.5 });
+
+  it('checks every goal against the measured ratios, met or not', () => {
+    const prefill = result(0, 1000, 500, 800); // fp8 2x, dense/bf16 0.8
+    const slow = result(1, 1000, 900, 500); // fp8 1.1x, dense/bf16 0.5
+    const torch = { available: true as const, torch: '2.11', device: 'H100', grouped: [torchGrouped(prefill, 1100), torchGrouped(slow, 900)], router: { topkUs: 40 } };
+    const report = buildReport('NVIDIA H100 80GB HBM3', { version: '13.1.0', path: '/x' }, [prefill, slow], router, host, torch);
+    const goal = (text: string) => report.goals.find((g) => g.goal.startsWith(text))!;
+    expect(goal(`${prefill.id}: bf16 vs torch`)).toMatchObject({ target: GOALS.prefillBf16VsTorch, value: 1.1, met: true });
+    expect(goal(`${slow.id}: bf16 vs torch`)).toMatchObject({ value: 0.9, met: false });
+    expect(goal(`${prefill.id}: bf16 vs dense`)).toMatchObject({ value: 0.8, met: true });
+    expect(goal(`${slow.id}: bf16 vs dense`)).toMatchObject({ value: 0.5, met: false });
+    expect(goal(`${prefill.id}: fp8 vs our bf16`)).toMatchObject({ value: 2, met: true });
+    expect(goal(`${slow.id}: fp8 vs our bf16`).met).toBe(false);
+    expect(goal('router top-k, 4096')).toMatchObject({ value: 8, met: true });
+    expect(goal('router top-k vs PyTorch')).toMatchObject({ value: 5, met: true });
+    expect(goal('host time per swiglu')).toMatchObject({ value: 6, met: false });
+    expect(report.grouped[0]!.torchBf16Us).toBe(1100);
+    expect(renderExperts(report)).toMatch(/NOT MET .*fp8 vs our bf16/);
+  });
+
+  it('says when PyTorch is absent and checks the goals that need no baseline', () => {
+    const decode = result(9, 600, 400, 300);
+    const report = buildReport('NVIDIA H100 80GB HBM3', { version: '13.1.0', path: '/x' }, [decode], router, host, { available: false, reason: 'no module named torch' });
+    expect(report.torch).toEqual({ available: false, reason: 'no module named torch' });
+    expect(report.goals.some((g) => g.goal.includes('torch'))).toBe(false);
+    const hbm = report.goals.find((g) => g.goal.includes('HBM'))!;
+    expect(hbm.value).toBeCloseTo(decode.bf16WeightGBps / 3350, 3);
+    expect(renderExperts(report)).toContain('PyTorch absent (no module named torch)');
+  });
+});
