@@ -2,8 +2,9 @@
  * What this machine can do, as one plain object. capabilities() never throws:
  * every failure becomes a `reason` that says what is missing and what to do.
  */
-import { getNative, nativeLoadReport, type LoadAttempt, type NativeProbe } from './native/index.js';
-import { NCCL_LIBRARY, libraryCandidates, type LibraryCandidate } from './runtime/shared-libraries.js';
+import { CUBLASLT_LIBRARY, formatBlasVersion } from './blas/library.js';
+import { getNative, nativeLoadReport, type CudaBinding, type LoadAttempt, type NativeNcclLoad, type NativeProbe } from './native/index.js';
+import { NCCL_LIBRARY, libraryCandidates, type LibraryCandidate, type RuntimeLibrarySpec } from './runtime/shared-libraries.js';
 
 export interface GpuInfo {
   index: number;
@@ -17,7 +18,8 @@ export interface GpuInfo {
   supported: boolean;
 }
 
-export interface NcclInfo {
+/** A shared library the addon loads at run time (NCCL, cuBLASLt): where it was found, or every path tried. */
+export interface RuntimeLibraryInfo {
   found: boolean;
   path?: string;
   version?: string;
@@ -26,6 +28,8 @@ export interface NcclInfo {
   reason?: string;
   tried: (LibraryCandidate & { error?: string })[];
 }
+
+export type NcclInfo = RuntimeLibraryInfo;
 
 export interface Capabilities {
   node: string;
@@ -51,6 +55,8 @@ export interface Capabilities {
   /** peerAccess[i][j]: GPU i can map GPU j's memory (true on the diagonal). */
   peerAccess: boolean[][];
   nccl: NcclInfo;
+  /** cuBLASLt, which runs the expert GEMMs (12.9+ for the fp8 block scales). */
+  cublasLt: RuntimeLibraryInfo;
   warnings: string[];
 }
 
@@ -95,37 +101,51 @@ function archSupports(archs: string[], major: number, minor: number): boolean {
   });
 }
 
-function probeNccl(loadable: boolean): NcclInfo {
-  const candidates = libraryCandidates(NCCL_LIBRARY);
-  const cuda = getNative()?.cuda;
-  if (!loadable || !cuda) {
-    return {
-      found: false,
-      reason: 'NCCL is loaded by the CUDA part of the addon, which is not available here',
-      tried: candidates,
-    };
-  }
-  const r = cuda.ncclLoad(candidates.map((c) => c.path));
-  const tried = candidates.map((c) => ({ ...c, error: r.attempts.find((a) => a.path === c.path)?.error }));
-  if (r.loaded) {
-    return {
-      found: true,
-      path: r.path,
-      versionCode: r.version,
-      version: r.version ? formatNcclVersion(r.version) : undefined,
-      tried,
-    };
-  }
-  return {
-    found: false,
-    reason:
-      'libnccl.so.2 was not found: install NCCL (e.g. pip install nvidia-nccl-cu13, or the libnccl2 package), ' +
-      'or point WIDEEP_NCCL_LIBRARY at the file',
-    tried,
-  };
+interface LibraryProbe {
+  spec: RuntimeLibrarySpec;
+  what: string;
+  load(cuda: CudaBinding, paths: string[]): NativeNcclLoad;
+  format(version: number): string;
+  fix: string;
 }
 
-/** Reports the addon, CUDA, GPUs, peer access and NCCL. Never throws. */
+const PROBES = {
+  nccl: {
+    spec: NCCL_LIBRARY,
+    what: 'NCCL',
+    load: (cuda, paths) => cuda.ncclLoad(paths),
+    format: formatNcclVersion,
+    fix: 'install NCCL (e.g. pip install nvidia-nccl-cu13, or the libnccl2 package), or point WIDEEP_NCCL_LIBRARY at the file',
+  },
+  cublasLt: {
+    spec: CUBLASLT_LIBRARY,
+    what: 'cuBLASLt',
+    load: (cuda, paths) => cuda.blasLoad(paths),
+    format: formatBlasVersion,
+    fix: `install cuBLAS 12.9+ (e.g. pip install nvidia-cublas, or the CUDA toolkit), or point ${CUBLASLT_LIBRARY.overrideVar} at the file`,
+  },
+} satisfies Record<string, LibraryProbe>;
+
+function probeLibrary(p: LibraryProbe, loadable: boolean): RuntimeLibraryInfo {
+  const candidates = libraryCandidates(p.spec);
+  const cuda = getNative()?.cuda;
+  if (!loadable || !cuda) {
+    return { found: false, reason: `${p.what} is loaded by the CUDA part of the addon, which is not available here`, tried: candidates };
+  }
+  const r = p.load(cuda, candidates.map((c) => c.path));
+  const tried = candidates.map((c) => ({ ...c, error: r.attempts.find((a) => a.path === c.path)?.error }));
+  if (r.loaded) {
+    return { found: true, path: r.path, versionCode: r.version, version: r.version ? p.format(r.version) : undefined, tried };
+  }
+  return { found: false, reason: `${p.spec.soname} was not found: ${p.fix}`, tried };
+}
+
+function probeLibraries(caps: Capabilities, loadable: boolean): void {
+  caps.nccl = probeLibrary(PROBES.nccl, loadable);
+  caps.cublasLt = probeLibrary(PROBES.cublasLt, loadable);
+}
+
+/** Reports the addon, CUDA, GPUs, peer access, NCCL and cuBLASLt. Never throws. */
 export function capabilities(): Capabilities {
   const caps: Capabilities = {
     node: process.version,
@@ -136,6 +156,7 @@ export function capabilities(): Capabilities {
     gpus: [],
     peerAccess: [],
     nccl: { found: false, tried: [] },
+    cublasLt: { found: false, tried: [] },
     warnings: [],
   };
   try {
@@ -144,7 +165,7 @@ export function capabilities(): Capabilities {
     const native = getNative();
     if (!native) {
       caps.cuda.reason = `the native addon did not load: ${report.attempts[0]?.cause ?? 'unknown'}`;
-      caps.nccl = probeNccl(false);
+      probeLibraries(caps, false);
       return caps;
     }
     const info = native.buildInfo();
@@ -159,7 +180,7 @@ export function capabilities(): Capabilities {
     };
     if (!native.cuda) {
       caps.cuda.reason = 'the addon was built without CUDA (no CUDA toolkit at build time); the cpu backend works';
-      caps.nccl = probeNccl(false);
+      probeLibraries(caps, false);
       return caps;
     }
     const probe = native.cuda.probe();
@@ -194,7 +215,7 @@ export function capabilities(): Capabilities {
         caps.warnings.push('some GPU pairs lack peer access: the NVLink dispatch/combine kernels need all pairs');
       }
     }
-    caps.nccl = probeNccl(true);
+    probeLibraries(caps, true);
   } catch (e) {
     caps.warnings.push(`capability probe failed: ${(e as Error).message}`);
   }

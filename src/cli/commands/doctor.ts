@@ -43,11 +43,13 @@ export function renderDoctor(c: Capabilities): string {
     lines.push(`gpus     none: ${c.cuda.reason ?? 'no GPU visible'}`);
     lines.push('         the cpu backend (simulated ranks) is used instead');
   }
-  if (c.nccl.found) {
-    lines.push(`nccl     ${c.nccl.version} at ${c.nccl.path}`);
-  } else {
-    lines.push(`nccl     not found: ${c.nccl.reason}`);
-    for (const t of c.nccl.tried) lines.push(`           tried ${t.path} (${t.source})${t.error ? `: ${t.error}` : ''}`);
+  for (const [label, lib] of [['nccl', c.nccl], ['cublasLt', c.cublasLt]] as const) {
+    if (lib.found) {
+      lines.push(`${label.padEnd(9)}${lib.version} at ${lib.path}`);
+    } else {
+      lines.push(`${label.padEnd(9)}not found: ${lib.reason}`);
+      for (const t of lib.tried) lines.push(`           tried ${t.path} (${t.source})${t.error ? `: ${t.error}` : ''}`);
+    }
   }
   for (const w of c.warnings) lines.push(`warning  ${w}`);
   return lines.join('\n');
@@ -55,7 +57,7 @@ export function renderDoctor(c: Capabilities): string {
 
 export const command: CliCommand = {
   name: 'doctor',
-  summary: 'report the addon, CUDA, GPUs, peer access and NCCL',
+  summary: 'report the addon, CUDA, GPUs, peer access, NCCL and cuBLASLt',
   usage: USAGE,
   async run(argv, io) {
     const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean', default: false } }, strict: true });
