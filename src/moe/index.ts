@@ -7,3 +7,4 @@ export { route, routerTopk, type ReplicaMap, type RouteOptions, type RoutingConf
 export { swiglu, type SwigluOptions, type SwigluResult } from './activation.js';
 export { permuteToExperts, unpermuteFromExperts, type PermuteOptions, type PermuteResult, type UnpermuteOptions } from './permute.js';
 export { expertsForward, type ExpertWeightsOnDevice, type ExpertsForwardOptions } from './experts.js';
+export { MoeLayer, type ForwardMode, type MoeForwardOptions, type MoeLayerDeviceWeights } from './layer.js';
