@@ -2,19 +2,22 @@
  * The MoE layer on GPUs (router, EP dispatch, grouped experts, combine,
  * shared expert) against the same layer on the host, in normal and
  * low-latency mode, with a rank that has no tokens in one normal step: at one
- * rank, and at 2 and 4 ranks on GPUs or sharing GPU 0.
+ * rank, and at 2 and 4 ranks on GPUs or sharing GPU 0. It uses wideep/testing
+ * as a user's integration test would.
  */
+import { fileURLToPath } from 'node:url';
+
 import { describe, expect, it } from 'vitest';
 
-import { gpus, shareGpu, skipReason } from './gpu-env.js';
-import { runWorkers } from './run-workers.js';
+import { placement, runOnRanks } from '../../src/testing/ranks.js';
+
+const worker = fileURLToPath(new URL('./workers/moe-layer.mjs', import.meta.url));
 
 for (const n of [1, 2, 4]) {
-  const shared = gpus < n && shareGpu;
-  const title = shared ? `MoE layer on ${n} ranks sharing GPU 0` : `MoE layer on ${n} GPU${n === 1 ? '' : 's'} (${skipReason(n)})`;
-  describe.skipIf(gpus < n && !shared)(title, { timeout: 300_000 }, () => {
+  const where = placement(n);
+  describe.skipIf(!where.run)(`MoE layer on ${where.reason}`, { timeout: 300_000 }, () => {
     it('matches the host layer in normal and low-latency mode', async () => {
-      const { ok, reports, log } = await runWorkers('moe-layer.mjs', n, shared ? { WIDEEP_DEVICE: '0' } : {});
+      const { ok, reports, log } = await runOnRanks(worker, n, where.env);
       expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);
       expect(reports, log.slice(-2000)).toHaveLength(n);
       for (const r of reports) {
