@@ -2,37 +2,34 @@
  * `wideep launch` as a library: spawn one worker per local rank, prefix their
  * output, and tear the whole job down when one of them fails.
  *
- * Each worker starts in its own process group (`detached`), and every signal
- * goes to the group, so whatever a worker spawned goes with it. Node 0's
- * launcher hosts the job's store; with several nodes, the launchers use it to
- * hear of each other's failures (FAILED_KEY) and completions (doneKey).
+ * Each worker starts in its own process group, and every signal goes to the
+ * group, so whatever a worker spawned goes with it; if the launcher itself
+ * dies, its workers learn it and end (launch/launcher-watch.ts). Node 0's
+ * launcher hosts the job's store, which serves only holders of the job's
+ * secret; with several nodes, the launchers meet there before starting any
+ * worker and hear there of each other's failures (launch/node-link.ts).
+ * docs/reliability.md says what each of these promises and how it is tested.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { resolve as resolvePath } from 'node:path';
-import type { Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
 
-import { WideepError, assertInteger, isWideepError } from '../errors.js';
+import { WideepError, assertInteger } from '../errors.js';
 import { DEFAULT_MASTER_ADDR, DEFAULT_MASTER_PORT } from './env.js';
-import { STORE_HOSTED_VAR } from './process-group.js';
-import { TcpStoreClient, TcpStoreServer, isLoopback } from './store/index.js';
+import { NodeLink, type LaunchFailure, type RemoteStop } from './launch/node-link.js';
+import { OutputForwarder, type OutputSink } from './launch/output.js';
+import { LauncherSignals } from './launch/signals.js';
+import { WorkerSet, type RankExit } from './launch/workers.js';
+import { STORE_HOSTED_VAR, STORE_TOKEN_VAR } from './process-group.js';
+import { checkToken } from './store/auth.js';
+import { TcpStoreServer, isLoopback, newToken } from './store/index.js';
+
+export type { LaunchFailure, OutputSink, RankExit };
 
 /** Time between SIGTERM and SIGKILL. */
 export const DEFAULT_GRACE_MS = 3_000;
 /** Most processes one launcher starts. */
 export const MAX_NPROC_PER_NODE = 1024;
-/** A worker's line longer than this is passed on in pieces rather than held. */
-const MAX_PARTIAL_LINE = 64 * 1024;
-/** How often the final sweep looks whether a worker's leftover processes have gone (no event exists for them). */
-const SWEEP_INTERVAL_MS = 50;
-/** How long the launcher waits for worker pipes to close once every process is gone. */
-const PIPE_CLOSE_MS = 1_000;
-
-const FAILED_KEY = 'wideep/launch/failed';
-const doneKey = (nodeRank: number) => `wideep/launch/done/${nodeRank}`;
-const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+/** Default limit for reaching node 0 and for every node to join: 300 s. */
+export const DEFAULT_RDZV_TIMEOUT_MS = 300_000;
 
 export interface LaunchOptions {
   /** The worker program: `.js`/`.mjs`/`.cjs` runs under this Node, anything else is executed. */
@@ -44,41 +41,32 @@ export interface LaunchOptions {
   nnodes?: number;
   /** This node's index (default 0). Node 0's launcher hosts the store. */
   nodeRank?: number;
-  /** Node 0's address (default 127.0.0.1; required with nnodes > 1). */
+  /** Node 0's address (default 127.0.0.1; required with nnodes > 1). Node 0's store binds this address only. */
   masterAddr?: string;
   /** The store's port (default: a free port for one node, 29500 for several). */
   masterPort?: number;
   /** The workers' base environment (default process.env); rank variables are added to it. */
   env?: Readonly<Record<string, string | undefined>>;
-  /** Where prefixed worker stdout goes (default process.stdout). */
-  stdout?: (text: string) => void;
-  /** Where prefixed worker stderr goes (default process.stderr). */
-  stderr?: (text: string) => void;
+  /**
+   * Where prefixed worker stdout goes (default process.stdout). A stream is
+   * written with backpressure: a slow reader pauses the workers' pipes. A
+   * stream that breaks (EPIPE) stops the job, as SIGPIPE would.
+   */
+  stdout?: OutputSink;
+  /** Where prefixed worker stderr and the launcher's own notes go (default process.stderr). */
+  stderr?: OutputSink;
   /** SIGTERM → SIGKILL grace (ms, default 3000). */
   graceMs?: number;
-  /** Forward SIGINT/SIGTERM/SIGHUP received by this process to the workers (default true). */
+  /** Take over SIGINT/SIGTERM/SIGHUP received by this process in every phase, and forward them to the workers (default true). */
   forwardSignals?: boolean;
-  /** Limit for reaching node 0's store from other nodes (ms, default 300 s). */
-  storeTimeoutMs?: number;
-}
-
-export interface RankExit {
-  rank: number;
-  localRank: number;
-  pid: number | undefined;
-  /** Exit code, or null when killed by a signal or never started. */
-  exitCode: number | null;
-  signal: NodeJS.Signals | null;
-  /** Why the process could not start. */
-  error?: string;
-}
-
-export interface LaunchFailure {
-  rank: number;
-  nodeRank: number;
-  exitCode: number | null;
-  signal: NodeJS.Signals | null;
-  error?: string;
+  /** Limit for reaching node 0's store and for every node to join (ms, default 300 s). */
+  rdzvTimeoutMs?: number;
+  /**
+   * The job's secret (at least 16 characters): the store serves only its
+   * holders. Default: WIDEEP_STORE_TOKEN of `env`; with one node and none
+   * set, a fresh one. A job over several nodes needs the same one on every node.
+   */
+  token?: string;
 }
 
 export interface LaunchResult {
@@ -86,7 +74,7 @@ export interface LaunchResult {
   worldSize: number;
   nnodes: number;
   nodeRank: number;
-  /** This node's ranks, in local order. */
+  /** This node's ranks, in local order (empty when the job was interrupted before any started). */
   ranks: RankExit[];
   /** The rank whose failure stopped the job (possibly on another node), else null. */
   failedRank: number | null;
@@ -97,90 +85,26 @@ export interface LaunchResult {
   stoppedRanks: number[];
   /** What went wrong, for the user; null when ok. */
   message: string | null;
-  /** The exit status a CLI should return: 0, 1, or 128 + signal number. */
+  /** The exit status a CLI should return: 0, 1, or 128 + signal number (SIGPIPE's when the output broke). */
   exitCode: number;
 }
 
-interface Worker {
-  child: ChildProcess;
-  exit: RankExit;
-  exited: Promise<void>;
-  closed: Promise<void>;
+interface Settings {
+  script: string;
+  args: readonly string[];
+  nproc: number;
+  nnodes: number;
+  nodeRank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  graceMs: number;
+  rdzvTimeoutMs: number;
+  token: string;
+  env: Readonly<Record<string, string | undefined>>;
 }
 
-/** Sends `signal` to a whole process group; false when the group is gone. */
-function signalGroup(pgid: number | undefined, signal: NodeJS.Signals | 0): boolean {
-  if (pgid === undefined) return false;
-  try {
-    process.kill(-pgid, signal);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
- * Whether any process of the group still lives. A zombie does not count: an
- * orphan that has died waits for init to reap it, and some inits (in
- * containers, often) never do. Linux's /proc tells them apart; without it,
- * any member counts.
- */
-function groupAlive(pgid: number | undefined): boolean {
-  if (!signalGroup(pgid, 0)) return false;
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
-  } catch {
-    return true;
-  }
-  for (const pid of pids) {
-    try {
-      // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-      const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') return true;
-    } catch {
-      // it exited meanwhile
-    }
-  }
-  return false;
-}
-
-/** Copies a stream to `sink` line by line with `prefix`; a last partial line is flushed at the end. */
-function pipeLines(stream: Readable, prefix: string, sink: (text: string) => void): void {
-  const decoder = new StringDecoder('utf8');
-  let partial = '';
-  stream.on('data', (chunk: Buffer) => {
-    const lines = (partial + decoder.write(chunk)).split('\n');
-    partial = lines.pop()!;
-    if (partial.length > MAX_PARTIAL_LINE) {
-      lines.push(partial);
-      partial = '';
-    }
-    if (lines.length > 0) sink(lines.map((l) => `${prefix}${l}\n`).join(''));
-  });
-  stream.once('close', () => {
-    partial += decoder.end();
-    if (partial) sink(`${prefix}${partial}\n`);
-    partial = '';
-  });
-}
-
-function describeExit(e: { exitCode: number | null; signal: NodeJS.Signals | null; error?: string }): string {
-  if (e.error !== undefined) return `could not start (${e.error})`;
-  if (e.signal) return `was killed by ${e.signal}`;
-  return `exited with code ${e.exitCode}`;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-function workerCommand(script: string, args: readonly string[]): [string, string[]] {
-  if (/\.[cm]?js$/i.test(script)) return [process.execPath, [script, ...args]];
-  // A file here runs as a path; a bare name is looked up in PATH.
-  return [existsSync(script) ? resolvePath(script) : script, [...args]];
-}
-
-function checkOptions(o: LaunchOptions) {
+function checkOptions(o: LaunchOptions): Settings {
   if (typeof o?.script !== 'string' || o.script === '') {
     throw new WideepError('ERR_INVALID_ARG', `launch script: expected a path, got ${JSON.stringify(o?.script)}`);
   }
@@ -197,220 +121,207 @@ function checkOptions(o: LaunchOptions) {
   }
   const masterPort = assertInteger('masterPort', o.masterPort ?? (nnodes === 1 ? 0 : DEFAULT_MASTER_PORT), nodeRank === 0 ? 0 : 1, 65535);
   const graceMs = assertInteger('graceMs', o.graceMs ?? DEFAULT_GRACE_MS, 0);
-  return { nproc, nnodes, nodeRank, masterAddr, masterPort, graceMs };
+  const rdzvTimeoutMs = assertInteger('rdzvTimeoutMs', o.rdzvTimeoutMs ?? DEFAULT_RDZV_TIMEOUT_MS, 1, 2 ** 31 - 1);
+  const env = o.env ?? process.env;
+  let token = checkToken('launch token', o.token ?? (env[STORE_TOKEN_VAR] || undefined));
+  if (token === undefined) {
+    if (nnodes > 1) {
+      throw new WideepError(
+        'ERR_INVALID_ARG',
+        `a job over ${nnodes} nodes needs a secret shared by every node: --rdzv-token or ${STORE_TOKEN_VAR} (e.g. \`openssl rand -hex 32\`)`,
+      );
+    }
+    token = newToken();
+  }
+  const args = o.args ?? [];
+  return { script: o.script, args, nproc, nnodes, nodeRank, worldSize: nnodes * nproc, masterAddr, masterPort, graceMs, rdzvTimeoutMs, token, env };
 }
+
+function describeExit(e: { exitCode: number | null; signal: NodeJS.Signals | null; error?: string }): string {
+  if (e.error !== undefined) return `could not start (${e.error})`;
+  if (e.signal) return `was killed by ${e.signal}`;
+  return `exited with code ${e.exitCode}`;
+}
+
+function describeFailure(f: LaunchFailure, nodeRank: number): string {
+  if (f.rank === null) return `node ${f.nodeRank}'s launcher ${f.error ?? 'was lost'}`;
+  return `rank ${f.rank}${f.nodeRank !== nodeRank ? ` on node ${f.nodeRank}` : ''} ${describeExit(f)}`;
+}
+
+const signalStatus = (s: NodeJS.Signals) => 128 + (osConstants.signals[s] ?? 15);
 
 /**
  * Runs `nprocPerNode` workers of the script on this node and waits for them.
- * It resolves (rather than rejects) when a worker fails; it rejects only
- * when the job cannot start (bad options, the store's port taken, node 0
- * unreachable).
+ * It resolves (rather than rejects) when a worker fails or a signal stops
+ * the job, in whatever phase; it rejects only when the job cannot start (bad
+ * options, the store's port taken, node 0 unreachable or not a wideep
+ * store, a node missing at the rendezvous timeout).
  */
 export async function launch(options: LaunchOptions): Promise<LaunchResult> {
-  const { nproc, nnodes, nodeRank, masterAddr, masterPort, graceMs } = checkOptions(options);
-  const worldSize = nnodes * nproc;
-  const out = options.stdout ?? ((t: string) => void process.stdout.write(t));
-  const err = options.stderr ?? ((t: string) => void process.stderr.write(t));
+  const s = checkOptions(options);
+  const signals = new LauncherSignals(options.forwardSignals ?? true);
+  let outputLost: string | null = null;
+  let stopForOutput: (() => void) | undefined;
+  const broken = (name: string) => (e: NodeJS.ErrnoException) => {
+    outputLost ??= `${name} was closed (${e.code ?? e.message})`;
+    stopForOutput?.();
+  };
+  const out = new OutputForwarder(options.stdout ?? process.stdout, broken('stdout'));
+  const err = new OutputForwarder(options.stderr ?? process.stderr, broken('stderr'));
+  const interrupted = (): LaunchResult => {
+    const signal = signals.received!;
+    const { worldSize, nnodes, nodeRank } = s;
+    const message = `received ${signal} before any worker started`;
+    return { ok: false, worldSize, nnodes, nodeRank, ranks: [], failedRank: null, failure: null, signal, stoppedRanks: [], message, exitCode: signalStatus(signal) };
+  };
 
-  const server =
-    nodeRank === 0
-      ? await TcpStoreServer.listen({ host: isLoopback(masterAddr) ? masterAddr : undefined, port: masterPort })
-      : undefined;
-  const port = server?.port ?? masterPort;
-  let client: TcpStoreClient | undefined;
+  let server: TcpStoreServer | undefined;
+  let link: NodeLink | undefined;
   try {
-    if (nnodes > 1) {
-      client = await TcpStoreClient.connect({ host: masterAddr, port, timeoutMs: options.storeTimeoutMs });
+    server = s.nodeRank === 0 ? await TcpStoreServer.listen({ host: s.masterAddr, port: s.masterPort, token: s.token }) : undefined;
+    const port = server?.port ?? s.masterPort;
+    if (server && s.nnodes > 1 && isLoopback(server.address)) {
+      err.say(`wideep launch: warning: node 0's store listens on ${server.address} (${s.masterAddr}), a loopback address other machines cannot reach`);
     }
-    return await runWorkers();
+    if (s.nnodes > 1) {
+      try {
+        link = await NodeLink.join({ host: s.masterAddr, port, nodeRank: s.nodeRank, nnodes: s.nnodes, token: s.token, rdzvTimeoutMs: s.rdzvTimeoutMs, signal: signals.signal, log: (t) => err.say(t) });
+      } catch (e) {
+        if (signals.received) return interrupted();
+        throw e;
+      }
+    }
+    if (signals.received) return interrupted();
+    const result = await runJob(s, port, link, signals, out, err, (stop) => (stopForOutput = stop));
+    if (outputLost && result.signal === null) {
+      // The output broke: the job was stopped as SIGPIPE would have stopped a C program.
+      return { ...result, ok: false, message: `${outputLost}; ${describeStopped(result.stoppedRanks)}`, exitCode: signalStatus('SIGPIPE') };
+    }
+    return result;
   } finally {
-    await client?.close({ drainMs: 0 });
-    await server?.close({ drainMs: graceMs });
-  }
-
-  async function runWorkers(): Promise<LaunchResult> {
-    const [command, args] = workerCommand(options.script, options.args ?? []);
-    const baseEnv = options.env ?? process.env;
-    const workers: Worker[] = [];
-    let stopping = false;
-    let failure: LaunchFailure | null = null;
-    let received: NodeJS.Signals | null = null;
-    let lostStore: string | null = null;
-    let stoppedRanks: number[] = [];
-    let killTimer: NodeJS.Timeout | undefined;
-    let termSentAt: number | undefined;
-    let finished = false;
-    let reported: Promise<unknown> = Promise.resolve();
-
-    const groups = () => workers.map((w) => w.exit.pid);
-
-    /** Stops every worker: `signal` now, SIGKILL after the grace. */
-    const stop = (signal: NodeJS.Signals): void => {
-      if (stopping) return;
-      stopping = true;
-      stoppedRanks = workers
-        .filter((w) => w.exit.pid !== undefined && w.exit.exitCode === null && w.exit.signal === null)
-        .map((w) => w.exit.rank);
-      termSentAt = Date.now();
-      for (const pgid of groups()) signalGroup(pgid, signal);
-      killTimer = setTimeout(() => {
-        for (const pgid of groups()) signalGroup(pgid, 'SIGKILL');
-      }, graceMs);
-    };
-
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        // Already stopping (a second Ctrl-C, say): no more grace.
-        for (const pgid of groups()) signalGroup(pgid, 'SIGKILL');
-        return;
-      }
-      received = signal;
-      stop(signal);
-    };
-    const forward = options.forwardSignals ?? true;
-    if (forward) for (const s of FORWARDED_SIGNALS) process.on(s, onSignal);
-
-    const onFailure = (f: LaunchFailure): void => {
-      if (stopping) return;
-      failure = f;
-      stop('SIGTERM');
-      // The first failure anywhere wins; the other launchers are watching this key.
-      if (client) reported = client.compareSet(FAILED_KEY, null, JSON.stringify(f)).catch(() => {});
-    };
-
-    try {
-      for (let localRank = 0; localRank < nproc; localRank++) {
-        const rank = nodeRank * nproc + localRank;
-        const env: Record<string, string | undefined> = {
-          ...baseEnv,
-          RANK: String(rank),
-          LOCAL_RANK: String(localRank),
-          WORLD_SIZE: String(worldSize),
-          LOCAL_WORLD_SIZE: String(nproc),
-          GROUP_RANK: String(nodeRank),
-          NODE_RANK: String(nodeRank),
-          GROUP_WORLD_SIZE: String(nnodes),
-          MASTER_ADDR: masterAddr,
-          MASTER_PORT: String(port),
-          [STORE_HOSTED_VAR]: '1',
-        };
-        const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-        const exit: RankExit = { rank, localRank, pid: child.pid, exitCode: null, signal: null };
-        const prefix = `[rank ${rank}] `;
-        pipeLines(child.stdout!, prefix, out);
-        pipeLines(child.stderr!, prefix, err);
-        const exited = new Promise<void>((resolve) => {
-          child.once('exit', (code, signal) => {
-            exit.exitCode = code;
-            exit.signal = signal;
-            resolve();
-            if (code !== 0) onFailure({ rank, nodeRank, exitCode: code, signal });
-          });
-          child.once('error', (e) => {
-            if (child.pid !== undefined) return; // a failed kill() and the like; 'exit' still comes
-            exit.error = e.message;
-            resolve();
-            onFailure({ rank, nodeRank, exitCode: null, signal: null, error: e.message });
-          });
-        });
-        const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
-        workers.push({ child, exit, exited, closed });
-      }
-
-      // Other nodes: their failures stop us too; losing node 0's store does as well.
-      client?.get(FAILED_KEY, { timeoutMs: Infinity }).then(
-        (bytes) => {
-          if (finished || stopping) return;
-          const f = JSON.parse(Buffer.from(bytes).toString('utf8')) as LaunchFailure;
-          if (f.nodeRank === nodeRank) return;
-          failure = f;
-          stop('SIGTERM');
-        },
-        (e: unknown) => {
-          if (finished || stopping || isWideepError(e, 'ERR_CLOSED')) return;
-          lostStore = `lost the launchers' store at ${masterAddr}:${port} (${(e as Error).message})`;
-          stop('SIGTERM');
-        },
-      );
-
-      await Promise.all(workers.map((w) => w.exited));
-      clearTimeout(killTimer);
-      await sweep(workers, termSentAt, graceMs);
-      let pipeTimer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.all(workers.map((w) => w.closed)),
-        new Promise((resolve) => (pipeTimer = setTimeout(resolve, PIPE_CLOSE_MS))),
-      ]);
-      clearTimeout(pipeTimer);
-      for (const w of workers) {
-        w.child.stdout?.destroy();
-        w.child.stderr?.destroy();
-      }
-      await reported;
-
-      if (!stopping && client) {
-        // Everyone here succeeded: report it, and on node 0 keep the store up until every node has.
-        await client.set(doneKey(nodeRank), 'ok').catch(() => {});
-        if (nodeRank === 0) {
-          const others = Array.from({ length: nnodes - 1 }, (_, i) => doneKey(i + 1));
-          const remote = await Promise.race([
-            client.wait(others, { timeoutMs: Infinity }).then(() => null),
-            client.get(FAILED_KEY, { timeoutMs: Infinity }).then((b) => JSON.parse(Buffer.from(b).toString('utf8')) as LaunchFailure),
-          ]).catch(() => null);
-          if (remote) failure = remote;
-        }
-      }
-    } catch (e) {
-      // Not a worker's failure but ours (spawn refused its arguments, say): leave nothing running.
-      for (const pgid of groups()) signalGroup(pgid, 'SIGKILL');
-      throw e;
-    } finally {
-      finished = true;
-      if (forward) for (const s of FORWARDED_SIGNALS) process.off(s, onSignal);
-    }
-
-    const ranks = workers.map((w) => w.exit);
-    const f = failure as LaunchFailure | null;
-    const ok = f === null && received === null && lostStore === null && ranks.every((r) => r.exitCode === 0);
-    let message: string | null = null;
-    if (!ok) {
-      const stopped = stoppedRanks.length ? `stopped ranks ${stoppedRanks.join(', ')}` : 'no other rank was still running';
-      if (received) message = `received ${received}; ${stopped}`;
-      else if (f) message = `rank ${f.rank}${f.nodeRank !== nodeRank ? ` on node ${f.nodeRank}` : ''} ${describeExit(f)}; ${stopped}`;
-      else if (lostStore) message = `${lostStore}; ${stopped}`;
-    }
-    const signalNumber = received ? (osConstants.signals[received] ?? 15) : 0;
-    return {
-      ok,
-      worldSize,
-      nnodes,
-      nodeRank,
-      ranks,
-      failedRank: f?.rank ?? null,
-      failure: f,
-      signal: received,
-      stoppedRanks,
-      message,
-      exitCode: ok ? 0 : received ? 128 + signalNumber : 1,
-    };
+    signals.dispose();
+    out.close();
+    err.close();
+    await link?.close();
+    await server?.close({ drainMs: s.graceMs });
   }
 }
 
-/**
- * The last step: whatever is left in a worker's process group (the worker
- * is gone, something it spawned may not be) gets SIGTERM, and SIGKILL once
- * the grace since the first SIGTERM has run out.
- */
-async function sweep(workers: readonly Worker[], termSentAt: number | undefined, graceMs: number): Promise<void> {
-  let left = workers.map((w) => w.exit.pid).filter(groupAlive);
-  if (left.length === 0) return;
-  if (termSentAt === undefined) {
-    for (const pgid of left) signalGroup(pgid, 'SIGTERM');
-    termSentAt = Date.now();
+function describeStopped(stoppedRanks: readonly number[]): string {
+  return stoppedRanks.length ? `stopped ranks ${stoppedRanks.join(', ')}` : 'no other rank was still running';
+}
+
+/** Starts the workers and follows them to the end, stopping them all at the first reason. */
+async function runJob(
+  s: Settings,
+  port: number,
+  link: NodeLink | undefined,
+  signals: LauncherSignals,
+  out: OutputForwarder,
+  err: OutputForwarder,
+  onOutputLost: (stop: () => void) => void,
+): Promise<LaunchResult> {
+  let failure: LaunchFailure | null = null;
+  let lost: string | null = null;
+  let received: NodeJS.Signals | null = null;
+  let stopping = false;
+  let stoppedRanks: number[] = [];
+  let reported: Promise<unknown> = Promise.resolve();
+  let markStopped!: () => void;
+  const stopped = new Promise<void>((resolve) => (markStopped = resolve));
+
+  const workers = new WorkerSet({
+    script: s.script,
+    args: s.args,
+    nproc: s.nproc,
+    nodeRank: s.nodeRank,
+    stdout: out,
+    stderr: err,
+    graceMs: s.graceMs,
+    envFor: (localRank, rank) => ({
+      ...s.env,
+      RANK: String(rank),
+      LOCAL_RANK: String(localRank),
+      WORLD_SIZE: String(s.worldSize),
+      LOCAL_WORLD_SIZE: String(s.nproc),
+      GROUP_RANK: String(s.nodeRank),
+      NODE_RANK: String(s.nodeRank),
+      GROUP_WORLD_SIZE: String(s.nnodes),
+      MASTER_ADDR: s.masterAddr,
+      MASTER_PORT: String(port),
+      [STORE_HOSTED_VAR]: '1',
+      [STORE_TOKEN_VAR]: s.token,
+    }),
+    onExit: (e) => {
+      if (e.exitCode === 0 || stopping) return;
+      failure = { rank: e.rank, nodeRank: s.nodeRank, exitCode: e.exitCode, signal: e.signal, ...(e.error !== undefined && { error: e.error }) };
+      stop('SIGTERM');
+      if (link) reported = link.report(failure);
+    },
+  });
+
+  /** Stops every worker: `signal` now, SIGKILL after the grace. */
+  function stop(signal: NodeJS.Signals): void {
+    if (stopping) return;
+    stopping = true;
+    stoppedRanks = workers.running;
+    workers.stop(signal);
+    markStopped();
   }
-  while (left.length > 0 && Date.now() - termSentAt < graceMs) {
-    await sleep(SWEEP_INTERVAL_MS);
-    left = left.filter(groupAlive);
+
+  signals.handle((signal, repeated) => {
+    // A second signal (Ctrl-C again): no more grace.
+    if (repeated) return workers.kill();
+    received = signal;
+    stop(signal);
+  });
+  onOutputLost(() => stop('SIGTERM'));
+  let finished = false;
+  link?.watch((why: RemoteStop) => {
+    if (finished || stopping) return;
+    if ('failure' in why) failure = why.failure;
+    else lost = why.lost;
+    stop('SIGTERM');
+  });
+
+  try {
+    workers.start();
+    await workers.finished();
+    await reported;
+    if (!stopping && link) {
+      // Everyone here succeeded: say so, and on node 0 keep the store up until every node has.
+      await link.finish(stopped).catch((e: Error) => {
+        lost ??= `lost the launchers' store at ${s.masterAddr}:${port} (${e.message})`;
+      });
+    }
+  } catch (e) {
+    // Not a worker's failure but ours (spawn refused its arguments, say): leave nothing running.
+    workers.kill();
+    throw e;
+  } finally {
+    finished = true;
   }
-  for (const pgid of left) signalGroup(pgid, 'SIGKILL');
+
+  const ranks = workers.exits;
+  const f = failure as LaunchFailure | null;
+  const sig = received as NodeJS.Signals | null;
+  const ok = f === null && sig === null && lost === null && ranks.every((r) => r.exitCode === 0);
+  let message: string | null = null;
+  if (!ok) {
+    const what = sig ? `received ${sig}` : f ? describeFailure(f, s.nodeRank) : lost;
+    if (what) message = `${what}; ${describeStopped(stoppedRanks)}`;
+  }
+  return {
+    ok,
+    worldSize: s.worldSize,
+    nnodes: s.nnodes,
+    nodeRank: s.nodeRank,
+    ranks,
+    failedRank: f?.rank ?? null,
+    failure: f,
+    signal: sig,
+    stoppedRanks,
+    message,
+    exitCode: ok ? 0 : sig ? signalStatus(sig) : 1,
+  };
 }

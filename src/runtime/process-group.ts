@@ -11,6 +11,12 @@ import type { KeyValueStore, ProcessGroup } from './types.js';
 /** Set by `wideep launch`: the launcher hosts the store, so every rank (rank 0 too) is only a client. */
 export const STORE_HOSTED_VAR = 'WIDEEP_STORE_HOSTED';
 /**
+ * The job's secret. `wideep launch` makes one per job and passes it to its
+ * workers; where it is set, the store serves only clients that prove they
+ * hold it (store/auth.ts), and the ranks trust only a store that does.
+ */
+export const STORE_TOKEN_VAR = 'WIDEEP_STORE_TOKEN';
+/**
  * Pins this rank to one GPU instead of the one its local rank names. Set to the
  * same index for every rank, it runs several ranks on one GPU: enough for EP
  * buffers (CUDA IPC works within a GPU), not for NCCL, which refuses it.
@@ -74,7 +80,9 @@ function rankDevice(localRank: number, pinned: string | undefined): number | und
  * Joins the job described by `options` or the environment (see detectDistEnv).
  * Under `wideep launch` (WIDEEP_STORE_HOSTED=1) the launcher hosts the store;
  * otherwise rank 0 hosts it at MASTER_ADDR:MASTER_PORT and connects to it like
- * every other rank. Resolves once all `worldSize` ranks have joined.
+ * every other rank. Each rank registers as `rank/<r>`, so a second process
+ * given the same rank is refused (ERR_INVALID_ARG) instead of taking its
+ * place in the barriers. Resolves once all `worldSize` ranks have joined.
  */
 export async function initProcessGroup(options: InitProcessGroupOptions = {}): Promise<ProcessGroup> {
   const vars = options.env ?? process.env;
@@ -89,6 +97,8 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
     worldSize: env.worldSize,
     timeoutMs: options.timeoutMs,
     isMaster: !hosted && env.rank === 0,
+    token: vars[STORE_TOKEN_VAR] || undefined,
+    identity: `rank/${env.rank}`,
   });
   try {
     await store.barrier(INIT_BARRIER);

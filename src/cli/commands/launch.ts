@@ -4,10 +4,10 @@ import { deviceCount } from '../../cuda/device.js';
 import { launch, type LaunchOptions } from '../../runtime/launcher.js';
 import { DEVICE_VAR } from '../../runtime/process-group.js';
 import { WideepError } from '../../errors.js';
-import { toJson, type CliCommand } from '../command.js';
+import { processIo, toJson, type CliCommand } from '../command.js';
 
 const USAGE = `usage: wideep launch --nproc-per-node N [--nnodes M --node-rank i --dist-init-addr host:port]
-                     [--master-port P] [--json] script [args...]
+                     [--master-port P] [--rdzv-timeout S] [--rdzv-token T] [--json] script [args...]
 
 Starts N workers of script on this node, one per GPU. A .js/.mjs/.cjs script
 runs under this Node; anything else is executed directly. Arguments after the
@@ -16,11 +16,21 @@ script are the script's.
 Every worker gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,
 NODE_RANK, MASTER_ADDR and MASTER_PORT on top of this environment; its output
 lines are prefixed with [rank N]. The launcher of node 0 hosts the job's store
-(a free port on 127.0.0.1 for one node, --dist-init-addr for several).
+(a free port on 127.0.0.1 for one node, --dist-init-addr for several; it binds
+that address only) and serves only holders of the job's secret, which the
+workers get as WIDEEP_STORE_TOKEN. A job over several nodes needs the same
+secret on every node: WIDEEP_STORE_TOKEN (better than --rdzv-token, which other
+users of the machine can see in ps), e.g. from \`openssl rand -hex 32\`. The
+launchers wait up to --rdzv-timeout for every node to join before starting any
+worker.
 
 When a worker fails, the launcher stops all the others (SIGTERM, then SIGKILL
 after 3 s), on every node, names the failed rank and exits 1. SIGINT, SIGTERM
-and SIGHUP are forwarded to the workers.
+and SIGHUP end the launcher in every phase; while workers run, they are
+forwarded to them. If the launcher is killed, its Node workers notice and end
+with everything they spawned. A slow reader of the output slows the workers
+down rather than filling memory; a closed output (| head) stops the job with
+status 141, as SIGPIPE would.
 
 A worker uses the GPU of its local rank. With more workers than GPUs, the
 others get none (a warning says so); WIDEEP_DEVICE=N puts every worker on GPU
@@ -32,10 +42,17 @@ options:
   --node-rank i            this node's index, 0..M-1 (default 0)
   --dist-init-addr h[:p]   node 0's address and store port (required with --nnodes > 1)
   --master-port P          the store's port (default: free port for one node, else 29500)
-  --json                   after the run, print {ok, worldSize, nodeRank, ranks, failedRank}`;
+  --rdzv-timeout S         seconds to wait for node 0's store and for every node to join (default 300)
+  --rdzv-token T           the job's secret, 16 characters or more (default: WIDEEP_STORE_TOKEN;
+                           with one node and neither, a fresh one)
+  --json                   after the run, print {ok, worldSize, nodeRank, ranks, failedRank} on
+                           stdout, alone: worker output goes to stderr`;
 
 /** Launcher flags that take a value (so the value is not mistaken for the script). */
-const VALUE_FLAGS = new Set(['--nproc-per-node', '--nnodes', '--node-rank', '--dist-init-addr', '--master-port']);
+const VALUE_FLAGS = new Set(['--nproc-per-node', '--nnodes', '--node-rank', '--dist-init-addr', '--master-port', '--rdzv-timeout', '--rdzv-token']);
+
+/** Longest --rdzv-timeout: what a timer can hold. */
+const MAX_RDZV_TIMEOUT_S = Math.floor((2 ** 31 - 1) / 1000);
 
 function usageError(message: string): WideepError {
   return new WideepError('ERR_INVALID_ARG', `launch: ${message}`);
@@ -90,6 +107,8 @@ export function parseLaunchArgs(argv: readonly string[]): ParsedLaunchArgs {
         'node-rank': { type: 'string' },
         'dist-init-addr': { type: 'string' },
         'master-port': { type: 'string' },
+        'rdzv-timeout': { type: 'string' },
+        'rdzv-token': { type: 'string' },
         json: { type: 'boolean', default: false },
       },
     }));
@@ -107,6 +126,7 @@ export function parseLaunchArgs(argv: readonly string[]): ParsedLaunchArgs {
   if (addr?.port !== undefined && masterPort !== undefined && addr.port !== masterPort) {
     throw usageError(`--dist-init-addr port ${addr.port} and --master-port ${masterPort} disagree`);
   }
+  const rdzvTimeout = flagInt('--rdzv-timeout', values['rdzv-timeout'], 1, MAX_RDZV_TIMEOUT_S);
   if (script === undefined) throw usageError('no script given');
   return {
     options: {
@@ -117,6 +137,8 @@ export function parseLaunchArgs(argv: readonly string[]): ParsedLaunchArgs {
       nodeRank,
       masterAddr: addr?.host,
       masterPort: addr?.port ?? masterPort,
+      rdzvTimeoutMs: rdzvTimeout === undefined ? undefined : rdzvTimeout * 1000,
+      token: values['rdzv-token'],
     },
     json: values.json ?? false,
   };
@@ -143,7 +165,17 @@ export const command: CliCommand = {
     const { options, json } = parseLaunchArgs(argv);
     const warning = gpuShortfall(options.nprocPerNode, deviceCount(), process.env);
     if (warning) io.err(warning);
-    const result = await launch({ ...options, stdout: io.out, stderr: io.err });
+    // Worker output is written to the process's streams with backpressure; a test's io
+    // (callbacks into memory) takes it as text. With --json, stdout is the report's alone.
+    const toProcess = io === processIo;
+    if (toProcess) {
+      // Once stdout or stderr is closed (| head), writing to it must not crash this process:
+      // the launcher reports the loss while the job runs; afterwards there is nobody to tell.
+      for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {});
+    }
+    const workerErr = toProcess ? process.stderr : io.err;
+    const workerOut = json ? workerErr : toProcess ? process.stdout : io.out;
+    const result = await launch({ ...options, stdout: workerOut, stderr: workerErr });
     if (result.message) io.err(`wideep launch: ${result.message}`);
     if (json) {
       io.out(

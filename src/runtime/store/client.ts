@@ -9,12 +9,15 @@ import { connect as netConnect, type Socket } from 'node:net';
 
 import { WideepError, assertInteger, isWideepError } from '../../errors.js';
 import type { KeyValueStore, StoreValue } from '../types.js';
+import { checkToken } from './auth.js';
+import { CLIENT_HANDSHAKE_MS, answerHello, retryableHandshakeError, startHandshake } from './handshake.js';
+import { checkIdentity } from './identity.js';
 import {
   FrameDecoder,
   FrameReader,
+  MAX_FRAME_BYTES,
   MAX_VALUE_BYTES,
   Op,
-  PROTOCOL_MAGIC,
   Status,
   checkTimeout,
   decodeError,
@@ -45,6 +48,15 @@ export interface StoreClientOptions {
   timeoutMs?: number;
   /** A server this process hosts: closed with the client, after the other clients have left. */
   server?: TcpStoreServer;
+  /** The job's secret, proven to the server (and the server's proven back) without sending it. */
+  token?: string;
+  /**
+   * What this connection speaks for, `node/<i>` or `rank/<r>`: one connection
+   * at a time may hold it, and only it may write keys under `@<identity>/`.
+   */
+  identity?: string;
+  /** Gives up connecting (ERR_CLOSED) when aborted. */
+  signal?: AbortSignal;
 }
 
 interface Pending {
@@ -54,24 +66,44 @@ interface Pending {
   timer: NodeJS.Timeout | undefined;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+function aborted(where: string): WideepError {
+  return new WideepError('ERR_CLOSED', `store: connecting to ${where} was cancelled`);
+}
 
-function attempt(host: string, port: number, limitMs: number): Promise<Socket> {
+/** Resolves after `ms`, or rejects at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined, where: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(aborted(where));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function attempt(host: string, port: number, limitMs: number, signal: AbortSignal | undefined): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = netConnect({ host, port });
-    const timer = startTimer(limitMs, () => {
-      socket.destroy();
-      reject(new Error('connection attempt timed out'));
-    });
-    socket.once('error', (e) => {
+    const settle = (e?: Error) => {
       clearTimeout(timer);
-      reject(e);
-    });
-    socket.once('connect', () => {
-      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       socket.removeAllListeners('error');
-      resolve(socket);
-    });
+      if (e) {
+        socket.destroy();
+        reject(e);
+      } else {
+        resolve(socket);
+      }
+    };
+    const onAbort = () => settle(aborted(`${host}:${port}`));
+    const timer = startTimer(limitMs, () => settle(new Error('connection attempt timed out')));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    socket.once('error', (e) => settle(e));
+    socket.once('connect', () => settle());
   });
 }
 
@@ -80,6 +112,8 @@ export class TcpStoreClient implements KeyValueStore {
   readonly port: number;
   readonly worldSize: number | undefined;
   readonly timeoutMs: number;
+  /** The identity this connection registered, if any. */
+  readonly identity: string | undefined;
   readonly #socket: Socket;
   #server: TcpStoreServer | undefined;
   readonly #pending = new Map<number, Pending>();
@@ -94,13 +128,15 @@ export class TcpStoreClient implements KeyValueStore {
     this.port = options.port;
     this.worldSize = options.worldSize;
     this.timeoutMs = options.timeoutMs;
+    this.identity = options.identity;
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 10_000);
-    const decoder = new FrameDecoder();
+    const decoder = new FrameDecoder(MAX_FRAME_BYTES);
     socket.on('data', (chunk: Buffer) => {
       try {
-        for (const frame of decoder.push(chunk)) this.#answer(frame);
+        decoder.push(chunk);
+        for (let frame = decoder.next(); frame; frame = decoder.next()) this.#answer(frame);
       } catch (e) {
         this.#fail(isWideepError(e) ? e : protocolError(String(e)));
       }
@@ -121,7 +157,9 @@ export class TcpStoreClient implements KeyValueStore {
 
   /**
    * Connects, retrying with backoff until `timeoutMs` (the server may start
-   * after its clients), then checks that the peer speaks this protocol.
+   * after its clients), then runs the handshake: a peer that does not answer
+   * it like a wideep store within seconds is ERR_PROTOCOL at once, and so is a
+   * store that does not share this client's token.
    */
   static async connect(options: StoreClientOptions): Promise<TcpStoreClient> {
     const host = options?.host;
@@ -131,36 +169,66 @@ export class TcpStoreClient implements KeyValueStore {
     const port = assertInteger('store port', options.port, 1, 65535);
     if (options.worldSize !== undefined) assertInteger('store worldSize', options.worldSize, 1);
     const timeoutMs = checkTimeout('store timeoutMs', options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
+    const token = checkToken('store token', options.token);
+    const identity = checkIdentity(options.identity);
+    const signal = options.signal;
+    const where = `${host}:${port}`;
     const deadline = Date.now() + timeoutMs;
     let delay = FIRST_RETRY_MS;
     let last = '';
     for (;;) {
+      if (signal?.aborted) throw aborted(where);
       const remaining = deadline - Date.now();
+      let socket: Socket | undefined;
       try {
-        const socket = await attempt(host, port, remaining);
-        const client = new TcpStoreClient(socket, { ...options, host, port, timeoutMs });
+        socket = await attempt(host, port, remaining, signal);
+      } catch (e) {
+        if (isWideepError(e)) throw e; // cancelled
+        last = (e as Error).message;
+      }
+      if (socket) {
+        const client = new TcpStoreClient(socket, { ...options, host, port, timeoutMs, token, identity });
         try {
-          await client.#request('hello', Op.Hello, [{ u32: PROTOCOL_MAGIC }], remaining);
+          await client.#handshake(token, identity ?? '', Math.min(remaining, CLIENT_HANDSHAKE_MS), signal);
           client.#server = options.server;
           return client;
         } catch (e) {
           await client.close();
-          throw e;
+          if (!retryableHandshakeError(e)) throw e;
+          last = (e as Error).message;
         }
-      } catch (e) {
-        if (isWideepError(e, 'ERR_PROTOCOL')) {
-          throw new WideepError('ERR_PROTOCOL', `${host}:${port} is not a wideep store: ${e.message}`, { cause: e });
-        }
-        last = (e as Error).message;
       }
       if (Date.now() + delay >= deadline) {
-        throw new WideepError(
-          'ERR_TIMEOUT',
-          `could not connect to the store at ${host}:${port} within ${describeTimeout(timeoutMs)}: ${last}`,
-        );
+        throw new WideepError('ERR_TIMEOUT', `could not connect to the store at ${where} within ${describeTimeout(timeoutMs)}: ${last}`);
       }
-      await sleep(delay);
+      await sleep(delay, signal, where);
       delay = Math.min(2 * delay, MAX_RETRY_MS);
+    }
+  }
+
+  /** Hello, then the proof; any answer that is not a store's becomes ERR_PROTOCOL naming the address. */
+  async #handshake(token: string | undefined, identity: string, limitMs: number, signal: AbortSignal | undefined): Promise<void> {
+    const where = this.#where;
+    const notAStore = (why: string) => protocolError(`${where} is not a wideep store: ${why}`);
+    const onAbort = () => this.#fail(aborted(where));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const h = startHandshake();
+      let answer: FrameReader;
+      try {
+        answer = await this.#request('handshake', Op.Hello, h.hello, limitMs);
+      } catch (e) {
+        if (isWideepError(e, 'ERR_TIMEOUT')) throw notAStore(`no answer to the store handshake within ${describeTimeout(limitMs)}`);
+        if (isWideepError(e, 'ERR_PEER')) throw notAStore('it closed the connection without answering the store handshake');
+        if (isWideepError(e, 'ERR_PROTOCOL')) throw notAStore(e.message);
+        throw e;
+      }
+      const proof = answerHello(answer, h, token, identity, where);
+      await this.#request('authentication', Op.Auth, proof, limitMs).catch((e: WideepError) => {
+        throw new WideepError(e.code, `the store at ${where} refused this client: ${e.message}`);
+      });
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -280,6 +348,7 @@ export class TcpStoreClient implements KeyValueStore {
     const r = new FrameReader(frame);
     const status = r.u8();
     const id = r.u32();
+    if (id === 0 && status !== Status.Ok) return this.#fail(decodeError(r));
     const p = this.#pending.get(id);
     if (!p) return; // its backstop timer already gave up on it
     this.#pending.delete(id);

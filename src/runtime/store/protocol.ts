@@ -5,6 +5,14 @@
  * requests and match answers that come back out of order (a `get` that waits
  * does not hold up a `set` behind it). Fields are u8, u32, f64, or byte
  * strings written as `u32 length | bytes`. Keys are UTF-8.
+ *
+ * A connection starts with a handshake (see auth.ts for the proofs):
+ *   client → Hello  { u32 magic, u32 version, bytes clientNonce }
+ *   server → Ok     { u32 magic, u32 version, u8 tokenRequired, bytes serverNonce, bytes serverProof }
+ *   client → Auth   { bytes clientProof, bytes identity }
+ *   server → Ok, or an error and the end of the connection.
+ * Until it completes, a frame may not exceed MAX_HANDSHAKE_FRAME_BYTES and no
+ * other request is served.
  */
 import { WideepError, type ErrorCode } from '../../errors.js';
 import type { StoreValue } from '../types.js';
@@ -15,8 +23,12 @@ export const MAX_KEY_BYTES = 4096;
 export const MAX_VALUE_BYTES = 256 * 2 ** 20;
 /** Largest frame either side accepts: a compareSet carries two values and a key, plus headers. */
 export const MAX_FRAME_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 64;
-/** Sent by the client in its first request so that a wrong service on the port is noticed. */
+/** Largest frame before the handshake completes: a hello or a proof with an identity. */
+export const MAX_HANDSHAKE_FRAME_BYTES = 256;
+/** Opens the hello both ways, so that a wrong service on the port is noticed at once. */
 export const PROTOCOL_MAGIC = 0x77657331; // 'wes1'
+/** Version 2: the authenticated handshake. */
+export const PROTOCOL_VERSION = 2;
 
 export const Op = {
   Hello: 1,
@@ -27,6 +39,7 @@ export const Op = {
   CompareSet: 6,
   Delete: 7,
   Barrier: 8,
+  Auth: 9,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
 
@@ -109,6 +122,20 @@ export function encodeFrame(head: number, id: number, fields: readonly Field[]):
   return buf;
 }
 
+/**
+ * An Ok answer whose one field is `value`, as two buffers: the head, and a
+ * view of the value itself. The server keeps values immutable, so a hundred
+ * waiters answered with one value queue one copy of it, not a hundred.
+ */
+export function encodeValueAnswer(id: number, value: Uint8Array): [Buffer, Buffer] {
+  const head = Buffer.allocUnsafe(13);
+  head.writeUInt32BE(9 + value.length, 0);
+  head.writeUInt8(Status.Ok, 4);
+  head.writeUInt32BE(id, 5);
+  head.writeUInt32BE(value.length, 9);
+  return [head, Buffer.from(value.buffer, value.byteOffset, value.byteLength)];
+}
+
 export function protocolError(message: string): WideepError {
   return new WideepError('ERR_PROTOCOL', `store protocol: ${message}`);
 }
@@ -155,34 +182,41 @@ export class FrameReader {
 }
 
 /**
- * Cuts a byte stream into frame bodies. It holds at most one frame of
- * unparsed input (MAX_FRAME_BYTES); a larger announced length is a protocol
- * error, so a peer cannot make the other side buffer without bound.
+ * Cuts a byte stream into frame bodies, one at a time, so that the limit can
+ * change between two frames of one chunk (it grows once a connection has
+ * authenticated). A length over the limit is refused from the header alone,
+ * before anything is buffered for the body: a peer cannot make the other side
+ * hold more than one frame of the current limit.
  */
 export class FrameDecoder {
   #chunks: Buffer[] = [];
   #buffered = 0;
   #bodyLength = -1;
 
-  constructor(private readonly maxFrameBytes = MAX_FRAME_BYTES) {}
+  constructor(private maxFrameBytes: number) {}
 
-  /** Bodies completed by `chunk`; throws ERR_PROTOCOL on an oversize frame. */
-  push(chunk: Buffer): Buffer[] {
+  /** Raises (or lowers) the limit for the frames not yet read. */
+  setLimit(maxFrameBytes: number): void {
+    this.maxFrameBytes = maxFrameBytes;
+  }
+
+  push(chunk: Buffer): void {
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
-    const out: Buffer[] = [];
-    for (;;) {
-      if (this.#bodyLength < 0) {
-        if (this.#buffered < 4) break;
-        const n = this.#take(4).readUInt32BE(0);
-        if (n > this.maxFrameBytes) throw protocolError(`frame of ${n} bytes exceeds the limit of ${this.maxFrameBytes}`);
-        this.#bodyLength = n;
-      }
-      if (this.#buffered < this.#bodyLength) break;
-      out.push(this.#take(this.#bodyLength));
-      this.#bodyLength = -1;
+  }
+
+  /** The next complete body, or undefined; throws ERR_PROTOCOL on an oversize frame. */
+  next(): Buffer | undefined {
+    if (this.#bodyLength < 0) {
+      if (this.#buffered < 4) return undefined;
+      const n = this.#take(4).readUInt32BE(0);
+      if (n > this.maxFrameBytes) throw protocolError(`frame of ${n} bytes exceeds the limit of ${this.maxFrameBytes}`);
+      this.#bodyLength = n;
     }
-    return out;
+    if (this.#buffered < this.#bodyLength) return undefined;
+    const body = this.#take(this.#bodyLength);
+    this.#bodyLength = -1;
+    return body;
   }
 
   #take(n: number): Buffer {

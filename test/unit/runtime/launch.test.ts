@@ -1,114 +1,15 @@
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { gpuShortfall, parseHostPort, parseLaunchArgs } from '../../../src/cli/commands/launch.js';
 import { launch } from '../../../src/runtime/launcher.js';
 import { WideepError } from '../../../src/errors.js';
 import { isGone } from '../../helpers/processes.js';
+import { TEST_TOKEN, fixture, freePort, launcherHooks, recordedPids, runLauncher, tempDir } from './launcher-process.js';
 
-const fixture = (name: string) => fileURLToPath(new URL(`../../fixtures/runtime/${name}`, import.meta.url));
-const CLI = fixture('launch-cli.mjs');
 const EXCHANGE = fixture('worker-exchange.mjs');
 const HANG = fixture('worker-hang.mjs');
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-interface Launcher {
-  pid: number;
-  done: Promise<Run>;
-  /** Resolves once stdout holds `count` lines matching `pattern`. */
-  lines(pattern: RegExp, count: number): Promise<void>;
-  kill(signal: NodeJS.Signals): void;
-}
-
-const live = new Set<Launcher>();
-const tempDirs: string[] = [];
-
-afterEach(() => {
-  for (const l of live) l.kill('SIGKILL');
-  live.clear();
-  for (const d of tempDirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-beforeAll(() => {
-  if (!existsSync(new URL('../../../dist/cli/commands/launch.js', import.meta.url))) {
-    throw new Error('dist/ is missing: run `npx tsc -p tsconfig.build.json` first (npm test does)');
-  }
-});
-
-/** Runs `wideep launch args...` (through the fixture that wraps the compiled command). */
-function runLauncher(args: string[], env: Record<string, string> = {}): Launcher {
-  const t0 = Date.now();
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  const watchers: (() => void)[] = [];
-  child.stdout.on('data', (d) => {
-    stdout += d;
-    for (const w of watchers) w();
-  });
-  child.stderr.on('data', (d) => (stderr += d));
-  const done = new Promise<Run>((resolve) =>
-    child.once('close', (code, signal) => {
-      live.delete(launcher);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - t0 });
-    }),
-  );
-  const launcher: Launcher = {
-    pid: child.pid!,
-    done,
-    lines: (pattern, count) =>
-      new Promise<void>((resolve, reject) => {
-        const check = () => {
-          if (stdout.split('\n').filter((l) => pattern.test(l)).length >= count) resolve();
-        };
-        watchers.push(check);
-        check();
-        done.then((r) => reject(new Error(`launcher ended before ${count} lines matched ${pattern}:\n${r.stdout}\n${r.stderr}`)));
-      }),
-    kill: (signal) => child.kill(signal),
-  };
-  live.add(launcher);
-  return launcher;
-}
-
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'wideep-launch-'));
-  tempDirs.push(d);
-  return d;
-}
-
-/** The pids the hang fixture wrote (workers and rank 0's grandchild). */
-function recordedPids(dir: string): Map<string, number> {
-  return new Map(readdirSync(dir).map((f) => [f, Number(readFileSync(join(dir, f), 'utf8'))]));
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-/** The JSON object the launcher prints last (worker lines are all prefixed). */
-function jsonTail(stdout: string): unknown {
-  const at = stdout.lastIndexOf('\n{\n');
-  expect(at).toBeGreaterThanOrEqual(0);
-  return JSON.parse(stdout.slice(at + 1));
-}
+launcherHooks();
 
 describe('wideep launch: workers without a GPU', () => {
   it('warns when some workers get none, unless WIDEEP_DEVICE pins them or no GPU is visible', () => {
@@ -123,7 +24,7 @@ describe('wideep launch: workers without a GPU', () => {
 
 describe('wideep launch', () => {
   it('runs 4 workers that join, exchange keys and meet at a barrier; output is prefixed per rank', async () => {
-    const run = await runLauncher(['--nproc-per-node', '4', '--json', EXCHANGE, 'x', '--flag', '-y'], { NCCL_NVLS_ENABLE: '0' }).done;
+    const run = await runLauncher(['--nproc-per-node', '4', EXCHANGE, 'x', '--flag', '-y'], { NCCL_NVLS_ENABLE: '0' }).done;
     expect(run.stderr).not.toContain('wideep launch:');
     expect(run.code).toBe(0);
     const got = JSON.stringify(['hello from 0', 'hello from 1', 'hello from 2', 'hello from 3']);
@@ -134,15 +35,21 @@ describe('wideep launch', () => {
       expect(run.stdout).toContain(`[rank ${r}] partial from ${r}\n`);
       expect(run.stderr).toContain(`[rank ${r}] stderr from ${r}\n`);
     }
-    const workerLines = run.stdout.slice(0, run.stdout.lastIndexOf('\n{\n')).split('\n');
-    for (const line of workerLines) expect(line).toMatch(/^\[rank [0-3]\] /);
-    expect(jsonTail(run.stdout)).toEqual({
+    for (const line of run.stdout.trimEnd().split('\n')) expect(line).toMatch(/^\[rank [0-3]\] /);
+  });
+
+  it('--json: stdout holds the JSON report alone; worker output goes to stderr', async () => {
+    const run = await runLauncher(['--nproc-per-node', '2', '--json', EXCHANGE]).done;
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout)).toEqual({
       ok: true,
-      worldSize: 4,
+      worldSize: 2,
       nodeRank: 0,
-      ranks: [0, 1, 2, 3].map((rank) => ({ rank, exitCode: 0, signal: null })),
+      ranks: [0, 1].map((rank) => ({ rank, exitCode: 0, signal: null })),
       failedRank: null,
     });
+    expect(run.stderr).toContain('[rank 1] rank=1 world=2');
+    expect(run.stderr).toContain('[rank 0] partial from 0\n');
   });
 
   it('stops everything when a worker fails, names it, and leaves no process behind', async () => {
@@ -152,7 +59,7 @@ describe('wideep launch', () => {
     expect(run.stderr).toContain('wideep launch: rank 2 exited with code 3; stopped ranks 0, 1, 3');
     // Start-up, then the 3 s grace for rank 0's grandchild that ignores SIGTERM.
     expect(run.ms).toBeLessThan(15_000);
-    const json = jsonTail(run.stdout) as { ok: boolean; failedRank: number; ranks: unknown[] };
+    const json = JSON.parse(run.stdout) as { ok: boolean; failedRank: number; ranks: unknown[] };
     expect(json.ok).toBe(false);
     expect(json.failedRank).toBe(2);
     expect(json.ranks[2]).toEqual({ rank: 2, exitCode: 3, signal: null });
@@ -195,7 +102,10 @@ describe('wideep launch', () => {
 
 describe('wideep launch over two nodes (on loopback)', () => {
   const node = (rank: number, port: number, script: string, env: Record<string, string> = {}) =>
-    runLauncher(['--nproc-per-node', '2', '--nnodes', '2', '--node-rank', String(rank), '--dist-init-addr', `127.0.0.1:${port}`, script], env);
+    runLauncher(['--nproc-per-node', '2', '--nnodes', '2', '--node-rank', String(rank), '--dist-init-addr', `127.0.0.1:${port}`, script], {
+      WIDEEP_STORE_TOKEN: TEST_TOKEN,
+      ...env,
+    });
 
   it('runs one job of 4 ranks through node 0 store', async () => {
     const port = await freePort();

@@ -1,6 +1,6 @@
 import { createServer, type AddressInfo } from 'node:net';
 
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { deviceCount } from '../../../src/cuda/device.js';
 import { initProcessGroup } from '../../../src/runtime/process-group.js';
@@ -77,6 +77,33 @@ describe('initProcessGroup', () => {
     expect(server.connections).toBe(2);
     await groups[0]!.store.set('k', 'v');
     expect(text(await groups[1]!.store.get('k'))).toBe('v');
+  });
+
+  it('refuses a second process that claims a rank already connected, instead of pairing it', async () => {
+    const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
+    cleanups.push(() => server.close());
+    const env = (rank: number) => torchrunEnv(rank, 2, server.port, { WIDEEP_STORE_HOSTED: '1' });
+    const rank1 = initProcessGroup({ env: env(1), timeoutMs: 5_000 });
+    await vi.waitFor(() => expect(server.connections).toBe(1));
+    const t0 = Date.now();
+    const twin = await initProcessGroup({ env: env(1), timeoutMs: 5_000 }).catch((x: unknown) => x);
+    expect(twin).toBeInstanceOf(WideepError);
+    expect((twin as WideepError).code).toBe('ERR_INVALID_ARG');
+    expect((twin as Error).message).toContain('rank/1 is already connected');
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    const groups = await Promise.all([initProcessGroup({ env: env(0), timeoutMs: 5_000 }), rank1]);
+    cleanups.push(() => Promise.all(groups.map((g) => g.close())));
+  });
+
+  it('joins a store that needs a token with WIDEEP_STORE_TOKEN, and is refused without it', async () => {
+    const token = 'job-secret-for-this-test-000';
+    const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0, token });
+    cleanups.push(() => server.close());
+    const env = (extra: Record<string, string>) => torchrunEnv(0, 1, server.port, { WIDEEP_STORE_HOSTED: '1', ...extra });
+    const refused = await initProcessGroup({ env: env({}), timeoutMs: 2_000 }).catch((x: unknown) => x);
+    expect((refused as WideepError).code).toBe('ERR_PROTOCOL');
+    const [pg] = await join([env({ WIDEEP_STORE_TOKEN: token })]);
+    await pg!.store.set('k', 'v');
   });
 
   it('fails with ERR_TIMEOUT when the other ranks never join', async () => {
