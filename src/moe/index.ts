@@ -8,3 +8,4 @@ export { swiglu, type SwigluOptions, type SwigluResult } from './activation.js';
 export { permuteToExperts, unpermuteFromExperts, type PermuteOptions, type PermuteResult, type UnpermuteOptions } from './permute.js';
 export { expertsForward, type ExpertWeightsOnDevice, type ExpertsForwardOptions } from './experts.js';
 export { MoeLayer, type ForwardMode, type MoeForwardOptions, type MoeLayerDeviceWeights } from './layer.js';
+export { WideEp, wideEpLayout, DEFAULT_PREFILL_TOKENS_PER_RANK, type WideEpOptions } from './wide-ep.js';

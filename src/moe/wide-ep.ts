@@ -1,0 +1,92 @@
+/**
+ * The plan drives the runtime: WideEp.create checks that a ParallelConfig
+ * (SGLang's flags) and a model can be served by this process group, then
+ * builds the EP buffer they imply — hidden width, physical experts (routed
+ * plus redundant), tokens per rank, low-latency slots — so a layer's
+ * dispatch and combine are sized by the plan, not by hand.
+ *
+ * Every check is a function of the config, the model and the group's size,
+ * which all ranks share, so a config the runtime cannot serve fails on every
+ * rank with the same typed error before anything communicates.
+ */
+import { EpBuffer } from '../ep/buffer.js';
+import type { CpuTransport } from '../ep/transport.js';
+import type { EpBackendKind } from '../ep/types.js';
+import { WideepError } from '../errors.js';
+import type { ParallelConfig } from '../planning/config.js';
+import type { ModelConfig } from '../planning/models.js';
+import type { ProcessGroup } from '../runtime/types.js';
+
+export interface WideEpOptions {
+  model: ModelConfig;
+  /** Tokens one rank sends per normal-mode dispatch (default 4096, DeepEP's prefill chunk per rank). */
+  maxTokensPerRank?: number;
+  /** 'cuda' (default where the group has a GPU) or 'cpu', the reference. */
+  backend?: EpBackendKind;
+}
+
+export const DEFAULT_PREFILL_TOKENS_PER_RANK = 4096;
+
+/** What WideEp.create builds for a config, or the reason it cannot: pure, the same on every rank. */
+export function wideEpLayout(config: ParallelConfig, model: ModelConfig, worldSize: number): { numExperts: number; lowLatencyTokens: number } {
+  const o = config.options;
+  const why = (msg: string) => new WideepError('ERR_INVALID_ARG', `WideEp.create: ${msg}`);
+  if (config.worldSize !== worldSize) {
+    throw why(`the plan needs ${config.worldSize} ranks (tp ${o.tp} x pp ${o.ppSize}), the process group has ${worldSize}`);
+  }
+  if (o.moeA2aBackend !== 'deepep') {
+    throw new WideepError(
+      'ERR_UNSUPPORTED',
+      `WideEp.create: --moe-a2a-backend ${o.moeA2aBackend}: only deepep (the EP buffer's dispatch/combine) is served here; ` +
+        'the none backend (all-gather + reduce-scatter over NCCL) is not built yet',
+    );
+  }
+  if (o.ppSize !== 1 || config.moeEpSize !== worldSize) {
+    throw new WideepError('ERR_UNSUPPORTED', `WideEp.create: the EP group must be the whole world (ep ${config.moeEpSize}, pp ${o.ppSize}, world ${worldSize})`);
+  }
+  const numExperts = model.numRoutedExperts + o.epNumRedundantExperts;
+  if (numExperts % worldSize !== 0) {
+    throw why(`${model.name}: ${model.numRoutedExperts} routed + ${o.epNumRedundantExperts} redundant experts do not divide over ${worldSize} EP ranks`);
+  }
+  if (model.hiddenSize % 8 !== 0) throw why(`${model.name}: hidden size ${model.hiddenSize} is not a multiple of 8 (16-byte rows)`);
+  return { numExperts, lowLatencyTokens: o.numMaxDispatchTokensPerRank };
+}
+
+export class WideEp {
+  readonly config: ParallelConfig;
+  readonly model: ModelConfig;
+  /** The EP buffer of the MoE layers, sized by the plan. */
+  readonly ep: EpBuffer;
+
+  private constructor(config: ParallelConfig, model: ModelConfig, ep: EpBuffer) {
+    this.config = config;
+    this.model = model;
+    this.ep = ep;
+  }
+
+  /** A collective: every rank of `group` calls it with the same config and model. */
+  static async create(group: ProcessGroup | CpuTransport, config: ParallelConfig, options: WideEpOptions): Promise<WideEp> {
+    if (typeof options !== 'object' || options === null || typeof options.model !== 'object') {
+      throw new WideepError('ERR_INVALID_ARG', 'WideEp.create: expected options { model: ModelConfig }');
+    }
+    const { numExperts, lowLatencyTokens } = wideEpLayout(config, options.model, group.worldSize);
+    const ep = await EpBuffer.create(group, {
+      hidden: options.model.hiddenSize,
+      numExperts,
+      maxTokensPerRank: options.maxTokensPerRank ?? DEFAULT_PREFILL_TOKENS_PER_RANK,
+      maxTopk: options.model.topK,
+      lowLatency: { maxTokensPerRank: lowLatencyTokens },
+      ...(options.backend ? { backend: options.backend } : {}),
+    });
+    return new WideEp(config, options.model, ep);
+  }
+
+  /** Frees everything it built. Idempotent. */
+  close(): Promise<void> {
+    return this.ep.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
