@@ -170,9 +170,19 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   const err = new OutputForwarder(options.stderr ?? process.stderr, broken('stderr'));
   const interrupted = (): LaunchResult => {
     const signal = signals.received!;
-    const { worldSize, nnodes, nodeRank } = s;
-    const message = `received ${signal} before any worker started`;
-    return { ok: false, worldSize, nnodes, nodeRank, ranks: [], failedRank: null, failure: null, signal, stoppedRanks: [], message, exitCode: signalStatus(signal) };
+    return {
+      ok: false,
+      worldSize: s.worldSize,
+      nnodes: s.nnodes,
+      nodeRank: s.nodeRank,
+      ranks: [],
+      failedRank: null,
+      failure: null,
+      signal,
+      stoppedRanks: [],
+      message: `received ${signal} before any worker started`,
+      exitCode: signalStatus(signal),
+    };
   };
 
   let server: TcpStoreServer | undefined;
@@ -181,11 +191,21 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
     server = s.nodeRank === 0 ? await TcpStoreServer.listen({ host: s.masterAddr, port: s.masterPort, token: s.token }) : undefined;
     const port = server?.port ?? s.masterPort;
     if (server && s.nnodes > 1 && isLoopback(server.address)) {
-      err.say(`wideep launch: warning: node 0's store listens on ${server.address} (${s.masterAddr}), a loopback address other machines cannot reach`);
+      const where = `${server.address} (${s.masterAddr})`;
+      err.say(`wideep launch: warning: node 0's store listens on ${where}, a loopback address other machines cannot reach`);
     }
     if (s.nnodes > 1) {
       try {
-        link = await NodeLink.join({ host: s.masterAddr, port, nodeRank: s.nodeRank, nnodes: s.nnodes, token: s.token, rdzvTimeoutMs: s.rdzvTimeoutMs, signal: signals.signal, log: (t) => err.say(t) });
+        link = await NodeLink.join({
+          host: s.masterAddr,
+          port,
+          nodeRank: s.nodeRank,
+          nnodes: s.nnodes,
+          token: s.token,
+          rdzvTimeoutMs: s.rdzvTimeoutMs,
+          signal: signals.signal,
+          log: (t) => err.say(t),
+        });
       } catch (e) {
         if (signals.received) return interrupted();
         throw e;

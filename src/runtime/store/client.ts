@@ -16,6 +16,7 @@ import {
   FrameDecoder,
   FrameReader,
   MAX_FRAME_BYTES,
+  MAX_HANDSHAKE_FRAME_BYTES,
   MAX_VALUE_BYTES,
   Op,
   Status,
@@ -115,6 +116,8 @@ export class TcpStoreClient implements KeyValueStore {
   /** The identity this connection registered, if any. */
   readonly identity: string | undefined;
   readonly #socket: Socket;
+  /** A peer that is not (yet) known to be a store may not make this client buffer more than a handshake frame. */
+  readonly #decoder = new FrameDecoder(MAX_HANDSHAKE_FRAME_BYTES);
   #server: TcpStoreServer | undefined;
   readonly #pending = new Map<number, Pending>();
   readonly #generations = new Map<string, number>();
@@ -132,11 +135,10 @@ export class TcpStoreClient implements KeyValueStore {
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 10_000);
-    const decoder = new FrameDecoder(MAX_FRAME_BYTES);
     socket.on('data', (chunk: Buffer) => {
       try {
-        decoder.push(chunk);
-        for (let frame = decoder.next(); frame; frame = decoder.next()) this.#answer(frame);
+        this.#decoder.push(chunk);
+        for (let frame = this.#decoder.next(); frame; frame = this.#decoder.next()) this.#answer(frame);
       } catch (e) {
         this.#fail(isWideepError(e) ? e : protocolError(String(e)));
       }
@@ -189,7 +191,7 @@ export class TcpStoreClient implements KeyValueStore {
       if (socket) {
         const client = new TcpStoreClient(socket, { ...options, host, port, timeoutMs, token, identity });
         try {
-          await client.#handshake(token, identity ?? '', Math.min(remaining, CLIENT_HANDSHAKE_MS), signal);
+          await client.#handshake(token, identity ?? '', remaining, signal);
           client.#server = options.server;
           return client;
         } catch (e) {
@@ -206,9 +208,14 @@ export class TcpStoreClient implements KeyValueStore {
     }
   }
 
-  /** Hello, then the proof; any answer that is not a store's becomes ERR_PROTOCOL naming the address. */
-  async #handshake(token: string | undefined, identity: string, limitMs: number, signal: AbortSignal | undefined): Promise<void> {
+  /**
+   * Hello, then the proofs. An answer that is not a store's, or none within
+   * CLIENT_HANDSHAKE_MS, is ERR_PROTOCOL naming the address; none before the
+   * connect limit (`remainingMs`, when shorter) is that limit's ERR_TIMEOUT.
+   */
+  async #handshake(token: string | undefined, identity: string, remainingMs: number, signal: AbortSignal | undefined): Promise<void> {
     const where = this.#where;
+    const limitMs = Math.min(remainingMs, CLIENT_HANDSHAKE_MS);
     const notAStore = (why: string) => protocolError(`${where} is not a wideep store: ${why}`);
     const onAbort = () => this.#fail(aborted(where));
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -218,7 +225,12 @@ export class TcpStoreClient implements KeyValueStore {
       try {
         answer = await this.#request('handshake', Op.Hello, h.hello, limitMs);
       } catch (e) {
-        if (isWideepError(e, 'ERR_TIMEOUT')) throw notAStore(`no answer to the store handshake within ${describeTimeout(limitMs)}`);
+        if (isWideepError(e, 'ERR_TIMEOUT')) {
+          if (limitMs < CLIENT_HANDSHAKE_MS) {
+            throw new WideepError('ERR_TIMEOUT', `the store at ${where} did not complete the handshake within the connect limit`);
+          }
+          throw notAStore(`no answer to the store handshake within ${describeTimeout(limitMs)}`);
+        }
         if (isWideepError(e, 'ERR_PEER')) throw notAStore('it closed the connection without answering the store handshake');
         if (isWideepError(e, 'ERR_PROTOCOL')) throw notAStore(e.message);
         throw e;
@@ -227,6 +239,7 @@ export class TcpStoreClient implements KeyValueStore {
       await this.#request('authentication', Op.Auth, proof, limitMs).catch((e: WideepError) => {
         throw new WideepError(e.code, `the store at ${where} refused this client: ${e.message}`);
       });
+      this.#decoder.setLimit(MAX_FRAME_BYTES);
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }

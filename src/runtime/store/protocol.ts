@@ -23,8 +23,8 @@ export const MAX_KEY_BYTES = 4096;
 export const MAX_VALUE_BYTES = 256 * 2 ** 20;
 /** Largest frame either side accepts: a compareSet carries two values and a key, plus headers. */
 export const MAX_FRAME_BYTES = 2 * MAX_VALUE_BYTES + MAX_KEY_BYTES + 64;
-/** Largest frame before the handshake completes: a hello or a proof with an identity. */
-export const MAX_HANDSHAKE_FRAME_BYTES = 256;
+/** Largest frame either side takes before the handshake completes: a hello, a proof with an identity, or an error. */
+export const MAX_HANDSHAKE_FRAME_BYTES = 1024;
 /** Opens the hello both ways, so that a wrong service on the port is noticed at once. */
 export const PROTOCOL_MAGIC = 0x77657331; // 'wes1'
 /** Version 2: the authenticated handshake. */

@@ -239,7 +239,7 @@ export class TcpStoreServer {
 
   /** Handles the connection's buffered requests, until none is left or its replies back up. */
   #serve(conn: Connection): void {
-    while (!conn.socket.destroyed && conn.stallTimer === undefined) {
+    while (this.#conns.has(conn) && conn.stallTimer === undefined) {
       let frame: Buffer | undefined;
       try {
         frame = conn.decoder.next();
@@ -332,7 +332,8 @@ export class TcpStoreServer {
       const identity = readAuth(r, this.#token, conn.handshake!);
       if (identity) {
         if (this.#identities.has(identity)) {
-          throw new WideepError('ERR_INVALID_ARG', `${identity} is already connected to this store (two processes given one rank, or one node rank?)`);
+          const why = 'two processes given one rank, or one node rank?';
+          throw new WideepError('ERR_INVALID_ARG', `${identity} is already connected to this store (${why})`);
         }
         this.#identities.set(identity, conn);
         conn.identity = identity;
