@@ -126,7 +126,7 @@ describe('wideep launch: nodes that never come, and signals in every phase', () 
     expect(run.ms).toBeLessThan(8_000);
   });
 
-  it('SIGTERM ends node 0 while it waits for a node that never comes, after its own workers exited 0', async () => {
+  it('SIGTERM ends node 0 while it waits for a node that never joins', async () => {
     const port = await freePort();
     const launcher = runLauncher(nodeArgs(0, `127.0.0.1:${port}`, 'true'), { WIDEEP_STORE_TOKEN: TEST_TOKEN });
     await launcher.errLine(/waiting for node 1/);
@@ -137,6 +137,25 @@ describe('wideep launch: nodes that never come, and signals in every phase', () 
     expect(run.code).toBe(128 + 15);
     expect(run.stderr).toContain('wideep launch: received SIGTERM');
     expect(Date.now() - t0).toBeLessThan(5_000);
+  });
+
+  it('SIGTERM ends node 0 while it waits for the other nodes to finish, after its own workers exited 0', async () => {
+    const port = await freePort();
+    const env = { WIDEEP_STORE_TOKEN: TEST_TOKEN, PID_DIR: tempDir() };
+    const n0 = runLauncher(nodeArgs(0, `127.0.0.1:${port}`, 'true'), env);
+    const n1 = runLauncher(nodeArgs(1, `127.0.0.1:${port}`, HANG), env);
+    await n0.errLine(/waiting for the other nodes to finish/);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    n0.kill('SIGTERM');
+    const run = await n0.done;
+    expect(run.code).toBe(128 + 15);
+    expect(run.stderr).toContain('wideep launch: received SIGTERM');
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    // Node 1 loses node 0's store and stops as well.
+    const other = await n1.done;
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain("lost the launchers' store");
   });
 
   it('SIGINT ends a node while it is still trying to reach node 0', async () => {
