@@ -5,7 +5,7 @@ Run under torchrun:
     python3 -m torch.distributed.run --standalone --nproc_per_node N \
         scripts/bench/torch_nccl.py --cases '<json>' [--out result.json]
 
---cases is the JSON list of cases that wideep planned (src/bench/nccl-metrics.ts):
+--cases is the JSON list of cases that wideep planned (src/cli/bench/nccl-metrics.ts):
     {"id", "op": "all-reduce" | "all-to-all", "label", "bytes"?, "rowsPerPeer"?,
      "hidden"?, "warmup", "iters", "scaleLog2"}
 Without --cases, the default plan is used (all-reduce 8/64/512 MiB,

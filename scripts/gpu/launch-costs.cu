@@ -1,6 +1,6 @@
 // Host cost of CUDA launch flavours (with a ~350-byte parameter block, as the
 // EP kernels take), event records and capture queries, from C++ with the GPU
-// kept busy: the floor under what the addon's calls cost (docs/perf-notes.md).
+// kept busy: the floor under what the addon's calls cost (docs/performance.md, "Host cost").
 //   nvcc -O2 -arch=sm_90a -o /tmp/launch-costs scripts/gpu/launch-costs.cu && /tmp/launch-costs
 #include <cstdio>
 #include <chrono>

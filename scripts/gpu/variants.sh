@@ -29,7 +29,7 @@ case "$cmd" in
       # Only what runs travels: a device call carries 64 MiB at most.
       find "$dir/build" -type f ! -name wideep.node -delete
       find "$dir/dist" \( -name '*.map' -o -name '*.d.ts' \) -delete
-      rm -rf "$dir/prebuilds" "$dir/bench/results"
+      rm -rf "$dir/prebuilds"
       echo "built $branch in $dir"
     done
     total=$(du -cb .device build/Release/wideep.node dist .variants | tail -1 | cut -f1)

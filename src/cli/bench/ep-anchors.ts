@@ -6,6 +6,19 @@
  * come from another machine and carry no goal. Other rank counts have none.
  */
 
+/** The shape DeepEP's figures were measured at: a run of any other shape gets no comparison. */
+export interface AnchorShape {
+  tokens: number;
+  hidden: number;
+  topk: number;
+  experts: number;
+}
+
+export const ANCHOR_SHAPES: Record<'normal' | 'low-latency', AnchorShape> = {
+  normal: { tokens: 4096, hidden: 7168, topk: 8, experts: 256 },
+  'low-latency': { tokens: 128, hidden: 7168, topk: 8, experts: 256 },
+};
+
 export interface NormalAnchor {
   dispatchFp8?: number;
   dispatchBf16?: number;

@@ -14,7 +14,7 @@ import { toJson, type CliCommand, type CliIo } from '../command.js';
 import { deviceCount } from '../../cuda/device.js';
 import { launch } from '../../runtime/launcher.js';
 import { WideepError, assertInteger } from '../../errors.js';
-import { deepEpAnchors } from './ep-anchors.js';
+import { ANCHOR_SHAPES, deepEpAnchors, type AnchorShape } from './ep-anchors.js';
 import { EP_BENCH_CONFIG_VAR, type EpBenchConfig, type EpBenchMode, type EpRankResult, type EpRankRow } from './ep-config.js';
 import type { RoutingKind } from './ep-inputs.js';
 import { gbps, median, round } from './stats.js';
@@ -92,9 +92,12 @@ export function compareWithDeepEp(
   numSms: number | undefined,
   row: { gbps: number; kernelUs: number },
   worldSize: number,
+  shape: AnchorShape,
 ): EpBenchRow['deepep'] {
   const anchors = deepEpAnchors(worldSize);
-  if (!anchors) return undefined;
+  const at = ANCHOR_SHAPES[mode];
+  const sameShape = shape.tokens === at.tokens && shape.hidden === at.hidden && shape.topk === at.topk && shape.experts === at.experts;
+  if (!anchors || !sameShape) return undefined;
   if (mode === 'low-latency') {
     const ref = op === 'll-dispatch' ? anchors.lowLatency.dispatchUs : op === 'll-combine' ? anchors.lowLatency.combineUs : undefined;
     if (ref === undefined) return undefined;
@@ -114,7 +117,7 @@ function withGoal(d: NonNullable<EpBenchRow['deepep']>, goal: number | undefined
 }
 
 /** Folds every rank's samples into rows: per-rank medians, then medians over ranks. */
-export function summarise(mode: EpBenchMode, ranks: EpRankResult[]): EpBenchRow[] {
+export function summarise(mode: EpBenchMode, ranks: EpRankResult[], shape: AnchorShape): EpBenchRow[] {
   const worldSize = ranks.length;
   const keyOf = (row: EpRankRow) => `${row.routing}|${row.numSms ?? ''}|${row.sendSms ?? ''}|${row.op}`;
   const keys = new Map<string, EpRankRow>();
@@ -137,7 +140,7 @@ export function summarise(mode: EpBenchMode, ranks: EpRankResult[]): EpBenchRow[
     const row: EpBenchRow = { routing: k.routing, op: k.op, ...summary, perRank };
     if (k.numSms !== undefined) row.numSms = k.numSms;
     if (k.sendSms !== undefined) row.sendSms = k.sendSms;
-    const deepep = compareWithDeepEp(mode, k.op, k.numSms, summary, worldSize);
+    const deepep = compareWithDeepEp(mode, k.op, k.numSms, summary, worldSize, shape);
     if (deepep) row.deepep = deepep;
     out.push(row);
   }
@@ -239,7 +242,7 @@ export const command: CliCommand = {
     const dir = mkdtempSync(join(tmpdir(), 'wideep-bench-ep-'));
     const config: EpBenchConfig = { ...settings, out: join(dir, 'ranks.json') };
     try {
-      const rows = summarise(mode, await runWorkers(config, nproc, io));
+      const rows = summarise(mode, await runWorkers(config, nproc, io), settings);
       const { out: _out, ...rest } = config;
       const report: EpBenchReport = { suite: 'ep', mode, worldSize: nproc, config: rest, rows };
       const source = deepEpAnchors(nproc)?.source;

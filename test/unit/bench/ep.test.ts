@@ -1,29 +1,38 @@
 import { describe, expect, it } from 'vitest';
 
+import { ANCHOR_SHAPES } from '../../../src/cli/bench/ep-anchors.js';
 import { command, compareWithDeepEp, renderEpTable, summarise, type EpBenchReport } from '../../../src/cli/bench/ep.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 
 const row = { gbps: 300, kernelUs: 40 };
+const NORMAL = ANCHOR_SHAPES.normal;
+const LL = ANCHOR_SHAPES['low-latency'];
 
 describe('bench ep: DeepEP comparison by rank count', () => {
   it('at 4 ranks uses the same-machine figures with the issue goals', () => {
-    expect(compareWithDeepEp('normal', 'dispatch-bf16', 24, row, 4)).toEqual({ value: 261, unit: 'GB/s', ratio: 1.149, goal: 1.4 });
-    expect(compareWithDeepEp('normal', 'combine-bf16', 24, row, 4)).toEqual({ value: 355, unit: 'GB/s', ratio: 0.845, goal: 1.2 });
-    expect(compareWithDeepEp('normal', 'dispatch-fp8-cached', 48, row, 4)).toEqual({ value: 371, unit: 'GB/s', ratio: 0.809 });
-    expect(compareWithDeepEp('low-latency', 'll-dispatch', undefined, row, 4)).toEqual({ value: 33, unit: 'us', ratio: 1.212, goal: 0.7 });
-    expect(compareWithDeepEp('normal', 'dispatch-bf16', 128, row, 4)).toBeUndefined();
+    expect(compareWithDeepEp('normal', 'dispatch-bf16', 24, row, 4, NORMAL)).toEqual({ value: 261, unit: 'GB/s', ratio: 1.149, goal: 1.4 });
+    expect(compareWithDeepEp('normal', 'combine-bf16', 24, row, 4, NORMAL)).toEqual({ value: 355, unit: 'GB/s', ratio: 0.845, goal: 1.2 });
+    expect(compareWithDeepEp('normal', 'dispatch-fp8-cached', 48, row, 4, NORMAL)).toEqual({ value: 371, unit: 'GB/s', ratio: 0.809 });
+    expect(compareWithDeepEp('low-latency', 'll-dispatch', undefined, row, 4, LL)).toEqual({ value: 33, unit: 'us', ratio: 1.212, goal: 0.7 });
+    expect(compareWithDeepEp('normal', 'dispatch-bf16', 128, row, 4, NORMAL)).toBeUndefined();
   });
 
   it("at 8 ranks uses DeepEP's published EP8 figures, without goals", () => {
-    expect(compareWithDeepEp('normal', 'dispatch-fp8', 24, row, 8)).toEqual({ value: 153, unit: 'GB/s', ratio: 1.961 });
-    expect(compareWithDeepEp('normal', 'combine-bf16', 24, row, 8)).toEqual({ value: 158, unit: 'GB/s', ratio: 1.899 });
-    expect(compareWithDeepEp('normal', 'dispatch-bf16', 24, row, 8)).toBeUndefined();
-    expect(compareWithDeepEp('low-latency', 'll-combine', undefined, row, 8)).toEqual({ value: 114, unit: 'us', ratio: 0.351 });
+    expect(compareWithDeepEp('normal', 'dispatch-fp8', 24, row, 8, NORMAL)).toEqual({ value: 153, unit: 'GB/s', ratio: 1.961 });
+    expect(compareWithDeepEp('normal', 'combine-bf16', 24, row, 8, NORMAL)).toEqual({ value: 158, unit: 'GB/s', ratio: 1.899 });
+    expect(compareWithDeepEp('normal', 'dispatch-bf16', 24, row, 8, NORMAL)).toBeUndefined();
+    expect(compareWithDeepEp('low-latency', 'll-combine', undefined, row, 8, LL)).toEqual({ value: 114, unit: 'us', ratio: 0.351 });
+  });
+
+  it('has no figures for a run of another shape than DeepEP measured', () => {
+    expect(compareWithDeepEp('low-latency', 'll-dispatch', undefined, row, 4, { ...LL, tokens: 256 })).toBeUndefined();
+    expect(compareWithDeepEp('normal', 'dispatch-bf16', 24, row, 4, { ...NORMAL, hidden: 4096 })).toBeUndefined();
+    expect(compareWithDeepEp('normal', 'combine-bf16', 24, row, 4, { ...NORMAL, experts: 64 })).toBeUndefined();
   });
 
   it('has no figures at other rank counts', () => {
-    expect(compareWithDeepEp('normal', 'dispatch-bf16', 24, row, 2)).toBeUndefined();
-    expect(compareWithDeepEp('low-latency', 'll-dispatch', undefined, row, 2)).toBeUndefined();
+    expect(compareWithDeepEp('normal', 'dispatch-bf16', 24, row, 2, NORMAL)).toBeUndefined();
+    expect(compareWithDeepEp('low-latency', 'll-dispatch', undefined, row, 2, LL)).toBeUndefined();
   });
 });
 
@@ -61,7 +70,7 @@ describe('bench ep: a --send-sms sweep', () => {
   });
 
   it('keeps one combine row per sending share, each with its share', () => {
-    const rows = summarise('normal', [rank(0), rank(1)]);
+    const rows = summarise('normal', [rank(0), rank(1)], NORMAL);
     const combines = rows.filter((r) => r.op === 'combine-bf16');
     expect(combines.map((r) => [r.sendSms, r.kernelUs, r.perRank.length])).toEqual([
       [12, 400.5, 2],
@@ -76,7 +85,7 @@ describe('bench ep: a --send-sms sweep', () => {
       mode: 'normal',
       worldSize: 2,
       config: { tokens: 4096, hidden: 7168, topk: 8, experts: 256 },
-      rows: summarise('normal', [rank(0), rank(1)]),
+      rows: summarise('normal', [rank(0), rank(1)], NORMAL),
     } as unknown as EpBenchReport;
     const lines = renderEpTable(report).split('\n');
     expect(lines.filter((l) => l.includes('combine-bf16')).map((l) => l.trim().split(/\s{2,}/)[1])).toEqual(['24 (12 send)', '24 (16 send)']);
