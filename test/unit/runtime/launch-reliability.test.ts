@@ -57,12 +57,12 @@ describe('wideep launch: its own output', () => {
   it('`| head -3`: a closed stdout ends the job cleanly, with no unhandled error and no orphan', async () => {
     const dir = tempDir();
     const launcher = runLauncher(['--nproc-per-node', '2', CHATTY], { PID_DIR: dir }, { keepStdout: false });
-    // Read three lines, then close the pipe as head does.
+    // Read three lines or more (until both ranks have started), then close the pipe as head does.
     await new Promise<void>((resolve) => {
       let seen = '';
       launcher.child.stdout!.on('data', (d) => {
         seen += d;
-        if (seen.split('\n').length > 3) {
+        if (seen.split('\n').length > 3 && seen.includes('[rank 1] quiet\n')) {
           launcher.child.stdout!.destroy();
           resolve();
         }
