@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'ERR_BLAS_NOT_FOUND'
   | 'ERR_PEER'
   | 'ERR_PROTOCOL'
+  | 'ERR_AUTH'
   | 'ERR_UNSUPPORTED'
   | `CUDA_ERROR_${string}`
   | `NCCL_${string}`

@@ -13,13 +13,16 @@ export {
   MAX_KEY_BYTES,
   MAX_VALUE_BYTES,
   DEFAULT_STORE_TIMEOUT_MS,
+  DEFAULT_STORE_LIMITS,
+  newToken,
   type StoreServerOptions,
+  type StoreServerLimits,
   type StoreClientOptions,
   type OpenStoreOptions,
 } from './runtime/store/index.js';
 export { detectDistEnv, type DistEnv, type DistEnvOptions, type DistEnvSource } from './runtime/env.js';
 export { initProcessGroup, type InitProcessGroupOptions } from './runtime/process-group.js';
-export { launch, type LaunchOptions, type LaunchResult, type RankExit, type LaunchFailure } from './runtime/launcher.js';
+export { launch, type LaunchOptions, type LaunchResult, type RankExit, type LaunchFailure, type OutputSink } from './runtime/launcher.js';
 export { Communicator, type CommunicatorOptions, type ReduceOp, type P2POp } from './comm/communicator.js';
 export { loadNccl } from './comm/nccl-library.js';
 export * from './ep/index.js';

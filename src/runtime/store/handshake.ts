@@ -9,6 +9,11 @@ import { NONCE_BYTES, clientProof, newNonce, proofMatches, serverProof } from '.
 import { MAX_IDENTITY_BYTES, checkIdentity } from './identity.js';
 import { FrameReader, PROTOCOL_MAGIC, PROTOCOL_VERSION, protocolError, type Field } from './protocol.js';
 
+/** A token refused, either way: ERR_AUTH, which the caller fixes with the right secret, not a rebuild. */
+function authError(message: string): WideepError {
+  return new WideepError('ERR_AUTH', `store authentication: ${message}`);
+}
+
 /** How long a client waits for a store's first answer, and a server for a client's proof. */
 export const CLIENT_HANDSHAKE_MS = 5_000;
 export const SERVER_HANDSHAKE_MS = 10_000;
@@ -46,17 +51,17 @@ export function answerHello(r: FrameReader, h: ClientHandshake, token: string | 
   if (serverNonce.length !== NONCE_BYTES) throw protocolError(`the store at ${where} sent a nonce of ${serverNonce.length} bytes`);
   if (!tokenRequired) {
     if (token !== undefined) {
-      throw protocolError(
+      throw authError(
         `the store at ${where} has no token: it is not this job's store (another job's, or one started without WIDEEP_STORE_TOKEN)`,
       );
     }
     return [{ bytes: new Uint8Array(0) }, { bytes: Buffer.from(identity) }];
   }
   if (token === undefined) {
-    throw protocolError(`the store at ${where} needs the job's token (WIDEEP_STORE_TOKEN, or --rdzv-token for wideep launch)`);
+    throw authError(`the store at ${where} needs the job's token (WIDEEP_STORE_TOKEN, or --rdzv-token for wideep launch)`);
   }
   if (!proofMatches(serverProof(token, h.clientNonce, serverNonce), proof)) {
-    throw protocolError(`the store at ${where} does not hold this job's token: another job's store, or the nodes were given different tokens`);
+    throw authError(`the store at ${where} does not hold this job's token: another job's store, or the nodes were given different tokens`);
   }
   return [{ bytes: clientProof(token, serverNonce, h.clientNonce, identity) }, { bytes: Buffer.from(identity) }];
 }
@@ -91,7 +96,7 @@ export function readAuth(r: FrameReader, token: string | undefined, state: Serve
   const identity = r.string(MAX_IDENTITY_BYTES);
   r.end();
   if (token !== undefined && !proofMatches(clientProof(token, state.serverNonce, state.clientNonce, identity), proof)) {
-    throw protocolError('authentication failed: the client does not hold this store\'s token');
+    throw authError('authentication failed: the client does not hold this store\'s token');
   }
   if (identity !== '') checkIdentity(identity);
   return identity;

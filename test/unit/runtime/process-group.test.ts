@@ -101,7 +101,7 @@ describe('initProcessGroup', () => {
     cleanups.push(() => server.close());
     const env = (extra: Record<string, string>) => torchrunEnv(0, 1, server.port, { WIDEEP_STORE_HOSTED: '1', ...extra });
     const refused = await initProcessGroup({ env: env({}), timeoutMs: 2_000 }).catch((x: unknown) => x);
-    expect((refused as WideepError).code).toBe('ERR_PROTOCOL');
+    expect((refused as WideepError).code).toBe('ERR_AUTH');
     const [pg] = await join([env({ WIDEEP_STORE_TOKEN: token })]);
     await pg!.store.set('k', 'v');
   });

@@ -127,9 +127,9 @@ describe('TcpStore: authentication', () => {
     const secured = await startServer({ token: TOKEN });
     const open = await startServer();
     const t0 = Date.now();
-    await expectWideepError(connect(secured.port, { token: 'another-jobs-secret-000000' }), 'ERR_PROTOCOL', `${HOST}:${secured.port}`, 'token');
-    await expectWideepError(connect(secured.port), 'ERR_PROTOCOL', 'needs');
-    await expectWideepError(connect(open.port, { token: TOKEN }), 'ERR_PROTOCOL', 'has no token');
+    await expectWideepError(connect(secured.port, { token: 'another-jobs-secret-000000' }), 'ERR_AUTH', `${HOST}:${secured.port}`, 'token');
+    await expectWideepError(connect(secured.port), 'ERR_AUTH', 'needs');
+    await expectWideepError(connect(open.port, { token: TOKEN }), 'ERR_AUTH', 'has no token');
     expect(Date.now() - t0).toBeLessThan(2_000);
     await vi.waitFor(() => expect(secured.connections + open.connections).toBe(0));
   });
