@@ -61,7 +61,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   }
   const entry = COMMANDS[name];
   if (!entry) {
-    io.err(`wideep: unknown command '${name}'\n\n${helpText()}`);
+    io.err(`wideep: unknown command '${name}': expected one of ${Object.keys(COMMANDS).join(', ')} (run 'wideep --help' for usage)`);
     return 2;
   }
   const { command } = await entry.load();
@@ -73,6 +73,6 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
   try {
     return await command.run(rest, io);
   } catch (e) {
-    return reportError(e, io, command.usage);
+    return reportError(e, io, name);
   }
 }

@@ -8,6 +8,7 @@
  */
 import { WideepError } from '../errors.js';
 import { processGroups, rankInfo, type GroupSizes, type ProcessGroups, type RankInfo } from './groups.js';
+import { MAX_GPUS, MAX_ROUTED_EXPERTS } from './limits.js';
 import {
   MAX_DISPATCH_TOKENS_PER_RANK,
   OPTION_SPECS,
@@ -29,6 +30,20 @@ export interface ConfigOverride {
 
 /** Options whose smallest allowed value is 0 rather than 1. */
 const MIN_ZERO: ReadonlySet<keyof ParallelOptions> = new Set(['nodeRank', 'epNumRedundantExperts']);
+
+/** Upper bounds of the integer options that size what the planner builds (see limits.ts). */
+const INT_MAX: Readonly<Partial<Record<keyof ParallelOptions, number>>> = {
+  tp: MAX_GPUS,
+  dpSize: MAX_GPUS,
+  epSize: MAX_GPUS,
+  moeDpSize: MAX_GPUS,
+  ppSize: MAX_GPUS,
+  nnodes: MAX_GPUS,
+  nodeRank: MAX_GPUS - 1,
+  worldSize: MAX_GPUS,
+  gpusPerNode: MAX_GPUS,
+  epNumRedundantExperts: MAX_ROUTED_EXPERTS,
+};
 
 /** Backends for which SGLang sets ep-size to tp. */
 const EP_EQUALS_TP: ReadonlySet<MoeA2aBackend> = new Set(['deepep', 'mooncake', 'mori']);
@@ -61,7 +76,10 @@ function checkTypes(given: Record<string, unknown>): string[] {
     switch (spec.kind) {
       case 'int': {
         const min = MIN_ZERO.has(key as keyof ParallelOptions) ? 0 : 1;
-        if (typeof value !== 'number' || !Number.isInteger(value) || value < min) bad.push(`${head}: must be an integer >= ${min}`);
+        const max = INT_MAX[key as keyof ParallelOptions] ?? Number.MAX_SAFE_INTEGER;
+        if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+          bad.push(`${head}: must be an integer ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`}`);
+        }
         break;
       }
       case 'number':
@@ -162,6 +180,11 @@ export class ParallelConfig {
     // World size and nodes.
     const dpReplicas = o.enableDpAttention ? 1 : o.dpSize;
     const impliedWorld = o.tp * o.ppSize * dpReplicas;
+    if (impliedWorld > MAX_GPUS) {
+      // The rules below would only restate it, derived from a world that cannot be.
+      const factors = `--tp ${o.tp} × --pp-size ${o.ppSize}${dpReplicas > 1 ? ` × --dp-size ${o.dpSize}` : ''}`;
+      throw refuse([...errors, `${factors} = ${impliedWorld} GPUs: more than the limit of ${MAX_GPUS}`]);
+    }
     const worldSize = defined.worldSize ?? impliedWorld;
     if (worldSize !== impliedWorld) {
       errors.push(

@@ -15,6 +15,7 @@
  */
 import { WideepError, assertInteger } from '../errors.js';
 import { toLoadMatrix } from './json-file.js';
+import { MAX_PHYSICAL_EXPERTS, checkPlacementSize } from './limits.js';
 
 const f32 = Math.fround;
 
@@ -50,6 +51,52 @@ export interface Packing {
   rankInPack: number[];
 }
 
+/** The packs that still have room, as a binary min-heap on (load, index): the lightest first, the first on ties. */
+class LightestPacks {
+  // Every load starts at 0, so the packs in index order already form a heap.
+  private readonly heap: number[];
+
+  constructor(private readonly load: readonly number[]) {
+    this.heap = load.map((_, p) => p);
+  }
+
+  get top(): number {
+    return this.heap[0]!;
+  }
+
+  /** Restores the order after the top pack's load grew. */
+  topGrew(): void {
+    this.siftDown(0);
+  }
+
+  /** Drops the top pack (it is full). */
+  removeTop(): void {
+    const last = this.heap.pop()!;
+    if (this.heap.length === 0) return;
+    this.heap[0] = last;
+    this.siftDown(0);
+  }
+
+  private lighter(a: number, b: number): boolean {
+    return this.load[a]! < this.load[b]! || (this.load[a] === this.load[b] && a < b);
+  }
+
+  private siftDown(i: number): void {
+    const h = this.heap;
+    for (;;) {
+      const left = 2 * i + 1;
+      let best = i;
+      if (left < h.length && this.lighter(h[left]!, h[best]!)) best = left;
+      if (left + 1 < h.length && this.lighter(h[left + 1]!, h[best]!)) best = left + 1;
+      if (best === i) return;
+      const moved = h[i]!;
+      h[i] = h[best]!;
+      h[best] = moved;
+      i = best;
+    }
+  }
+}
+
 /**
  * Splits `weights.length` items into `numPacks` packs of equal count, heaviest
  * item first, each into the lightest pack with room.
@@ -68,14 +115,14 @@ export function balancedPacking(weights: readonly number[], numPacks: number): P
   const count = new Array<number>(numPacks).fill(0);
   const pack = new Array<number>(n);
   const rankInPack = new Array<number>(n);
+  const open = new LightestPacks(load);
   for (const item of order) {
-    let best = -1;
-    for (let p = 0; p < numPacks; p++) {
-      if (count[p]! < perPack && (best < 0 || load[p]! < load[best]!)) best = p;
-    }
+    const best = open.top;
     pack[item] = best;
     rankInPack[item] = count[best]!++;
     load[best] = f32(load[best]! + f32(weights[item]!));
+    if (count[best] === perPack) open.removeTop();
+    else open.topGrew();
   }
   return { pack, rankInPack };
 }
@@ -183,9 +230,9 @@ export function eplbPolicy(numGroups: number, numNodes: number, policy: EplbPoli
   return numGroups % numNodes === 0 ? 'hierarchical' : 'global';
 }
 
-function checkParams(E: number, p: EplbParams): 'hierarchical' | 'global' {
+function checkParams(L: number, E: number, p: EplbParams): 'hierarchical' | 'global' {
   const problem = (what: string): WideepError => new WideepError('ERR_INVALID_ARG', what);
-  assertInteger('numReplicas (--replicas)', p.numReplicas, 1);
+  assertInteger('numReplicas (--replicas)', p.numReplicas, 1, MAX_PHYSICAL_EXPERTS);
   assertInteger('numGroups (--groups)', p.numGroups, 1);
   assertInteger('numNodes (--nodes)', p.numNodes, 1);
   assertInteger('numGpus (--gpus)', p.numGpus, 1);
@@ -194,6 +241,7 @@ function checkParams(E: number, p: EplbParams): 'hierarchical' | 'global' {
     throw problem(`numReplicas (--replicas) ${p.numReplicas}: must be a multiple of numGpus (--gpus ${p.numGpus})`);
   }
   if (p.numGpus % p.numNodes !== 0) throw problem(`numGpus (--gpus) ${p.numGpus}: must be a multiple of numNodes (--nodes ${p.numNodes})`);
+  checkPlacementSize({ numLayers: L, numLogical: E, numPhysical: p.numReplicas }, `numReplicas (--replicas) ${p.numReplicas}`, 'use fewer replicas');
   if (p.policy !== undefined && !['auto', 'hierarchical', 'global'].includes(p.policy)) {
     throw problem(`policy (--policy) ${String(p.policy)}: must be auto, hierarchical or global`);
   }
@@ -216,7 +264,7 @@ function checkParams(E: number, p: EplbParams): 'hierarchical' | 'global' {
 export function rebalanceExperts(weight: readonly (readonly number[])[], params: EplbParams): EplbResult & { policy: 'hierarchical' | 'global' } {
   const rows = toLoadMatrix(weight, 'weight');
   const E = rows[0]!.length;
-  const policy = checkParams(E, params);
+  const policy = checkParams(rows.length, E, params);
   const [G, M] = policy === 'hierarchical' ? [params.numGroups, params.numNodes] : [1, 1];
   const R = params.numReplicas;
   const maxReplicas = R - E + 1;

@@ -9,6 +9,7 @@
  */
 import { WideepError, assertInteger } from '../errors.js';
 import type { EplbResult } from './eplb.js';
+import { checkPlacementSize } from './limits.js';
 
 export interface ExpertLocationShape {
   numLayers: number;
@@ -81,6 +82,7 @@ export class ExpertLocationMap {
     if (s.numPhysical % s.numRanks !== 0) {
       throw invalid(`expert location numPhysical ${s.numPhysical}: must be a multiple of numRanks (${s.numRanks})`);
     }
+    checkPlacementSize(s, `expert location numPhysical ${s.numPhysical}`, 'use fewer physical slots, experts or layers');
     return { ...s, ranksPerNode };
   }
 
@@ -119,17 +121,25 @@ export class ExpertLocationMap {
       );
     }
     const map = new ExpertLocationMap(ExpertLocationMap.checkShape({ ...shape, numLayers: result.phy2log.length, numLogical, numPhysical }));
-    result.log2phy.forEach((layer, l) =>
+    // Each slot must be listed exactly once, so that phy2log and log2phy describe one placement.
+    const listed = new Uint8Array(numPhysical);
+    result.log2phy.forEach((layer, l) => {
+      listed.fill(0);
       layer.forEach((slots, e) =>
         slots.forEach((p, k) => {
-          if (p >= 0) map.place(l, p, e, k);
+          if (p < 0) return;
+          map.place(l, p, e, k);
+          if (listed[p]) throw invalid(`layer ${l}: log2phy lists slot ${p} more than once`);
+          listed[p] = 1;
         }),
-      ),
-    );
+      );
+      const unlisted = listed.indexOf(0);
+      if (unlisted >= 0) throw invalid(`layer ${l}: log2phy lists no expert in slot ${unlisted}`);
+    });
     map.checkCovered();
     result.phy2log.forEach((row, l) => {
       const placed = map.layerPhy2Log(l);
-      const p = row.findIndex((e, i) => e !== placed[i] || map.replicas(l, e).indexOf(i) < 0);
+      const p = row.findIndex((e, i) => e !== placed[i]);
       if (p >= 0) throw invalid(`layer ${l} slot ${p}: phy2log says expert ${row[p]}, which log2phy does not place there`);
     });
     return map;

@@ -49,7 +49,14 @@ export interface RankInfo {
   groups: Record<GroupKind, number[]>;
 }
 
-function range(start: number, count: number, stride = 1): number[] {
+/** A group as an arithmetic run of ranks: `start, start + stride, …`, `count` of them. */
+interface Span {
+  start: number;
+  count: number;
+  stride: number;
+}
+
+function range({ start, count, stride }: Span): number[] {
   return Array.from({ length: count }, (_, i) => start + i * stride);
 }
 
@@ -58,8 +65,8 @@ function tpBase(s: GroupSizes, replica: number, ppRank: number): number {
   return replica * s.tp * s.pp + ppRank * s.tp;
 }
 
-/** The groups that contain `rank`, one per kind. */
-function groupsOf(s: GroupSizes, replica: number, ppRank: number, tpRank: number): Record<GroupKind, number[]> {
+/** The groups that contain `rank`, one span per kind. */
+function spansOf(s: GroupSizes, replica: number, ppRank: number, tpRank: number): Record<GroupKind, Span> {
   const base = tpBase(s, replica, ppRank);
   const attnDpRank = Math.floor(tpRank / s.attnTpSize);
   const moeTpRank = tpRank % s.moeTpSize;
@@ -67,21 +74,25 @@ function groupsOf(s: GroupSizes, replica: number, ppRank: number, tpRank: number
   const moeDpRank = Math.floor(tpRank / (s.moeTpSize * s.moeEpSize));
   const moeBlock = base + moeDpRank * s.moeEpSize * s.moeTpSize;
   return {
-    tp: range(base, s.tp),
-    pp: range(replica * s.tp * s.pp + tpRank, s.pp, s.tp),
-    attnTp: range(base + attnDpRank * s.attnTpSize, s.attnTpSize),
-    moeEp: range(moeBlock + moeTpRank, s.moeEpSize, s.moeTpSize),
-    moeTp: range(moeBlock + moeEpRank * s.moeTpSize, s.moeTpSize),
-    moeDp: range(base + moeEpRank * s.moeTpSize + moeTpRank, s.moeDpSize, s.moeEpSize * s.moeTpSize),
+    tp: { start: base, count: s.tp, stride: 1 },
+    pp: { start: replica * s.tp * s.pp + tpRank, count: s.pp, stride: s.tp },
+    attnTp: { start: base + attnDpRank * s.attnTpSize, count: s.attnTpSize, stride: 1 },
+    moeEp: { start: moeBlock + moeTpRank, count: s.moeEpSize, stride: s.moeTpSize },
+    moeTp: { start: moeBlock + moeEpRank * s.moeTpSize, count: s.moeTpSize, stride: 1 },
+    moeDp: { start: base + moeEpRank * s.moeTpSize + moeTpRank, count: s.moeDpSize, stride: s.moeEpSize * s.moeTpSize },
   };
+}
+
+/** Where `rank` sits: its replica, pipeline stage and rank inside its TP group. */
+function position(s: GroupSizes, rank: number): { dpReplica: number; ppRank: number; tpRank: number } {
+  const perReplica = s.tp * s.pp;
+  return { dpReplica: Math.floor(rank / perReplica), ppRank: Math.floor((rank % perReplica) / s.tp), tpRank: rank % s.tp };
 }
 
 /** Where `rank` sits in every group. `rank` must be in `[0, worldSize)`. */
 export function rankInfo(s: GroupSizes, rank: number): RankInfo {
-  const perReplica = s.tp * s.pp;
-  const dpReplica = Math.floor(rank / perReplica);
-  const ppRank = Math.floor((rank % perReplica) / s.tp);
-  const tpRank = rank % s.tp;
+  const { dpReplica, ppRank, tpRank } = position(s, rank);
+  const spans = spansOf(s, dpReplica, ppRank, tpRank);
   return {
     rank,
     node: Math.floor(rank / s.gpusPerNode),
@@ -94,11 +105,15 @@ export function rankInfo(s: GroupSizes, rank: number): RankInfo {
     moeDpRank: Math.floor(tpRank / (s.moeTpSize * s.moeEpSize)),
     moeEpRank: Math.floor(tpRank / s.moeTpSize) % s.moeEpSize,
     moeTpRank: tpRank % s.moeTpSize,
-    groups: groupsOf(s, dpReplica, ppRank, tpRank),
+    groups: Object.fromEntries(Object.entries(spans).map(([kind, span]) => [kind, range(span)])) as Record<GroupKind, number[]>,
   };
 }
 
-/** Every group of every kind, each listed once. */
+/**
+ * Every group of every kind, each listed once. Groups are identified by their
+ * first member and listed only when first met, so the work is the size of the
+ * output, not world size × group size.
+ */
 export function processGroups(s: GroupSizes): ProcessGroups {
   const out: ProcessGroups = { tp: [], pp: [], attnTp: [], moeEp: [], moeTp: [], moeDp: [] };
   const seen: Record<GroupKind, Set<number>> = {
@@ -110,13 +125,13 @@ export function processGroups(s: GroupSizes): ProcessGroups {
     moeDp: new Set(),
   };
   for (let rank = 0; rank < s.worldSize; rank++) {
-    const info = rankInfo(s, rank);
+    const { dpReplica, ppRank, tpRank } = position(s, rank);
+    const spans = spansOf(s, dpReplica, ppRank, tpRank);
     for (const kind of Object.keys(out) as GroupKind[]) {
-      const g = info.groups[kind];
-      // A group is identified by its first member.
-      if (!seen[kind].has(g[0]!)) {
-        seen[kind].add(g[0]!);
-        out[kind].push(g);
+      const span = spans[kind];
+      if (!seen[kind].has(span.start)) {
+        seen[kind].add(span.start);
+        out[kind].push(range(span));
       }
     }
   }

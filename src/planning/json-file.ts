@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 
 import { WideepError } from '../errors.js';
+import { MAX_LAYER_LOAD } from './limits.js';
 
 /** Reads and parses `path`; `what` names it in errors (e.g. `--weights`). */
 export function readJsonFile(path: string, what: string): unknown {
@@ -21,7 +22,8 @@ export function readJsonFile(path: string, what: string): unknown {
 
 /**
  * Checks that `value` is a non-empty rectangular `[rows][cols]` matrix of
- * finite numbers >= 0 (expert loads) and returns it.
+ * expert loads: finite numbers >= 0 whose sum over a row stays within
+ * `MAX_LAYER_LOAD` (EPLB sums them in float32). Errors name the first bad entry.
  */
 export function toLoadMatrix(value: unknown, what: string): number[][] {
   if (!Array.isArray(value) || value.length === 0) {
@@ -33,9 +35,17 @@ export function toLoadMatrix(value: unknown, what: string): number[][] {
     if (row.length !== cols || cols === 0) {
       throw new WideepError('ERR_INVALID_ARG', `${what}: row ${i} has ${row.length} entries, expected ${cols} like row 0 (and at least 1)`);
     }
+    let total = 0;
     row.forEach((x: unknown, j) => {
       if (typeof x !== 'number' || !Number.isFinite(x) || x < 0) {
         throw new WideepError('ERR_INVALID_ARG', `${what}: [${i}][${j}] is ${JSON.stringify(x)}, expected a finite number >= 0`);
+      }
+      total += x;
+      if (total > MAX_LAYER_LOAD) {
+        throw new WideepError(
+          'ERR_INVALID_ARG',
+          `${what}: [${i}][${j}] is ${x}, which takes row ${i}'s total load past ${MAX_LAYER_LOAD}, the most EPLB's float32 sums hold; scale the loads down`,
+        );
       }
     });
   });

@@ -7,6 +7,7 @@ import { basename } from 'node:path';
 
 import { WideepError } from '../errors.js';
 import { readJsonFile } from './json-file.js';
+import { MAX_ROUTED_EXPERTS } from './limits.js';
 import { MODEL_PRESETS, findModelPreset, type ModelConfig, type ModelDtypes } from './models.js';
 
 type Json = Record<string, unknown>;
@@ -19,9 +20,11 @@ function bad(source: string, field: string, expected: string, got: unknown): Wid
   return new WideepError('ERR_INVALID_ARG', `${source}: ${field} must be ${expected}, got ${JSON.stringify(got) ?? String(got)}`);
 }
 
-function int(source: string, o: Json, field: string, min: number, fallback?: number): number {
+function int(source: string, o: Json, field: string, min: number, fallback?: number, max?: number): number {
   const v = o[field] ?? fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw bad(source, field, `an integer >= ${min}`, o[field]);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || (max !== undefined && v > max)) {
+    throw bad(source, field, max === undefined ? `an integer >= ${min}` : `an integer in [${min}, ${max}]`, o[field]);
+  }
   return v;
 }
 
@@ -49,7 +52,7 @@ export function normalizeModelConfig(value: unknown, source = 'model'): ModelCon
   const hiddenSize = int(source, o, 'hiddenSize', 1);
   const intermediateSize = int(source, o, 'intermediateSize', firstKDenseLayers > 0 ? 1 : 0, 0);
   const moeIntermediateSize = int(source, o, 'moeIntermediateSize', 1);
-  const numRoutedExperts = int(source, o, 'numRoutedExperts', 1);
+  const numRoutedExperts = int(source, o, 'numRoutedExperts', 1, undefined, MAX_ROUTED_EXPERTS);
   const numSharedExperts = int(source, o, 'numSharedExperts', 0, 0);
   const topK = int(source, o, 'topK', 1);
   if (topK > numRoutedExperts) throw bad(source, 'topK', `at most numRoutedExperts (${numRoutedExperts})`, topK);
@@ -117,7 +120,34 @@ export function normalizeModelConfig(value: unknown, source = 'model'): ModelCon
   };
 }
 
-const DTYPE_BYTES: Readonly<Record<string, number>> = { bfloat16: 2, float16: 2, float32: 4 };
+/** Bytes per element of the checkpoint dtypes wideep knows. */
+const DTYPE_BYTES: ReadonlyMap<string, number> = new Map([
+  ['bfloat16', 2],
+  ['float16', 2],
+  ['float32', 4],
+]);
+
+/** Bytes per element of the unquantized weights; an unknown dtype is refused rather than guessed. */
+function checkpointDtypeBytes(hf: Json, source: string): number {
+  // Recent transformers releases write `dtype`, older ones `torch_dtype`.
+  const field = hf.torch_dtype !== undefined ? 'torch_dtype' : 'dtype';
+  const name = hf[field] ?? 'bfloat16';
+  const bytes = typeof name === 'string' ? DTYPE_BYTES.get(name) : undefined;
+  if (bytes === undefined) throw bad(source, field, `one of ${[...DTYPE_BYTES.keys()].join(', ')}`, name);
+  return bytes;
+}
+
+/** Whether the linear weights are FP8; a quantization other than FP8 is refused rather than taken as unquantized. */
+function isFp8Checkpoint(q: Json | undefined, source: string): boolean {
+  if (q === undefined) return false;
+  if (q.quant_method === 'fp8') return true;
+  throw bad(
+    source,
+    'quantization_config.quant_method',
+    "'fp8' (the only quantization wideep reads from a config.json; describe other models in wideep's own shape, with dtypes.weightBytes)",
+    q.quant_method,
+  );
+}
 
 /** Translates a Hugging Face `config.json` into the camelCase shape. */
 export function fromHuggingFaceConfig(hf: Json, source: string): unknown {
@@ -125,9 +155,9 @@ export function fromHuggingFaceConfig(hf: Json, source: string): unknown {
   if (experts === undefined) {
     throw new WideepError('ERR_INVALID_ARG', `${source}: not a MoE model (no n_routed_experts or num_experts)`);
   }
-  const unquantized = DTYPE_BYTES[String(hf.torch_dtype ?? 'bfloat16')] ?? 2;
+  const unquantized = checkpointDtypeBytes(hf, source);
   const q = isObject(hf.quantization_config) ? hf.quantization_config : undefined;
-  const fp8 = q?.quant_method === 'fp8';
+  const fp8 = isFp8Checkpoint(q, source);
   const block = fp8 && Array.isArray(q?.weight_block_size) ? Number(q.weight_block_size[0]) : 0;
   const heads = hf.num_attention_heads;
   const attention =

@@ -18,6 +18,7 @@ import { normalizeModelConfig } from './model-file.js';
 import { kvElementsPerTokenPerLayer, modelWeights, type ModelConfig } from './models.js';
 import type { ParallelOptions, ResolvedDeepepMode, ResolvedParallelOptions } from './options.js';
 import { toLoadMatrix } from './json-file.js';
+import { checkPlacementSize } from './limits.js';
 
 /** GPUs per node assumed when neither `nnodes` nor `gpusPerNode` is given. */
 export const DEFAULT_GPUS_PER_NODE = 8;
@@ -55,6 +56,7 @@ export interface MemoryPlan {
   kvBudgetBytes: number;
   kvBytesPerToken: number;
   kvTokens: number;
+  /** Whether the weights and at least one token of KV cache fit in the static budget. */
   fits: boolean;
 }
 
@@ -144,6 +146,10 @@ export interface DeploymentPlan {
   };
   placement: PlacementPlan;
   eplb: EplbPlanSummary | null;
+  /** Whether the deployment fits the GPUs (`memory.fits`); `fitReason` says why not. */
+  fits: boolean;
+  /** Why the deployment does not fit, with what to change; null when it fits. */
+  fitReason: string | null;
 }
 
 function hardwareOf(h: Partial<HardwareSpec> = {}): HardwareSpec {
@@ -204,8 +210,25 @@ function memoryPlan(m: ModelConfig, c: ParallelConfig, hw: HardwareSpec, notes: 
     kvBudgetBytes,
     kvBytesPerToken,
     kvTokens: Math.max(0, Math.floor(kvBudgetBytes / kvBytesPerToken)),
-    fits: kvBudgetBytes > 0,
+    fits: kvBudgetBytes >= kvBytesPerToken,
   };
+}
+
+function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
+
+/** Why `mem` does not fit, and what would make it fit; null when it fits. */
+function fitReason(mem: MemoryPlan): string | null {
+  if (mem.fits) return null;
+  const fix = 'use more GPUs (a larger --ep-size shards the experts), GPUs with more memory, or a higher --mem-fraction-static';
+  if (mem.kvBudgetBytes <= 0) {
+    return (
+      `the weights need ${gib(mem.weightBytes)} per GPU, more than the static budget of ${gib(mem.staticBudgetBytes)} ` +
+      `(${mem.gpu} with ${(mem.gpuMemoryBytes / 1e9).toFixed(1)} GB × mem-fraction-static ${mem.memFractionStatic}); ${fix}`
+    );
+  }
+  return `the ${Math.floor(mem.kvBudgetBytes)} bytes left after the weights hold no token of KV cache (${mem.kvBytesPerToken} bytes per token); ${fix}`;
 }
 
 /** EP ranks on one node: an EP group takes every moe_tp-th rank of its TP group. */
@@ -275,6 +298,12 @@ export function planDeployment(input: PlanInput): DeploymentPlan {
   const w = modelWeights(model);
   const numMoe = w.numMoeLayers;
   const R = config.numPhysicalExperts(model.numRoutedExperts);
+  const redundant = config.options.epNumRedundantExperts;
+  checkPlacementSize(
+    { numLayers: numMoe, numLogical: model.numRoutedExperts, numPhysical: R },
+    redundant > 0 ? `--ep-num-redundant-experts ${redundant}` : `${model.name} (${numMoe} MoE layers, ${model.numRoutedExperts} routed experts)`,
+    redundant > 0 ? 'use fewer redundant experts' : 'the planner cannot place a model this large',
+  );
   const expertsPerGpu = config.expertsPerGpu(model.numRoutedExperts);
   const numGpus = config.moeEpSize;
   const ranksPerNode = epRanksPerNode(config);
@@ -302,6 +331,7 @@ export function planDeployment(input: PlanInput): DeploymentPlan {
     notes.push("--enable-eplb without --eplb-stats: showing SGLang's initial placement (slot p holds expert p mod E)");
   }
 
+  const memory = memoryPlan(model, config, hw, notes);
   return {
     model: {
       name: model.name,
@@ -331,7 +361,7 @@ export function planDeployment(input: PlanInput): DeploymentPlan {
     numPhysicalExperts: R,
     expertsPerGpu,
     groups: config.processGroups(),
-    memory: memoryPlan(model, config, hw, notes),
+    memory,
     communication: {
       backend: config.options.moeA2aBackend,
       nvlinkGBps: hw.nvlinkGBps,
@@ -348,5 +378,7 @@ export function planDeployment(input: PlanInput): DeploymentPlan {
       logcnt: Array.from({ length: numMoe }, (_, l) => placementMap.layerLogcnt(l)),
     },
     eplb,
+    fits: memory.fits,
+    fitReason: fitReason(memory),
   };
 }

@@ -96,8 +96,18 @@ function stepLine(s: StepReport): string {
   );
 }
 
+/** Prints each stage as it ends and, on a terminal, which one runs now. */
 function progressPrinter(io: CliIo): (e: PipelineEvent) => void {
+  let steps = 0;
+  let done = 0;
   return (e) => {
+    print(e);
+    if (e.type === 'setup') steps = e.steps;
+    if (e.type === 'step') done = e.report.step + 1;
+    io.progress?.(done < steps ? `demo: running step ${done} (${done} of ${steps} done)…` : 'demo: running the dense reference…');
+  };
+
+  function print(e: PipelineEvent): void {
     if (e.type === 'setup') {
       const eplb = e.eplb
         ? `EPLB on: ${e.eplb.redundantExperts} redundant slots, ${e.eplb.replicaChoice} replica choice, rebalance after step ${e.eplb.rebalanceAfterSteps - 1}`
@@ -118,7 +128,7 @@ function progressPrinter(io: CliIo): (e: PipelineEvent) => void {
           `${r.moves.recv} received, ${r.moves.local} local copies, ${r.moves.reuse} reused, ${r.moves.unchanged} unchanged`,
       );
     }
-  };
+  }
 }
 
 function summary(backend: DemoBackend, r: MoeLayerCheckResult, options: { tbo: boolean; eplb: boolean; replicaChoice: string; seed: number }) {
@@ -224,7 +234,7 @@ export const command: CliCommand = {
       io.out(lines.join('\n'));
       return cmp.pass ? 0 : 1;
     } catch (e) {
-      return reportError(e, io, USAGE);
+      return reportError(e, io, 'demo');
     }
   },
 };

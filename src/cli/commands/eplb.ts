@@ -65,10 +65,10 @@ export const command: CliCommand = {
       const lines = [
         `EPLB, ${policy} policy: ${weight.length} layers × ${E} experts -> ${R} slots on ${numGpus} GPUs (${params.numNodes} nodes, ${params.numGroups} groups)`,
       ];
+      // Before: slot p holds expert p mod E (SGLang's initial placement), so the first R mod E experts have one more copy.
+      const trivial = Array.from({ length: R }, (_, p) => p % E);
+      const trivialCnt = Array.from({ length: E }, (_, e) => Math.floor(R / E) + (e < R % E ? 1 : 0));
       phy2log.forEach((row, l) => {
-        // Before: one copy of each expert, slot p holding expert p mod E (SGLang's initial placement).
-        const trivial = Array.from({ length: R }, (_, p) => p % E);
-        const trivialCnt = Array.from({ length: E }, (_, e) => trivial.filter((x) => x === e).length);
         const before = balancedness(gpuLoadsOf(slotLoadsFromLogical(weight[l]!, trivial, trivialCnt), numGpus));
         const slotLoads = slotLoadsFromLogical(weight[l]!, row, logcnt[l]!);
         const gpuLoads = gpuLoadsOf(slotLoads, numGpus);
@@ -84,7 +84,7 @@ export const command: CliCommand = {
       io.out(lines.join('\n'));
       return 0;
     } catch (e) {
-      return reportError(e, io, USAGE);
+      return reportError(e, io, 'eplb');
     }
   },
 };

@@ -137,6 +137,13 @@ function placementLines(p: DeploymentPlan, layer: number | undefined): string[] 
   return out;
 }
 
+function kvBudgetCell(mem: DeploymentPlan['memory']): string {
+  const perToken = `${mem.kvBytesPerToken.toLocaleString('en-US')} B/token`;
+  if (mem.fits) return `${gib(mem.kvBudgetBytes)} = ${mem.kvTokens.toLocaleString('en-US')} tokens at ${perToken}`;
+  if (mem.kvBudgetBytes <= 0) return `none: the weights exceed the static budget by ${gib(-mem.kvBudgetBytes)}`;
+  return `${size(mem.kvBudgetBytes)}: not one token at ${perToken}`;
+}
+
 /** The human-readable plan. */
 export function renderPlan(p: DeploymentPlan, layer?: number): string {
   const o = p.options;
@@ -162,12 +169,7 @@ export function renderPlan(p: DeploymentPlan, layer?: number): string {
       ['dense weights (replicated)', gib(mem.denseWeightBytes)],
       [`expert shard (${p.expertsPerGpu} experts × ${m.numMoeLayers} layers${p.moeTpSize > 1 ? ` ÷ moe_tp ${p.moeTpSize}` : ''})`, gib(mem.expertShardBytes)],
       ['weights', gib(mem.weightBytes)],
-      [
-        'KV cache budget',
-        mem.fits
-          ? `${gib(mem.kvBudgetBytes)} = ${mem.kvTokens.toLocaleString('en-US')} tokens at ${mem.kvBytesPerToken.toLocaleString('en-US')} B/token`
-          : `${gib(mem.kvBudgetBytes)}: the weights do not fit`,
-      ],
+      ['KV cache budget', kvBudgetCell(mem)],
     ]),
     '',
     `communication per MoE layer per GPU (${p.communication.backend}; NVLink ${p.communication.nvlinkGBps} GB/s, RDMA ${p.communication.rdmaGBps} GB/s, ${p.communication.ranksPerNode} EP ranks per node)`,
@@ -215,6 +217,8 @@ export const command: CliCommand = {
       const int = (flag: string): number | undefined =>
         extra[flag] === undefined ? undefined : parseIntFlag(`--${flag}`, extra[flag] as string, flag === 'layer' ? 0 : 1);
       const statsPath = extra['eplb-stats'] as string | undefined;
+      // The largest plans take seconds; --json stays quiet.
+      if (!extra.json) io.progress?.('wideep plan: sizing groups, memory and traffic, placing the experts…');
       const plan = planDeployment({
         parallel: options,
         model,
@@ -226,9 +230,14 @@ export const command: CliCommand = {
       plan.warnings.unshift(...warnings);
       for (const w of plan.warnings) io.err(`wideep: warning: ${w}`);
       io.out(extra.json ? toJson(plan) : renderPlan(plan, int('layer')));
+      // A plan that does not fit is a result, not a usage error: exit 1.
+      if (!plan.fits) {
+        io.err(`wideep: the plan does not fit: ${plan.fitReason}`);
+        return 1;
+      }
       return 0;
     } catch (e) {
-      return reportError(e, io, USAGE);
+      return reportError(e, io, 'plan');
     }
   },
 };

@@ -194,10 +194,11 @@ describe('ParallelConfig validation rules', () => {
   });
 
   it('checks types and ranges, naming the flag', () => {
-    refused({ tp: 0 }, /--tp 0: must be an integer >= 1/);
-    refused({ tp: 2.5 }, /--tp 2.5: must be an integer >= 1/);
-    refused({ dpSize: '8' as unknown as number }, /--dp-size 8: must be an integer >= 1/);
-    refused({ epNumRedundantExperts: -1 }, /--ep-num-redundant-experts -1: must be an integer >= 0/);
+    refused({ tp: 0 }, /--tp 0: must be an integer in \[1, 65536\]/);
+    refused({ tp: 2.5 }, /--tp 2.5: must be an integer in \[1, 65536\]/);
+    refused({ dpSize: '8' as unknown as number }, /--dp-size 8: must be an integer in \[1, 65536\]/);
+    refused({ epNumRedundantExperts: -1 }, /--ep-num-redundant-experts -1: must be an integer in \[0, 65536\]/);
+    refused({ maxRunningRequests: 2 ** 53 }, /--max-running-requests 9007199254740992: must be an integer >= 1/);
     refused({ moeA2aBackend: 'nccl' as never }, /--moe-a2a-backend nccl: must be one of none, deepep, mooncake, mori, flashinfer/);
     refused({ deepepMode: 'fast' as never }, /--deepep-mode fast: must be one of normal, low_latency, auto/);
     refused({ enableEplb: 1 as unknown as boolean }, /--enable-eplb 1: must be true or false/);
