@@ -3,8 +3,15 @@
  * every failure becomes a `reason` that says what is missing and what to do.
  */
 import { CUBLASLT_LIBRARY, formatBlasVersion } from './blas/library.js';
-import { getNative, nativeLoadReport, type CudaBinding, type LoadAttempt, type NativeNcclLoad, type NativeProbe } from './native/index.js';
-import { NCCL_LIBRARY, libraryCandidates, type LibraryCandidate, type RuntimeLibrarySpec } from './runtime/shared-libraries.js';
+import { getNative, nativeLoadReport, type CudaBinding, type LoadAttempt, type NativeProbe } from './native/index.js';
+import {
+  NCCL_LIBRARY,
+  libraryCandidates,
+  loadRuntimeLibrary,
+  type LibraryCandidate,
+  type NativeLibraryLoad,
+  type RuntimeLibrarySpec,
+} from './runtime/shared-libraries.js';
 
 export interface GpuInfo {
   index: number;
@@ -104,7 +111,7 @@ function archSupports(archs: string[], major: number, minor: number): boolean {
 interface LibraryProbe {
   spec: RuntimeLibrarySpec;
   what: string;
-  load(cuda: CudaBinding, paths: string[]): NativeNcclLoad;
+  load(cuda: CudaBinding, paths: string[]): NativeLibraryLoad;
   format(version: number): string;
   fix: string;
 }
@@ -127,17 +134,15 @@ const PROBES = {
 } satisfies Record<string, LibraryProbe>;
 
 function probeLibrary(p: LibraryProbe, loadable: boolean): RuntimeLibraryInfo {
-  const candidates = libraryCandidates(p.spec);
   const cuda = getNative()?.cuda;
   if (!loadable || !cuda) {
-    return { found: false, reason: `${p.what} is loaded by the CUDA part of the addon, which is not available here`, tried: candidates };
+    return { found: false, reason: `${p.what} is loaded by the CUDA part of the addon, which is not available here`, tried: libraryCandidates(p.spec) };
   }
-  const r = p.load(cuda, candidates.map((c) => c.path));
-  const tried = candidates.map((c) => ({ ...c, error: r.attempts.find((a) => a.path === c.path)?.error }));
+  const r = loadRuntimeLibrary(p.spec, (paths) => p.load(cuda, paths));
   if (r.loaded) {
-    return { found: true, path: r.path, versionCode: r.version, version: r.version ? p.format(r.version) : undefined, tried };
+    return { found: true, path: r.path, versionCode: r.version, version: r.version ? p.format(r.version) : undefined, tried: r.tried };
   }
-  return { found: false, reason: `${p.spec.soname} was not found: ${p.fix}`, tried };
+  return { found: false, reason: `${p.spec.soname} was not found: ${p.fix}`, tried: r.tried };
 }
 
 function probeLibraries(caps: Capabilities, loadable: boolean): void {

@@ -5,7 +5,7 @@
  */
 import { WideepError } from '../errors.js';
 import { requireCuda } from '../native/index.js';
-import { libraryCandidates, type RuntimeLibrarySpec } from '../runtime/shared-libraries.js';
+import { describeTried, loadRuntimeLibrary, type RuntimeLibrarySpec } from '../runtime/shared-libraries.js';
 
 export const CUBLASLT_LIBRARY: RuntimeLibrarySpec = {
   soname: 'libcublasLt.so.13',
@@ -33,15 +33,11 @@ export function formatBlasVersion(v: number): string {
 export function loadCublasLt(): LoadedCublasLt {
   if (loaded) return loaded;
   const cuda = requireCuda('cuBLASLt');
-  const candidates = libraryCandidates(CUBLASLT_LIBRARY);
-  const r = cuda.blasLoad(candidates.map((c) => c.path));
+  const r = loadRuntimeLibrary(CUBLASLT_LIBRARY, (paths) => cuda.blasLoad(paths));
   if (!r.loaded || r.path === undefined || r.version === undefined) {
-    const tried = candidates
-      .map((c) => `  ${c.path} (${c.source}): ${r.attempts.find((a) => a.path === c.path)?.error ?? 'not tried'}`)
-      .join('\n');
     throw new WideepError(
       'ERR_BLAS_NOT_FOUND',
-      `${CUBLASLT_LIBRARY.soname} (12.9 or newer) was not found. Tried, in order:\n${tried}\n` +
+      `${CUBLASLT_LIBRARY.soname} (12.9 or newer) was not found. Tried, in order:\n${describeTried(r.tried)}\n` +
         'Install cuBLAS (pip install nvidia-cublas, the CUDA toolkit, or the libcublas package) or set ' +
         `${CUBLASLT_LIBRARY.overrideVar} to the file.`,
     );

@@ -106,3 +106,32 @@ export function libraryCandidates(spec: RuntimeLibrarySpec, env: NodeJS.ProcessE
   const seen = new Set<string>();
   return out.filter((c) => (seen.has(c.path) ? false : (seen.add(c.path), true)));
 }
+
+/** What the addon's loader answers for a list of candidates. */
+export interface NativeLibraryLoad {
+  loaded: boolean;
+  path?: string;
+  version?: number;
+  attempts: { path: string; error: string }[];
+}
+
+export interface LibraryLoadOutcome {
+  loaded: boolean;
+  path?: string;
+  version?: number;
+  /** Every candidate in order, with the error that ruled it out. */
+  tried: (LibraryCandidate & { error?: string })[];
+}
+
+/** Tries the spec's candidates through `load` (the addon's dlopen), recording why each one failed. */
+export function loadRuntimeLibrary(spec: RuntimeLibrarySpec, load: (paths: string[]) => NativeLibraryLoad): LibraryLoadOutcome {
+  const candidates = libraryCandidates(spec);
+  const r = load(candidates.map((c) => c.path));
+  const tried = candidates.map((c) => ({ ...c, error: r.attempts.find((a) => a.path === c.path)?.error }));
+  return { loaded: r.loaded, path: r.path, version: r.version, tried };
+}
+
+/** One line per candidate tried, for error messages. */
+export function describeTried(tried: LibraryLoadOutcome['tried']): string {
+  return tried.map((c) => `  ${c.path} (${c.source}): ${c.error ?? 'not tried'}`).join('\n');
+}
