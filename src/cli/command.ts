@@ -72,7 +72,8 @@ export function streamIo(stdout: TextStream, stderr: TextStream): CliIo {
     io.progress = (t) => {
       erase();
       if (t === '') return;
-      toErr(t.slice(0, Math.max(1, (stderr.columns ?? 80) - 1)));
+      // A terminal whose size is unknown reports 0 columns.
+      toErr(t.slice(0, (stderr.columns || 80) - 1));
       shown = true;
     };
   }

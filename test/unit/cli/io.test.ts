@@ -104,6 +104,12 @@ describe('streamIo', () => {
     expect(stderr.written.endsWith('step 3\r\x1b[K')).toBe(true);
   });
 
+  it('takes 80 columns for a terminal of unknown width', () => {
+    const stderr = new FakeStream(true, 0);
+    streamIo(new FakeStream(), stderr).progress!('x'.repeat(100));
+    expect(stderr.written).toBe('x'.repeat(79));
+  });
+
   it('drops output once the reader has gone (EPIPE), and still raises other write errors', () => {
     const stdout = new FakeStream();
     const io = streamIo(stdout, new FakeStream());
