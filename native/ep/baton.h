@@ -14,7 +14,7 @@
 #define WIDEEP_NOTIFY_FIELDS(X)                                                                       \
   X(topkIdx) X(idx64) X(numTokens) X(topk) X(expertAlignment) X(numWorstTokens) X(cached)            \
   X(layoutOnly) X(signature) X(sendPos) X(numTokensPerRank) X(numTokensPerExpert) X(isTokenInRank)   \
-  X(meta) X(countsSlot)
+  X(meta) X(countsSlot) X(slot) X(call) X(localError)
 
 #define WIDEEP_DISPATCH_FIELDS(X)                                                                     \
   X(slot) X(numTokens) X(hidden) X(elemBytes) X(hasScales) X(topk) X(idx64) X(numWorstTokens) X(x)   \
@@ -22,11 +22,11 @@
 
 #define WIDEEP_COMBINE_FIELDS(X)                                                                      \
   X(slot) X(numTokens) X(numRows) X(hidden) X(topk) X(x) X(topkWeights) X(bias0) X(bias1) X(out)     \
-  X(outWeights) X(sendPos) X(meta) X(numSms) X(numSendSms)
+  X(outWeights) X(sendPos) X(meta) X(numSms) X(numSendSms) X(call) X(localError)
 
 #define WIDEEP_LL_FIELDS(X)                                                                           \
   X(half) X(numTokens) X(hidden) X(topk) X(useFp8) X(roundScale) X(idx64) X(x) X(topkIdx)            \
-  X(topkWeights) X(y) X(out) X(cumulativeStats) X(numSms)
+  X(topkWeights) X(y) X(out) X(cumulativeStats) X(numSms) X(call) X(localError)
 
 namespace wideep::ep {
 

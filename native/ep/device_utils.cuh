@@ -91,6 +91,27 @@ __device__ __forceinline__ void report_error(const ErrorSink& sink, int code, in
 __device__ __forceinline__ int error_code(const ErrorSink& sink) { return ld_volatile(&sink.dev->code); }
 __device__ __forceinline__ bool has_error(const ErrorSink& sink) { return error_code(sink) != 0; }
 
+// A peer's published error that its host raised before the call (ep_status.h):
+// it fails this call alone, on every rank.
+__device__ __forceinline__ bool is_local_failure(int code) { return code >= kLocalFailureBase; }
+
+// A call's verdict for the host: `code` 0 when the call went through, else
+// kEpErrPeerFailed naming the peer that refused it and that peer's failure.
+__device__ __forceinline__ EpStatus call_verdict(int phase, int peer, int failure) {
+  return failure ? EpStatus{kEpErrPeerFailed, phase, peer, failure} : EpStatus{0, 0, 0, 0};
+}
+
+// Keeps the first refusing peer a block's threads find (peer -1: none yet);
+// read after a barrier.
+struct Refusal {
+  int peer;
+  int failure;
+};
+
+__device__ __forceinline__ void note_refusal(Refusal* r, int peer, int failure) {
+  if (atomicCAS(&r->peer, -1, peer) == -1) r->failure = failure;
+}
+
 // Spins until done(*word) holds (an acquire load each time). On timeout, or
 // when another thread of this rank already failed, records/propagates the
 // error (reporting `expected`) and returns false.

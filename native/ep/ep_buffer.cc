@@ -32,6 +32,8 @@ struct EpResources {
   EpStatus* hostStatusDev = nullptr;
   HostCounts* hostCounts = nullptr;  // [numSlots], pinned, mapped
   HostCounts* hostCountsDev = nullptr;
+  HostCalls* hostCalls = nullptr;  // pinned, mapped
+  HostCalls* hostCallsDev = nullptr;
   bool configured = false;
   int64_t config[static_cast<int>(ConfigField::kCount)] = {};
   NormalRegions normal{};
@@ -61,6 +63,7 @@ struct EpResources {
     if (base) cudaFree(base);
     if (hostStatus) cudaFreeHost(hostStatus);
     if (hostCounts) cudaFreeHost(hostCounts);
+    if (hostCalls) cudaFreeHost(hostCalls);
   }
 };
 
@@ -135,6 +138,7 @@ Napi::Function EpBuffer::Define(Napi::Env env) {
                          InstanceMethod<&EpBuffer::CleanLowLatency>("cleanLowLatency"),
                          InstanceMethod<&EpBuffer::ReadStatus>("readStatus"),
                          InstanceMethod<&EpBuffer::ReadCounts>("readCounts"),
+                         InstanceMethod<&EpBuffer::ReadCallStatus>("readCallStatus"),
                          InstanceMethod<&EpBuffer::Close>("close"),
                          InstanceAccessor<&EpBuffer::GetBase>("base"),
                          InstanceAccessor<&EpBuffer::GetClosed>("closed"),
@@ -164,7 +168,7 @@ EpBuffer::EpBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EpBuffer>(
   auto res = std::make_shared<EpResources>();
   res->device = static_cast<int>(ArgInt(info, 0, "device", 0, 1 << 16));
   res->bytes = static_cast<size_t>(ArgInt(info, 1, "bytes", kControlBytes, int64_t{1} << 42));
-  res->numSlots = static_cast<int>(ArgInt(info, 2, "numSlots", 1, 64));
+  res->numSlots = static_cast<int>(ArgInt(info, 2, "numSlots", 1, kMaxSlots));
   res->numRanks = static_cast<int>(ArgInt(info, 4, "numRanks", 1, kMaxRanks));
   res->rank = static_cast<int>(ArgInt(info, 3, "rank", 0, res->numRanks - 1));
   DeviceGuard guard(res->device);
@@ -185,6 +189,9 @@ EpBuffer::EpBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EpBuffer>(
                                        sizeof(HostCounts) * res->numSlots, cudaHostAllocMapped));
   std::memset(res->hostCounts, 0, sizeof(HostCounts) * res->numSlots);
   WIDEEP_CUDA_THROW(env, cudaHostGetDevicePointer(reinterpret_cast<void**>(&res->hostCountsDev), res->hostCounts, 0));
+  WIDEEP_CUDA_THROW(env, cudaHostAlloc(reinterpret_cast<void**>(&res->hostCalls), sizeof(HostCalls), cudaHostAllocMapped));
+  std::memset(res->hostCalls, 0, sizeof(HostCalls));
+  WIDEEP_CUDA_THROW(env, cudaHostGetDevicePointer(reinterpret_cast<void**>(&res->hostCallsDev), res->hostCalls, 0));
   res->peers.ptr[res->rank] = res->base;
   res_ = std::move(res);
   info.This().As<Napi::Object>().TypeTag(&kEpBufferTag);
@@ -293,9 +300,14 @@ void EpBuffer::Notify(const Napi::CallbackInfo& info) {
   a.numTokensPerExpert = b.Ptr<int32_t>(F::numTokensPerExpert);
   a.isTokenInRank = b.Ptr<uint8_t>(F::isTokenInRank);
   a.meta = b.Ptr<RoutingMeta>(F::meta);
-  const int slot = b.Int(F::countsSlot);
-  if (slot >= r.numSlots) ThrowInvalidArg(env, "notify: countsSlot out of range");
-  a.host = slot < 0 ? nullptr : r.hostCountsDev + slot;
+  a.call = b.Int(F::call);
+  a.localError = b.Int(F::localError);
+  const int countsSlot = b.Int(F::countsSlot);
+  if (countsSlot >= r.numSlots) ThrowInvalidArg(env, "notify: countsSlot out of range");
+  a.host = countsSlot < 0 ? nullptr : r.hostCountsDev + countsSlot;
+  a.slot = b.Int(F::slot);
+  if (a.slot < -1 || a.slot >= r.numSlots) ThrowInvalidArg(env, "notify: slot out of range");
+  a.outcome = a.slot < 0 ? nullptr : &r.hostCallsDev->dispatch[a.slot];
   a.scratch = reinterpret_cast<NotifyScratch*>(r.base + r.config[static_cast<int>(ConfigField::notifyScratch)]);
   if (a.expertAlignment < 1 || a.topk > kMaxTopk) ThrowInvalidArg(env, "notify: bad alignment or topk");
   DeviceGuard guard(r.device);
@@ -354,14 +366,19 @@ void EpBuffer::Combine(const Napi::CallbackInfo& info) {
   a.outWeights = b.Ptr<float>(F::outWeights);
   a.sendPos = b.Ptr<const int32_t>(F::sendPos);
   a.meta = b.Ptr<const RoutingMeta>(F::meta);
-  if (a.slot < 0 || a.slot >= r.numSlots) ThrowInvalidArg(env, "combine: slot out of range");
+  a.call = b.Int(F::call);
+  a.localError = b.Int(F::localError);
+  // A refused call only takes part, for the dispatch in `slot` if it names one.
+  if (a.slot < (a.localError ? -1 : 0) || a.slot >= r.numSlots) ThrowInvalidArg(env, "combine: slot out of range");
+  a.outcome = a.localError ? nullptr : &r.hostCallsDev->combine[a.slot];
   DeviceGuard guard(r.device);
   WIDEEP_CUDA_THROW(env, LaunchCombine(a, b.Int(F::numSms), b.Int(F::numSendSms), stream->stream));
 }
 
 namespace {
 
-LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyField>& b) {
+// `records`: the HostCalls records of this kind of call, one per half.
+LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyField>& b, EpStatus* records) {
   using F = LowLatencyField;
   LowLatencyArgs a{};
   r.FillShared(a);
@@ -383,6 +400,9 @@ LowLatencyArgs MakeLowLatencyArgs(const EpResources& r, const Baton<LowLatencyFi
   a.y = b.Ptr<const uint16_t>(F::y);
   a.out = b.Ptr<uint16_t>(F::out);
   a.cumulativeStats = b.Ptr<int32_t>(F::cumulativeStats);
+  a.call = b.Int(F::call);
+  a.localError = b.Int(F::localError);
+  a.outcome = a.localError ? nullptr : records + a.half;  // a refused call only takes part
   return a;
 }
 
@@ -410,27 +430,29 @@ Napi::Value RecordAfterLaunch(Napi::Env env, const EventResource* event, cudaStr
 }  // namespace
 
 // method(baton, stream, event?): one launch, then the event recorded behind it
-// (returns whether it was: not while the stream is captured).
-#define WIDEEP_LL_LAUNCH(Method, Call)                                              \
+// (returns whether it was: not while the stream is captured). A baton with a
+// localError launches the rank's part in a call its host refused (the fused
+// methods only).
+#define WIDEEP_LL_LAUNCH(Method, Records, Call)                                     \
   Napi::Value EpBuffer::Method(const Napi::CallbackInfo& info) {                   \
     Napi::Env env = info.Env();                                                    \
     EpResources& r = Ready(env);                                                   \
     auto b = ReadBaton<LowLatencyField>(info, 0);                                  \
     auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");           \
     auto event = OptionalEvent(env, info, 2, r.device);                            \
-    LowLatencyArgs a = MakeLowLatencyArgs(r, b);                                   \
+    LowLatencyArgs a = MakeLowLatencyArgs(r, b, r.hostCallsDev->Records);          \
     const int numSms = b.Int(LowLatencyField::numSms);                             \
     DeviceGuard guard(r.device);                                                   \
     WIDEEP_CUDA_THROW(env, Call);                                                  \
     return RecordAfterLaunch(env, event.get(), stream->stream);                    \
   }
 
-WIDEEP_LL_LAUNCH(LowLatencyDispatch, LaunchLowLatencyDispatch(a, numSms, stream->stream))
-WIDEEP_LL_LAUNCH(LowLatencyDispatchSend, LaunchLowLatencyDispatchSend(a, numSms, stream->stream))
-WIDEEP_LL_LAUNCH(LowLatencyDispatchRecv, LaunchLowLatencyDispatchRecv(a, numSms, stream->stream))
-WIDEEP_LL_LAUNCH(LowLatencyCombine, LaunchLowLatencyCombine(a, numSms, stream->stream))
-WIDEEP_LL_LAUNCH(LowLatencyCombineSend, LaunchLowLatencyCombineSend(a, numSms, stream->stream))
-WIDEEP_LL_LAUNCH(LowLatencyCombineRecv, LaunchLowLatencyCombineRecv(a, numSms, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyDispatch, llDispatch, LaunchLowLatencyDispatch(a, numSms, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyDispatchSend, llDispatch, LaunchLowLatencyDispatchSend(a, numSms, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyDispatchRecv, llDispatch, LaunchLowLatencyDispatchRecv(a, numSms, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyCombine, llCombine, LaunchLowLatencyCombine(a, numSms, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyCombineSend, llCombine, LaunchLowLatencyCombineSend(a, numSms, stream->stream))
+WIDEEP_LL_LAUNCH(LowLatencyCombineRecv, llCombine, LaunchLowLatencyCombineRecv(a, numSms, stream->stream))
 #undef WIDEEP_LL_LAUNCH
 
 // cleanLowLatency(stream): zeroes the low-latency flags and sequence numbers.
@@ -446,13 +468,16 @@ void EpBuffer::CleanLowLatency(const Napi::CallbackInfo& info) {
                                          sizeof(uint32_t) * 4, stream->stream));
   WIDEEP_CUDA_THROW(env, cudaMemsetAsync(r.base + kLocalStateOffset + offsetof(LocalState, finished) + kArriveLlDispatch * sizeof(uint32_t),
                                          0, sizeof(uint32_t) * 4, stream->stream));
+  static_assert(offsetof(LocalState, llCombineAbort) == offsetof(LocalState, llDispatchAbort) + 2 * sizeof(EpStatus),
+                "the low-latency verdicts are cleared together");
+  WIDEEP_CUDA_THROW(env, cudaMemsetAsync(r.base + kLocalStateOffset + offsetof(LocalState, llDispatchAbort), 0,
+                                         4 * sizeof(EpStatus), stream->stream));
 }
 
-// readStatus() -> {code, phase, peer, value} | null
-Napi::Value EpBuffer::ReadStatus(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  EpResources& r = Live(env);
-  volatile EpStatus* s = r.hostStatus;
+namespace {
+
+// A status record as {code, phase, peer, value}, or null when its code is 0.
+Napi::Value StatusValue(Napi::Env env, const volatile EpStatus* s) {
   if (s->code == 0) return env.Null();
   Napi::Object o = Napi::Object::New(env);
   o.Set("code", s->code);
@@ -460,6 +485,26 @@ Napi::Value EpBuffer::ReadStatus(const Napi::CallbackInfo& info) {
   o.Set("peer", s->peer);
   o.Set("value", s->value);
   return o;
+}
+
+}  // namespace
+
+// readStatus() -> {code, phase, peer, value} | null
+Napi::Value EpBuffer::ReadStatus(const Napi::CallbackInfo& info) {
+  return StatusValue(info.Env(), Live(info.Env()).hostStatus);
+}
+
+// readCallStatus(kind, index) -> {code, phase, peer, value} | null: the verdict
+// of the last call of `kind` (0 dispatch, 1 combine: per slot; 2 low-latency
+// dispatch, 3 low-latency combine: per half), valid once its event completed.
+Napi::Value EpBuffer::ReadCallStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EpResources& r = Live(env);
+  const int kind = static_cast<int>(ArgInt(info, 0, "kind", 0, 3));
+  const int index = static_cast<int>(ArgInt(info, 1, "index", 0, kind < 2 ? r.numSlots - 1 : 1));
+  const HostCalls* c = r.hostCalls;
+  const EpStatus* records[] = {c->dispatch, c->combine, c->llDispatch, c->llCombine};
+  return StatusValue(env, records[kind] + index);
 }
 
 // readCounts(slot, numLocalExperts) -> {numRecv, perExpert: Int32Array}; valid once the notify completed.

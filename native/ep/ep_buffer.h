@@ -37,6 +37,7 @@ class EpBuffer : public Napi::ObjectWrap<EpBuffer> {
   void CleanLowLatency(const Napi::CallbackInfo& info);
   Napi::Value ReadStatus(const Napi::CallbackInfo& info);
   Napi::Value ReadCounts(const Napi::CallbackInfo& info);
+  Napi::Value ReadCallStatus(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value GetBase(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);

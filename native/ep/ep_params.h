@@ -12,17 +12,22 @@ namespace wideep::ep {
 constexpr int kMaxRanks = 8;             // one NVLink domain
 constexpr int kMaxLocalExperts = 1024;
 constexpr int kMaxTopk = 16;
+constexpr int kMaxSlots = 64;            // normal-mode receive slots
 constexpr int kScaleBlock = 128;         // channels per fp8 scale
 constexpr int kControlBytes = 64 * 1024; // reserved for NormalControl + LowLatencyControl[2] + LocalState
 
 // Written by peers into this rank's buffer during normal mode.
 struct NormalControl {
   uint32_t notifySeq[kMaxRanks];                 // [src]: src published this dispatch's counts
+  uint32_t notifyAck[kMaxRanks];                 // [src]: src has read what this rank's notify of that seq wrote
   uint32_t combineSeq[kMaxRanks];                // [src]: src entered this combine
   int32_t combineSignature[2][kMaxRanks];        // [seq & 1][src]: hidden and top-k of src's combine
+  int32_t combineCall[2][kMaxRanks];             // [seq & 1][src]: the call number of src's combine
   int32_t notifyRows[kMaxRanks][kMaxRanks];      // [src][dst]: rows src sends to dst
   int32_t notifySignature[kMaxRanks];            // [src]: hidden/topk/dtype of src's call, must match ours
   int32_t notifyError[kMaxRanks];                // [src]: src's own error code for this call (0 = none)
+  int32_t notifyCall[kMaxRanks];                 // [src]: the call number of src's dispatch, must match ours
+  int32_t notifyWorst[kMaxRanks];                // [src]: src's numWorstTokens (0 = off)
   uint64_t dispatchArrived;                      // rows received by this dispatch
   int32_t notifyExpertRows[kMaxRanks][kMaxLocalExperts];  // [src][local expert]
 };
@@ -40,6 +45,10 @@ struct LowLatencyControl {
   uint32_t weightsFlag[kMaxRanks];      // [src]: src published this combine's top-k ids and weights
   int32_t srcTokens[kMaxRanks];      // [src]: tokens src dispatched
   int32_t srcSignature[kMaxRanks];   // [src]: hidden, top-k and fp8 of src's dispatch, must match ours
+  int32_t srcError[kMaxRanks];       // [src]: src's host refused this dispatch (its failure, 0 = none)
+  int32_t srcCall[kMaxRanks];        // [src]: the call number of src's dispatch, must match ours
+  int32_t combineError[kMaxRanks];   // [src]: src's host refused this combine (its failure, 0 = none)
+  int32_t combineCall[kMaxRanks];    // [src]: the call number of src's combine, must match ours
 };
 
 // Only this rank touches it.
@@ -52,6 +61,12 @@ struct LocalState {
   uint32_t finished[8];  // per-kernel block counters (last block to finish, or to start, acts)
   uint32_t combineNextToken;  // the normal combine's next token to reduce
   int32_t llBadEntry[2];      // a low-latency dispatch's top-k id outside [-1, E): token + 1 (0: none), id
+  // Why the last dispatch into each slot (normal) or half (low-latency), or the
+  // last combine of each half, failed on every rank (code 0: it did not). A
+  // combine of a failed dispatch does nothing, on every rank alike.
+  EpStatus dispatchAbort[kMaxSlots];
+  EpStatus llDispatchAbort[2];
+  EpStatus llCombineAbort[2];
 };
 
 enum FinishCounter : int {
@@ -115,6 +130,17 @@ struct HostCounts {
   int32_t perExpert[kMaxLocalExperts];  // aligned
 };
 
+// Each call's verdict (pinned, mapped): written by the call's kernels (a
+// code of 0 when it went through), read by the host once the call's event
+// completed (src/ep/cuda/backend.ts). One record per slot or half and kind,
+// as the events are.
+struct HostCalls {
+  EpStatus dispatch[kMaxSlots];
+  EpStatus combine[kMaxSlots];
+  EpStatus llDispatch[2];
+  EpStatus llCombine[2];
+};
+
 // Shape of one call, exchanged so that ranks that disagree fail loudly: by the
 // notify (computed by the host, src/ep/cuda/backend.ts), the normal combine
 // and the low-latency dispatch (computed by the kernels: constexpr serves both).
@@ -135,6 +161,9 @@ struct NotifyArgs {
   int cached;          // 1: routing known, only synchronise
   int layoutOnly;      // 1: compute the layout outputs and positions, no exchange
   int32_t signature;
+  int32_t call;         // the call's number (src/ep/calls.ts), compared with every peer's
+  int localError;       // kLocalFailureBase + ...: this rank's host refused the call; it only takes part
+  int slot;             // the receive slot, -1 for none (a layout, or a refused call)
   uint64_t timeoutNs;
   const void* topkIdx;  // [T][k], i32 or i64
   int idx64;
@@ -145,6 +174,7 @@ struct NotifyArgs {
   RoutingMeta* meta;
   HostCounts* host;     // null for a cached dispatch or numWorstTokens
   NotifyScratch* scratch;
+  EpStatus* outcome;    // this dispatch's HostCalls record, or null
   ErrorSink status;
 };
 
@@ -184,6 +214,8 @@ struct CombineArgs {
   int hidden;
   int topk;        // 0: no weights to reduce
   int sendBlocks;  // blocks that send (the rest reduce); set at launch
+  int32_t call;    // the number of the dispatch it combines
+  int localError;  // as in NotifyArgs: this rank only takes part
   uint64_t timeoutNs;
   const uint16_t* x;          // [numRows][H] bf16
   const float* topkWeights;   // [numRows][k]
@@ -193,6 +225,7 @@ struct CombineArgs {
   float* outWeights;          // [T][k]
   const int32_t* sendPos;
   const RoutingMeta* meta;
+  EpStatus* outcome;          // this combine's HostCalls record, or null
   ErrorSink status;
 };
 
@@ -233,6 +266,8 @@ struct LowLatencyArgs {
   int useFp8;
   int roundScale;
   int idx64;
+  int32_t call;        // the dispatch's number (a combine's: its dispatch's)
+  int localError;      // as in NotifyArgs: this rank only takes part
   uint64_t timeoutNs;
   const uint16_t* x;          // dispatch: [T][H] bf16
   const void* topkIdx;        // [T][k]
@@ -240,6 +275,7 @@ struct LowLatencyArgs {
   const uint16_t* y;          // combine: [L][R*M][H] bf16
   uint16_t* out;              // combine: [T][H] bf16
   int32_t* cumulativeStats;   // dispatch: [L] or null
+  EpStatus* outcome;          // the call's HostCalls record, or null
   ErrorSink status;
 };
 

@@ -11,7 +11,17 @@ enum EpErrorCode : int {
   kEpErrWorstTokens = 3,     // more rows arrived than numWorstTokens (value = rows)
   kEpErrShapeMismatch = 4,   // a peer called with another hidden/topk/dtype (peer = its rank)
   kEpErrPeerFailed = 5,      // a peer reported an error of its own (peer = its rank, value = its code)
+  kEpErrProtocol = 6,        // a peer is in another call of the buffer (peer = its rank, value = its call number)
 };
+
+// A call that a rank's host refused before it communicated (a bad argument,
+// no free slot) still runs a small kernel that says so, with kLocalFailureBase
+// + the error's index (src/ep/calls.ts) where its peers expect its signature.
+// Every rank then fails that call alone, with kEpErrPeerFailed and that value,
+// and nothing moves: such an error is kept per call (HostCalls in ep_params.h),
+// not in the buffer's status, and the buffer stays usable. Every other error
+// stays in the status and ends the buffer.
+constexpr int kLocalFailureBase = 100;
 
 enum EpPhase : int {
   kPhaseNotify = 1,

@@ -117,8 +117,11 @@ __device__ __forceinline__ void publish_combine_topk(const LowLatencyArgs& a, ui
   }
   __syncthreads();
   if (tid == 0) {
+    LowLatencyControl* peer = ll_control(a.peers.ptr[r], a.half);
+    peer->combineError[me] = 0;
+    peer->combineCall[me] = a.call;
     __threadfence_system();
-    st_release_sys(&ll_control(a.peers.ptr[r], a.half)->weightsFlag[me], seq);
+    st_release_sys(&peer->weightsFlag[me], seq);
   }
 }
 
@@ -128,7 +131,9 @@ __device__ __forceinline__ void publish_combine_topk(const LowLatencyArgs& a, ui
 // (sum_rows) and write the partial to the origin. The first step's rows are
 // looked up from the dispatch's routing while the combine's top-k comes in;
 // once it is in, a column whose id is the dispatch's takes that row as is.
-__device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t seq) {
+// Returns the rank whose host refused this call, if one did (no partials
+// move then, on any rank); block 0 also keeps it for a hook's receive.
+__device__ __forceinline__ Refusal combine_send(const LowLatencyArgs& a, uint32_t seq) {
   __shared__ const int4* rowPtr[kPairsPerStep][kMaxTopk];  // compacted to rowCount rows before the sums
   __shared__ float rowWeight[kPairsPerStep][kMaxTopk];
   __shared__ int rowCount[kPairsPerStep];
@@ -137,14 +142,17 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
   __shared__ int32_t earlyId[kPairsPerStep][kMaxTopk];      // the first step's dispatch ids
   __shared__ const int4* earlyRow[kPairsPerStep][kMaxTopk];  // and their rows here (null: elsewhere)
   __shared__ int firstPair[kMaxRanks + 1];  // exclusive prefix of the sources' token counts
+  __shared__ Refusal refusal;
   const int tid = threadIdx.x;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens;
   uint8_t* mine = a.peers.ptr[me];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
-  if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
+  if (__syncthreads_or(has_error(a.status))) return Refusal{-1, 0};  // block-uniform: a fused kernel goes on to more barriers
+  if (blockIdx.x == 0 && tid == 0 && a.outcome) *a.outcome = EpStatus{0, 0, 0, 0};  // the receive gives the verdict
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   for (int r = blockIdx.x; r < R; r += gridDim.x) publish_combine_topk(a, seq, r);
   if (tid == 0) {  // the dispatch's token counts
+    refusal.peer = -1;
     firstPair[0] = 0;
     for (int s = 0; s < R; ++s) firstPair[s + 1] = firstPair[s] + ld_volatile(&ctrl->srcTokens[s]);
   }
@@ -188,9 +196,14 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
       earlyRow[i][c] = row;
     }
   }
-  if (tid < R) wait_flag_eq(&ctrl->weightsFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
+  if (tid < R && wait_flag_eq(&ctrl->weightsFlag[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid)) {
+    const int32_t call = ld_volatile(&ctrl->combineCall[tid]);
+    const int refused = ld_volatile(&ctrl->combineError[tid]);
+    if (call != a.call) report_error(a.status, kEpErrProtocol, kPhaseLowLatencyCombine, tid, call);
+    else if (refused) note_refusal(&refusal, tid, refused);
+  }
   // Each source's flag was acquired by its waiting thread; the barrier shares that with the block.
-  const bool ok = !__syncthreads_or(has_error(a.status));
+  const bool ok = !__syncthreads_or(has_error(a.status)) && refusal.peer < 0;
   for (int i0 = blockIdx.x * step; ok && i0 < total; i0 += gridDim.x * step) {
     const int n = min(step, total - i0);
     const bool early = i0 == static_cast<int>(blockIdx.x) * step;
@@ -232,9 +245,14 @@ __device__ __forceinline__ void combine_send(const LowLatencyArgs& a, uint32_t s
     __syncthreads();
   }
   // The block's partials are out (the loop ended on a barrier): its share of
-  // the call goes to every origin, unless something failed (the origins then
-  // time out instead of adding partials never written).
+  // the call goes to every origin, also when a rank refused the call (the
+  // origins then skip their sums), but not after an error (the origins time
+  // out instead of adding partials never written).
   if (tid < R && !has_error(a.status)) red_add_release_sys(&ll_control(a.peers.ptr[tid], a.half)->combineArrived[me], arrival_share());
+  if (blockIdx.x == 0 && tid == 0) {
+    local_of(mine)->llCombineAbort[a.half] = call_verdict(kPhaseLowLatencyCombine, refusal.peer, refusal.peer < 0 ? 0 : refusal.failure);
+  }
+  return refusal;
 }
 
 // Tokens a receiving block takes at a time (decode batches are small): it
@@ -244,8 +262,10 @@ constexpr int kTokensPerStep = 1;
 
 // out[t] = the token's partials (one per owner rank of its experts, which sit
 // in ascending rank order) added in float and rounded once. A block takes
-// tokens a step at a time; its warps add them with sum_rows.
-__device__ __forceinline__ void combine_recv(const LowLatencyArgs& a, uint32_t seq) {
+// tokens a step at a time; its warps add them with sum_rows. Nothing is added
+// when a rank refused the call (`refusal`, from the send); block 0 gives the
+// host the verdict.
+__device__ __forceinline__ void combine_recv(const LowLatencyArgs& a, uint32_t seq, Refusal refusal) {
   __shared__ int partials[kTokensPerStep];
   __shared__ const int4* partialRow[kTokensPerStep][kMaxTopk];
   __shared__ int4* outRow[kTokensPerStep];
@@ -255,7 +275,10 @@ __device__ __forceinline__ void combine_recv(const LowLatencyArgs& a, uint32_t s
   LowLatencyControl* ctrl = ll_control(mine, a.half);
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
   if (tid < R) wait_arrivals(&ctrl->combineArrived[tid], seq, deadline, a.status, kPhaseLowLatencyCombine, tid);
-  const bool ok = !__syncthreads_or(has_error(a.status));  // block-uniform, as barriers follow
+  const bool ok = !__syncthreads_or(has_error(a.status)) && refusal.peer < 0;  // block-uniform, as barriers follow
+  if (blockIdx.x == 0 && tid == 0 && a.outcome && !has_error(a.status)) {
+    *a.outcome = call_verdict(kPhaseLowLatencyCombine, refusal.peer, refusal.peer < 0 ? 0 : refusal.failure);
+  }
   const size_t rowBytes = static_cast<size_t>(H) * 2;
   for (int t0 = blockIdx.x * kTokensPerStep; ok && t0 < a.numTokens; t0 += gridDim.x * kTokensPerStep) {
     const int n = min(kTokensPerStep, a.numTokens - t0);
@@ -279,20 +302,42 @@ __device__ __forceinline__ void combine_recv(const LowLatencyArgs& a, uint32_t s
 
 // A hook's sending kernel only reads the sequence number; its receiving kernel advances it.
 __global__ void __launch_bounds__(kSendThreads, 1) ll_combine_send(LowLatencyArgs a) {
+  if (ll_dispatch_failed(a)) return;
   combine_send(a, local_of(a.peers.ptr[a.rank])->llCombineSeq[a.half] + 1);
 }
 
 __global__ void __launch_bounds__(kRecvThreads, 1) ll_combine_recv(LowLatencyArgs a) {
+  if (ll_dispatch_failed(a)) return;
   const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/true);
-  combine_recv(a, ticket.seq);
+  const EpStatus* verdict = &local_of(a.peers.ptr[a.rank])->llCombineAbort[a.half];  // the send's
+  combine_recv(a, ticket.seq, Refusal{verdict->code ? verdict->peer : -1, verdict->value});
   ll_seq_finish(ticket);
 }
 
 // Both halves in one launch when no hook is asked for (same residency as ll_dispatch).
 __global__ void __launch_bounds__(kSendThreads, 1) ll_combine(LowLatencyArgs a) {
+  if (ll_dispatch_failed(a)) return;
   const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/true);
-  combine_send(a, ticket.seq);
-  combine_recv(a, ticket.seq);
+  const Refusal refusal = combine_send(a, ticket.seq);
+  combine_recv(a, ticket.seq, refusal);
+  ll_seq_finish(ticket);
+}
+
+// This rank's part in a combine its host refused: its failure and call
+// number where every rank looks for its top-k, its flag, and a whole call's
+// arrival share, so that every rank skips this call's sums at once; its
+// sequence number moves on as its receive would move it.
+__global__ void __launch_bounds__(kSendThreads, 1) ll_combine_refused(LowLatencyArgs a) {
+  if (ll_dispatch_failed(a)) return;
+  const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/true);
+  if (threadIdx.x < a.numRanks) {
+    LowLatencyControl* peer = ll_control(a.peers.ptr[threadIdx.x], a.half);
+    peer->combineError[a.rank] = a.localError;
+    peer->combineCall[a.rank] = a.call;
+    __threadfence_system();
+    st_release_sys(&peer->weightsFlag[a.rank], ticket.seq);
+    red_add_release_sys(&peer->combineArrived[a.rank], arrival_share());
+  }
   ll_seq_finish(ticket);
 }
 
@@ -304,6 +349,10 @@ cudaError_t LaunchLowLatencyCombineSend(const LowLatencyArgs& a, int numSms, cud
 }
 
 cudaError_t LaunchLowLatencyCombine(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
+  if (a.localError) {
+    ll_combine_refused<<<1, kSendThreads, 0, stream>>>(a);
+    return cudaGetLastError();
+  }
   return LaunchResident(ll_combine, a, numSms, stream);
 }
 

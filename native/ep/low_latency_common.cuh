@@ -64,6 +64,17 @@ __device__ __forceinline__ void ll_seq_finish(const SeqTicket& t) {
   }
 }
 
+// Whether the dispatch this half holds failed on every rank (a peer refused
+// it): then no rank combines it, and a combine of it does nothing, on every
+// rank alike (no ticket, no signal), its verdict being the dispatch's.
+// Block-uniform: call it before any barrier.
+__device__ __forceinline__ bool ll_dispatch_failed(const LowLatencyArgs& a) {
+  const EpStatus* failed = &local_of(a.peers.ptr[a.rank])->llDispatchAbort[a.half];
+  if (failed->code == 0) return false;
+  if (blockIdx.x == 0 && threadIdx.x == 0 && a.outcome) *a.outcome = *failed;
+  return true;
+}
+
 // This block's share of a call's kLlArrivalUnit: the shares of a grid add up to it.
 __device__ __forceinline__ uint64_t arrival_share() {
   const uint64_t each = kLlArrivalUnit / gridDim.x;

@@ -143,6 +143,7 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, G = gridDim.x;
   for (int i = tid; i < a.numExperts; i += blockDim.x) queriesOf[i] = 0;
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform: a fused kernel goes on to more barriers
+  if (blockIdx.x == 0 && tid == 0 && a.outcome) *a.outcome = EpStatus{0, 0, 0, 0};  // the receive gives the verdict
   const int chunks = (H / 8 + kChunkVecs - 1) / kChunkVecs;
   const int myExperts = static_cast<int>(blockIdx.x) < a.numExperts ? (a.numExperts - 1 - blockIdx.x) / G + 1 : 0;
   const size_t at0 = static_cast<size_t>(me) * a.maxTokens;
@@ -217,6 +218,8 @@ __device__ __forceinline__ void dispatch_send(const LowLatencyArgs& a) {
     if (blockIdx.x == 0) {
       peer->srcTokens[me] = a.numTokens;
       peer->srcSignature[me] = ll_signature(a);
+      peer->srcError[me] = 0;
+      peer->srcCall[me] = a.call;
     }
     red_add_release_sys(&peer->dispatchArrived[me], arrival_share());
   }
@@ -247,11 +250,13 @@ __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t 
   // Step k lists its copies in numCopies[k & 1] while thread 0 clears the other
   // (one counter would need a barrier between its reset and the next step's adds).
   __shared__ int numCopies[2];
+  __shared__ Refusal refusal;
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   constexpr int kWarps = kRecvThreads / kWarpSize;
   const int R = a.numRanks, me = a.rank, H = a.hidden, L = a.numLocalExperts, M = a.maxTokens, G = gridDim.x;
   uint8_t* mine = a.peers.ptr[me];
   LowLatencyControl* ctrl = ll_control(mine, a.half);
+  if (tid == 0) refusal.peer = -1;  // the barrier after the waits orders it
   if (tid < R) wait_arrivals(&ctrl->dispatchArrived[tid], seq, deadline, a.status, kPhaseLowLatencyDispatch, tid);
   // Every source's shares were acquired by its waiting thread; the barrier makes
   // what they published visible to the whole block before anything reads it.
@@ -266,10 +271,24 @@ __device__ __forceinline__ void dispatch_recv(const LowLatencyArgs& a, uint32_t 
     const int32_t* bad = local_of(mine)->llBadEntry;
     if (ld_volatile(&bad[0]) != 0) report_error(a.status, kEpErrBadExpert, kPhaseLowLatencyDispatch, ld_volatile(&bad[0]) - 1, ld_volatile(&bad[1]));
   }
-  if (tid < R && ld_volatile(&ctrl->srcSignature[tid]) != ll_signature(a)) {
-    report_error(a.status, kEpErrShapeMismatch, kPhaseLowLatencyDispatch, tid, ld_volatile(&ctrl->srcSignature[tid]));
+  if (tid < R) {
+    const int32_t call = ld_volatile(&ctrl->srcCall[tid]);
+    const int refused = ld_volatile(&ctrl->srcError[tid]);
+    if (call != a.call) report_error(a.status, kEpErrProtocol, kPhaseLowLatencyDispatch, tid, call);
+    else if (refused) note_refusal(&refusal, tid, refused);
+    else if (ld_volatile(&ctrl->srcSignature[tid]) != ll_signature(a)) {
+      report_error(a.status, kEpErrShapeMismatch, kPhaseLowLatencyDispatch, tid, ld_volatile(&ctrl->srcSignature[tid]));
+    }
   }
   if (__syncthreads_or(has_error(a.status))) return;  // block-uniform, as barriers follow
+  // A source whose host refused the call fails it on every rank: nothing is
+  // copied, and its combine does nothing (ll_dispatch_failed).
+  if (blockIdx.x == 0 && tid == 0) {
+    const EpStatus verdict = call_verdict(kPhaseLowLatencyDispatch, refusal.peer, refusal.peer < 0 ? 0 : refusal.failure);
+    local_of(mine)->llDispatchAbort[a.half] = verdict;
+    if (a.outcome) *a.outcome = verdict;
+  }
+  if (refusal.peer >= 0) return;
 
   const int32_t* srcTopk = reinterpret_cast<const int32_t*>(mine + a.regions.srcTopk);
   const int32_t* srcRank = reinterpret_cast<const int32_t*>(mine + a.regions.srcRank);
@@ -364,6 +383,23 @@ __global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch(LowLatencyArgs a)
   ll_seq_finish(ticket);
 }
 
+// This rank's part in a dispatch its host refused: no rows, its failure and
+// call number where the receivers look for its signature, and a whole call's
+// arrival share at every rank, so that every receive completes at once and
+// fails the call; its sequence number moves on as its receive would move it.
+__global__ void __launch_bounds__(kSendThreads, 1) ll_dispatch_refused(LowLatencyArgs a) {
+  const SeqTicket ticket = ll_seq_arrive(a, /*combine=*/false);
+  if (threadIdx.x < a.numRanks) {
+    LowLatencyControl* peer = ll_control(a.peers.ptr[threadIdx.x], a.half);
+    peer->srcTokens[a.rank] = 0;
+    peer->srcError[a.rank] = a.localError;
+    peer->srcCall[a.rank] = a.call;
+    __threadfence_system();
+    red_add_release_sys(&peer->dispatchArrived[a.rank], arrival_share());
+  }
+  ll_seq_finish(ticket);
+}
+
 }  // namespace
 
 cudaError_t LaunchLowLatencyDispatchSend(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
@@ -377,6 +413,10 @@ cudaError_t LaunchLowLatencyDispatchRecv(const LowLatencyArgs& a, int numSms, cu
 }
 
 cudaError_t LaunchLowLatencyDispatch(const LowLatencyArgs& a, int numSms, cudaStream_t stream) {
+  if (a.localError) {
+    ll_dispatch_refused<<<1, kSendThreads, 0, stream>>>(a);
+    return cudaGetLastError();
+  }
   return LaunchResident(ll_dispatch, a, numSms, stream);
 }
 

@@ -88,6 +88,7 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
   __shared__ int running[kMaxRanks];
   __shared__ int total[kMaxRanks];
   __shared__ uint32_t seq;
+  __shared__ Refusal refusal;
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int R = a.numRanks, me = a.rank;
   const int expertsPerRank = a.numExperts / R;
@@ -98,7 +99,10 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
   const int per = (a.numTokens + gridDim.x - 1) / gridDim.x;
   const int first = min(a.numTokens, static_cast<int>(blockIdx.x) * per), end = min(a.numTokens, first + per);
 
-  if (tid == 0) seq = local_of(mine)->normalSeq + 1;
+  if (tid == 0) {
+    seq = local_of(mine)->normalSeq + 1;
+    refusal.peer = -1;
+  }
   if (tid < kMaxRanks) running[tid] = total[tid] = 0;
   if (!a.cached) {
     for (int e = tid; e < a.numExperts; e += kNotifyThreads) expertCount[e] = 0;
@@ -185,6 +189,12 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
   }
   if (a.layoutOnly) return;
 
+  // A peer reads what our previous notify wrote into its control (counts,
+  // signature, flag) only once every rank has published: we write over it
+  // only after the peer said it has read it (notifyAck). Otherwise a peer one
+  // dispatch behind, still waiting for a third rank, could read our next
+  // counts as the previous ones.
+  if (tid < R) wait_seq_reached(&ctrl->notifyAck[tid], seq - 1, deadline, a.status, kPhaseNotify, tid);
   // Publish: reset our arrival counter first, so that no sender can add to it
   // before it is zero (they wait for our flag below).
   if (tid == 0) {
@@ -192,6 +202,9 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
     __threadfence_system();
   }
   __syncthreads();
+  // A call our host refused (localError) publishes no counts (cached is set):
+  // only its failure, so that every rank stops this call.
+  const bool refused = a.localError != 0;
   if (!a.cached) {
     for (int i = tid; i < R * R; i += kNotifyThreads) {
       const int dst = i / R, col = i % R;
@@ -203,8 +216,11 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
     }
   }
   if (tid < R) {
-    control_of(a.peers.ptr[tid])->notifySignature[me] = a.signature;
-    control_of(a.peers.ptr[tid])->notifyError[me] = error_code(a.status);
+    NormalControl* peer = control_of(a.peers.ptr[tid]);
+    peer->notifySignature[me] = a.signature;
+    peer->notifyError[me] = refused ? a.localError : error_code(a.status);
+    peer->notifyCall[me] = a.call;
+    peer->notifyWorst[me] = a.numWorstTokens;
   }
   __syncthreads();
   if (tid < R) {
@@ -213,17 +229,32 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
   }
   if (tid < R) wait_flag_eq(&ctrl->notifySeq[tid], seq, deadline, a.status, kPhaseNotify, tid);
   __syncthreads();
-  // Any rank's failure stops every rank before the data phase.
-  if (tid < R && tid != me) {
+  // Every rank stops before the data phase on any rank's failure: one its
+  // host raised stops this call only (refusal), any other ends the buffer.
+  // A refused call only takes part: it judges nothing.
+  if (!refused && tid < R) {
     const int err = ld_volatile(&ctrl->notifyError[tid]);
-    if (err != 0) report_error(a.status, kEpErrPeerFailed, kPhaseNotify, tid, err);
+    const int32_t call = ld_volatile(&ctrl->notifyCall[tid]);
+    if (call != a.call) report_error(a.status, kEpErrProtocol, kPhaseNotify, tid, call);
+    else if (is_local_failure(err)) note_refusal(&refusal, tid, err);
+    else if (err != 0 && tid != me) report_error(a.status, kEpErrPeerFailed, kPhaseNotify, tid, err);
+    else if (ld_volatile(&ctrl->notifySignature[tid]) != a.signature) {
+      report_error(a.status, kEpErrShapeMismatch, kPhaseNotify, tid, ld_volatile(&ctrl->notifySignature[tid]));
+    }
   }
-  if (tid < R && ld_volatile(&ctrl->notifySignature[tid]) != a.signature) {
-    report_error(a.status, kEpErrShapeMismatch, kPhaseNotify, tid, ld_volatile(&ctrl->notifySignature[tid]));
+  __syncthreads();
+  const bool go = !refused && refusal.peer < 0 && !has_error(a.status);
+  // Every rank has every rank's counts: each finds an overflow of any rank's
+  // numWorstTokens, and all stop, naming that rank, before any row moves.
+  if (go && !a.cached && tid < R) {
+    const int worst = ld_volatile(&ctrl->notifyWorst[tid]);
+    int rows = 0;
+    for (int src = 0; src < R; ++src) rows += ld_volatile(&ctrl->notifyRows[src][tid]);
+    if (worst > 0 && rows > worst) report_error(a.status, kEpErrWorstTokens, kPhaseNotify, tid, rows);
   }
   __syncthreads();
 
-  if (!a.cached && tid == 0 && !has_error(a.status)) {
+  if (go && !a.cached && tid == 0 && !has_error(a.status)) {
     int recv = 0;
     for (int s = 0; s < R; ++s) {
       a.meta->recvBase[s] = recv;
@@ -236,12 +267,9 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
       for (int s = 0; s < me; ++s) base += ld_volatile(&ctrl->notifyRows[s][d]);
       a.meta->sendBase[d] = base;
     }
-    if (a.numWorstTokens > 0 && recv > a.numWorstTokens) {
-      report_error(a.status, kEpErrWorstTokens, kPhaseNotify, me, recv);
-    }
     if (a.host) a.host->numRecv = recv;
   }
-  if (!a.cached && a.host) {
+  if (go && !a.cached && a.host) {
     for (int j = tid; j < expertsPerRank; j += kNotifyThreads) {
       int n = 0;
       for (int s = 0; s < R; ++s) n += ld_volatile(&ctrl->notifyExpertRows[s][j]);
@@ -249,7 +277,19 @@ __global__ void __launch_bounds__(kNotifyThreads, 1) notify_kernel(NotifyArgs a)
       a.host->perExpert[j] = (n + align - 1) / align * align;
     }
   }
+  // The slot's verdict: the data kernel and the combine of this dispatch do
+  // nothing after a refusal (on every rank alike), and the host reports it.
+  if (tid == 0 && a.slot >= 0) {
+    const EpStatus verdict = call_verdict(kPhaseNotify, refusal.peer, refusal.peer < 0 ? 0 : refusal.failure);
+    local_of(mine)->dispatchAbort[a.slot] = verdict;
+    if (a.outcome) *a.outcome = verdict;
+  }
+  // Everything the peers wrote for this notify has been read: they may write the next.
   __syncthreads();
+  if (tid < R) {
+    __threadfence_system();
+    st_release_sys(&control_of(a.peers.ptr[tid])->notifyAck[me], seq);
+  }
   if (tid == 0) local_of(mine)->normalSeq = seq;
 }
 
@@ -271,7 +311,8 @@ __global__ void __launch_bounds__(kDispatchThreads, 1) dispatch_kernel(DispatchA
   const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int R = a.numRanks, me = a.rank;
   const uint64_t deadline = global_timer_ns() + a.timeoutNs;
-  if (has_error(a.status)) return;  // notify failed: every rank skips the data phase
+  // The notify failed: every rank skips the data phase.
+  if (has_error(a.status) || local_of(a.peers.ptr[me])->dispatchAbort[a.slot].code != 0) return;
 
   const int rowBytes = a.hidden * a.elemBytes;
   const int vecs = rowBytes / 16;

@@ -8,6 +8,7 @@ import type { Event } from '../cuda/event.js';
 import type { ProcessGroup } from '../runtime/types.js';
 import type { Device } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { DataCallKind, EpCall } from './calls.js';
 import type { EpConfig, StreamOptions } from './types.js';
 
 /**
@@ -113,7 +114,6 @@ export interface BackendLowLatencyCombineArgs<L extends LowLatencyRouting> exten
   routing: L;
   returnRecvHook: boolean;
   out: Tensor | undefined;
-  zeroCopy: boolean;
 }
 
 export interface BackendLowLatencyCombineResult {
@@ -124,11 +124,12 @@ export interface BackendLowLatencyCombineResult {
 
 /**
  * A backend. Every collective method enqueues (cuda) or starts (cpu) its work
- * before it returns its promise: the facade releases a combined handle's
- * lease right after the call, and all ranks call collective methods in the
- * same order. A problem with the arguments that only the backend can see is
- * thrown synchronously, before any communication; the facade then leaves the
- * leases as they were, so the caller can fix the call and retry.
+ * before it returns its promise, and sets `call.started` as it begins to
+ * communicate: the facade releases a combined handle's lease right after the
+ * call, and all ranks call collective methods in the same order. A problem
+ * with the arguments that only the backend can see is thrown synchronously,
+ * before any communication; the facade then has the rank take part in the
+ * call with the failure (takePart), so that it fails on every rank.
  *
  * `slot` is the receive slot the facade leased: 0..numRecvSlots-1 for normal
  * mode, 0 or 1 for low-latency mode. Slot choice is deterministic given the
@@ -147,16 +148,25 @@ export interface EpBackend<R extends DispatchRouting = DispatchRouting, L extend
   readonly maxNumSms?: number;
   /** Local (no communication). */
   getDispatchLayout(topkIdx: Tensor, options: StreamOptions): { numTokensPerRank: Tensor; numTokensPerExpert: Tensor; isTokenInRank: Tensor; event?: Event };
-  dispatch(args: BackendDispatchArgs<R>, slot: number): Promise<BackendDispatchResult<R>>;
-  combine(args: BackendCombineArgs<R>, slot: number): Promise<BackendCombineResult>;
-  lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, slot: number): Promise<BackendLowLatencyDispatchResult<L>>;
-  lowLatencyCombine(args: BackendLowLatencyCombineArgs<L>, slot: number): Promise<BackendLowLatencyCombineResult>;
+  dispatch(args: BackendDispatchArgs<R>, slot: number, call: EpCall): Promise<BackendDispatchResult<R>>;
+  combine(args: BackendCombineArgs<R>, slot: number, call: EpCall): Promise<BackendCombineResult>;
+  lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, slot: number, call: EpCall): Promise<BackendLowLatencyDispatchResult<L>>;
+  lowLatencyCombine(args: BackendLowLatencyCombineArgs<L>, slot: number, call: EpCall): Promise<BackendLowLatencyCombineResult>;
   /**
    * Collective: resets low-latency receive state. `live` is this rank's count
    * of live low-latency results; if any rank has one, every rank throws
    * ERR_BUSY (agreeNoLowLatencyResults in transport.ts) and nothing is reset.
    */
-  cleanLowLatencyBuffer(live: number): Promise<void>;
+  cleanLowLatencyBuffer(live: number, call: EpCall): Promise<void>;
+  /**
+   * This rank's part in `call`, which failed here before it communicated
+   * (`failure`: src/ep/calls.ts), so that its peers fail it too, at once and
+   * in step. `target`: for a combine, the slot (normal) or half (low-latency)
+   * of the dispatch it combines; for a low-latency dispatch, the half whose
+   * turn the call took; unused for a normal dispatch. It throws only where
+   * this rank cannot take part at all (a cuda buffer an earlier error ended).
+   */
+  takePart(call: EpCall & { kind: DataCallKind }, failure: number, target: number): void;
   /** Called once no handle refers to `routing` any more. */
   releaseRouting?(routing: R): void;
   close(): Promise<void>;

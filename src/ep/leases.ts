@@ -8,7 +8,7 @@ import { WideepError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { DispatchRouting, LowLatencyRouting } from './backend.js';
 
-export type ReleaseReason = 'combine' | 'lowLatencyCombine' | 'release' | 'close';
+export type ReleaseReason = 'combine' | 'lowLatencyCombine' | 'release' | 'close' | 'overwritten';
 
 export class Lease {
   readonly slot: number;
@@ -93,6 +93,21 @@ export class AlternatingPool extends SlotPool {
     super(2);
   }
 
+  /** The buffer whose turn it is. */
+  get next(): number {
+    return this.#next;
+  }
+
+  /**
+   * Passes the turn on without a lease: a dispatch that failed locally still
+   * takes its turn, since its peers' rows of that call reach this buffer.
+   */
+  skipTurn(): number {
+    const slot = this.#next;
+    this.#next = 1 - slot;
+    return slot;
+  }
+
   override acquire(onRelease?: () => void): Lease {
     const slot = this.#next;
     if (!this.isFree(slot)) {
@@ -141,22 +156,30 @@ function releasedBy(reason: ReleaseReason): string {
       return `was released by release() (combine() also releases handles unless keepHandle: true)`;
     case 'close':
       return `was released because its EpBuffer was closed`;
+    case 'overwritten':
+      return `was released because a lowLatencyDispatch that failed on this rank took its buffer's turn, and the peers' rows of that call overwrote it`;
   }
 }
 
-/** What every handle shares: the buffer that made it and the lease it holds. */
+/** What every handle shares: the buffer that made it, the lease it holds and its dispatch's call number. */
 abstract class LeasedHandle implements Disposable {
   /** @internal The EpBuffer that made it. */
   readonly owner: object;
   /** @internal */
   readonly lease: Lease;
+  /** @internal The number of its dispatch (src/ep/calls.ts), which its combines carry. */
+  readonly callNumber: number;
   /** Names the handle kind in errors. */
   protected abstract readonly kind: string;
 
-  constructor(owner: object, lease: Lease) {
+  constructor(owner: object, lease: Lease, callNumber: number) {
     this.owner = owner;
     this.lease = lease;
+    this.callNumber = callNumber;
   }
+
+  /** @internal Whether a combine has taken it (the oldest live handle without one is a failed combine's best guess). */
+  abstract get combined(): boolean;
 
   get released(): boolean {
     return this.lease.releasedBy !== undefined;
@@ -186,11 +209,22 @@ export class DispatchHandle extends LeasedHandle {
   protected readonly kind = 'dispatch handle';
   /** @internal */
   readonly routing: RoutingRef;
+  #combined = false;
 
   /** @internal Made by EpBuffer.dispatch. */
-  constructor(owner: object, lease: Lease, routing: RoutingRef) {
-    super(owner, lease);
+  constructor(owner: object, lease: Lease, routing: RoutingRef, callNumber: number) {
+    super(owner, lease, callNumber);
     this.routing = routing;
+  }
+
+  /** @internal */
+  get combined(): boolean {
+    return this.#combined;
+  }
+
+  /** @internal A combine took it (keepHandle may keep it for more). */
+  markCombined(): void {
+    this.#combined = true;
   }
 
   /** T: tokens this rank dispatched. */
@@ -255,13 +289,14 @@ export class LowLatencyHandle extends LeasedHandle {
   constructor(
     owner: object,
     lease: Lease,
+    callNumber: number,
     routing: LowLatencyRouting,
     srcInfo: Tensor,
     layoutRange: Tensor,
     hidden: number,
     receive?: () => Promise<void>,
   ) {
-    super(owner, lease);
+    super(owner, lease, callNumber);
     this.routing = routing;
     this.srcInfo = srcInfo;
     this.layoutRange = layoutRange;
@@ -285,6 +320,11 @@ export class LowLatencyHandle extends LeasedHandle {
     if (this.#combine) throw new WideepError('ERR_INVALID_ARG', `${where}: handle: a combine has taken it already; a dispatch is combined once`);
   }
 
+  /** @internal */
+  get combined(): boolean {
+    return this.#combine !== undefined;
+  }
+
   /** @internal Marks the handle as taken by a combine, before anything is awaited. */
   beginCombine(): void {
     this.#combine = { receive: undefined };
@@ -306,11 +346,16 @@ export class LowLatencyHandle extends LeasedHandle {
    * keep in step).
    */
   override release(): void {
+    this.end('release');
+  }
+
+  /** @internal release() with the reason a later use of the handle reports. */
+  end(reason: ReleaseReason): void {
     if (!this.released) {
       if (this.#receive?.pending) this.#receive.call().catch(() => {});
       if (this.#combine?.receive?.pending) this.#combine.receive.call().catch(() => {});
     }
-    super.release();
+    this.lease.release(reason);
   }
 
   /** T: tokens this rank dispatched. */

@@ -4,8 +4,19 @@
  */
 import { WideepError, assertInteger, invalidArg } from '../errors.js';
 import type { KeyValueStore } from '../runtime/types.js';
+import { callsOutOfStep, describeCall, type EpCall } from './calls.js';
 
 export const DEFAULT_TRANSPORT_TIMEOUT_MS = 100_000;
+/** The longest delay Node.js timers keep (about 24.8 days); a longer one would fire after 1 ms. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** A timeout in ms: an integer in [1, MAX_TIMEOUT_MS] (ERR_INVALID_ARG naming the limit otherwise). */
+export function checkTimeoutMs(what: string, v: unknown): number {
+  if (typeof v === 'number' && Number.isInteger(v) && v > MAX_TIMEOUT_MS) {
+    throw invalidArg(what, `at most ${MAX_TIMEOUT_MS} ms (2^31 - 1, about 24.8 days: the longest timer Node.js keeps)`, v);
+  }
+  return assertInteger(what, v, 1, MAX_TIMEOUT_MS);
+}
 
 export interface CollectiveOptions {
   /** ERR_TIMEOUT when a peer has not arrived after this long (default 100000). */
@@ -47,7 +58,7 @@ function checkSend(kind: Kind, send: unknown, worldSize: number): void {
 }
 
 function timeoutOf(kind: Kind, options: CollectiveOptions | undefined): number {
-  return assertInteger(`${kind}: options.timeoutMs`, options?.timeoutMs ?? DEFAULT_TRANSPORT_TIMEOUT_MS, 1);
+  return checkTimeoutMs(`${kind}: options.timeoutMs`, options?.timeoutMs ?? DEFAULT_TRANSPORT_TIMEOUT_MS);
 }
 
 function listRanks(ranks: readonly number[]): string {
@@ -271,15 +282,25 @@ export class StoreTransport implements CpuTransport {
 }
 
 /**
- * cleanLowLatencyBuffer's common verdict: the ranks exchange their counts of
- * live low-latency results, and every rank throws ERR_BUSY if any holds one.
+ * cleanLowLatencyBuffer's common verdict: the ranks exchange their call and
+ * their counts of live low-latency results, and every rank throws ERR_BUSY if
+ * any holds one (ERR_PROTOCOL if some rank is in another call).
  */
-export async function agreeNoLowLatencyResults(transport: CpuTransport, live: number, timeoutMs: number): Promise<void> {
-  const all = await transport.allGather(new Uint8Array(new Uint32Array([live]).buffer), { timeoutMs });
-  const busy = all.flatMap((b, r) => {
-    const n = new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(0, true);
-    return n > 0 ? [`rank ${r} (${n})`] : [];
+export async function agreeNoLowLatencyResults(transport: CpuTransport, live: number, timeoutMs: number, call: EpCall): Promise<void> {
+  const where = 'cleanLowLatencyBuffer';
+  const words = (b: Uint8Array) => {
+    if (b.byteLength !== 12) throw new WideepError('ERR_PROTOCOL', `${where}: a verdict of ${b.byteLength} bytes, expected 12`);
+    const v = new DataView(b.buffer, b.byteOffset, 12);
+    return [0, 4, 8].map((at) => v.getInt32(at, true)) as [number, number, number];
+  };
+  const sending = transport.allGather(new Uint8Array(new Int32Array([call.buffer, call.number, live]).buffer), { timeoutMs });
+  call.started = true;
+  const all = (await sending).map(words);
+  all.forEach(([buffer, number], r) => {
+    const theirs = describeCall(where, number) + (buffer === call.buffer ? '' : ' of another EpBuffer');
+    if (buffer !== call.buffer || number !== call.number) throw callsOutOfStep(where, r, theirs, describeCall(where, call.number));
   });
+  const busy = all.flatMap(([, , n], r) => (n > 0 ? [`rank ${r} (${n})`] : []));
   if (busy.length === 0) return;
   throw new WideepError(
     'ERR_BUSY',

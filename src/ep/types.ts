@@ -29,7 +29,7 @@ export interface EpBufferOptions {
   numRecvSlots?: number;
   /** Enables the low-latency methods. */
   lowLatency?: LowLatencyOptions;
-  /** Bound on every wait for a peer, in ms (default 100000). */
+  /** Bound on every wait for a peer, in ms (default 100000, at most 2^31 - 1: the longest Node.js timer). */
   timeoutMs?: number;
   /** cuda: the GPU to use (default: the group's device). */
   device?: number;
@@ -90,8 +90,9 @@ export interface DispatchOptions extends StreamOptions {
   /**
    * > 0: outputs have this many rows whatever the real count, and the host does
    * not learn the counts (numRecvTokens = -1). At most worldSize *
-   * maxTokensPerRank (a receive slot's rows). Overflow is ERR_INVALID_ARG on
-   * every rank on cpu; the cuda backend can only detect it on the device.
+   * maxTokensPerRank (a receive slot's rows). An overflow on any rank fails
+   * the call on every rank with ERR_INVALID_ARG naming that rank, before any
+   * row moves (cuda finds it on the device, and the buffer is unusable then).
    * With a handle: 0 or the handle's row count (the handle's choice applies).
    * A dispatch captured in a CUDA graph needs it, or a handle (ERR_UNSUPPORTED
    * otherwise: the host would wait for counts).
@@ -115,7 +116,7 @@ export interface DispatchResult extends Disposable {
   /** [L]: rows per local expert rounded up to expertAlignment; [] with numWorstTokens. */
   numRecvTokensPerExpert: number[];
   handle: DispatchHandle;
-  /** cuda: recorded after the dispatch. */
+  /** cuda: recorded after the dispatch; done() rejects with the call's error (ERR_PEER when a peer refused it). */
   event?: Event;
   /** Frees the receive slot (same as handle.release()). Idempotent. */
   release(): void;
@@ -157,6 +158,7 @@ export interface CombineResult {
   combinedX: Tensor;
   /** f32 [T, k] when topkWeights was given. */
   combinedTopkWeights?: Tensor;
+  /** cuda: recorded after the combine; done() rejects with the call's error (ERR_PEER when a peer refused it or its dispatch). */
   event?: Event;
 }
 
@@ -200,6 +202,12 @@ export interface LowLatencyDispatchResult extends Disposable {
   /** i32 [L]: slots used per local expert. */
   recvCount: Tensor;
   handle: LowLatencyHandle;
+  /**
+   * cuda: recorded after the call's kernels (with returnRecvHook, again behind
+   * the receive when the hook runs). done() rejects with the call's error:
+   * ERR_PEER when a peer refused the call, whose combine then does nothing on
+   * any rank. No host sync sees it sooner.
+   */
   event?: Event;
   /**
    * With returnRecvHook. cuda: the dispatch only sent; the hook completes the
@@ -231,8 +239,6 @@ export interface LowLatencyCombineOptions extends StreamOptions {
   returnRecvHook?: boolean;
   /** bf16 [T, H] to write the result into; required during a CUDA-graph capture (ERR_UNSUPPORTED otherwise). */
   out?: Tensor;
-  /** cuda: y already lives in the buffer. No effect on cpu. */
-  zeroCopy?: boolean;
 }
 
 export interface LowLatencyCombineResult {
@@ -246,6 +252,7 @@ export interface LowLatencyCombineResult {
    * rounding per partial (as in normal mode, where each rank returns one row).
    */
   combinedX: Tensor;
+  /** cuda: as LowLatencyDispatchResult.event, for the combine. */
   event?: Event;
   /**
    * With returnRecvHook. cuda: completes the receive. cpu: resolves at once.

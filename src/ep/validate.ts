@@ -13,6 +13,7 @@ import type { DType } from '../tensor/dtype.js';
 import type { DispatchRouting, LowLatencyRouting } from './backend.js';
 import { FP8_BLOCK } from './fp8-quant.js';
 import { computeDispatchLayout, readTopkIdx } from './dispatch-layout.js';
+import { checkTimeoutMs } from './transport.js';
 import type {
   CombineOptions,
   DispatchOptions,
@@ -58,7 +59,7 @@ export function resolveConfig(rank: number, worldSize: number, backend: EpBacken
     maxTopk: int('maxTopk', options.maxTopk ?? DEFAULT_MAX_TOPK, 1),
     numRecvSlots: int('numRecvSlots', options.numRecvSlots ?? DEFAULT_NUM_RECV_SLOTS, 1),
     lowLatency: ll === undefined ? undefined : { maxTokensPerRank: int('lowLatency.maxTokensPerRank', ll.maxTokensPerRank, 1, MAX_LOW_LATENCY_TOKENS) },
-    timeoutMs: int('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 1),
+    timeoutMs: checkTimeoutMs(`${where}.timeoutMs`, options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
     device: options.device === undefined ? undefined : int('device', options.device, 0),
   };
 }
@@ -537,7 +538,6 @@ export interface ValidLowLatencyCombine<L extends LowLatencyRouting = LowLatency
   topkWeights: Tensor;
   returnRecvHook: boolean;
   out: Tensor | undefined;
-  zeroCopy: boolean;
 }
 
 export function validateLowLatencyCombine<L extends LowLatencyRouting>(
@@ -569,6 +569,13 @@ export function validateLowLatencyCombine<L extends LowLatencyRouting>(
       `${where}: during a CUDA-graph capture pass out: otherwise combinedX would be allocated inside the graph, which could not be replayed while it is alive`,
     );
   }
+  // DeepEP's zero_copy skips copying y into its send buffer; this combine reads y where it lies, so there is nothing to skip.
+  if ((args as { zeroCopy?: unknown }).zeroCopy !== undefined) {
+    throw new WideepError(
+      'ERR_INVALID_ARG',
+      `${where}: zeroCopy: no such option: the combine always reads y in place (the experts may write it anywhere), so there is no copy to skip; remove it`,
+    );
+  }
   const valid = {
     routing,
     y,
@@ -576,7 +583,6 @@ export function validateLowLatencyCombine<L extends LowLatencyRouting>(
     topkWeights,
     returnRecvHook: optionalBool(where, 'returnRecvHook', args.returnRecvHook, false),
     out,
-    zeroCopy: optionalBool(where, 'zeroCopy', args.zeroCopy, false),
     previousEvent: args.previousEvent,
     stream: args.stream,
   };

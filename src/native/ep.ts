@@ -49,6 +49,8 @@ export interface NativeEpBuffer {
   lowLatencyCombineRecv(baton: BigInt64Array, stream: NativeStream, event?: NativeEvent): boolean;
   cleanLowLatency(stream: NativeStream): void;
   readStatus(): NativeEpStatus | null;
+  /** The verdict of the last call of `kind` (0 dispatch, 1 combine: per slot; 2, 3 their low-latency twins: per half). */
+  readCallStatus(kind: number, index: number): NativeEpStatus | null;
   readCounts(slot: number, numLocalExperts: number): { numRecv: number; perExpert: Int32Array };
   close(): Promise<void>;
 }

@@ -15,6 +15,7 @@ import type {
   BackendLowLatencyDispatchResult,
   EpBackend,
 } from '../backend.js';
+import type { DataCallKind, EpCall } from '../calls.js';
 import { computeDispatchLayout, readTopkIdx } from '../dispatch-layout.js';
 import { agreeNoLowLatencyResults, type CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
@@ -22,6 +23,7 @@ import { cpuCombine } from './combine.js';
 import { cpuDispatch, type CpuRouting } from './dispatch.js';
 import { cpuLowLatencyCombine } from './ll-combine.js';
 import { cpuLowLatencyDispatch, type CpuLowLatencyRouting } from './ll-dispatch.js';
+import { sendLocalFailure } from './wire.js';
 
 export class CpuBackend implements EpBackend<CpuRouting, CpuLowLatencyRouting> {
   readonly kind = 'cpu';
@@ -45,25 +47,29 @@ export class CpuBackend implements EpBackend<CpuRouting, CpuLowLatencyRouting> {
     };
   }
 
-  dispatch(args: BackendDispatchArgs<CpuRouting>): Promise<BackendDispatchResult<CpuRouting>> {
-    return cpuDispatch(this.#transport, this.#config, args);
+  dispatch(args: BackendDispatchArgs<CpuRouting>, _slot: number, call: EpCall): Promise<BackendDispatchResult<CpuRouting>> {
+    return cpuDispatch(this.#transport, this.#config, args, call);
   }
 
-  combine(args: BackendCombineArgs<CpuRouting>): Promise<BackendCombineResult> {
-    return cpuCombine(this.#transport, this.#config, args);
+  combine(args: BackendCombineArgs<CpuRouting>, _slot: number, call: EpCall): Promise<BackendCombineResult> {
+    return cpuCombine(this.#transport, this.#config, args, call);
   }
 
-  lowLatencyDispatch(args: BackendLowLatencyDispatchArgs): Promise<BackendLowLatencyDispatchResult<CpuLowLatencyRouting>> {
-    return cpuLowLatencyDispatch(this.#transport, this.#config, args);
+  lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, _half: number, call: EpCall): Promise<BackendLowLatencyDispatchResult<CpuLowLatencyRouting>> {
+    return cpuLowLatencyDispatch(this.#transport, this.#config, args, call);
   }
 
-  lowLatencyCombine(args: BackendLowLatencyCombineArgs<CpuLowLatencyRouting>): Promise<BackendLowLatencyCombineResult> {
-    return cpuLowLatencyCombine(this.#transport, this.#config, args);
+  lowLatencyCombine(args: BackendLowLatencyCombineArgs<CpuLowLatencyRouting>, _half: number, call: EpCall): Promise<BackendLowLatencyCombineResult> {
+    return cpuLowLatencyCombine(this.#transport, this.#config, args, call);
   }
 
   /** Only the ranks' verdict: every cpu call writes fresh outputs, so nothing needs a reset. */
-  cleanLowLatencyBuffer(live: number): Promise<void> {
-    return agreeNoLowLatencyResults(this.#transport, live, this.#config.timeoutMs);
+  cleanLowLatencyBuffer(live: number, call: EpCall): Promise<void> {
+    return agreeNoLowLatencyResults(this.#transport, live, this.#config.timeoutMs, call);
+  }
+
+  takePart(call: EpCall & { kind: DataCallKind }, failure: number): void {
+    sendLocalFailure(call.kind, call.kind, this.#transport, this.#config.timeoutMs, call, failure);
   }
 
   /** The transport belongs to whoever made it (EpBuffer.create closes the ones it made). */

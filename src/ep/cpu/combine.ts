@@ -7,19 +7,34 @@
 import { WideepError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { BackendCombineArgs, BackendCombineResult } from '../backend.js';
+import type { EpCall } from '../calls.js';
 import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
 import type { CpuRouting } from './dispatch.js';
 import { addBf16, roundToBf16 } from './kernels.js';
-import { Collective, OP, allocMessage, bytesOf, checkAgreement, checkSections, firstProblem, float32View, int32View, uint16View } from './wire.js';
+import {
+  CALL_WORDS,
+  Collective,
+  allocMessage,
+  bytesOf,
+  callWords,
+  checkAgreement,
+  checkCall,
+  checkSections,
+  firstProblem,
+  float32View,
+  int32View,
+  uint16View,
+} from './wire.js';
 
-// Meta header: [op, H, hasTopkWeights, rows]; then the rows' topkWeights.
+// Meta header: [call words, H, hasTopkWeights, rows]; then the rows' topkWeights.
+const [WIDTH, HAS_WEIGHTS, ROWS] = [CALL_WORDS, CALL_WORDS + 1, CALL_WORDS + 2];
 const AGREED = [
-  [1, 'the row width H of x'],
-  [2, 'whether topkWeights is given', (v: number) => (v ? 'topkWeights' : 'none')],
+  [WIDTH, 'the row width H of x'],
+  [HAS_WEIGHTS, 'whether topkWeights is given', (v: number) => (v ? 'topkWeights' : 'none')],
 ] as const;
 
-export function cpuCombine(transport: CpuTransport, config: EpConfig, args: BackendCombineArgs<CpuRouting>): Promise<BackendCombineResult> {
+export function cpuCombine(transport: CpuTransport, config: EpConfig, args: BackendCombineArgs<CpuRouting>, call: EpCall): Promise<BackendCombineResult> {
   const { routing } = args;
   const H = args.x.shape[1]!;
   const k = routing.topk;
@@ -27,34 +42,35 @@ export function cpuCombine(transport: CpuTransport, config: EpConfig, args: Back
   const firsts = new Int32Array(routing.recvCounts.length); // first row of each source rank
   for (let s = 1; s < firsts.length; s++) firsts[s] = firsts[s - 1]! + routing.recvCounts[s - 1]!;
   const meta = Array.from(routing.recvCounts, (n, s) => {
-    const { bytes, sections } = allocMessage([16, weights ? 4 * n * k : 0]);
-    int32View(sections[0]!).set([OP.combine, H, weights ? 1 : 0, n]);
+    const { bytes, sections } = allocMessage([4 * (CALL_WORDS + 3), weights ? 4 * n * k : 0]);
+    int32View(sections[0]!).set([...callWords('combine', call), H, weights ? 1 : 0, n]);
     if (weights) float32View(sections[1]!).set(weights.subarray(firsts[s]! * k, (firsts[s]! + n) * k));
     return bytes;
   });
-  const collective = new Collective('combine', transport, config.timeoutMs, meta);
+  const collective = new Collective('combine', transport, config.timeoutMs, meta, call);
   const xBytes = bytesOf(args.x.data);
   const rows = Array.from(routing.recvCounts, (n, s) => xBytes.subarray(firsts[s]! * 2 * H, (firsts[s]! + n) * 2 * H));
-  return finishCombine(collective, args, H, rows);
+  return finishCombine(collective, args, H, rows, call);
 }
 
-async function finishCombine(collective: Collective, args: BackendCombineArgs<CpuRouting>, H: number, rows: Uint8Array[]): Promise<BackendCombineResult> {
+async function finishCombine(collective: Collective, args: BackendCombineArgs<CpuRouting>, H: number, rows: Uint8Array[], call: EpCall): Promise<BackendCombineResult> {
   const where = 'combine';
   const { routing } = args;
   const { numTokens: T, topk: k, sendTokens } = routing;
   const R = sendTokens.length;
   const meta = await collective.meta();
   const headers = meta.map((sections) => int32View(sections[0]!));
-  checkAgreement(where, 'combine', headers, AGREED);
+  checkCall(where, 'combine', call, headers);
+  checkAgreement(where, headers, AGREED);
   const problem = firstProblem(headers, (h, src) => {
     const sent = sendTokens[src]!.length;
-    if (h[3] !== sent) {
+    if (h[ROWS] !== sent) {
       throw new WideepError(
         'ERR_PROTOCOL',
-        `${where}: rank ${src} returns ${h[3]} rows, but this rank's dispatch sent it ${sent}; all ranks must pass handles of the same dispatch`,
+        `${where}: rank ${src} returns ${h[ROWS]} rows, but this rank's dispatch sent it ${sent}; all ranks must pass handles of the same dispatch`,
       );
     }
-    checkSections(where, src, meta[src]!, [h[2] ? 4 * sent * k : 0]);
+    checkSections(where, src, meta[src]!, [h[HAS_WEIGHTS] ? 4 * sent * k : 0]);
   });
 
   return collective.bulk(problem ?? rows, (bulk) => {

@@ -9,16 +9,19 @@ import { WideepError } from '../../errors.js';
 import { DTYPE_CODE, itemSize } from '../../tensor/dtype.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { BackendDispatchArgs, BackendDispatchResult, DispatchRouting } from '../backend.js';
+import type { EpCall } from '../calls.js';
 import { FP8_BLOCK } from '../fp8-quant.js';
 import { computeDispatchLayout, expertOwner, isRepeat, readTopkIdx, tokensPerDestination } from '../dispatch-layout.js';
 import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
 import {
+  CALL_WORDS,
   Collective,
-  OP,
   allocMessage,
   bytesOf,
+  callWords,
   checkAgreement,
+  checkCall,
   checkSections,
   firstProblem,
   float32View,
@@ -34,14 +37,14 @@ export interface CpuRouting extends DispatchRouting {
   readonly recvCounts: Int32Array;
 }
 
-// Meta header: [op, dtype, H, k, numWorstTokens, T, rows to rank 0, ..., rows to rank R-1];
+// Meta header: [call words, dtype, H, k, numWorstTokens, T, rows to rank 0, ..., rows to rank R-1];
 // then the token indices, scales, and (unless cached) local topkIdx and weights of the rows.
-const FIXED = 6;
+const [DTYPE, WIDTH, TOPK, WORST, TOKENS, FIXED] = [0, 1, 2, 3, 4, 5].map((i) => CALL_WORDS + i) as [number, number, number, number, number, number];
 const DTYPE_NAMES = Object.fromEntries(Object.entries(DTYPE_CODE).map(([name, code]) => [code, name])) as Record<number, string>;
 const AGREED: readonly AgreedField[] = [
-  [1, 'the dtype of x', (v) => DTYPE_NAMES[v] ?? String(v)],
-  [2, 'the row width H of x'],
-  [3, 'the number of top-k columns k'],
+  [DTYPE, 'the dtype of x', (v) => DTYPE_NAMES[v] ?? String(v)],
+  [WIDTH, 'the row width H of x'],
+  [TOPK, 'the number of top-k columns k'],
 ];
 
 interface Shape {
@@ -53,7 +56,7 @@ interface Shape {
 }
 
 /** Sends the meta messages at call time; the returned promise does the rest. */
-export function cpuDispatch(transport: CpuTransport, config: EpConfig, args: BackendDispatchArgs<CpuRouting>): Promise<BackendDispatchResult<CpuRouting>> {
+export function cpuDispatch(transport: CpuTransport, config: EpConfig, args: BackendDispatchArgs<CpuRouting>, call: EpCall): Promise<BackendDispatchResult<CpuRouting>> {
   const { worldSize: R, numLocalExperts: L } = config;
   const { x, cached } = args;
   const [T, H] = x.shape as [number, number];
@@ -67,7 +70,7 @@ export function cpuDispatch(transport: CpuTransport, config: EpConfig, args: Bac
   const meta = sendTokens.map((tokens, dst) => {
     const n = tokens.length;
     const { bytes, sections } = allocMessage([4 * (FIXED + R), 4 * n, 4 * n * scalesPerRow, ...(topk ? [4 * n * k, 4 * n * k] : [])]);
-    const header = [cached ? OP.cachedDispatch : OP.dispatch, DTYPE_CODE[x.dtype], H, k, cached ? 0 : args.numWorstTokens, T];
+    const header = [...callWords(cached ? 'cachedDispatch' : 'dispatch', call), DTYPE_CODE[x.dtype], H, k, cached ? 0 : args.numWorstTokens, T];
     int32View(sections[0]!).set([...header, ...sendTokens.map((s) => s.length)]);
     int32View(sections[1]!).set(tokens);
     const scales = float32View(sections[2]!);
@@ -86,8 +89,8 @@ export function cpuDispatch(transport: CpuTransport, config: EpConfig, args: Bac
     });
     return bytes;
   });
-  const collective = new Collective('dispatch', transport, config.timeoutMs, meta);
-  return finishDispatch(collective, config, args, shape, sendTokens);
+  const collective = new Collective('dispatch', transport, config.timeoutMs, meta, call);
+  return finishDispatch(collective, config, args, shape, sendTokens, call);
 }
 
 async function finishDispatch(
@@ -96,6 +99,7 @@ async function finishDispatch(
   args: BackendDispatchArgs<CpuRouting>,
   shape: Shape,
   sendTokens: readonly Int32Array[],
+  call: EpCall,
 ): Promise<BackendDispatchResult<CpuRouting>> {
   const where = 'dispatch';
   const { rank: me, worldSize: R } = config;
@@ -103,7 +107,8 @@ async function finishDispatch(
   const { T, H, k, rowBytes, scalesPerRow } = shape;
   const meta = await collective.meta();
   const headers = meta.map((sections) => int32View(sections[0]!));
-  checkAgreement(where, cached ? 'cachedDispatch' : 'dispatch', headers, cached ? AGREED.slice(0, 2) : AGREED);
+  checkCall(where, cached ? 'cachedDispatch' : 'dispatch', call, headers);
+  checkAgreement(where, headers, cached ? AGREED.slice(0, 2) : AGREED);
   checkWorstTokens(where, headers, R);
 
   const recvCounts = Int32Array.from(headers, (h) => h[FIXED + me]!);
@@ -123,7 +128,7 @@ async function finishDispatch(
     meta.forEach((sections, src) => {
       const n = recvCounts[src]!;
       const tokens = int32View(sections[1]!);
-      const expected = (collective.shared ? headers[src]![5]! : n) * rowBytes;
+      const expected = (collective.shared ? headers[src]![TOKENS]! : n) * rowBytes;
       if (bulk[src]!.byteLength !== expected) {
         throw new WideepError('ERR_PROTOCOL', `${where}: rank ${src} sent ${bulk[src]!.byteLength} bytes of rows, expected ${expected}`);
       }
@@ -158,7 +163,7 @@ async function finishDispatch(
 /** Same verdict on every rank: the first rank whose rows exceed its numWorstTokens. */
 function checkWorstTokens(where: string, headers: readonly Int32Array[], R: number): void {
   for (let d = 0; d < R; d++) {
-    const worst = headers[d]![4]!;
+    const worst = headers[d]![WORST]!;
     const n = headers.reduce((sum, h) => sum + h[FIXED + d]!, 0);
     if (worst > 0 && n > worst) {
       throw new WideepError('ERR_INVALID_ARG', `${where}: rank ${d} receives ${n} rows, more than its numWorstTokens = ${worst}`);

@@ -7,15 +7,29 @@
 import { WideepError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { BackendLowLatencyCombineArgs, BackendLowLatencyCombineResult } from '../backend.js';
+import type { EpCall } from '../calls.js';
 import { expertOwner, isRepeat, readTopkIdx } from '../dispatch-layout.js';
 import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
 import { addScaledBf16, roundToBf16 } from './kernels.js';
 import { resolvedHook, type CpuLowLatencyRouting } from './ll-dispatch.js';
-import { Collective, OP, allocMessage, bytesOf, checkAgreement, checkSections, firstProblem, int32View, rowsFor, uint16View } from './wire.js';
+import {
+  CALL_WORDS,
+  Collective,
+  allocMessage,
+  bytesOf,
+  callWords,
+  checkAgreement,
+  checkCall,
+  checkSections,
+  firstProblem,
+  int32View,
+  rowsFor,
+  uint16View,
+} from './wire.js';
 
-// Meta header: [op, H]; then, per local expert, where this source's slots begin and how many there are.
-const AGREED = [[1, 'the row width H of y']] as const;
+// Meta header: [call words, H]; then, per local expert, where this source's slots begin and how many there are.
+const AGREED = [[CALL_WORDS, 'the row width H of y']] as const;
 
 /** Column of the dispatch's row t that holds expert e (its first occurrence), or -1. */
 function dispatchColumn(routing: CpuLowLatencyRouting, t: number, e: number): number {
@@ -45,6 +59,7 @@ export function cpuLowLatencyCombine(
   transport: CpuTransport,
   config: EpConfig,
   args: BackendLowLatencyCombineArgs<CpuLowLatencyRouting>,
+  call: EpCall,
 ): Promise<BackendLowLatencyCombineResult> {
   const where = 'lowLatencyCombine';
   const { worldSize: R, numLocalExperts: L } = config;
@@ -66,14 +81,14 @@ export function cpuLowLatencyCombine(
   }
   const range = (j: number, src: number) => [routing.layoutRange[(j * R + src) * 2]!, routing.layoutRange[(j * R + src) * 2 + 1]!] as const;
   const meta = Array.from({ length: R }, (_, src) => {
-    const { bytes, sections } = allocMessage([8, 4 * L, 4 * L]);
-    int32View(sections[0]!).set([OP.lowLatencyCombine, H]);
+    const { bytes, sections } = allocMessage([4 * (CALL_WORDS + 1), 4 * L, 4 * L]);
+    int32View(sections[0]!).set([...callWords('lowLatencyCombine', call), H]);
     const begins = int32View(sections[1]!);
     const counts = int32View(sections[2]!);
     for (let j = 0; j < L; j++) [begins[j], counts[j]] = range(j, src);
     return bytes;
   });
-  const collective = new Collective(where, transport, config.timeoutMs, meta);
+  const collective = new Collective(where, transport, config.timeoutMs, meta, call);
   const yBytes = bytesOf(args.y.data);
   const rowsTo = (src: number) => {
     const rows: number[] = [];
@@ -84,7 +99,7 @@ export function cpuLowLatencyCombine(
     return rows;
   };
   const bulk = (shared: boolean) => Array.from({ length: R }, (_, src) => (shared ? yBytes : rowsFor(yBytes, rowsTo(src), 2 * H, false)));
-  return finishCombine(collective, config, args, topkIdx, H, bulk);
+  return finishCombine(collective, config, args, topkIdx, H, bulk, call);
 }
 
 async function finishCombine(
@@ -94,13 +109,16 @@ async function finishCombine(
   topkIdx: Int32Array,
   H: number,
   bulkFor: (shared: boolean) => Uint8Array[],
+  call: EpCall,
 ): Promise<BackendLowLatencyCombineResult> {
   const where = 'lowLatencyCombine';
   const { routing } = args;
   const { numLocalExperts: L, numExperts: E } = config;
   const slots = args.y.shape[1]!;
   const meta = await collective.meta();
-  checkAgreement(where, 'lowLatencyCombine', meta.map((sections) => int32View(sections[0]!)), AGREED);
+  const headers = meta.map((sections) => int32View(sections[0]!));
+  checkCall(where, 'lowLatencyCombine', call, headers);
+  checkAgreement(where, headers, AGREED);
   const { place, count } = placesInExperts(routing, E);
   // Where expert j of `owner` keeps this rank's rows in owner's bulk message.
   const base = meta.map((sections) => {

@@ -7,11 +7,26 @@
 import { WideepError } from '../../errors.js';
 import { Tensor } from '../../tensor/tensor.js';
 import type { BackendLowLatencyDispatchArgs, BackendLowLatencyDispatchResult, LowLatencyRouting } from '../backend.js';
+import type { EpCall } from '../calls.js';
 import { FP8_BLOCK, quantizeBf16RowsFp8 } from '../fp8-quant.js';
 import { readTopkIdx } from '../dispatch-layout.js';
 import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
-import { Collective, OP, allocMessage, bytesOf, checkAgreement, checkSections, firstProblem, float32View, int32View, rowIndex, rowsFor } from './wire.js';
+import {
+  CALL_WORDS,
+  Collective,
+  allocMessage,
+  bytesOf,
+  callWords,
+  checkAgreement,
+  checkCall,
+  checkSections,
+  firstProblem,
+  float32View,
+  int32View,
+  rowIndex,
+  rowsFor,
+} from './wire.js';
 
 export interface CpuLowLatencyRouting extends LowLatencyRouting {
   /** This rank's topkIdx of the dispatch (a copy), [T * k]. */
@@ -23,13 +38,14 @@ export interface CpuLowLatencyRouting extends LowLatencyRouting {
 /** The receive hook of the cpu backend: everything has arrived when the call resolves. */
 export const resolvedHook = async (): Promise<void> => {};
 
-// Meta header: [op, H, useFp8, tokens for this owner, T, k]; then the token
-// indices, a flag per (token, local expert), and the fp8 scales. The cuda
+// Meta header: [call words, H, useFp8, tokens for this owner, T, k]; then the
+// token indices, a flag per (token, local expert), and the fp8 scales. The cuda
 // kernels read every source's top-k with the receiver's k: ranks must agree.
+const [WIDTH, FP8, SENT, TOKENS, TOPK] = [0, 1, 2, 3, 4].map((i) => CALL_WORDS + i) as [number, number, number, number, number];
 const AGREED = [
-  [1, 'the row width H of x'],
-  [2, 'useFp8', (v: number) => String(v === 1)],
-  [5, 'the top-k width k'],
+  [WIDTH, 'the row width H of x'],
+  [FP8, 'useFp8', (v: number) => String(v === 1)],
+  [TOPK, 'the top-k width k'],
 ] as const;
 
 interface DispatchShape {
@@ -46,6 +62,7 @@ export function cpuLowLatencyDispatch(
   transport: CpuTransport,
   config: EpConfig,
   args: BackendLowLatencyDispatchArgs,
+  call: EpCall,
 ): Promise<BackendLowLatencyDispatchResult<CpuLowLatencyRouting>> {
   const { worldSize: R, numLocalExperts: L, numExperts: E } = config;
   const [T, H] = args.x.shape as [number, number];
@@ -65,8 +82,8 @@ export function cpuLowLatencyDispatch(
   const meta = tokensFor.map((tokens, owner) => {
     const n = tokens.length;
     const spr = shape.scalesPerRow;
-    const { bytes, sections } = allocMessage([24, 4 * n, n * L, 4 * n * spr]);
-    int32View(sections[0]!).set([OP.lowLatencyDispatch, H, args.useFp8 ? 1 : 0, n, T, k]);
+    const { bytes, sections } = allocMessage([4 * (CALL_WORDS + 5), 4 * n, n * L, 4 * n * spr]);
+    int32View(sections[0]!).set([...callWords('lowLatencyDispatch', call), H, args.useFp8 ? 1 : 0, n, T, k]);
     int32View(sections[1]!).set(tokens);
     const scales = float32View(sections[3]!);
     tokens.forEach((t, i) => {
@@ -75,8 +92,8 @@ export function cpuLowLatencyDispatch(
     });
     return bytes;
   });
-  const collective = new Collective('lowLatencyDispatch', transport, config.timeoutMs, meta);
-  return finishDispatch(collective, config, args, shape, tokensFor);
+  const collective = new Collective('lowLatencyDispatch', transport, config.timeoutMs, meta, call);
+  return finishDispatch(collective, config, args, shape, tokensFor, call);
 }
 
 async function finishDispatch(
@@ -85,6 +102,7 @@ async function finishDispatch(
   args: BackendLowLatencyDispatchArgs,
   shape: DispatchShape,
   tokensFor: number[][],
+  call: EpCall,
 ): Promise<BackendLowLatencyDispatchResult<CpuLowLatencyRouting>> {
   const where = 'lowLatencyDispatch';
   const { worldSize: R, numLocalExperts: L } = config;
@@ -92,8 +110,9 @@ async function finishDispatch(
   const slots = R * config.lowLatency!.maxTokensPerRank;
   const meta = await collective.meta();
   const headers = meta.map((sections) => int32View(sections[0]!));
-  checkAgreement(where, 'lowLatencyDispatch', headers, AGREED);
-  const problem = firstProblem(headers, (h, src) => checkSections(where, src, meta[src]!, [4 * h[3]!, h[3]! * L, 4 * h[3]! * scalesPerRow]));
+  checkCall(where, 'lowLatencyDispatch', call, headers);
+  checkAgreement(where, headers, AGREED);
+  const problem = firstProblem(headers, (h, src) => checkSections(where, src, meta[src]!, [4 * h[SENT]!, h[SENT]! * L, 4 * h[SENT]! * scalesPerRow]));
   const send = problem ?? tokensFor.map((tokens) => rowsFor(shape.rows, tokens, rowBytes, collective.shared));
 
   return collective.bulk(send, (bulk) => {
@@ -108,7 +127,7 @@ async function finishDispatch(
       const tokens = int32View(sections[1]!);
       const flags = sections[2]!;
       const scales = float32View(sections[3]!);
-      const expected = (collective.shared ? headers[src]![4]! : tokens.length) * rowBytes;
+      const expected = (collective.shared ? headers[src]![TOKENS]! : tokens.length) * rowBytes;
       if (bulk[src]!.byteLength !== expected) {
         throw new WideepError('ERR_PROTOCOL', `${where}: rank ${src} sent ${bulk[src]!.byteLength} bytes of rows, expected ${expected}`);
       }

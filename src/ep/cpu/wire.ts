@@ -12,9 +12,13 @@
  *
  * A framed message is a list of sections, each on an 8-byte boundary:
  *   u32 sectionCount, u32 byteLength[sectionCount], pad, section0, pad, ...
- * Section 0 is an Int32Array header whose first entry names the operation.
+ * Section 0 is an Int32Array header that starts with the call's words
+ * (CALL_WORDS): the operation, the buffer, the call's number and this rank's
+ * local failure (src/ep/calls.ts). A rank whose call failed before it
+ * communicated sends those words alone.
  */
 import { WideepError } from '../../errors.js';
+import { callsOutOfStep, describeCall, peerFailedLocally, type EpCall } from '../calls.js';
 import type { CpuTransport } from '../transport.js';
 import { copyRow } from './kernels.js';
 
@@ -59,7 +63,7 @@ export function parseMessage(where: string, from: number, received: Uint8Array):
   const bad = () => new WideepError('ERR_PROTOCOL', `${where}: the message from rank ${from} is malformed (${bytes.length} bytes)`);
   if (bytes.length < 4) throw bad();
   const count = new Uint32Array(bytes.buffer, bytes.byteOffset, 1)[0]!;
-  if (count > 64 || bytes.length < 4 + 4 * count) throw bad();
+  if (count < 1 || count > 64 || bytes.length < 4 + 4 * count) throw bad(); // section 0 is the header
   const sizes = new Uint32Array(bytes.buffer, bytes.byteOffset + 4, count);
   let offset = align8(4 + 4 * count);
   const sections: Uint8Array[] = [];
@@ -97,15 +101,31 @@ export function bytesOf(view: ArrayBufferView): Uint8Array {
   return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
 }
 
-/** A header field every rank must agree on, with how to show it in an error. */
-export type AgreedField = readonly [index: number, name: string, show?: (v: number) => string];
+/** [op, buffer, number, local failure]: the first words of every header. */
+export const CALL_WORDS = 4;
+
+/** The call's words of a header for `op`, this rank not failed. */
+export function callWords(op: OpName, call: EpCall): number[] {
+  return [OP[op], call.buffer, call.number, 0];
+}
+
+const callOf = (h: Int32Array) => describeCall(OP_NAMES[h[0]!] ?? `an unknown operation (${h[0]})`, h[2]!);
 
 /**
- * Checks that every rank called the same operation (ERR_PROTOCOL) and agrees
- * on `fields` (ERR_INVALID_ARG). Every rank sees every header, so every rank
- * reports the same disagreement.
+ * Checks that every rank is in the same call of the same buffer
+ * (ERR_PROTOCOL), that none failed it locally (ERR_PEER, naming them), and
+ * that every rank called the same operation (ERR_PROTOCOL). Every rank sees
+ * every header, so every rank gives the same verdict.
  */
-export function checkAgreement(where: string, op: OpName, headers: readonly Int32Array[], fields: readonly AgreedField[]): void {
+export function checkCall(where: string, op: OpName, call: EpCall, headers: readonly Int32Array[]): void {
+  const mine = describeCall(op, call.number);
+  headers.forEach((h, src) => {
+    if (h.length < CALL_WORDS) throw new WideepError('ERR_PROTOCOL', `${where}: the header from rank ${src} is malformed (${h.length} words)`);
+    if (h[1] !== call.buffer) throw callsOutOfStep(where, src, `${callOf(h)} of another EpBuffer`, mine);
+    if (h[2] !== call.number) throw callsOutOfStep(where, src, callOf(h), mine);
+  });
+  const failed = headers.flatMap((h, rank) => (h[3] !== 0 ? [{ rank, failure: h[3]! }] : []));
+  if (failed.length > 0) throw peerFailedLocally(where, call.kind, failed);
   headers.forEach((h, src) => {
     if (h[0] !== OP[op]) {
       throw new WideepError(
@@ -115,6 +135,17 @@ export function checkAgreement(where: string, op: OpName, headers: readonly Int3
       );
     }
   });
+}
+
+/** A header field every rank must agree on, with how to show it in an error. */
+export type AgreedField = readonly [index: number, name: string, show?: (v: number) => string];
+
+/**
+ * Checks that every rank agrees on `fields` (ERR_INVALID_ARG), once
+ * checkCall passed. Every rank sees every header, so every rank reports the
+ * same disagreement.
+ */
+export function checkAgreement(where: string, headers: readonly Int32Array[], fields: readonly AgreedField[]): void {
   for (const [index, name, show = String] of fields) {
     const src = headers.findIndex((h) => h[index] !== headers[0]![index]);
     if (src >= 0) {
@@ -158,13 +189,14 @@ export class Collective {
   readonly #options: { timeoutMs: number };
   readonly #meta: Promise<Uint8Array[]>;
 
-  /** Sends the meta messages at once, so that calls keep their order. */
-  constructor(where: string, transport: CpuTransport, timeoutMs: number, meta: Uint8Array[]) {
+  /** Sends the meta messages at once, so that calls keep their order; from here on `call` has started. */
+  constructor(where: string, transport: CpuTransport, timeoutMs: number, meta: Uint8Array[], call: EpCall) {
     this.#where = where;
     this.#transport = transport;
     this.#options = { timeoutMs };
     this.shared = transport.sharesMemory === true;
     this.#meta = transport.allToAll(meta, this.#options);
+    call.started = true;
   }
 
   /** The sections of every rank's meta message to this rank. */
@@ -187,4 +219,16 @@ export class Collective {
       if (this.shared) await this.#transport.allGather(EMPTY, this.#options);
     }
   }
+}
+
+/**
+ * This rank's part in a call that failed here before it communicated: the
+ * call's words with the failure, and nothing else. Its peers stop at the meta
+ * step with ERR_PEER; what they sent back is read (so the store keeps no
+ * message) and dropped.
+ */
+export function sendLocalFailure(where: string, op: OpName, transport: CpuTransport, timeoutMs: number, call: EpCall, failure: number): void {
+  const { bytes, sections } = allocMessage([4 * CALL_WORDS]);
+  int32View(sections[0]!).set([OP[op], call.buffer, call.number, failure]);
+  new Collective(where, transport, timeoutMs, new Array<Uint8Array>(transport.worldSize).fill(bytes), call).meta().catch(() => {});
 }

@@ -28,12 +28,14 @@ import type {
   EpBackend,
   LowLatencyRouting,
 } from '../backend.js';
+import type { DataCallKind, EpCall } from '../calls.js';
 import type { EpConfig, StreamOptions } from '../types.js';
 import { DEFAULT_NUM_SMS } from '../validate.js';
 import { Baton } from './batons.js';
 import { FP8_BLOCK } from '../fp8-quant.js';
 import { CONTROL_BYTES, computeCudaLayout, type CudaLayout } from './buffer-layout.js';
-import { epStatusError } from './status.js';
+import { epStatusError, type CallRecord } from './status.js';
+import { StreamOrder, acquireLowLatencyOrder, releaseLowLatencyOrder } from './stream-order.js';
 import { StoreTransport, agreeNoLowLatencyResults } from '../transport.js';
 
 /**
@@ -63,12 +65,20 @@ interface LowLatencyLaunches {
   /** Send and receive in one launch; records the event unless capturing, returns whether it did. */
   fused(baton: BigInt64Array, stream: NativeStream, event: NativeEvent): boolean;
   send(baton: BigInt64Array, stream: NativeStream, event: NativeEvent): boolean;
-  recv(baton: BigInt64Array, stream: NativeStream): void;
+  recv(baton: BigInt64Array, stream: NativeStream, event: NativeEvent): boolean;
 }
 
-/** Event keys per low-latency half, made once rather than per call. */
+/** Event keys and call records per low-latency half, made once rather than per call. */
 const LL_DISPATCH_EVENTS = ['lowLatencyDispatch0', 'lowLatencyDispatch1'];
 const LL_COMBINE_EVENTS = ['lowLatencyCombine0', 'lowLatencyCombine1'];
+const LL_DISPATCH_RECORDS: readonly CallRecord[] = [
+  { kind: 2, index: 0 },
+  { kind: 2, index: 1 },
+];
+const LL_COMBINE_RECORDS: readonly CallRecord[] = [
+  { kind: 3, index: 0 },
+  { kind: 3, index: 1 },
+];
 
 /** An Event whose done() also reports failures the EP kernels recorded. */
 class EpEvent extends Event {
@@ -133,11 +143,10 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
   readonly #halfPtrs: Record<LowLatencyView, bigint>[];
   readonly #countsEvents: Event[];
   readonly #events = new Map<string, EpEvent>();
-  /** The stream of this buffer's last operation, and the event recorded right after it there (if one was). */
-  #lastStream: Stream | undefined;
-  #lastDone: Event | undefined;
-  /** Recorded on the last stream at a switch when no #lastDone says where its operation ended. */
-  readonly #switchEvent: Event;
+  /** This buffer's operations, in the order they were enqueued. */
+  readonly #order: StreamOrder;
+  /** Every buffer's low-latency launches on this GPU, in the order they were enqueued. */
+  readonly #lowLatencyOrder: StreamOrder;
   /** Where the ranks agree that cleanLowLatencyBuffer may go ahead. */
   readonly #verdicts: StoreTransport;
   #closed = false;
@@ -152,17 +161,18 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     this.#llDispatchLaunches = {
       fused: (b, s, e) => native.lowLatencyDispatch(b, s, e),
       send: (b, s, e) => native.lowLatencyDispatchSend(b, s, e),
-      recv: (b, s) => native.lowLatencyDispatchRecv(b, s),
+      recv: (b, s, e) => native.lowLatencyDispatchRecv(b, s, e),
     };
     this.#llCombineLaunches = {
       fused: (b, s, e) => native.lowLatencyCombine(b, s, e),
       send: (b, s, e) => native.lowLatencyCombineSend(b, s, e),
-      recv: (b, s) => native.lowLatencyCombineRecv(b, s),
+      recv: (b, s, e) => native.lowLatencyCombineRecv(b, s, e),
     };
     this.#base = native.base;
     this.#layout = layout;
     this.#stream = new Stream(this.#dev);
-    this.#switchEvent = new Event(this.#dev);
+    this.#order = new StreamOrder(() => new Event(this.#dev));
+    this.#lowLatencyOrder = acquireLowLatencyOrder(this.#dev);
     this.#verdicts = new StoreTransport(group.store, config.rank, config.worldSize, `${prefix}/clean-verdict`);
     this.maxNumSms = cudaProbe().devices[this.#dev]?.multiProcessorCount ?? 132;
     this.#metaBytes = batons.routingMetaBytes;
@@ -179,40 +189,29 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
 
   // ---- helpers --------------------------------------------------------------------
 
-  #check(): void {
+  /**
+   * Throws the buffer's error (which ends it), then, for `record`, the
+   * verdict of the last call of that kind and slot or half: a call a peer
+   * refused, which failed on every rank alone.
+   */
+  #check(record?: CallRecord): void {
     const s = this.#native.readStatus();
     if (s) throw epStatusError(s, this.#config.rank);
-  }
-
-  /** The operation's stream (validation has checked it: checkStreamOptions). */
-  #streamFor(o: StreamOptions): Stream {
-    const s = o.stream ?? this.#stream;
-    if (o.previousEvent) s.waitEvent(o.previousEvent);
-    this.#follow(s);
-    return s;
+    const verdict = record && this.#native.readCallStatus(record.kind, record.index);
+    if (verdict) throw epStatusError(verdict, this.#config.rank);
   }
 
   /**
-   * Orders the next kernel on `s` after this buffer's previous ones, whatever
-   * their streams: they share the buffer's slots and counters, and each takes
-   * whole SMs waiting for its peers, so they must run in the order they were
-   * enqueued. A switch of stream waits for the event the last operation
-   * recorded (not for later work on its stream, and valid after that stream
-   * is closed); a CUDA-graph capture is left to order itself (it cannot wait
-   * on work outside it). The operation about to launch sets #lastDone.
+   * The operation's stream (validation has checked it: checkStreamOptions),
+   * ordered after this buffer's previous operations, whatever their streams:
+   * they share the buffer's slots and counters, and each takes whole SMs
+   * waiting for its peers, so they must run in the order they were enqueued.
    */
-  #follow(s: Stream): void {
-    const last = this.#lastStream;
-    if (last && last !== s && !s.isCapturing()) {
-      if (this.#lastDone) {
-        s.waitEvent(this.#lastDone);
-      } else if (!last.closed && !last.isCapturing()) {
-        this.#switchEvent.record(last);
-        s.waitEvent(this.#switchEvent);
-      }
-    }
-    this.#lastStream = s;
-    this.#lastDone = undefined;
+  #streamFor(o: StreamOptions): Stream {
+    const s = o.stream ?? this.#stream;
+    if (o.previousEvent) s.waitEvent(o.previousEvent);
+    this.#order.follow(s);
+    return s;
   }
 
   /**
@@ -222,18 +221,18 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
    * graph capture: a captured event must outlive the graph, and the graph's
    * own launch is what callers wait on.
    */
-  #event(key: string, s: Stream): EpEvent | undefined {
+  #event(key: string, s: Stream, record?: CallRecord): EpEvent | undefined {
     if (s.isCapturing()) return undefined;
-    const e = this.#eventOf(key).record(s) as EpEvent;
-    this.#lastDone = e;
+    const e = this.#eventOf(key, record).record(s) as EpEvent;
+    this.#order.done(e);
     return e;
   }
 
   /** The event of #event, unrecorded: the low-latency launches record it themselves. */
-  #eventOf(key: string): EpEvent {
+  #eventOf(key: string, record?: CallRecord): EpEvent {
     let e = this.#events.get(key);
     if (!e) {
-      e = new EpEvent(this.#dev, () => this.#check());
+      e = new EpEvent(this.#dev, () => this.#check(record));
       this.#events.set(key, e);
     }
     return e;
@@ -299,20 +298,21 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('numTokensPerRank', numTokensPerRank.ptr)
       .set('numTokensPerExpert', numTokensPerExpert.ptr)
       .set('isTokenInRank', isTokenInRank.ptr)
-      .set('countsSlot', -1);
+      .set('countsSlot', -1)
+      .set('slot', -1);
     callNative(() => this.#native.notify(this.#notify.array, s.native));
     scratch.close();
     const event = this.#event('layout', s);
     return event ? { numTokensPerRank, numTokensPerExpert, isTokenInRank, event } : { numTokensPerRank, numTokensPerExpert, isTokenInRank };
   }
 
-  async dispatch(args: BackendDispatchArgs<CudaRouting>, slot: number): Promise<BackendDispatchResult<CudaRouting>> {
+  /** Enqueues both kernels before it returns; the promise waits for the receive counts when it needs them. */
+  dispatch(args: BackendDispatchArgs<CudaRouting>, slot: number, call: EpCall): Promise<BackendDispatchResult<CudaRouting>> {
     const s = this.#streamFor(args);
     const { x, xScales, topkIdx, topkWeights, cached } = args;
     const T = x.shape[0]!;
     const H = x.shape[1]!;
     const R = this.#config.worldSize;
-    const L = this.#config.numLocalExperts;
     const fp8 = x.dtype === 'fp8e4m3';
     const elemBytes = fp8 ? 1 : 2;
     const k = cached ? 0 : topkIdx!.shape[1]!;
@@ -322,80 +322,101 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const on = { device: this.device, stream: s };
     const meta = cached?.meta ?? Tensor.empty([this.#metaBytes], 'u8', on);
     const sendPos = cached?.sendPos ?? Tensor.empty([Math.max(T, 1), R], 'i32', on);
-    // Peers write into this slot only after our notify, so this fill comes first.
-    this.#poisonRegion(this.#slotOffset(slot, 'slabX'), this.#layout.fields.slabStride!, s);
-
-    this.#notify
-      .reset()
-      .set('topkIdx', this.#ptr(topkIdx))
-      .set('idx64', idx64)
-      .set('numTokens', T)
-      .set('topk', k)
-      .set('expertAlignment', 1)
-      .set('numWorstTokens', numWorst)
-      .set('cached', cached !== undefined)
-      .set('signature', signature(H, k, elemBytes, fp8))
-      .set('sendPos', sendPos.ptr)
-      .set('meta', meta.ptr)
-      .set('countsSlot', needCounts ? slot : -1);
-    callNative(() => this.#native.notify(this.#notify.array, s.native));
-    const counted = needCounts ? this.#countsEvents[slot]!.record(s) : undefined;
-    this.#dispatch
-      .reset()
-      .set('slot', slot)
-      .set('numTokens', T)
-      .set('hidden', H)
-      .set('elemBytes', elemBytes)
-      .set('hasScales', fp8)
-      .set('topk', k)
-      .set('idx64', idx64)
-      .set('numWorstTokens', numWorst)
-      .set('x', x.ptr)
-      .set('xScales', this.#ptr(xScales))
-      .set('topkIdx', this.#ptr(topkIdx))
-      .set('topkWeights', this.#ptr(topkWeights))
-      .set('sendPos', sendPos.ptr)
-      .set('meta', meta.ptr)
-      .set('numSms', args.numSms ?? DEFAULT_NUM_SMS);
-    callNative(() => this.#native.dispatch(this.#dispatch.array, s.native));
-    const event = this.#event(`dispatch${slot}`, s);
-    this.#slotGen[slot]!++;
-
-    let numRecv = cached?.numRecvTokens ?? -1;
-    let perExpert: readonly number[] | undefined = cached?.numRecvTokensPerExpert;
-    if (counted) {
-      await counted.done();
-      this.#check();
-      const c = this.#native.readCounts(slot, L);
-      numRecv = c.numRecv;
-      perExpert = Array.from(c.perExpert);
+    // A new routing's tensors, freed on `s` (after the kernels that read them) if the call fails.
+    const dropRouting = () => {
+      if (cached) return;
+      meta.close(s);
+      sendPos.close(s);
+    };
+    try {
+      // Peers write into this slot only after our notify, so this fill comes first.
+      this.#poisonRegion(this.#slotOffset(slot, 'slabX'), this.#layout.fields.slabStride!, s);
+      this.#notify
+        .reset()
+        .set('topkIdx', this.#ptr(topkIdx))
+        .set('idx64', idx64)
+        .set('numTokens', T)
+        .set('topk', k)
+        .set('expertAlignment', 1)
+        .set('numWorstTokens', numWorst)
+        .set('cached', cached !== undefined)
+        .set('signature', signature(H, k, elemBytes, fp8))
+        .set('sendPos', sendPos.ptr)
+        .set('meta', meta.ptr)
+        .set('countsSlot', needCounts ? slot : -1)
+        .set('slot', slot)
+        .set('call', call.number);
+      callNative(() => this.#native.notify(this.#notify.array, s.native));
+      call.started = true;
+      const counted = needCounts ? this.#countsEvents[slot]!.record(s) : undefined;
+      this.#dispatch
+        .reset()
+        .set('slot', slot)
+        .set('numTokens', T)
+        .set('hidden', H)
+        .set('elemBytes', elemBytes)
+        .set('hasScales', fp8)
+        .set('topk', k)
+        .set('idx64', idx64)
+        .set('numWorstTokens', numWorst)
+        .set('x', x.ptr)
+        .set('xScales', this.#ptr(xScales))
+        .set('topkIdx', this.#ptr(topkIdx))
+        .set('topkWeights', this.#ptr(topkWeights))
+        .set('sendPos', sendPos.ptr)
+        .set('meta', meta.ptr)
+        .set('numSms', args.numSms ?? DEFAULT_NUM_SMS);
+      callNative(() => this.#native.dispatch(this.#dispatch.array, s.native));
+      const event = this.#event(`dispatch${slot}`, s, { kind: 0, index: slot });
+      this.#slotGen[slot]!++;
+      const gen = () => this.#slotGen[slot]!;
+      const result = (numRecv: number, perExpert: readonly number[] | undefined): BackendDispatchResult<CudaRouting> => {
+        const rows = numWorst > 0 ? numWorst : numRecv;
+        const routing: CudaRouting = cached ?? {
+          numTokens: T,
+          topk: k,
+          numRecvTokens: numWorst > 0 ? -1 : numRecv,
+          numRows: rows,
+          numRecvTokensPerExpert: numWorst > 0 ? undefined : perExpert,
+          meta,
+          sendPos,
+          idx64,
+          captured: s.isCapturing(),
+          lastStream: s,
+        };
+        if (cached) cached.lastStream = s;
+        return {
+          recvX: this.#view(this.#addr(this.#slotOffset(slot, 'slabX')), x.dtype, [rows, H], gen),
+          recvXScales: fp8 ? this.#view(this.#addr(this.#slotOffset(slot, 'slabScales')), 'f32', [rows, H / FP8_BLOCK], gen) : undefined,
+          recvTopkIdx: cached ? undefined : this.#view(this.#addr(this.#slotOffset(slot, 'slabTopkIdx')), idx64 ? 'i64' : 'i32', [rows, k], gen),
+          recvTopkWeights: cached ? undefined : this.#view(this.#addr(this.#slotOffset(slot, 'slabTopkWeights')), 'f32', [rows, k], gen),
+          routing,
+          event,
+        };
+      };
+      if (!counted) return Promise.resolve(result(cached?.numRecvTokens ?? -1, cached?.numRecvTokensPerExpert));
+      return this.#counted(counted, slot).then(
+        (c) => result(c.numRecv, c.perExpert),
+        (e: unknown) => {
+          dropRouting();
+          throw e;
+        },
+      );
+    } catch (e) {
+      dropRouting();
+      throw e;
     }
-    const rows = numWorst > 0 ? numWorst : numRecv;
-    const gen = () => this.#slotGen[slot]!;
-    const routing: CudaRouting = cached ?? {
-      numTokens: T,
-      topk: k,
-      numRecvTokens: numWorst > 0 ? -1 : numRecv,
-      numRows: rows,
-      numRecvTokensPerExpert: numWorst > 0 ? undefined : perExpert,
-      meta,
-      sendPos,
-      idx64,
-      captured: s.isCapturing(),
-      lastStream: s,
-    };
-    if (cached) cached.lastStream = s;
-    return {
-      recvX: this.#view(this.#addr(this.#slotOffset(slot, 'slabX')), x.dtype, [rows, H], gen),
-      recvXScales: fp8 ? this.#view(this.#addr(this.#slotOffset(slot, 'slabScales')), 'f32', [rows, H / FP8_BLOCK], gen) : undefined,
-      recvTopkIdx: cached ? undefined : this.#view(this.#addr(this.#slotOffset(slot, 'slabTopkIdx')), idx64 ? 'i64' : 'i32', [rows, k], gen),
-      recvTopkWeights: cached ? undefined : this.#view(this.#addr(this.#slotOffset(slot, 'slabTopkWeights')), 'f32', [rows, k], gen),
-      routing,
-      event,
-    };
   }
 
-  async combine(args: BackendCombineArgs<CudaRouting>, slot: number): Promise<BackendCombineResult> {
+  /** The receive counts of the dispatch into `slot`, once its notify is done (off the event loop). */
+  async #counted(counted: Event, slot: number): Promise<{ numRecv: number; perExpert: number[] }> {
+    await counted.done();
+    this.#check({ kind: 0, index: slot });
+    const c = this.#native.readCounts(slot, this.#config.numLocalExperts);
+    return { numRecv: c.numRecv, perExpert: Array.from(c.perExpert) };
+  }
+
+  combine(args: BackendCombineArgs<CudaRouting>, slot: number, call: EpCall): Promise<BackendCombineResult> {
     const s = this.#streamFor(args);
     const { x, routing, topkWeights, bias } = args;
     const T = routing.numTokens;
@@ -420,10 +441,12 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('sendPos', routing.sendPos.ptr)
       .set('meta', routing.meta.ptr)
       .set('numSms', args.numSms ?? DEFAULT_NUM_SMS)
-      .set('numSendSms', args.numSendSms ?? 0);
+      .set('numSendSms', args.numSendSms ?? 0)
+      .set('call', call.number);
     callNative(() => this.#native.combine(this.#combine.array, s.native));
+    call.started = true;
     routing.lastStream = s;
-    return { combinedX, combinedTopkWeights, event: this.#event(`combine${slot}`, s) };
+    return Promise.resolve({ combinedX, combinedTopkWeights, event: this.#event(`combine${slot}`, s, { kind: 1, index: slot }) });
   }
 
   releaseRouting(routing: CudaRouting): void {
@@ -438,7 +461,7 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
 
   // ---- low-latency mode -----------------------------------------------------------
 
-  #lowLatencyBaton(half: number, T: number, H: number, k: number, idx64: boolean): Baton {
+  #lowLatencyBaton(half: number, T: number, H: number, k: number, idx64: boolean, call: EpCall): Baton {
     return this.#ll
       .reset()
       .set('half', half)
@@ -446,7 +469,21 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       .set('hidden', H)
       .set('topk', k)
       .set('idx64', idx64)
-      .set('numSms', this.maxNumSms);
+      .set('numSms', this.maxNumSms)
+      .set('call', call.number);
+  }
+
+  /** A low-latency launch's stream: after this buffer's operations, and after every buffer's low-latency launches on this GPU. */
+  #lowLatencyStream(o: StreamOptions): Stream {
+    const s = this.#streamFor(o);
+    this.#lowLatencyOrder.follow(s);
+    return s;
+  }
+
+  /** Where a low-latency launch ended: the event it recorded, if it recorded one. */
+  #lowLatencyDone(event: EpEvent | undefined): void {
+    this.#order.done(event);
+    this.#lowLatencyOrder.done(event);
   }
 
   /**
@@ -460,27 +497,28 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     baton: BigInt64Array,
     s: Stream,
     eventKey: string,
+    record: CallRecord,
     withHook: boolean,
+    call: EpCall,
   ): { event: EpEvent | undefined; hook: (() => Promise<void>) | undefined } {
-    const e = this.#eventOf(eventKey);
-    if (!withHook) {
-      const event = callNative(() => ops.fused(baton, s.native, e.native)) ? e : undefined;
-      this.#lastDone = event;
-      return { event, hook: undefined };
-    }
-    const event = callNative(() => ops.send(baton, s.native, e.native)) ? e : undefined;
-    this.#lastDone = event;
+    const e = this.#eventOf(eventKey, record);
+    const event = callNative(() => (withHook ? ops.send : ops.fused)(baton, s.native, e.native)) ? e : undefined;
+    call.started = true;
+    this.#lowLatencyDone(event);
+    if (!withHook) return { event, hook: undefined };
     const saved = baton.slice();
-    // EpBuffer makes sure it runs once.
+    // EpBuffer makes sure it runs once. The event is recorded again behind the
+    // receive, whose kernels give the call's verdict.
     const hook = async () => {
-      this.#follow(s);
-      callNative(() => ops.recv(saved, s.native));
+      this.#order.follow(s);
+      this.#lowLatencyOrder.follow(s);
+      this.#lowLatencyDone(callNative(() => ops.recv(saved, s.native, e.native)) ? e : undefined);
     };
     return { event, hook };
   }
 
-  async lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, half: number): Promise<BackendLowLatencyDispatchResult<CudaLowLatencyRouting>> {
-    const s = this.#streamFor(args);
+  lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, half: number, call: EpCall): Promise<BackendLowLatencyDispatchResult<CudaLowLatencyRouting>> {
+    const s = this.#lowLatencyStream(args);
     const { x, topkIdx } = args;
     const T = x.shape[0]!;
     const H = x.shape[1]!;
@@ -492,17 +530,18 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     const f = this.#layout.fields;
     this.#poisonRegion(this.#halfOffset(half, 'llRecvX'), f.llSrcInfo! - f.llRecvX!, s);
     this.#poisonRegion(this.#halfOffset(half, 'llSrcInfo'), f.llLayoutRange! - f.llSrcInfo!, s);
-    const b = this.#lowLatencyBaton(half, T, H, k, topkIdx.dtype === 'i64')
+    const b = this.#lowLatencyBaton(half, T, H, k, topkIdx.dtype === 'i64', call)
       .set('useFp8', args.useFp8)
       .set('roundScale', args.roundScale)
       .set('x', x.ptr)
       .set('topkIdx', topkIdx.ptr)
       .set('cumulativeStats', this.#ptr(args.cumulativeRecvStats));
-    const { event, hook } = this.#launchLowLatency(this.#llDispatchLaunches, b.array, s, LL_DISPATCH_EVENTS[half]!, args.returnRecvHook);
+    const launches = this.#llDispatchLaunches;
+    const { event, hook } = this.#launchLowLatency(launches, b.array, s, LL_DISPATCH_EVENTS[half]!, LL_DISPATCH_RECORDS[half]!, args.returnRecvHook, call);
     this.#halfGen[half]!++;
     const gen = () => this.#halfGen[half]!;
     const at = this.#halfPtrs[half]!;
-    return {
+    return Promise.resolve({
       recvX: this.#view(at.llRecvX, args.useFp8 ? 'fp8e4m3' : 'bf16', [L, R * M, H], gen),
       recvXScales: args.useFp8 ? this.#view(at.llRecvScales, 'f32', [L, R * M, H / FP8_BLOCK], gen) : undefined,
       recvCount: this.#view(at.llRecvCount, 'i32', [L], gen),
@@ -511,27 +550,59 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
       routing: { numTokens: T, topk: args.topkIdx.shape[1]! },
       event,
       hook,
-    };
+    });
   }
 
-  async lowLatencyCombine(args: BackendLowLatencyCombineArgs<CudaLowLatencyRouting>, half: number): Promise<BackendLowLatencyCombineResult> {
-    const s = this.#streamFor(args);
+  lowLatencyCombine(args: BackendLowLatencyCombineArgs<CudaLowLatencyRouting>, half: number, call: EpCall): Promise<BackendLowLatencyCombineResult> {
+    const s = this.#lowLatencyStream(args);
     const { y, topkIdx, topkWeights } = args;
     const T = args.routing.numTokens;
     const H = y.shape[2]!;
     const k = topkIdx.shape[1]!;
     const combinedX = this.#poisonTensor(args.out ?? Tensor.empty([T, H], 'bf16', { device: this.device, stream: s }), s);
-    const b = this.#lowLatencyBaton(half, T, H, k, topkIdx.dtype === 'i64')
+    const b = this.#lowLatencyBaton(half, T, H, k, topkIdx.dtype === 'i64', call)
       .set('topkIdx', topkIdx.ptr)
       .set('topkWeights', topkWeights.ptr)
       .set('y', y.ptr)
       .set('out', combinedX.ptr);
-    const { event, hook } = this.#launchLowLatency(this.#llCombineLaunches, b.array, s, LL_COMBINE_EVENTS[half]!, args.returnRecvHook);
-    return { combinedX, event, hook };
+    const launches = this.#llCombineLaunches;
+    const { event, hook } = this.#launchLowLatency(launches, b.array, s, LL_COMBINE_EVENTS[half]!, LL_COMBINE_RECORDS[half]!, args.returnRecvHook, call);
+    return Promise.resolve({ combinedX, event, hook });
   }
 
-  async cleanLowLatencyBuffer(live: number): Promise<void> {
-    await agreeNoLowLatencyResults(this.#verdicts, live, this.#config.timeoutMs);
+  /**
+   * This rank's part in a call its host refused (EpBuffer), on the buffer's
+   * stream after its other operations: a small kernel that enters the call's
+   * handshake with the failure, so that every peer's kernels fail the call at
+   * once, move nothing, and stay in step (native/ep/ep_status.h).
+   */
+  takePart(call: EpCall & { kind: DataCallKind }, failure: number, target: number): void {
+    switch (call.kind) {
+      case 'dispatch': {
+        const s = this.#streamFor({});
+        this.#notify.reset().set('cached', 1).set('expertAlignment', 1).set('countsSlot', -1).set('slot', -1);
+        this.#notify.set('call', call.number).set('localError', failure);
+        callNative(() => this.#native.notify(this.#notify.array, s.native));
+        return;
+      }
+      case 'combine': {
+        const s = this.#streamFor({});
+        this.#combine.reset().set('slot', target).set('call', call.number).set('localError', failure);
+        callNative(() => this.#native.combine(this.#combine.array, s.native));
+        return;
+      }
+      default: {
+        const s = this.#lowLatencyStream({});
+        const b = this.#ll.reset().set('half', target).set('call', call.number).set('localError', failure).array;
+        if (call.kind === 'lowLatencyDispatch') callNative(() => this.#native.lowLatencyDispatch(b, s.native));
+        else callNative(() => this.#native.lowLatencyCombine(b, s.native));
+        this.#lowLatencyDone(undefined);
+      }
+    }
+  }
+
+  async cleanLowLatencyBuffer(live: number, call: EpCall): Promise<void> {
+    await agreeNoLowLatencyResults(this.#verdicts, live, this.#config.timeoutMs, call);
     const s = this.#streamFor({});
     callNative(() => this.#native.cleanLowLatency(s.native));
     await s.synchronize();
@@ -548,7 +619,8 @@ class CudaEpBackend implements EpBackend<CudaRouting, CudaLowLatencyRouting> {
     } finally {
       for (const e of this.#countsEvents) e.close();
       for (const e of this.#events.values()) e.close();
-      this.#switchEvent.close();
+      this.#order.close();
+      releaseLowLatencyOrder(this.#dev);
       await this.#native.close();
       this.#stream.close();
     }

@@ -33,13 +33,27 @@ afterAll(async () => {
   await closeAll(other);
 });
 
-/** Proves that the failed calls on rank 0 did not communicate: both ranks still meet. */
+/** Proves that the failed calls left the ranks in step: both still meet. */
 async function ranksStillInStep(): Promise<void> {
   const results = await onAllRanks(buffers, (b) => b.dispatch(inputs()));
   await onAllRanks(buffers, (b, r) => b.combine({ x: results[r]!.recvX, handle: results[r]!.handle }));
 }
 
-describe('dispatch argument errors (rank 0 alone, before any communication)', () => {
+/** The error a settled promise rejected with (a fulfilled one fails the caller's expectWideepError). */
+const reason = (s: PromiseSettledResult<unknown>) => Promise.reject(s.status === 'rejected' ? s.reason : undefined);
+
+/**
+ * Every rank makes the call, rank 0 with a bad argument: rank 0 gets its own
+ * error before anything moves, and its peer ERR_PEER naming it and its code
+ * (a rank that fails locally still takes part in the call, flagged).
+ */
+async function failsOnRank0(kind: string, call: (b: EpBuffer, r: number) => Promise<unknown>, code: ErrorCode, ...fragments: string[]): Promise<void> {
+  const [mine, peer] = await Promise.allSettled(buffers.map((b, r) => call(b, r)));
+  await expectWideepError(reason(mine!), code, ...fragments);
+  await expectWideepError(reason(peer!), 'ERR_PEER', `rank 0 failed this ${kind} (${code})`, 'nothing moved', 'stays usable');
+}
+
+describe('dispatch argument errors (rank 0 gets its own, rank 1 ERR_PEER naming it)', () => {
   const base = (): DispatchOptions => inputs();
   const cases: [string, () => DispatchOptions, ErrorCode, ...string[]][] = [
     ['x is not a tensor', () => ({ ...base(), x: [1, 2] as unknown as Tensor }), 'ERR_INVALID_ARG', 'x: expected a Tensor', 'array of length 2'],
@@ -76,7 +90,7 @@ describe('dispatch argument errors (rank 0 alone, before any communication)', ()
     ],
   ];
   test.each(cases)('%s', async (_, make, code, ...fragments) => {
-    await expectWideepError(b0().dispatch(make()), code, ...fragments);
+    await failsOnRank0('dispatch', (b, r) => b.dispatch(r === 0 ? make() : inputs()), code, ...fragments);
   });
   test('afterwards the ranks are still in step', ranksStillInStep);
 
@@ -88,17 +102,24 @@ describe('dispatch argument errors (rank 0 alone, before any communication)', ()
 describe('handle errors', () => {
   test('a handle with topkIdx, from another buffer, of the wrong kind, released, with the wrong T', async () => {
     const results = await onAllRanks(buffers, (b) => b.dispatch(inputs()));
-    const handle = results[0]!.handle;
-    await expectWideepError(b0().dispatch({ ...inputs(), handle }), 'ERR_INVALID_ARG', 'topkIdx: must be omitted with a handle');
-    await expectWideepError(other[0]!.dispatch({ x: inputs().x, handle }), 'ERR_INVALID_ARG', 'belongs to another EpBuffer');
-    await expectWideepError(other[0]!.combine({ x: results[0]!.recvX, handle }), 'ERR_INVALID_ARG', 'belongs to another EpBuffer');
-    await expectWideepError(b0().dispatch({ x: inputs(3).x, handle }), 'ERR_SHAPE', "expected 4 rows (the handle's token count)");
-    await expectWideepError(b0().dispatch({ x: inputs().x, handle, numWorstTokens: handle.numRows + 1 }), 'ERR_INVALID_ARG', 'cached dispatch keeps');
-    await expectWideepError(b0().combine({ x: results[0]!.recvX, handle: {} as never }), 'ERR_INVALID_ARG', 'a DispatchHandle');
+    const cachedArgs = (r: number) => ({ x: inputs().x, handle: results[r]!.handle });
+    const fails = (call: (b: EpBuffer, r: number) => Promise<unknown>, code: ErrorCode, ...fragments: string[]) => failsOnRank0('dispatch', call, code, ...fragments);
+    await fails((b, r) => b.dispatch(r === 0 ? { ...inputs(), handle: results[0]!.handle } : cachedArgs(r)), 'ERR_INVALID_ARG', 'topkIdx: must be omitted with a handle');
+    await fails((b, r) => b.dispatch(r === 0 ? { x: inputs(3).x, handle: results[0]!.handle } : cachedArgs(r)), 'ERR_SHAPE', "expected 4 rows (the handle's token count)");
+    await fails((b, r) => b.dispatch({ ...cachedArgs(r), numWorstTokens: r === 0 ? results[0]!.handle.numRows + 1 : 0 }), 'ERR_INVALID_ARG', 'cached dispatch keeps');
+    // Another buffer's handle, on that buffer: its ranks take part as in any dispatch.
+    const [mine, peer] = await Promise.allSettled(other.map((b, r) => b.dispatch(r === 0 ? cachedArgs(0) : inputs())));
+    await expectWideepError(reason(mine!), 'ERR_INVALID_ARG', 'belongs to another EpBuffer');
+    await expectWideepError(reason(peer!), 'ERR_PEER', 'rank 0 failed this dispatch (ERR_INVALID_ARG)');
+    // A combine on a buffer with no live dispatch result names no dispatch: rank 0 fails alone, nothing is sent.
+    await expectWideepError(other[0]!.combine({ x: results[0]!.recvX, handle: results[0]!.handle }), 'ERR_INVALID_ARG', 'belongs to another EpBuffer');
+    // A combine whose handle is unusable takes part in the combine of the oldest dispatch no combine took.
+    await failsOnRank0('combine', (b, r) => b.combine({ x: results[r]!.recvX, handle: r === 0 ? ({} as never) : results[r]!.handle }), 'ERR_INVALID_ARG', 'a DispatchHandle');
+    expect(results.map((d) => d.handle.released)).toEqual([true, true]); // the call ended both handles
+    // A combine took the handle already, so the refusal is no call: rank 0 alone.
+    await expectWideepError(b0().combine({ x: results[0]!.recvX, handle: results[0]!.handle }), 'ERR_CLOSED', 'released by combine()', 'keepHandle: true');
     await expectWideepError(b0().combine({ x: results[0]!.recvX } as never), 'ERR_INVALID_ARG', 'handle: expected a DispatchHandle', 'undefined');
-    await onAllRanks(buffers, (b, r) => b.combine({ x: results[r]!.recvX, handle: results[r]!.handle }));
-    await expectWideepError(b0().combine({ x: results[0]!.recvX, handle }), 'ERR_CLOSED', 'released by combine()', 'keepHandle: true');
-    await expectWideepError(b0().dispatch({ x: inputs().x, handle }), 'ERR_CLOSED', 'released by combine()', 'keepHandle: true');
+    await failsOnRank0('dispatch', (b, r) => b.dispatch(r === 0 ? cachedArgs(0) : inputs()), 'ERR_CLOSED', 'released by combine()', 'keepHandle: true');
     await ranksStillInStep();
   });
 });
@@ -116,7 +137,6 @@ describe('combine argument errors', () => {
       [{ x: recvX, handle, bias: randomBf16(rng, [3, 256]) }, 'ERR_SHAPE', 'bias: expected shape [4, 256] ([T, H]), got [3, 256]'],
       [{ x: recvX, handle, bias: [randomBf16(rng, [4, 256]), randomF32(rng, [4, 256])] }, 'ERR_DTYPE', 'bias[1]: expected dtype bf16, got f32'],
       [{ x: recvX, handle, bias: [randomBf16(rng, [4, 256])] as never }, 'ERR_INVALID_ARG', 'a bf16 [T, H] tensor or a pair of them'],
-      [{ x: recvX, handle, keepHandle: 1 as never }, 'ERR_INVALID_ARG', 'keepHandle: expected a boolean'],
       [{ x: recvX, handle, out: randomBf16(rng, [4, 128]) }, 'ERR_SHAPE', 'out: expected shape [4, 256] ([T, H]), got [4, 128]'],
       [{ x: recvX, handle, out: randomF32(rng, [4, 256]) }, 'ERR_DTYPE', 'out: expected dtype bf16, got f32'],
       [{ x: recvX, handle, numSendSms: 0 }, 'ERR_INVALID_ARG', 'numSendSms'],
@@ -127,13 +147,26 @@ describe('combine argument errors', () => {
     // During a graph capture, outputs must not be allocated inside the graph.
     cases.push([{ x: recvX, handle, stream: CAPTURING }, 'ERR_UNSUPPORTED', 'pass out and no topkWeights']);
     cases.push([{ x: recvX, handle, topkWeights: results[0]!.recvTopkWeights, out: randomBf16(rng, [4, 256]), stream: CAPTURING }, 'ERR_UNSUPPORTED', 'pass out and no topkWeights']);
-    cases.push([{ x: recvX, handle, out: randomBf16(rng, [4, 256]), stream: CAPTURING }, 'ERR_UNSUPPORTED', 'capture the dispatch with it, or pass keepHandle']);
     // out overlapping x: both rows of one buffer.
     const shared = randomBf16(rng, [N + 4, 256]);
     cases.push([{ x: shared.narrow(0, N), handle, out: shared.narrow(N - 1, 4) }, 'ERR_INVALID_ARG', 'out: must not share memory with x']);
-    for (const [args, code, ...fragments] of cases) await expectWideepError(b0().combine(args), code, ...fragments);
-    expect(handle.released).toBe(false); // failed checks do not release
-    await onAllRanks(buffers, (b, r) => b.combine({ x: results[r]!.recvX, handle: results[r]!.handle }));
+    // Each failed combine is a combine on every rank: keepHandle keeps both ranks' handles for the next case.
+    const good = (r: number) => ({ x: results[r]!.recvX, handle: results[r]!.handle, keepHandle: true });
+    for (const [args, code, ...fragments] of cases) {
+      await failsOnRank0('combine', (b, r) => b.combine(r === 0 ? { ...args, keepHandle: true } : good(r)), code, ...fragments);
+    }
+    expect(results.map((d) => d.handle.released)).toEqual([false, false]);
+    // Without keepHandle, a failed combine ends the handle on every rank, as a combine does.
+    await failsOnRank0('combine', (b, r) => b.combine(r === 0 ? { x: recvX, handle, keepHandle: 1 as never } : { ...good(r), keepHandle: false }), 'ERR_INVALID_ARG', 'keepHandle: expected a boolean');
+    expect(results.map((d) => d.handle.released)).toEqual([true, true]);
+    // A captured combine that would end a handle made outside the capture.
+    const again = await onAllRanks(buffers, (b) => b.dispatch(inputs()));
+    await failsOnRank0(
+      'combine',
+      (b, r) => b.combine({ x: again[r]!.recvX, handle: again[r]!.handle, ...(r === 0 ? { out: randomBf16(rng, [4, 256]), stream: CAPTURING } : {}) }),
+      'ERR_UNSUPPORTED',
+      'capture the dispatch with it, or pass keepHandle',
+    );
     await ranksStillInStep();
   });
 });
@@ -194,26 +227,36 @@ describe('low-latency argument errors', () => {
     ['expert id out of range', () => ({ ...ll(), topkIdx: fromRouting([0, 9, 0, 0, 0, 0, 0, 0], new Array(8).fill(1), 4, 2).topkIdx }), 'ERR_INVALID_ARG', 'topkIdx[0, 1] = 9'],
   ];
   test.each(cases)('%s', async (_, make, code, ...fragments) => {
-    await expectWideepError(b0().lowLatencyDispatch(make()), code, ...fragments);
+    await failsOnRank0('lowLatencyDispatch', (b, r) => b.lowLatencyDispatch(r === 0 ? make() : ll()), code, ...fragments);
   });
 
   test('low-latency combine checks y, topkIdx, out and the routing', async () => {
     const routing = inputs();
-    const results = await onAllRanks(buffers, (b) => b.lowLatencyDispatch({ x: routing.x, topkIdx: routing.topkIdx, maxTokensPerRank: 4, numExperts: 8, useFp8: false }));
-    const { handle } = results[0]!;
     const y = randomBf16(rng, [4, 8, 256]);
-    const base = { y, topkIdx: routing.topkIdx, topkWeights: routing.topkWeights, handle };
-    await expectWideepError(b0().lowLatencyCombine({ ...base, y: randomBf16(rng, [4, 4, 256]) }), 'ERR_SHAPE', 'y: expected shape [4, 8, 256] ([L, R*M, H])');
-    await expectWideepError(b0().lowLatencyCombine({ ...base, topkIdx: inputs(3).topkIdx }), 'ERR_SHAPE', "T (the handle's token count)");
-    const oneColumn = fromRouting([0, 0, 0, 0], [1, 1, 1, 1], 4, 1);
-    await expectWideepError(b0().lowLatencyCombine({ ...base, ...oneColumn }), 'ERR_SHAPE', "k (the handle's top-k)");
-    await expectWideepError(b0().lowLatencyCombine({ ...base, out: randomBf16(rng, [4, 128]) }), 'ERR_SHAPE', 'out: expected shape [4, 256]');
-    await expectWideepError(b0().lowLatencyCombine({ ...base, stream: CAPTURING }), 'ERR_UNSUPPORTED', 'during a CUDA-graph capture pass out');
+    const dispatch = () => onAllRanks(buffers, (b) => b.lowLatencyDispatch({ x: routing.x, topkIdx: routing.topkIdx, maxTokensPerRank: 4, numExperts: 8, useFp8: false }));
     const wrong = fromRouting([1, 0, 0, 0, 0, 0, 0, 0], new Array(8).fill(1), 4, 2).topkIdx; // token 0 did not go to expert 1
-    await expectWideepError(b0().lowLatencyCombine({ ...base, topkIdx: wrong }), 'ERR_INVALID_ARG', 'topkIdx[0, 0] = 1', 'did not send token 0 to expert 1');
-    await expectWideepError(b0().combine({ x: y, handle: handle as never }), 'ERR_INVALID_ARG', 'a DispatchHandle');
-    expect(handle.released).toBe(false);
-    await onAllRanks(buffers, (b, r) => b.lowLatencyCombine({ ...base, topkIdx: routing.topkIdx, handle: results[r]!.handle }));
+    const oneColumn = fromRouting([0, 0, 0, 0], [1, 1, 1, 1], 4, 1);
+    const cases: [Partial<Parameters<EpBuffer['lowLatencyCombine']>[0]>, ErrorCode, ...string[]][] = [
+      [{ y: randomBf16(rng, [4, 4, 256]) }, 'ERR_SHAPE', 'y: expected shape [4, 8, 256] ([L, R*M, H])'],
+      [{ topkIdx: inputs(3).topkIdx }, 'ERR_SHAPE', "T (the handle's token count)"],
+      [oneColumn, 'ERR_SHAPE', "k (the handle's top-k)"],
+      [{ out: randomBf16(rng, [4, 128]) }, 'ERR_SHAPE', 'out: expected shape [4, 256]'],
+      [{ stream: CAPTURING }, 'ERR_UNSUPPORTED', 'during a CUDA-graph capture pass out'],
+      [{ zeroCopy: true } as never, 'ERR_INVALID_ARG', 'zeroCopy: no such option', 'reads y in place'],
+      [{ topkIdx: wrong }, 'ERR_INVALID_ARG', 'topkIdx[0, 0] = 1', 'did not send token 0 to expert 1'],
+    ];
+    // Each failed combine is a combine on every rank, which ends both ranks' results: each case dispatches anew.
+    for (const [change, code, ...fragments] of cases) {
+      const results = await dispatch();
+      const args = (r: number) => ({ y, topkIdx: routing.topkIdx, topkWeights: routing.topkWeights, handle: results[r]!.handle, ...(r === 0 ? change : {}) });
+      await failsOnRank0('lowLatencyCombine', (b, r) => b.lowLatencyCombine(args(r)), code, ...fragments);
+      expect(results.map((d) => d.handle.released)).toEqual([true, true]);
+    }
+    // A normal combine of a low-latency handle names no normal dispatch: rank 0 fails alone.
+    const results = await dispatch();
+    await expectWideepError(b0().combine({ x: y, handle: results[0]!.handle as never }), 'ERR_INVALID_ARG', 'a DispatchHandle');
+    expect(results[0]!.handle.released).toBe(false);
+    await onAllRanks(buffers, (b, r) => b.lowLatencyCombine({ y, topkIdx: routing.topkIdx, topkWeights: routing.topkWeights, handle: results[r]!.handle }));
     await ranksStillInStep();
   });
 

@@ -88,7 +88,6 @@ describe('low-latency dispatch/combine match the oracle', () => {
           handle: results[r]!.handle,
           out: outs[r],
           returnRecvHook: true,
-          zeroCopy: r === 0,
         }),
       );
       const expected = oracleLowLatencyCombine(want, ys.map((y) => y.data as Uint16Array), combineRouting, c);

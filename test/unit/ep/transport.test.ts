@@ -5,6 +5,7 @@ import { EpBuffer } from '../../../src/ep/buffer.js';
 import { StoreTransport, createSimulatedRanks } from '../../../src/ep/transport.js';
 import { assertBitwiseEqual } from '../../helpers/assert.js';
 import { makeRankInputs } from '../../helpers/ep-inputs.js';
+import { processGroup } from '../../helpers/ep-store.js';
 import { closeAll, onAllRanks, simulatedBuffers } from '../../helpers/ep-sim.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 import { SeededRandom, randomBf16 } from '../../helpers/random.js';
@@ -72,17 +73,7 @@ class MemoryStore implements KeyValueStore {
 }
 
 function groups(store: KeyValueStore, worldSize: number, device?: number): ProcessGroup[] {
-  return Array.from({ length: worldSize }, (_, rank) => ({
-    rank,
-    worldSize,
-    localRank: rank,
-    localWorldSize: worldSize,
-    nodeRank: 0,
-    nnodes: 1,
-    store,
-    device,
-    close: async () => {},
-  }));
+  return Array.from({ length: worldSize }, (_, rank) => processGroup(store, rank, worldSize, device));
 }
 
 const bytes = (...v: number[]) => Uint8Array.from(v);
