@@ -96,7 +96,7 @@ describe('wideep launch', () => {
     const run = await runLauncher(['--nproc-per-node', 'four', EXCHANGE]).done;
     expect(run.code).toBe(2);
     expect(run.stderr).toContain('--nproc-per-node: expected an integer');
-    expect(run.stderr).toContain('usage: wideep launch');
+    expect(run.stderr).toContain("(run 'wideep launch --help' for usage)");
   });
 });
 

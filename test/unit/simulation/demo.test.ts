@@ -62,7 +62,8 @@ describe('wideep demo', () => {
       const r = await run([...args]);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.err).toMatch(message);
-      expect(r.err).toMatch(/usage: wideep demo/);
+      expect(r.err).toMatch(/\(run 'wideep demo --help' for usage\)\n?$/);
+      expect(r.err.trim().split('\n')).toHaveLength(1);
     }
   });
 });
