@@ -66,6 +66,7 @@ export const command: CliCommand = {
     const iters = assertInteger('--iters', Number(values.iters), 1, 10_000);
     const warmup = assertInteger('--warmup', Number(values.warmup), 0, 10_000);
     if (deviceCount() === 0) throw new WideepError('ERR_NO_GPU', 'bench experts needs a GPU, and none is visible (see wideep doctor)');
+    const show = (s: string) => (values.json ? undefined : io.progress?.(s));
     const lt = loadCublasLt();
     const stream = new Stream(0);
     blasHandle(0);
@@ -73,12 +74,17 @@ export const command: CliCommand = {
     const timer = new GpuTimer(stream, { flushL2: true });
     const grouped: GroupedResult[] = [];
     try {
-      for (const c of cases) {
+      for (const [i, c] of cases.entries()) {
+        show(`bench experts: ${c.id} (${i + 1}/${cases.length})`);
         grouped.push(await measureGrouped(c, { iters, warmup, stream }, timer));
       }
+      show('bench experts: router');
       const router = await measureRouter({ iters, warmup, stream }, timer);
+      show('bench experts: host time per op');
       const host = await measureHost(stream);
+      show(values['no-torch'] ? '' : 'bench experts: PyTorch baseline');
       const torch: TorchResult = values['no-torch'] ? { available: false, reason: '--no-torch' } : runTorchExperts(cases, iters, warmup, 600_000);
+      show('');
       const name = cudaProbe().devices[0]?.name ?? 'GPU 0';
       const report = buildReport(name, { version: formatBlasVersion(lt.version), path: lt.path }, grouped, router, host, torch);
       if (values.out) writeFileSync(values.out, toJson(report));
