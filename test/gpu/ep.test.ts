@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { RANK_COUNTS, gpus, shareGpu, skipReason } from './gpu-env.js';
+import { RANK_COUNTS, placement } from './gpu-env.js';
 import { runWorkers } from './run-workers.js';
 
 const NORMAL_CASES = [
@@ -32,15 +32,12 @@ const LOW_LATENCY_CASES = [
 // One rank runs every kernel with its own GPU as the only peer (nothing crosses
 // NVLink), so a machine of one GPU tests them too; with shareGpu, n ranks share it.
 for (const n of [1, ...RANK_COUNTS]) {
-  const shared = gpus < n && shareGpu;
-  const placement: Record<string, string> = shared ? { WIDEEP_DEVICE: '0' } : {};
-  const env = (cases: unknown[]) => ({ ...placement, WIDEEP_TEST_CASES: JSON.stringify(cases), WIDEEP_POISON_OUTPUTS: '1' });
+  const place = placement(n);
+  const env = (cases: unknown[]) => ({ ...place.env, WIDEEP_TEST_CASES: JSON.stringify(cases), WIDEEP_POISON_OUTPUTS: '1' });
   // Every worker also runs the cpu oracle for all n ranks, so the time grows with n;
   // ranks sharing a GPU take turns on it.
-  const timeout = Math.max(300_000, 100_000 * n) * (shared ? 2 : 1);
-  const hint = n > 1 ? '; WIDEEP_TEST_SHARE_GPU=1 runs them on one' : '';
-  const title = shared ? `EP on ${n} ranks sharing GPU 0` : `EP on ${n} GPU${n === 1 ? '' : 's'} (${skipReason(n)}${hint})`;
-  describe.skipIf(gpus < n && !shared)(title, { timeout }, () => {
+  const timeout = Math.max(300_000, 100_000 * n) * (place.shared ? 2 : 1);
+  describe.skipIf(!place.runs)(`EP on ${place.title}`, { timeout }, () => {
     it('normal dispatch/combine match the cpu backend', async () => {
       const { ok, reports, log } = await runWorkers('ep-normal.mjs', n, env(NORMAL_CASES));
       expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);
@@ -50,14 +47,14 @@ for (const n of [1, ...RANK_COUNTS]) {
     });
 
     it.skipIf(n === 1)('a rank that never dispatches makes the others fail with ERR_TIMEOUT, not hang', async () => {
-      const { ok, reports, log } = await runWorkers('ep-timeout.mjs', n, placement);
+      const { ok, reports, log } = await runWorkers('ep-timeout.mjs', n, place.env);
       expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);
       expect(reports.filter((r) => r.code === 'ERR_TIMEOUT')).toHaveLength(n - 1);
       expect(ok).toBe(true);
     });
 
     it('low-latency input the host cannot check: a top-k id past numExperts fails only its rank, disagreeing k every rank', async () => {
-      const { ok, reports, log } = await runWorkers('ep-ll-bad-ids.mjs', n, placement);
+      const { ok, reports, log } = await runWorkers('ep-ll-bad-ids.mjs', n, place.env);
       expect(reports.map((r) => r.failures).flat(), log.slice(-4000)).toEqual([]);
       expect(reports, log.slice(-2000)).toHaveLength(n);
       expect(ok).toBe(true);

@@ -18,3 +18,15 @@ export function skipReason(needed: number): string {
  * processes, not NVLink; NCCL suites cannot share a GPU and still skip.
  */
 export const shareGpu = process.env.WIDEEP_TEST_SHARE_GPU === '1' && gpus >= 1;
+
+/** How a suite of `n` ranks runs here: on n GPUs, sharing GPU 0, or not at all (with the reason to print). */
+export function placement(n: number): { runs: boolean; shared: boolean; env: Record<string, string>; title: string } {
+  const shared = gpus < n && shareGpu;
+  const hint = n > 1 ? '; WIDEEP_TEST_SHARE_GPU=1 runs them on one' : '';
+  return {
+    runs: gpus >= n || shared,
+    shared,
+    env: shared ? { WIDEEP_DEVICE: '0' } : {},
+    title: shared ? `${n} ranks sharing GPU 0` : `${n} GPU${n === 1 ? '' : 's'} (${skipReason(n)}${hint})`,
+  };
+}

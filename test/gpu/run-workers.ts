@@ -10,13 +10,20 @@ export interface WorkerReport {
   [k: string]: unknown;
 }
 
-export async function runWorkers(script: string, nproc: number, env: Record<string, string>): Promise<{ ok: boolean; reports: WorkerReport[]; log: string }> {
+/** `graceMs`: how long workers may take to stop once one failed (the launcher's SIGTERM to SIGKILL, default 3000). */
+export async function runWorkers(
+  script: string,
+  nproc: number,
+  env: Record<string, string>,
+  options: { graceMs?: number } = {},
+): Promise<{ ok: boolean; reports: WorkerReport[]; log: string }> {
   let log = '';
   const reports: WorkerReport[] = [];
   const result = await launch({
     script: fileURLToPath(new URL(`./workers/${script}`, import.meta.url)),
     nprocPerNode: nproc,
     env: { ...process.env, ...env },
+    graceMs: options.graceMs,
     stdout: (text) => {
       log += text;
       process.stderr.write(text);

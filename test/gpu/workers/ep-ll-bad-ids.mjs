@@ -4,7 +4,7 @@
 // event; every other rank's dispatch completes, and nothing faults. Then ranks
 // that disagree on k: every rank's dispatch fails with ERR_INVALID_ARG.
 import { EpBuffer } from '../../../dist/index.js';
-import { BACKEND, Checker, joinJob, rankInputs } from './ep-common.mjs';
+import { BACKEND, Checker, DRY_RUN, joinJob, rankInputs } from './ep-common.mjs';
 
 const { pg, seed, device } = await joinJob();
 const check = new Checker(pg.rank);
@@ -16,13 +16,16 @@ const inp = rankInputs({ T: M, H, k: 6, E, routing: 'uniform' }, seed, pg.rank);
 const ids = inp.topkIdx.data;
 if (pg.rank === 0) ids[3 * 6 + 2] = E; // token 3, column 2
 // Through the event on the GPU; the cpu backend (WIDEEP_TEST_DRY_RUN) reads the
-// ids itself and refuses the call.
+// ids itself and refuses the call, which then fails on every rank (ERR_PEER on
+// the others).
 const dispatched = (async () => {
   const d = await buffer.lowLatencyDispatch({ x: await inp.x.to(device), topkIdx: await inp.topkIdx.to(device), maxTokensPerRank: M, numExperts: E });
   await d.event?.done();
 })();
 if (pg.rank === 0) {
   await check.refuses('the dispatch with an id past numExperts', dispatched, 'ERR_INVALID_ARG');
+} else if (DRY_RUN) {
+  await check.refuses('a dispatch beside the refused one', dispatched, 'ERR_PEER');
 } else {
   check.checks++;
   await dispatched.catch((e) => check.fail('a dispatch beside the bad one', `${e.code}: ${e.message}`));
