@@ -63,9 +63,9 @@ export function localFailureName(n: number): string {
   return LOCAL_FAILURE_CODES[n - LOCAL_FAILURE_BASE] ?? 'an unexpected error';
 }
 
-/** `dispatch #3`, `combine of dispatch #3`. */
+/** `dispatch #3`, `combine of dispatch #3` (a combine carries its dispatch's number). */
 export function describeCall(kind: string, number: number): string {
-  return kind.endsWith('ombine') ? `${kind} of dispatch #${number}` : `${kind} #${number}`;
+  return kind === 'combine' || kind === 'lowLatencyCombine' ? `${kind} of dispatch #${number}` : `${kind} #${number}`;
 }
 
 /** The error of a call that peers failed locally (the rank of each and its failure number). */

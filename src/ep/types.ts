@@ -165,10 +165,11 @@ export interface CombineResult {
 /**
  * Low-latency kernels (cuda) take every SM and wait for their peers' matching
  * kernels. Enqueue a rank's EP operations in the same order on every rank. One
- * buffer runs its own in that order whatever streams they are given; the
- * operations of two buffers belong on one stream, since two kernels running at
- * once on one GPU cannot both be resident, and ranks that started them in
- * different orders would wait on each other until ERR_TIMEOUT.
+ * buffer runs its own in that order whatever streams they are given, and the
+ * low-latency launches of all buffers on a GPU run in the order they were
+ * enqueued too (two such kernels at once on one GPU cannot both be resident,
+ * and ranks that started them in different orders would wait on each other
+ * until ERR_TIMEOUT). A CUDA-graph capture is not ordered against work outside it.
  */
 export interface LowLatencyDispatchOptions extends StreamOptions {
   /** bf16 [T, H], T <= maxTokensPerRank. */
