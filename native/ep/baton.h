@@ -1,8 +1,8 @@
-// Argument "batons": each EP launch takes one BigInt64Array whose slots are
-// named here, once. TypeScript reads the same names from batonLayout(), so the
-// two sides cannot drift apart, and a launch costs one array instead of
-// dozens of property lookups.
+// The slots of the EP launches' batons (common/baton.h), named here once;
+// TypeScript reads the same names from EpBuffer.batonLayout().
 #pragma once
+
+#include "common/baton.h"
 
 #define WIDEEP_CONFIG_FIELDS(X)                                                                          \
   X(maxTokens) X(llMaxTokens) X(maxTopk) X(numExperts) X(numLocalExperts) X(timeoutMs) X(slab0)          \
@@ -37,21 +37,5 @@ enum class DispatchField { WIDEEP_DISPATCH_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class CombineField { WIDEEP_COMBINE_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class LowLatencyField { WIDEEP_LL_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 #undef WIDEEP_ENUM_ENTRY
-
-// Typed access to one baton.
-template <class Field>
-class Baton {
- public:
-  explicit Baton(const int64_t* v) : v_(v) {}
-  int64_t operator[](Field f) const { return v_[static_cast<int>(f)]; }
-  int Int(Field f) const { return static_cast<int>(v_[static_cast<int>(f)]); }
-  template <class T>
-  T* Ptr(Field f) const {
-    return reinterpret_cast<T*>(static_cast<uintptr_t>(v_[static_cast<int>(f)]));
-  }
-
- private:
-  const int64_t* v_;
-};
 
 }  // namespace wideep::ep

@@ -71,33 +71,6 @@ namespace {
 
 constexpr napi_type_tag kEpBufferTag = {0x7769646565702d65ULL, 0x7062756666000005ULL};
 
-template <class Field>
-Baton<Field> ReadBaton(const Napi::CallbackInfo& info, size_t i) {
-  Napi::TypedArray arr = ArgTypedArray(info, i, "baton");
-  if (arr.TypedArrayType() != napi_bigint64_array ||
-      arr.ElementLength() < static_cast<size_t>(Field::kCount)) {
-    ThrowInvalidArg(info.Env(), "baton: expected a BigInt64Array of " +
-                                    std::to_string(static_cast<int>(Field::kCount)) + " slots");
-  }
-  return Baton<Field>(reinterpret_cast<const int64_t*>(static_cast<uint8_t*>(arr.ArrayBuffer().Data()) +
-                                                       arr.ByteOffset()));
-}
-
-#define WIDEEP_LAYOUT_ENTRY(name) o.Set(#name, index++);
-Napi::Object FieldMap(Napi::Env env, int which) {
-  Napi::Object o = Napi::Object::New(env);
-  int index = 0;
-  switch (which) {
-    case 0: WIDEEP_CONFIG_FIELDS(WIDEEP_LAYOUT_ENTRY) break;
-    case 1: WIDEEP_NOTIFY_FIELDS(WIDEEP_LAYOUT_ENTRY) break;
-    case 2: WIDEEP_DISPATCH_FIELDS(WIDEEP_LAYOUT_ENTRY) break;
-    case 3: WIDEEP_COMBINE_FIELDS(WIDEEP_LAYOUT_ENTRY) break;
-    default: WIDEEP_LL_FIELDS(WIDEEP_LAYOUT_ENTRY) break;
-  }
-  o.Set("length", index);
-  return o;
-}
-#undef WIDEEP_LAYOUT_ENTRY
 
 class CloseWorker : public PromiseWorker {
  public:
@@ -149,11 +122,11 @@ Napi::Function EpBuffer::Define(Napi::Env env) {
 Napi::Value EpBuffer::BatonLayout(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("config", FieldMap(env, 0));
-  o.Set("notify", FieldMap(env, 1));
-  o.Set("dispatch", FieldMap(env, 2));
-  o.Set("combine", FieldMap(env, 3));
-  o.Set("lowLatency", FieldMap(env, 4));
+  o.Set("config", WIDEEP_FIELD_MAP(env, WIDEEP_CONFIG_FIELDS));
+  o.Set("notify", WIDEEP_FIELD_MAP(env, WIDEEP_NOTIFY_FIELDS));
+  o.Set("dispatch", WIDEEP_FIELD_MAP(env, WIDEEP_DISPATCH_FIELDS));
+  o.Set("combine", WIDEEP_FIELD_MAP(env, WIDEEP_COMBINE_FIELDS));
+  o.Set("lowLatency", WIDEEP_FIELD_MAP(env, WIDEEP_LL_FIELDS));
   o.Set("controlBytes", kControlBytes);
   o.Set("maxRanks", kMaxRanks);
   o.Set("maxLocalExperts", kMaxLocalExperts);
@@ -249,11 +222,11 @@ void EpBuffer::OpenPeers(const Napi::CallbackInfo& info) {
   r.peersOpen = true;
 }
 
-// configure(baton): region offsets and limits (src/ep/cuda/layout.ts).
+// configure(baton): region offsets and limits (src/ep/cuda/buffer-layout.ts).
 void EpBuffer::Configure(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EpResources& r = Live(env);
-  auto b = ReadBaton<ConfigField>(info, 0);
+  auto b = ReadBatonArg<ConfigField>(info, 0);
   for (int i = 0; i < static_cast<int>(ConfigField::kCount); ++i) r.config[i] = b[static_cast<ConfigField>(i)];
   using F = ConfigField;
   r.normal = NormalRegions{static_cast<uint64_t>(b[F::slab0]),       static_cast<uint64_t>(b[F::slabStride]),
@@ -280,7 +253,7 @@ void EpBuffer::Configure(const Napi::CallbackInfo& info) {
 void EpBuffer::Notify(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EpResources& r = Ready(env);
-  auto b = ReadBaton<NotifyField>(info, 0);
+  auto b = ReadBatonArg<NotifyField>(info, 0);
   auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");
   using F = NotifyField;
   NotifyArgs a{};
@@ -317,7 +290,7 @@ void EpBuffer::Notify(const Napi::CallbackInfo& info) {
 void EpBuffer::Dispatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EpResources& r = Ready(env);
-  auto b = ReadBaton<DispatchField>(info, 0);
+  auto b = ReadBatonArg<DispatchField>(info, 0);
   auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");
   using F = DispatchField;
   DispatchArgs a{};
@@ -346,7 +319,7 @@ void EpBuffer::Dispatch(const Napi::CallbackInfo& info) {
 void EpBuffer::Combine(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EpResources& r = Ready(env);
-  auto b = ReadBaton<CombineField>(info, 0);
+  auto b = ReadBatonArg<CombineField>(info, 0);
   auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");
   using F = CombineField;
   CombineArgs a{};
@@ -437,7 +410,7 @@ Napi::Value RecordAfterLaunch(Napi::Env env, const EventResource* event, cudaStr
   Napi::Value EpBuffer::Method(const Napi::CallbackInfo& info) {                   \
     Napi::Env env = info.Env();                                                    \
     EpResources& r = Ready(env);                                                   \
-    auto b = ReadBaton<LowLatencyField>(info, 0);                                  \
+    auto b = ReadBatonArg<LowLatencyField>(info, 0);                                  \
     auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");           \
     auto event = OptionalEvent(env, info, 2, r.device);                            \
     LowLatencyArgs a = MakeLowLatencyArgs(r, b, r.hostCallsDev->Records);          \

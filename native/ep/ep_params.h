@@ -1,6 +1,6 @@
 // Layout of the registered (IPC-mapped) EP buffer and the argument structs of
 // the EP kernels. Shared by host code and kernels; offsets are computed in
-// TypeScript (src/ep/cuda/layout.ts) and are identical on every rank.
+// TypeScript (src/ep/cuda/buffer-layout.ts) and are identical on every rank.
 #pragma once
 
 #include <cstdint>
@@ -121,7 +121,7 @@ struct NotifyScratch {
   int32_t blockRows[kMaxNotifyBlocks][kMaxRanks]; // [block][dst]: rows the block's tokens send to dst
   int32_t expertCount[1];                         // [numExperts]: distinct (token, expert) pairs
 };
-// src/ep/cuda/layout.ts sizes the region from these figures, plus 4 bytes per expert.
+// src/ep/cuda/buffer-layout.ts sizes the region from these figures, plus 4 bytes per expert.
 static_assert(sizeof(NotifyScratch) == 8 + kMaxNotifyBlocks * kMaxRanks * 4 + 4, "layout.ts notifyScratchBytes");
 
 // Counts the host reads (pinned, mapped) after the notify kernel.

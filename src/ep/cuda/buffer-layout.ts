@@ -1,6 +1,6 @@
 /**
  * Byte layout of the cuda backend's registered buffer, identical on every
- * rank. Pure arithmetic, so EpBuffer.sizeHint works without a GPU. The native
+ * rank. Pure arithmetic, so a buffer's size is known without a GPU. The native
  * side reads these offsets through the config baton (native/ep/baton.h).
  */
 import { FP8_BLOCK } from '../fp8-quant.js';
