@@ -5,4 +5,4 @@
  * launcher with the placement (own GPUs, shared GPU 0, or a visible skip).
  */
 export { randomRouting, SeededRandom, type RandomRoutingOptions, type Routing } from '../ep/random-routing.js';
-export { parseRankReport, placement, runOnRanks, type Placement, type RankReport, type RanksResult } from './ranks.js';
+export { parseRankReport, placement, runOnRanks, type Placement, type RankReport, type RanksResult, type RunOnRanksOptions } from './ranks.js';

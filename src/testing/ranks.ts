@@ -31,18 +31,29 @@ export function parseRankReport(line: string): RankReport | undefined {
   return m ? (JSON.parse(m[1]!) as RankReport) : undefined;
 }
 
+export interface RunOnRanksOptions {
+  /** Also shows the workers' output as it comes (e.g. `(t) => process.stderr.write(t)`). */
+  echo?: (text: string) => void;
+  /** How long workers may take to stop once one failed (the launcher's SIGTERM to SIGKILL). */
+  graceMs?: number;
+}
+
 /** Runs `script` on `nproc` ranks with `env` added; resolves when every rank has exited. */
-export async function runOnRanks(script: string, nproc: number, env: Record<string, string> = {}): Promise<RanksResult> {
+export async function runOnRanks(script: string, nproc: number, env: Record<string, string> = {}, options: RunOnRanksOptions = {}): Promise<RanksResult> {
   let log = '';
   const reports: RankReport[] = [];
-  const collect = (text: string): void => {
+  const keep = (text: string): void => {
     log += text;
+    options.echo?.(text);
+  };
+  const collect = (text: string): void => {
+    keep(text);
     for (const line of text.split('\n')) {
       const r = parseRankReport(line);
       if (r) reports.push(r);
     }
   };
-  const result = await launch({ script, nprocPerNode: nproc, env: { ...process.env, ...env }, stdout: collect, stderr: (t) => void (log += t) });
+  const result = await launch({ script, nprocPerNode: nproc, env: { ...process.env, ...env }, graceMs: options.graceMs, stdout: collect, stderr: keep });
   // A rank killed from outside (the OOM killer, say) prints nothing itself.
   if (result.message) log += `\n[launcher] ${result.message}\n`;
   return { ok: result.ok, reports, log };
