@@ -1,13 +1,12 @@
 {
-  # The build of record. CUDA sources are compiled by nvcc (sm_90a machine code
-  # for Hopper plus compute_90 PTX for newer GPUs) when a toolkit is found;
-  # otherwise the addon is built without CUDA and reports cuda: false.
+  # The N-API addon. gyp compiles the .cc files; the CUDA kernels (.cu) are a
+  # static library that CMake builds through cmake-js (CMakeLists.txt, run by
+  # the cuda_kernels action below) for sm_90a plus compute_90 PTX, linked here
+  # with the static CUDA runtime. Without a CUDA toolkit or CMake,
+  # scripts/find-cuda.mjs prints nothing and the CPU-only addon is built
+  # (it reports cuda: false). docs/building.md tells the whole story.
   "variables": {
-    "cuda_home%": "<!(node scripts/find-cuda.mjs)",
-    "nvcc_gencode": [
-      "-gencode=arch=compute_90a,code=sm_90a",
-      "-gencode=arch=compute_90,code=compute_90"
-    ]
+    "cuda_home%": "<!(node scripts/find-cuda.mjs)"
   },
   "targets": [
     {
@@ -31,6 +30,7 @@
       "cflags_cc": ["-std=c++17", "-fexceptions", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
       "conditions": [
         ["cuda_home!=''", {
+          "dependencies": ["cuda_kernels"],
           "sources": ["<!@(node scripts/native-sources.mjs)"],
           "include_dirs": ["<(cuda_home)/include"],
           "defines": [
@@ -38,29 +38,27 @@
             "WIDEEP_CUDA_ARCHS=\"sm_90a,compute_90\""
           ],
           "libraries": [
+            "<(module_root_dir)/build/kernels/libwideep_kernels.a",
             "<(cuda_home)/lib64/libcudart_static.a",
             "-ldl",
             "-lpthread",
             "-lrt"
-          ],
-          "rules": [
+          ]
+        }]
+      ]
+    },
+    {
+      "target_name": "cuda_kernels",
+      "type": "none",
+      "conditions": [
+        ["cuda_home!=''", {
+          "actions": [
             {
-              "rule_name": "nvcc",
-              "extension": "cu",
-              "inputs": ["<(RULE_INPUT_PATH)"],
-              "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).cu.o"],
-              "process_outputs_as_sources": 1,
-              "message": "nvcc <(RULE_INPUT_PATH)",
-              "action": [
-                "<(cuda_home)/bin/nvcc", "-std=c++17", "-O3", "-lineinfo",
-                "<@(nvcc_gencode)",
-                "--expt-relaxed-constexpr",
-                "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
-                "-DWIDEEP_WITH_CUDA=1",
-                "-I<(module_root_dir)/native",
-                "-c", "<(RULE_INPUT_PATH)",
-                "-o", "<@(_outputs)"
-              ]
+              "action_name": "cmake_js",
+              "message": "cmake-js: CUDA kernels (CMakeLists.txt)",
+              "inputs": ["CMakeLists.txt", "<!@(node scripts/native-sources.mjs --kernel-inputs)"],
+              "outputs": ["<(module_root_dir)/build/kernels/libwideep_kernels.a"],
+              "action": ["node", "cmake/build-kernels.mjs", "<(cuda_home)", "<(module_root_dir)/build/kernels"]
             }
           ]
         }]

@@ -147,7 +147,14 @@ export interface LoadReport {
   attempts: LoadAttempt[];
 }
 
-const REBUILD = 'npm rebuild wideep (needs python3, make and a C++17 compiler; plus the CUDA toolkit for GPU support)';
+const REBUILD =
+  'npm rebuild wideep --foreground-scripts (needs python3, make and a C++17 compiler; GPU support also needs ' +
+  'the CUDA toolkit, CMake and the cmake-js package; see docs/building.md)';
+const REBUILD_WITH_CUDA =
+  'install the CUDA toolkit 12.0 or newer (nvcc), CMake 3.18 or newer and the cmake-js package (npm install ' +
+  'cmake-js), then run npm rebuild wideep --foreground-scripts, which says what it found (set CUDA_HOME if the ' +
+  'toolkit is not in /usr/local/cuda; see docs/building.md)';
+const NO_DRIVER = 'no NVIDIA driver is installed (libcuda.so.1 was not found)';
 
 /** Names the cause and the fix for one failed load. Exported for tests. */
 export function diagnoseLoadError(message: string): { cause: string; fix: string } {
@@ -206,6 +213,23 @@ function candidatePaths(): { paths: string[]; resolveError?: string } {
   return { paths: [...new Set(paths)], resolveError };
 }
 
+/**
+ * The CUDA runtime reports a missing driver library as "CUDA driver version is
+ * insufficient"; a driver version of 0 tells the two apart. Exported for tests.
+ */
+export function diagnoseProbe(probe: NativeProbe): NativeProbe {
+  const e = probe.error;
+  if (e?.code !== 'CUDA_ERROR_INSUFFICIENT_DRIVER' || probe.driverVersion !== 0) return probe;
+  return { ...probe, error: { ...e, message: NO_DRIVER } };
+}
+
+/** The binding as the library sees it: the addon's exports, with the probe's diagnosis. */
+function wrap(raw: NativeBinding): NativeBinding {
+  const cuda = raw.cuda;
+  if (!cuda) return raw;
+  return { ...raw, cuda: { ...cuda, probe: () => diagnoseProbe(cuda.probe()) } };
+}
+
 let binding: NativeBinding | undefined;
 let report: LoadReport | undefined;
 
@@ -218,7 +242,7 @@ function load(): LoadReport {
   }
   for (const path of paths) {
     try {
-      binding = require(path) as NativeBinding;
+      binding = wrap(require(path) as NativeBinding);
       return { loaded: true, path, attempts };
     } catch (e) {
       const error = (e as Error).message;
@@ -254,9 +278,18 @@ export function requireCuda(feature: string): CudaBinding {
   if (!b.cuda) {
     throw new WideepError(
       'ERR_NO_GPU',
-      `${feature} needs CUDA, but the addon was built without it (no CUDA toolkit at build time). ` +
-        'Install the CUDA toolkit (nvcc) and run npm rebuild wideep, or use the cpu backend.',
+      `${feature} needs CUDA, but the addon was built without it. Fix: ${REBUILD_WITH_CUDA}; or use the cpu backend.`,
     );
   }
   return b.cuda;
+}
+
+/**
+ * How to get an addon with CUDA, when the one here lacks it (none loaded, or
+ * built without CUDA); undefined when it has CUDA. `wideep doctor` prints it.
+ */
+export function rebuildAdvice(): string | undefined {
+  const b = getNative();
+  if (!b) return nativeLoadReport().attempts[0]?.fix ?? REBUILD;
+  return b.buildInfo().cuda ? undefined : REBUILD_WITH_CUDA;
 }

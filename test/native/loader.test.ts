@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { explainCudaError, formatCudaVersion, formatNcclVersion } from '../../src/capabilities.js';
-import { diagnoseLoadError } from '../../src/native/index.js';
+import { diagnoseLoadError, diagnoseProbe, type NativeProbe } from '../../src/native/index.js';
 
 describe('loader diagnosis', () => {
   it.each([
@@ -21,6 +21,23 @@ describe('loader diagnosis', () => {
     expect(explainCudaError({ driverVersion: 0, error: { code: 'CUDA_ERROR_INSUFFICIENT_DRIVER', message: '', status: 35 } }, 13000)).toMatch(/no NVIDIA driver/);
     expect(explainCudaError({ driverVersion: 12040, error: { code: 'CUDA_ERROR_INSUFFICIENT_DRIVER', message: '', status: 35 } }, 13000)).toMatch(/supports CUDA 12\.4, older than the CUDA 13\.0 runtime/);
     expect(explainCudaError({ driverVersion: 13000, error: { code: 'CUDA_ERROR_NO_DEVICE', message: '', status: 100 } }, 13000)).toMatch(/no CUDA GPU is visible/);
+  });
+
+  it('tells a missing driver library from an old driver in the probe', () => {
+    const probe = (driverVersion: number, code: string): NativeProbe => ({
+      driverVersion,
+      runtimeVersion: 13000,
+      deviceCount: 0,
+      error: { code, message: 'CUDA driver version is insufficient for CUDA runtime version', status: 35 },
+      devices: [],
+      peerAccess: [],
+    });
+    expect(diagnoseProbe(probe(0, 'CUDA_ERROR_INSUFFICIENT_DRIVER')).error).toMatchObject({
+      code: 'CUDA_ERROR_INSUFFICIENT_DRIVER',
+      message: 'no NVIDIA driver is installed (libcuda.so.1 was not found)',
+    });
+    expect(diagnoseProbe(probe(12040, 'CUDA_ERROR_INSUFFICIENT_DRIVER')).error?.message).toMatch(/insufficient/);
+    expect(diagnoseProbe(probe(13000, 'CUDA_ERROR_NO_DEVICE')).error?.code).toBe('CUDA_ERROR_NO_DEVICE');
   });
 
   it('formats versions', () => {
