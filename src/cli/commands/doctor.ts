@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 
 import { capabilities, type Capabilities } from '../../capabilities.js';
+import { rebuildAdvice } from '../../native/index.js';
 import { toJson, type CliCommand } from '../command.js';
 
 const USAGE = `usage: wideep doctor [--json]
@@ -52,6 +53,8 @@ export function renderDoctor(c: Capabilities): string {
     }
   }
   for (const w of c.warnings) lines.push(`warning  ${w}`);
+  const advice = rebuildAdvice();
+  if (advice) lines.push(`rebuild  ${advice}`);
   return lines.join('\n');
 }
 
