@@ -39,29 +39,13 @@ bool ResolveAll(const DynamicLibrary& lib, Api* api, std::string* missing) {
 const LibraryLoad& Load(const std::vector<std::string>& candidates) {
   std::lock_guard<std::mutex> lock(gMutex);
   if (gState.loaded) return gState;
-  gState.attempts.clear();
-  for (const std::string& candidate : candidates) {
-    auto lib = DynamicLibrary::OpenFirst({candidate}, "cublasLtMatmul", &gState.attempts);
-    if (!lib) continue;
-    std::string missing;
-    Api api{};
-    if (!ResolveAll(*lib, &api, &missing)) {
-      gState.attempts.push_back({lib->path(), "too old: the cuBLASLt API lacks " + missing});
-      continue;
-    }
-    size_t version = api.GetVersion();
-    if (version < kMinVersion) {
-      gState.attempts.push_back({lib->path(), "version " + std::to_string(version) +
-                                                  " is older than 12.9, which added 128-wide block scales"});
-      continue;
-    }
-    gApi = api;
-    gState.loaded = true;
-    gState.version = static_cast<int>(version);
-    gState.path = lib->path();
-    gLibrary = std::move(lib);
-    break;
-  }
+  auto check = [](const Api& api, int* version) {
+    size_t v = api.GetVersion();
+    *version = static_cast<int>(v);
+    return v >= kMinVersion ? std::string()
+                            : "version " + std::to_string(v) + " is older than 12.9, which added 128-wide block scales";
+  };
+  gLibrary = LoadFirstUsable(candidates, "cublasLtMatmul", "cuBLASLt", ResolveAll, check, &gState, &gApi);
   return gState;
 }
 

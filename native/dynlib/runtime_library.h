@@ -5,6 +5,7 @@
 
 #include <napi.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,5 +45,36 @@ class SymbolResolver {
   const DynamicLibrary& lib_;
   std::string missing_;
 };
+
+// Tries `candidates` in order and keeps the first that loads, resolves every
+// symbol (`resolve(lib, &api, &missing)`) and passes `check(api, &version)`,
+// which returns why it refuses the library, or "" to accept it. Every failure
+// goes to state->attempts; on success state and *api describe the library.
+template <class Api, class Resolve, class Check>
+std::unique_ptr<DynamicLibrary> LoadFirstUsable(const std::vector<std::string>& candidates, const char* probeSymbol,
+                                                const char* apiName, Resolve resolve, Check check, LibraryLoad* state,
+                                                Api* api) {
+  state->attempts.clear();
+  for (const std::string& candidate : candidates) {
+    auto lib = DynamicLibrary::OpenFirst({candidate}, probeSymbol, &state->attempts);
+    if (!lib) continue;
+    std::string missing;
+    Api resolved{};
+    if (!resolve(*lib, &resolved, &missing)) {
+      state->attempts.push_back({lib->path(), std::string("too old: the ") + apiName + " API lacks " + missing});
+      continue;
+    }
+    std::string refusal = check(resolved, &state->version);
+    if (!refusal.empty()) {
+      state->attempts.push_back({lib->path(), refusal});
+      continue;
+    }
+    *api = resolved;
+    state->loaded = true;
+    state->path = lib->path();
+    return lib;
+  }
+  return nullptr;
+}
 
 }  // namespace wideep

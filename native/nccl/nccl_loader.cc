@@ -42,26 +42,10 @@ bool ResolveAll(const DynamicLibrary& lib, Api* api, std::string* missing) {
 const LoadState& Load(const std::vector<std::string>& candidates) {
   std::lock_guard<std::mutex> lock(gMutex);
   if (gState.loaded) return gState;
-  gState.attempts.clear();
-  for (const std::string& candidate : candidates) {
-    auto lib = DynamicLibrary::OpenFirst({candidate}, "ncclGetVersion", &gState.attempts);
-    if (!lib) continue;
-    std::string missing;
-    Api api{};
-    if (!ResolveAll(*lib, &api, &missing)) {
-      gState.attempts.push_back({lib->path(), "too old: the NCCL API lacks " + missing});
-      continue;
-    }
-    if (api.GetVersion(&gState.version) != kSuccess) {
-      gState.attempts.push_back({lib->path(), "ncclGetVersion failed"});
-      continue;
-    }
-    gApi = api;
-    gState.loaded = true;
-    gState.path = lib->path();
-    gLibrary = std::move(lib);
-    break;
-  }
+  auto check = [](const Api& api, int* version) {
+    return api.GetVersion(version) == kSuccess ? std::string() : std::string("ncclGetVersion failed");
+  };
+  gLibrary = LoadFirstUsable(candidates, "ncclGetVersion", "NCCL", ResolveAll, check, &gState, &gApi);
   return gState;
 }
 
