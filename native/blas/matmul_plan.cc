@@ -1,6 +1,5 @@
 #include "blas/matmul_plan.h"
 
-#include <cstring>
 #include <string>
 
 #include "blas/blas_error.h"
@@ -16,13 +15,6 @@ uint32_t AlignmentOf(int64_t ptr) {
   uint32_t a = 1;
   while (a < kMaxAlignment && (p & a) == 0) a <<= 1;
   return a;
-}
-
-float FloatOf(int64_t bits) {
-  uint32_t u = static_cast<uint32_t>(bits);
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
 }
 
 template <class T>
@@ -130,7 +122,7 @@ void MatmulPlan::Launch(Napi::Env env, LtHandle lt, const MatmulBaton& b, cudaSt
     SetDesc(env, api_, desc_, kDescAScalePointer, b[F::aScale]);
     SetDesc(env, api_, desc_, kDescBScalePointer, b[F::bScale]);
   }
-  float alpha = FloatOf(b[F::alphaBits]), beta = FloatOf(b[F::betaBits]);
+  float alpha = b.Float(F::alphaBits), beta = b.Float(F::betaBits);
   Check(env,
         api_.Matmul(lt, desc_, &alpha, b.Ptr<const void>(F::a), a_, b.Ptr<const void>(F::b), b_, &beta,
                     b.Ptr<const void>(F::c), c_, b.Ptr<void>(F::d), d_, &algo_, b.Ptr<void>(F::workspace),

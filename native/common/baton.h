@@ -7,6 +7,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "common/args.h"
@@ -20,6 +21,13 @@ class Baton {
   explicit Baton(const int64_t* v) : v_(v) {}
   int64_t operator[](Field f) const { return v_[static_cast<int>(f)]; }
   int Int(Field f) const { return static_cast<int>(v_[static_cast<int>(f)]); }
+  // A float slot: JS stores the float32's bits.
+  float Float(Field f) const {
+    uint32_t u = static_cast<uint32_t>(v_[static_cast<int>(f)]);
+    float out;
+    std::memcpy(&out, &u, sizeof out);
+    return out;
+  }
   template <class T>
   T* Ptr(Field f) const {
     return reinterpret_cast<T*>(static_cast<uintptr_t>(v_[static_cast<int>(f)]));

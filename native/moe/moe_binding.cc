@@ -1,7 +1,5 @@
 #include "moe/moe_binding.h"
 
-#include <cstring>
-
 #include "common/args.h"
 #include "common/baton.h"
 #include "cuda/cuda_error.h"
@@ -13,13 +11,6 @@
 
 namespace wideep::moe {
 namespace {
-
-float FloatBits(int64_t bits) {
-  uint32_t u = static_cast<uint32_t>(bits);
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 // Runs `launch` on the stream at argument `i`, with its device current.
 template <class Launch>
@@ -58,7 +49,7 @@ void RouterTopk(const Napi::CallbackInfo& info) {
   a.topkGroup = b.Int(F::topkGroup);
   a.scoring = static_cast<Scoring>(b.Int(F::scoring));
   a.renormalize = b[F::renormalize] != 0;
-  a.scale = FloatBits(b[F::scaleBits]);
+  a.scale = b.Float(F::scaleBits);
   a.staticTable = b.Ptr<const int32_t>(F::staticTable);
   a.log2phy = b.Ptr<const int32_t>(F::log2phy);
   a.logcnt = b.Ptr<const int32_t>(F::logcnt);

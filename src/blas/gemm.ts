@@ -15,6 +15,8 @@ import { callNative } from '../cuda/call.js';
 import type { Stream } from '../cuda/stream.js';
 import { WideepError } from '../errors.js';
 import { requireCuda } from '../native/index.js';
+import { f32Bits } from '../tensor/convert.js';
+import { itemSize } from '../tensor/dtype.js';
 import { deviceTensor, expectAligned16, expectDType, expectShape, streamFor } from '../tensor/checks.js';
 import { Tensor } from '../tensor/tensor.js';
 import { blasHandle, blasScratch, blasWorkspace, matmulFields } from './context.js';
@@ -32,14 +34,8 @@ export const FP8_SCALE_BLOCK = 128;
 /** cuBLASLt reads block scales in groups of four (16 bytes) along their contiguous dimension. */
 const SCALE_GROUP = 4;
 
-const f32Bits = new Float32Array(1);
-const u32Bits = new Uint32Array(f32Bits.buffer);
-function floatBits(v: number): bigint {
-  f32Bits[0] = v;
-  return BigInt(u32Bits[0]!);
-}
-const ONE = floatBits(1);
-const ZERO = floatBits(0);
+const ONE = BigInt(f32Bits(1));
+const ZERO = BigInt(f32Bits(0));
 
 interface Operands {
   device: number;
@@ -66,8 +62,10 @@ function launch(o: Operands, loop: boolean): void {
   baton ??= new BigInt64Array(f.length);
   const v = baton;
   const ws = blasWorkspace(o.stream);
-  const elem = (t: Tensor) => BigInt(t.byteLength / t.numel);
   const perA = BigInt(o.m * o.k), perB = BigInt(o.n * o.k), perD = BigInt(o.m * o.n);
+  // Bytes from one batch entry to the next (the loop strategy's pointer steps).
+  const bytes = (t: Tensor, elems: bigint) => elems * BigInt(itemSize(t.dtype));
+  const [stepA, stepB, stepD] = [bytes(o.a, perA), bytes(o.b, perB), bytes(o.d, perD)];
   v[f.workspace!] = ws.ptr;
   v[f.workspaceBytes!] = BigInt(ws.byteLength);
   v[f.m!] = BigInt(o.m);
@@ -99,10 +97,10 @@ function launch(o: Operands, loop: boolean): void {
   const c0 = o.c?.ptr ?? d0;
   for (let e = 0; e < steps; e++) {
     const i = BigInt(e);
-    v[f.a!] = a0 + i * perA * elem(o.a);
-    v[f.b!] = b0 + i * perB * elem(o.b);
-    v[f.d!] = d0 + i * perD * elem(o.d);
-    v[f.c!] = c0 + i * perD * elem(o.d);
+    v[f.a!] = a0 + i * stepA;
+    v[f.b!] = b0 + i * stepB;
+    v[f.d!] = d0 + i * stepD;
+    v[f.c!] = c0 + i * stepD;
     v[f.aScale!] = o.aScale ? o.aScale + i * BigInt((o.aScaleStride ?? 0) * 4) : 0n;
     v[f.bScale!] = o.bScale ? o.bScale + i * BigInt((o.bScaleStride ?? 0) * 4) : 0n;
     callNative(() => handle.matmul(v, native));

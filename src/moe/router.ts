@@ -15,6 +15,7 @@ import { WideepError, assertInteger } from '../errors.js';
 import { requireCuda } from '../native/index.js';
 import type { MoeLayerConfig } from '../simulation/config.js';
 import { deviceTensor, expectDType, expectFinite, expectShape, streamFor } from '../tensor/checks.js';
+import { f32Bits } from '../tensor/convert.js';
 import { Tensor } from '../tensor/tensor.js';
 import { batonFor, moeFields } from './fields.js';
 
@@ -74,9 +75,6 @@ function output(where: string, name: string, given: Tensor | undefined, dtype: '
   return t;
 }
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
 /** The fused top-k over router logits. */
 export function routerTopk(o: TopkOptions): TopkResult {
   const where = 'routerTopk';
@@ -113,7 +111,6 @@ export function routerTopk(o: TopkOptions): TopkResult {
   const k = c.topK;
   const topkIdx = output(where, 'topkIdx', o.topkIdx, 'i32', [T, k], device, stream);
   const topkWeights = output(where, 'topkWeights', o.topkWeights, 'f32', [T, k], device, stream);
-  f32[0] = c.routedScalingFactor;
   b[f.logits!] = logits.ptr;
   b[f.topkIdx!] = topkIdx.ptr;
   b[f.topkWeights!] = topkWeights.ptr;
@@ -124,7 +121,7 @@ export function routerTopk(o: TopkOptions): TopkResult {
   b[f.topkGroup!] = BigInt(c.topkGroup);
   b[f.scoring!] = c.scoringFunc === 'sigmoid' ? 0n : 1n;
   b[f.renormalize!] = c.normTopkProb ? 1n : 0n;
-  b[f.scaleBits!] = BigInt(u32[0]!);
+  b[f.scaleBits!] = BigInt(f32Bits(c.routedScalingFactor));
   const cuda = requireCuda(where);
   callNative(() => cuda.routerTopk(b, stream.native));
   return { topkIdx, topkWeights };

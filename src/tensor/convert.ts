@@ -17,6 +17,11 @@ function fromBits(b: number): number {
   return f32[0]!;
 }
 
+/** The float32 bits of x (rounded to float32 first), e.g. for a float slot of a launch baton. */
+export function f32Bits(x: number): number {
+  return bitsOf(x);
+}
+
 /** Rounds a non-negative double to the nearest integer, ties to even. */
 function roundHalfEven(v: number): number {
   const f = Math.floor(v);
