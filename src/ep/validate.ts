@@ -8,6 +8,7 @@
 import { Event } from '../cuda/event.js';
 import { Stream } from '../cuda/stream.js';
 import { WideepError, assertInteger, describeValue, invalidArg } from '../errors.js';
+import { expectDType } from '../tensor/checks.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import type { DType } from '../tensor/dtype.js';
 import type { DispatchRouting, LowLatencyRouting } from './backend.js';
@@ -152,12 +153,6 @@ export function requireTensor(where: string, name: string, v: unknown, device: D
   return v;
 }
 
-export function checkDType(where: string, name: string, t: Tensor, allowed: readonly DType[]): void {
-  if (!allowed.includes(t.dtype)) {
-    throw new WideepError('ERR_DTYPE', `${where}: ${name}: expected dtype ${allowed.join(' or ')}, got ${t.dtype}`);
-  }
-}
-
 function showDims(dims: readonly Dim[]): string {
   return `[${dims.map(([, n]) => n).join(', ')}] ([${dims.map(([l]) => l).join(', ')}])`;
 }
@@ -176,7 +171,7 @@ function checkRank(where: string, name: string, t: Tensor, labels: readonly stri
 
 function tensorOf(where: string, name: string, v: unknown, device: Device, dtypes: readonly DType[], labels: readonly string[]): Tensor {
   const t = requireTensor(where, name, v, device);
-  checkDType(where, name, t, dtypes);
+  expectDType(where, name, t, dtypes);
   checkRank(where, name, t, labels);
   // Rows (…, H) and their scales (…, H/128) move as 16-byte vectors on the GPU;
   // a misaligned view would fault there and take the context down.
@@ -346,13 +341,13 @@ function validateLayout(where: string, config: EpConfig, device: Device, layout:
   const T = topkIdx.shape[0]!;
   const R = config.worldSize;
   const perRank = requireTensor(where, 'layout.numTokensPerRank', l.numTokensPerRank, device);
-  checkDType(where, 'layout.numTokensPerRank', perRank, ['i32']);
+  expectDType(where, 'layout.numTokensPerRank', perRank, ['i32']);
   checkShape(where, 'layout.numTokensPerRank', perRank, [['R', R]]);
   const perExpert = requireTensor(where, 'layout.numTokensPerExpert', l.numTokensPerExpert, device);
-  checkDType(where, 'layout.numTokensPerExpert', perExpert, ['i32']);
+  expectDType(where, 'layout.numTokensPerExpert', perExpert, ['i32']);
   checkShape(where, 'layout.numTokensPerExpert', perExpert, [['E', config.numExperts]]);
   const inRank = requireTensor(where, 'layout.isTokenInRank', l.isTokenInRank, device);
-  checkDType(where, 'layout.isTokenInRank', inRank, ['u8']);
+  expectDType(where, 'layout.isTokenInRank', inRank, ['u8']);
   checkShape(where, 'layout.isTokenInRank', inRank, [['T', T], ['R', R]]);
   const valid = { numTokensPerRank: perRank, numTokensPerExpert: perExpert, isTokenInRank: inRank };
   if (topkIdx.isHost) checkLayoutValues(where, config, valid, topkIdx);
@@ -514,7 +509,7 @@ export function validateLowLatencyDispatch(config: EpConfig, device: Device, arg
   let stats: Tensor | undefined;
   if (args.cumulativeRecvStats !== undefined) {
     stats = requireTensor(where, 'cumulativeRecvStats', args.cumulativeRecvStats, device);
-    checkDType(where, 'cumulativeRecvStats', stats, ['i32']);
+    expectDType(where, 'cumulativeRecvStats', stats, ['i32']);
     checkShape(where, 'cumulativeRecvStats', stats, [['L', config.numLocalExperts]]);
   }
   const valid = {
