@@ -7,5 +7,15 @@ export { route, routerTopk, type ReplicaMap, type RouteOptions, type RoutingConf
 export { swiglu, type SwigluOptions, type SwigluResult } from './activation.js';
 export { permuteToExperts, unpermuteFromExperts, type PermuteOptions, type PermuteResult, type UnpermuteOptions } from './permute.js';
 export { expertsForward, type ExpertWeightsOnDevice, type ExpertsForwardOptions } from './experts.js';
-export { MoeLayer, type ForwardMode, type MoeForwardOptions, type MoeLayerDeviceWeights } from './layer.js';
+export {
+  MoeLayer,
+  type ExpertsFunction,
+  type ForwardMode,
+  type MoeForwardOptions,
+  type MoeLayerDeviceWeights,
+  type MoeLayerOptions,
+  type RebalanceOptions,
+} from './layer.js';
+export { DevicePlacement, type DevicePlacementOptions, type DispatchAlgorithm } from './placement.js';
+export { moveExpertWeights, type WeightMoveOptions } from './weight-moves.js';
 export { WideEp, wideEpLayout, DEFAULT_PREFILL_TOKENS_PER_RANK, type WideEpOptions } from './wide-ep.js';

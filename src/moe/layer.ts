@@ -3,16 +3,23 @@
  * experts -> combine, plus the shared expert, every step enqueued on the
  * layer's stream. Normal mode (prefill) learns the receive counts on the host
  * once, in the dispatch; low-latency mode (decode) never waits for the host
- * and can be captured in a CUDA graph.
+ * and a whole decode step can be captured as one CUDA graph (captureDecode).
  *
  * Weights are bf16 device tensors: the gate and shared expert on every rank
- * (DP), and this rank's slice of the routed experts (EP: rank r holds experts
- * r*L ... r*L + L - 1, as EpBuffer routes them).
+ * (DP), and this rank's physical expert slots (EP: rank r holds slots
+ * r*L ... r*L + L - 1, as EpBuffer routes them). With redundant experts or
+ * EPLB, a DevicePlacement maps each chosen logical expert to a slot and counts
+ * the slots' loads; rebalance() moves weights and rewrites it in place.
  */
 import { linear } from '../blas/gemm.js';
+import type { Communicator } from '../comm/communicator.js';
+import { Graph } from '../cuda/graph.js';
 import type { Stream } from '../cuda/stream.js';
+import type { Timeline } from '../cuda/timeline.js';
 import type { EpBuffer } from '../ep/buffer.js';
 import { WideepError } from '../errors.js';
+import type { ExpertLocationMap } from '../planning/expert-location.js';
+import { planRebalanceMoves, type RebalancePlan } from '../planning/rebalance-moves.js';
 import type { MoeLayerConfig } from '../simulation/config.js';
 import type { MoeLayerWeights } from '../simulation/weights.js';
 import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
@@ -21,14 +28,16 @@ import { Tensor } from '../tensor/tensor.js';
 import { swiglu } from './activation.js';
 import { expertsForward, type ExpertWeightsOnDevice } from './experts.js';
 import { permuteToExperts, unpermuteFromExperts } from './permute.js';
+import type { DevicePlacement } from './placement.js';
 import { route } from './router.js';
+import { moveExpertWeights } from './weight-moves.js';
 
 export interface MoeLayerDeviceWeights {
   /** bf16 [E, H]. */
   gate: Tensor;
   /** f32 [E]: DeepSeek-V3's e_score_correction_bias. */
   gateBias?: Tensor;
-  /** This rank's routed experts, bf16: w13 [L, 2I, H], w2 [L, H, I]. */
+  /** This rank's physical expert slots, bf16: w13 [L, 2I, H], w2 [L, H, I]. */
   experts: ExpertWeightsOnDevice;
   /** The shared experts as one, bf16: w13 [2Is, H], w2 [H, Is]. */
   shared?: { w13: Tensor; w2: Tensor };
@@ -36,9 +45,33 @@ export interface MoeLayerDeviceWeights {
 
 export type ForwardMode = 'normal' | 'low-latency';
 
+/**
+ * The local experts' computation between dispatch and combine: for x bf16
+ * [L, M, H] (rows of local expert l in x[l], the first counts[l] valid) it
+ * returns bf16 [L, M, H] on `stream`. Rows past counts[l] are ignored.
+ */
+export type ExpertsFunction = (input: { x: Tensor; counts: Tensor; mode: ForwardMode; stream: Stream }) => Tensor;
+
 export interface MoeForwardOptions {
   /** normal: prefill (the dispatch learns counts on the host); low-latency: decode (no host sync). */
   mode: ForwardMode;
+  stream?: Stream;
+  /** bf16 [T, H] to write the output into (required while capturing a graph). */
+  out?: Tensor;
+  /** Records each stage's GPU time (not while capturing). */
+  timeline?: Timeline;
+  /** Replaces the grouped SwiGLU experts (the layer's own weights are then unused). */
+  experts?: ExpertsFunction;
+}
+
+export interface MoeLayerOptions {
+  /** Needed when the EP buffer has more slots than the layer has experts (redundant experts), and for rebalance(). */
+  placement?: DevicePlacement;
+}
+
+export interface RebalanceOptions {
+  /** NCCL over the EP group; needed when weights move between ranks. */
+  comm?: Communicator;
   stream?: Stream;
 }
 
@@ -48,17 +81,28 @@ const SLOT_ROWS_ALIGN = 8;
 export class MoeLayer {
   readonly config: MoeLayerConfig;
   readonly device: number;
+  readonly placement: DevicePlacement | undefined;
   readonly #ep: EpBuffer;
   readonly #weights: MoeLayerDeviceWeights;
   readonly #numLocal: number;
 
-  constructor(ep: EpBuffer, config: MoeLayerConfig, weights: MoeLayerDeviceWeights) {
+  constructor(ep: EpBuffer, config: MoeLayerConfig, weights: MoeLayerDeviceWeights, options: MoeLayerOptions = {}) {
     const where = 'MoeLayer';
     const E = config.numRoutedExperts;
-    if (ep.config.numExperts !== E || ep.config.hidden < config.hidden) {
+    const P = ep.config.numExperts;
+    const placement = options.placement;
+    if (ep.config.hidden < config.hidden || (P !== E && !placement)) {
       throw new WideepError(
         'ERR_INVALID_ARG',
-        `${where}: the EP buffer serves ${ep.config.numExperts} experts of width ${ep.config.hidden}, the layer has ${E} of width ${config.hidden}`,
+        `${where}: the EP buffer serves ${P} expert slots of width ${ep.config.hidden}, the layer has ${E} experts of width ${config.hidden}` +
+          (P > E ? ' (more slots than experts needs a placement)' : ''),
+      );
+    }
+    if (placement && (placement.numLogical !== E || placement.numPhysical !== P || placement.rank !== ep.config.rank)) {
+      throw new WideepError(
+        'ERR_INVALID_ARG',
+        `${where}: placement: rank ${placement.rank} with ${placement.numLogical} experts in ${placement.numPhysical} slots, ` +
+          `expected rank ${ep.config.rank} with ${E} in ${P}`,
       );
     }
     const gate = deviceTensor(where, 'weights.gate', weights.gate);
@@ -77,6 +121,7 @@ export class MoeLayer {
       expectShape(where, 'weights.shared.w2', deviceTensor(where, 'weights.shared.w2', weights.shared.w2, this.device), ['H', 'Is'], [H, Is]);
     }
     this.config = config;
+    this.placement = placement;
     this.#ep = ep;
     this.#weights = weights;
     this.#numLocal = L;
@@ -84,19 +129,23 @@ export class MoeLayer {
 
   /**
    * Uploads a layer built on the host (src/simulation's weights, rounded to
-   * bf16): the gate and shared expert whole, and rank `ep.config.rank`'s experts.
+   * bf16): the gate and shared expert whole, and the experts of rank
+   * `ep.config.rank`'s slots (slot p holds expert p, or the placement's).
    */
-  static async fromHost(ep: EpBuffer, weights: MoeLayerWeights, device: number, stream?: Stream): Promise<MoeLayer> {
+  static async fromHost(ep: EpBuffer, weights: MoeLayerWeights, device: number, options: MoeLayerOptions & { stream?: Stream } = {}): Promise<MoeLayer> {
+    const { stream, placement } = options;
     const c = weights.config;
     const [H, I, E] = [c.hidden, c.moeIntermediate, c.numRoutedExperts];
     const L = ep.config.numLocalExperts;
     const first = ep.config.rank * L;
     const at = `cuda:${device}` as const;
     const bf16 = (values: Float32Array, shape: number[]) => Tensor.from(Uint16Array.from(values, f32ToBf16Bits), { dtype: 'bf16', shape }).to(at, { stream });
+    const phy2log = placement?.map.layerPhy2Log(placement.layer);
     const w13 = new Float32Array(L * 2 * I * H);
     const w2 = new Float32Array(L * H * I);
     for (let l = 0; l < L; l++) {
-      const x = weights.experts[first + l]!;
+      const x = weights.experts[phy2log ? phy2log[first + l]! : first + l];
+      if (!x) throw new WideepError('ERR_INVALID_ARG', `MoeLayer.fromHost: slot ${first + l} has no expert among the layer's ${E}`);
       w13.set(x.gate, l * 2 * I * H);
       w13.set(x.up, l * 2 * I * H + I * H);
       w2.set(x.down, l * H * I);
@@ -113,7 +162,7 @@ export class MoeLayer {
       s13.set(weights.shared.up, Is * H);
       dev.shared = { w13: await bf16(s13, [2 * Is, H]), w2: await bf16(weights.shared.down, [H, Is]) };
     }
-    return new MoeLayer(ep, c, dev);
+    return new MoeLayer(ep, c, dev, { placement });
   }
 
   /** The MoE output (routed + shared), bf16 [T, H], for the MoE input x bf16 [T, H]. A collective: every rank calls it. */
@@ -125,16 +174,60 @@ export class MoeLayer {
     if (options?.mode !== 'normal' && options?.mode !== 'low-latency') {
       throw new WideepError('ERR_INVALID_ARG', `${where}: mode: expected 'normal' or 'low-latency', got ${String(options?.mode)}`);
     }
+    if (options.out) {
+      expectDType(where, 'out', deviceTensor(where, 'out', options.out, this.device), ['bf16']);
+      expectShape(where, 'out', options.out, ['T', 'H'], [x.shape[0]!, this.config.hidden]);
+    }
+    if (options.experts !== undefined && typeof options.experts !== 'function') {
+      throw new WideepError('ERR_INVALID_ARG', `${where}: experts: expected a function ({ x, counts, mode, stream }) => Tensor`);
+    }
     const stream = streamFor(where, this.device, options.stream);
+    const step: Step = { x, stream, mode: options.mode, out: options.out, experts: options.experts, stage: stageRunner(options.timeline, stream) };
     const w = this.#weights;
-    const { topkIdx, topkWeights, logits } = route({ x, gateWeight: w.gate, bias: w.gateBias, config: this.config, stream });
+    const p = this.placement;
+    const { topkIdx, topkWeights, logits } = await step.stage('router', () =>
+      route({ x, gateWeight: w.gate, bias: w.gateBias, config: this.config, replicas: p?.replicas(), counts: p?.loads, stream }),
+    );
     logits.close(stream);
-    const shared = this.#sharedActivation(x, stream);
-    const out = options.mode === 'normal' ? await this.#normal(x, topkIdx, topkWeights, shared, stream) : await this.#lowLatency(x, topkIdx, topkWeights, shared, stream);
+    const shared = await step.stage('shared', () => this.#sharedActivation(x, stream));
+    const out = step.mode === 'normal' ? await this.#normal(step, topkIdx, topkWeights, shared) : await this.#lowLatency(step, topkIdx, topkWeights, shared);
     shared?.close(stream);
     topkIdx.close(stream);
     topkWeights.close(stream);
     return out;
+  }
+
+  /**
+   * Captures one decode step (low-latency forward of `x` into `out`, both
+   * bf16 [T, H] that stay allocated) as a CUDA graph. It runs the step once
+   * first, so that every lazily made resource exists before the capture; a
+   * collective, like forward. Replay with graph.launch(stream): it reads x
+   * and the placement's tables as they are at each replay.
+   */
+  async captureDecode(x: Tensor, out: Tensor, options: { stream?: Stream; experts?: ExpertsFunction } = {}): Promise<Graph> {
+    const stream = streamFor('MoeLayer.captureDecode', this.device, options.stream);
+    const step = { mode: 'low-latency' as const, out, stream, experts: options.experts };
+    await this.forward(x, step);
+    return Graph.capture(stream, async () => {
+      await this.forward(x, step);
+    });
+  }
+
+  /**
+   * Moves to placement `next` (from EPLB): this rank's changed slots get
+   * their new experts' weights (copies on the GPU, NCCL send/recv between
+   * ranks), then the placement's device tables are rewritten in place. A
+   * collective over the EP group; returns the plan it carried out. Work on
+   * `stream` before it sees the old placement, work after it the new one.
+   */
+  async rebalance(next: ExpertLocationMap, options: RebalanceOptions = {}): Promise<RebalancePlan> {
+    const p = this.placement;
+    if (!p) throw new WideepError('ERR_INVALID_ARG', 'MoeLayer.rebalance: the layer was built without a placement');
+    const stream = streamFor('MoeLayer.rebalance', this.device, options.stream);
+    const plan = planRebalanceMoves(p.map, next);
+    moveExpertWeights({ plan, layer: p.layer, rank: p.rank, weights: this.#weights.experts, comm: options.comm, stream });
+    await p.update(next, stream);
+    return plan;
   }
 
   /** silu(gate) * up of the shared expert for every token; its down projection is added where the layer's output is made. */
@@ -147,37 +240,58 @@ export class MoeLayer {
     return a;
   }
 
-  async #normal(x: Tensor, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined, stream: Stream): Promise<Tensor> {
-    const d = await this.#ep.dispatch({ x, topkIdx, topkWeights, stream });
+  #experts(step: Step, x: Tensor, counts: Tensor): Tensor {
+    if (step.experts) return step.experts({ x, counts, mode: step.mode, stream: step.stream });
+    return expertsForward({ x, counts, weights: this.#weights.experts, stream: step.stream });
+  }
+
+  async #normal(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): Promise<Tensor> {
+    const { x, stream } = step;
+    const d = await step.stage('dispatch', () => this.#ep.dispatch({ x, topkIdx, topkWeights, stream }));
     const N = d.numRecvTokens;
-    let rows: Tensor;
-    if (N === 0) {
-      rows = Tensor.empty([0, this.config.hidden], 'bf16', { device: `cuda:${this.device}`, stream });
-    } else {
+    const rows = await step.stage('experts', () => {
+      if (N === 0) return Tensor.empty([0, this.config.hidden], 'bf16', { device: `cuda:${this.device}`, stream });
       const most = Math.max(1, ...d.numRecvTokensPerExpert);
       const cap = Math.ceil(most / SLOT_ROWS_ALIGN) * SLOT_ROWS_ALIGN;
       const g = permuteToExperts({ x: d.recvX, topkIdx: d.recvTopkIdx!, numExperts: this.#numLocal, cap, stream });
-      const y = expertsForward({ x: g.x, counts: g.counts, weights: this.#weights.experts, stream });
-      rows = unpermuteFromExperts({ y, slotOf: g.slotOf, topkIdx: d.recvTopkIdx!, weights: d.recvTopkWeights!, stream });
+      const y = this.#experts(step, g.x, g.counts);
+      const r = unpermuteFromExperts({ y, slotOf: g.slotOf, topkIdx: d.recvTopkIdx!, weights: d.recvTopkWeights!, stream });
       for (const t of [g.x, g.counts, g.slotOf, g.overflow, y]) t.close(stream);
-    }
+      return r;
+    });
     // The combine adds the shared expert's output after its reduction.
-    const bias = shared && linear(shared, this.#weights.shared!.w2, { stream });
-    const { combinedX } = await this.#ep.combine({ x: rows, handle: d.handle, bias, stream });
+    const bias = await step.stage('shared', () => shared && linear(shared, this.#weights.shared!.w2, { stream }));
+    const { combinedX } = await step.stage('combine', () => this.#ep.combine({ x: rows, handle: d.handle, bias, out: step.out, stream }));
     rows.close(stream);
     bias?.close(stream);
     return combinedX;
   }
 
-  async #lowLatency(x: Tensor, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined, stream: Stream): Promise<Tensor> {
+  async #lowLatency(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): Promise<Tensor> {
     const ll = this.#ep.config.lowLatency;
     if (!ll) throw new WideepError('ERR_INVALID_ARG', 'MoeLayer.forward: low-latency mode needs an EP buffer created with lowLatency');
-    const d = await this.#ep.lowLatencyDispatch({ x, topkIdx, maxTokensPerRank: ll.maxTokensPerRank, numExperts: this.config.numRoutedExperts, useFp8: false, stream });
-    const y = expertsForward({ x: d.recvX, counts: d.recvCount, weights: this.#weights.experts, stream });
-    const { combinedX } = await this.#ep.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, stream });
+    const { x, stream } = step;
+    const d = await step.stage('dispatch', () =>
+      this.#ep.lowLatencyDispatch({ x, topkIdx, maxTokensPerRank: ll.maxTokensPerRank, numExperts: this.#ep.config.numExperts, useFp8: false, stream }),
+    );
+    const y = await step.stage('experts', () => this.#experts(step, d.recvX, d.recvCount));
+    const { combinedX } = await step.stage('combine', () => this.#ep.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out: step.out, stream }));
     y.close(stream);
     // out = shared · w2ᵀ + combined, in the down projection's epilogue.
-    if (shared) linear(shared, this.#weights.shared!.w2, { out: combinedX, add: combinedX, stream });
+    if (shared) await step.stage('shared', () => linear(shared, this.#weights.shared!.w2, { out: combinedX, add: combinedX, stream }));
     return combinedX;
   }
+}
+
+interface Step {
+  x: Tensor;
+  stream: Stream;
+  mode: ForwardMode;
+  out: Tensor | undefined;
+  experts: ExpertsFunction | undefined;
+  stage: <T>(label: string, enqueue: () => T | Promise<T>) => Promise<T>;
+}
+
+function stageRunner(timeline: Timeline | undefined, stream: Stream): Step['stage'] {
+  return async (label, enqueue) => (timeline ? timeline.span(label, stream, enqueue) : enqueue());
 }

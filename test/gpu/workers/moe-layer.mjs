@@ -1,17 +1,24 @@
 // One rank of the GPU MoE layer test: a small DeepSeek-style layer (grouped
 // sigmoid routing with bias, SwiGLU experts, a shared expert) on this rank's
-// GPU through the EP buffer, in normal and low-latency mode, against the
-// layer computed on the host in double from the same bf16 weights. Tokens
-// whose top-k is within rounding of a tie are left out (the GPU's float32
-// logits may order them otherwise) and counted. Prints one JSON report.
-import { EpBuffer, MoeLayer, Tensor, initProcessGroup } from '../../../dist/index.js';
+// GPU through the EP buffer, against the layer computed on the host in double
+// from the same bf16 weights:
+// 1. eager normal and low-latency steps (a rank with no tokens in one);
+// 2. with redundant expert slots (a DevicePlacement): a decode step captured
+//    as a CUDA graph and replayed on fresh inputs into a poisoned output, the
+//    device's load counters checked, a rebalance in the middle (EPLB's
+//    placement at one rank; a reordering of each rank's own slots at several,
+//    since moving weights between ranks needs NCCL), and replays after it.
+// Tokens whose top-k is within rounding of a tie are left out (the GPU's
+// float32 logits may order them otherwise) and counted. Prints one JSON report.
+import { DevicePlacement, EpBuffer, MoeLayer, Stream, Tensor, initProcessGroup } from '../../../dist/index.js';
+import { ExpertLocationMap, rebalanceExperts } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
 import { generateMoeLayerWeights, moeLayerConfig } from '../../../dist/simulation/index.js';
 import { roundRowsToBf16 } from '../../../dist/simulation/math.js';
 
 const config = moeLayerConfig({ hidden: 256, moeIntermediate: 128, numRoutedExperts: 16, numSharedExperts: 1, topK: 4, numExpertGroups: 4, topkGroup: 2 });
 const { hidden: H, topK: k, numRoutedExperts: E } = config;
-const report = { rank: -1, checks: 0, failures: [], nearTies: 0, tokens: 0 };
+const report = { rank: -1, checks: 0, failures: [], nearTies: 0, tokens: 0, replays: 0, moves: 0 };
 const fail = (msg) => report.failures.length < 20 && report.failures.push(msg);
 
 /** The host layer, in double over bf16 values, for one token; undefined when its top-k is within 1e-3 of a tie. */
@@ -60,7 +67,7 @@ function reference(w, x, at) {
   };
   for (const e of chosen) expert(w.experts[e], (scores[e] / (sum + 1e-20)) * config.routedScalingFactor);
   expert(w.shared, 1);
-  return { out, mag };
+  return { out, mag, chosen };
 }
 
 const pg = await initProcessGroup();
@@ -73,38 +80,119 @@ const raw = generateMoeLayerWeights(config, seed);
 const round = (ew) => ({ ...ew, gate: roundRowsToBf16(ew.gate), up: roundRowsToBf16(ew.up), down: roundRowsToBf16(ew.down) });
 const weights = { ...raw, gate: roundRowsToBf16(raw.gate), experts: raw.experts.map(round), shared: round(raw.shared) };
 const maxTokens = 64;
-const ep = await EpBuffer.create(pg, { hidden: H, numExperts: E, maxTokensPerRank: maxTokens, lowLatency: { maxTokensPerRank: maxTokens } });
 const device = `cuda:${pg.device}`;
-const layer = await MoeLayer.fromHost(ep, weights, pg.device);
-try {
-  for (const mode of ['normal', 'low-latency', 'normal']) {
-    for (let step = 0; step < 3; step++) {
-      const rng = new SeededRandom(seed * 17 + pg.rank * 101 + step);
-      const T = mode === 'normal' && step === 1 && pg.rank === pg.worldSize - 1 ? 0 : 1 + rng.int(maxTokens);
-      const xf = roundRowsToBf16(Float32Array.from({ length: T * H }, () => rng.normal()));
-      const x = await Tensor.from(new Uint16Array(new Uint32Array(xf.buffer).map((u) => u >>> 16)), { dtype: 'bf16', shape: [T, H] }).to(device);
-      const out = await layer.forward(x, { mode });
-      const got = (await out.cpu()).toFloat32();
-      for (let t = 0; t < T; t++) {
-        report.tokens++;
-        const ref = reference(weights, xf, t * H);
-        if (!ref) {
-          report.nearTies++;
-          continue;
-        }
-        for (let h = 0; h < H; h++) {
-          report.checks++;
-          const tol = 2 ** -5 * ref.mag[h] + 1e-3;
-          if (!(Math.abs(got[t * H + h] - ref.out[h]) <= tol)) fail(`${mode} step ${step} token ${t} channel ${h}: got ${got[t * H + h]}, expected ${ref.out[h]} ± ${tol}`);
-        }
-      }
-      out.close();
-      x.close();
+
+function randomTokens(rng, T) {
+  const xf = roundRowsToBf16(Float32Array.from({ length: T * H }, () => rng.normal()));
+  return { xf, bits: new Uint16Array(new Uint32Array(xf.buffer).map((u) => u >>> 16)) };
+}
+
+/** Compares a [T, H] output with the host layer; returns the logical experts chosen per checked token. */
+function check(label, xf, T, got) {
+  const chosen = [];
+  for (let t = 0; t < T; t++) {
+    report.tokens++;
+    const ref = reference(weights, xf, t * H);
+    if (!ref) {
+      report.nearTies++;
+      continue;
+    }
+    chosen.push(ref.chosen);
+    for (let h = 0; h < H; h++) {
+      report.checks++;
+      const tol = 2 ** -5 * ref.mag[h] + 1e-3;
+      if (!(Math.abs(got[t * H + h] - ref.out[h]) <= tol)) fail(`${label} token ${t} channel ${h}: got ${got[t * H + h]}, expected ${ref.out[h]} ± ${tol}`);
     }
   }
+  return chosen;
+}
+
+async function eagerSteps() {
+  const ep = await EpBuffer.create(pg, { hidden: H, numExperts: E, maxTokensPerRank: maxTokens, lowLatency: { maxTokensPerRank: maxTokens } });
+  try {
+    const layer = await MoeLayer.fromHost(ep, weights, pg.device);
+    for (const mode of ['normal', 'low-latency', 'normal']) {
+      for (let step = 0; step < 3; step++) {
+        const rng = new SeededRandom(seed * 17 + pg.rank * 101 + step);
+        const T = mode === 'normal' && step === 1 && pg.rank === pg.worldSize - 1 ? 0 : 1 + rng.int(maxTokens);
+        const { xf, bits } = randomTokens(rng, T);
+        const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }).to(device);
+        const out = await layer.forward(x, { mode });
+        check(`${mode} step ${step}`, xf, T, (await out.cpu()).toFloat32());
+        out.close();
+        x.close();
+      }
+    }
+  } finally {
+    await ep.close();
+  }
+}
+
+/** Each rank's slots in reverse order: a new placement whose moves are all on the same GPU. */
+function reversedWithinRanks(map) {
+  const per = map.physicalPerRank;
+  const row = map.layerPhy2Log(0);
+  const next = row.map((_, p) => row[Math.floor(p / per) * per + (per - 1 - (p % per))]);
+  return ExpertLocationMap.fromPhy2Log([next], { numLogical: E, numRanks: pg.worldSize });
+}
+
+async function decodeGraphAndRebalance() {
+  const P = E + 8; // 8 redundant slots: 24 divides over 1, 2 and 4 ranks
+  const T = 24;
+  const stream = new Stream(pg.device);
+  const ep = await EpBuffer.create(pg, { hidden: H, numExperts: P, maxTokensPerRank: maxTokens, lowLatency: { maxTokensPerRank: maxTokens } });
+  const initial = ExpertLocationMap.trivial({ numLayers: 1, numLogical: E, numPhysical: P, numRanks: pg.worldSize });
+  const placement = await DevicePlacement.create(initial, { layer: 0, rank: pg.rank, device: pg.device, stream });
+  try {
+    const layer = await MoeLayer.fromHost(ep, weights, pg.device, { placement, stream });
+    const x = Tensor.empty([T, H], 'bf16', { device, stream });
+    const out = Tensor.empty([T, H], 'bf16', { device, stream });
+    const rng = new SeededRandom(seed * 29 + pg.rank);
+    await x.copyFrom(Tensor.from(randomTokens(rng, T).bits, { dtype: 'bf16', shape: [T, H] }), { stream });
+    const graph = await layer.captureDecode(x, out, { stream });
+    const logicalLoads = new Float64Array(E);
+    const replays = async (label) => {
+      await placement.takeLoads(stream); // zero the counters: the capture's warm-up step counted too
+      for (let r = 0; r < 3; r++) {
+        const { xf, bits } = randomTokens(rng, T);
+        await x.copyFrom(Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }), { stream });
+        out.fillBytes(0xff, stream);
+        graph.launch(stream);
+        await stream.synchronize();
+        report.replays++;
+        check(`${label} replay ${r}`, xf, T, (await out.cpu({ stream })).toFloat32()).forEach((c) => c.forEach((e) => logicalLoads[e]++));
+      }
+      const loads = await placement.takeLoads(stream);
+      const total = loads.reduce((a, b) => a + b, 0);
+      if (total !== 3 * T * k) fail(`${label}: the load counters sum to ${total}, expected ${3 * T * k} (3 replays of ${T} tokens, top-${k})`);
+      // The router must read the current tables: every counted slot is where its expert is sent now.
+      const table = placement.map.staticDispatchTable(pg.rank);
+      const phy2log = placement.map.layerPhy2Log(0);
+      loads.forEach((n, p) => n > 0 && table[phy2log[p]] !== p && fail(`${label}: slot ${p} counted ${n} tokens, but expert ${phy2log[p]} is sent to slot ${table[phy2log[p]]}`));
+    };
+    await replays('decode graph');
+    const next =
+      pg.worldSize === 1
+        ? ExpertLocationMap.fromEplb(rebalanceExperts([Array.from(logicalLoads, (v, e) => v + (e < 4 ? 100 : 0))], { numReplicas: P, numGroups: config.numExpertGroups, numNodes: 1, numGpus: 1 }), { numRanks: 1 })
+        : reversedWithinRanks(initial);
+    const plan = await layer.rebalance(next, { stream });
+    report.moves = plan.moves.length;
+    if (plan.moves.length === 0) fail('the rebalance moved nothing: the test would not show that moves work');
+    await replays('after rebalance');
+    graph.close();
+    x.close();
+    out.close();
+  } finally {
+    placement.close();
+    await ep.close();
+    stream.close();
+  }
+}
+
+try {
+  await eagerSteps();
+  await decodeGraphAndRebalance();
 } catch (e) {
   fail(`${e.code ?? ''} ${e.message}`);
-} finally {
-  await ep.close();
 }
 process.stdout.write(`${JSON.stringify(report)}\n`);
