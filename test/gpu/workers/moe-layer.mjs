@@ -7,10 +7,17 @@
 //    as a CUDA graph and replayed on fresh inputs into a poisoned output, the
 //    device's load counters checked, a rebalance in the middle (EPLB's
 //    placement at one rank; a reordering of each rank's own slots at several,
-//    since moving weights between ranks needs NCCL), and replays after it.
+//    since moving weights between ranks needs NCCL), and replays after it;
+// 3. weights read from a manifest of raw files give the same output, bit for
+//    bit, as the same weights uploaded from the host; random device weights
+//    are identical in every replica of an expert.
 // Tokens whose top-k is within rounding of a tie are left out (the GPU's
 // float32 logits may order them otherwise) and counted. Prints one JSON report.
-import { DevicePlacement, EpBuffer, MoeLayer, Stream, Tensor, initProcessGroup } from '../../../dist/index.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { DevicePlacement, EpBuffer, MoeLayer, Stream, Tensor, initProcessGroup, loadLayerWeights, randomLayerWeights } from '../../../dist/index.js';
 import { ExpertLocationMap, rebalanceExperts } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
 import { generateMoeLayerWeights, moeLayerConfig } from '../../../dist/simulation/index.js';
@@ -189,9 +196,76 @@ async function decodeGraphAndRebalance() {
   }
 }
 
+const bf16Bytes = (f32) => Buffer.from(new Uint16Array(new Uint32Array(f32.buffer, f32.byteOffset, f32.length).map((u) => u >>> 16)).buffer);
+const concat = (parts) => {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+};
+
+async function weightsFromFiles() {
+  const dir = mkdtempSync(join(tmpdir(), `wideep-moe-${pg.rank}-`));
+  const I = config.moeIntermediate;
+  const Is = weights.shared.intermediate;
+  const files = {
+    gate: ['bf16', [E, H], bf16Bytes(weights.gate)],
+    gateBias: ['f32', [E], Buffer.from(Float32Array.from(weights.gateBias).buffer)],
+    'experts.w13': ['bf16', [E, 2 * I, H], bf16Bytes(concat(weights.experts.flatMap((x) => [x.gate, x.up])))],
+    'experts.w2': ['bf16', [E, H, I], bf16Bytes(concat(weights.experts.map((x) => x.down)))],
+    'shared.w13': ['bf16', [2 * Is, H], bf16Bytes(concat([weights.shared.gate, weights.shared.up]))],
+    'shared.w2': ['bf16', [H, Is], bf16Bytes(weights.shared.down)],
+  };
+  const tensors = {};
+  for (const [name, [dtype, shape, bytes]] of Object.entries(files)) {
+    writeFileSync(join(dir, `${name}.bin`), bytes);
+    tensors[name] = { file: `${name}.bin`, dtype, shape };
+  }
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ format: 'wideep-moe-layer/1', tensors }));
+  const ep = await EpBuffer.create(pg, { hidden: H, numExperts: E, maxTokensPerRank: maxTokens });
+  try {
+    const fromHost = await MoeLayer.fromHost(ep, weights, pg.device);
+    const fromFiles = new MoeLayer(ep, config, await loadLayerWeights(ep, config, join(dir, 'manifest.json'), { device: pg.device }));
+    const rng = new SeededRandom(seed * 31 + pg.rank);
+    const T = 1 + rng.int(maxTokens);
+    const x = await Tensor.from(randomTokens(rng, T).bits, { dtype: 'bf16', shape: [T, H] }).to(device);
+    const a = new Uint16Array((await (await fromHost.forward(x, { mode: 'normal' })).cpu()).data.buffer);
+    const b = new Uint16Array((await (await fromFiles.forward(x, { mode: 'normal' })).cpu()).data.buffer);
+    report.checks += a.length;
+    const diff = a.findIndex((v, i) => v !== b[i]);
+    if (diff >= 0) fail(`weights from files: element ${diff} is ${b[diff]}, the host upload gives ${a[diff]} (bf16 bits)`);
+  } finally {
+    await ep.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // Random device weights: every replica of an expert holds the same bytes.
+  const P = E + 8;
+  const ep2 = await EpBuffer.create(pg, { hidden: H, numExperts: P, maxTokensPerRank: maxTokens });
+  const map = ExpertLocationMap.trivial({ numLayers: 1, numLogical: E, numPhysical: P, numRanks: pg.worldSize });
+  const placement = await DevicePlacement.create(map, { layer: 0, rank: pg.rank, device: pg.device });
+  try {
+    const w = randomLayerWeights(ep2, config, { seed: 7, device: pg.device, placement });
+    const w13 = new Uint16Array((await w.experts.w13.cpu()).data.buffer);
+    const L = ep2.config.numLocalExperts;
+    const per = w13.length / L;
+    const phy2log = map.layerPhy2Log(0).slice(pg.rank * L, (pg.rank + 1) * L);
+    const firstOf = new Map();
+    phy2log.forEach((e, l) => {
+      if (!firstOf.has(e)) return firstOf.set(e, l);
+      const f = firstOf.get(e);
+      report.checks++;
+      if (w13.subarray(l * per, (l + 1) * per).some((v, i) => v !== w13[f * per + i])) fail(`random weights: slots ${f} and ${l} both hold expert ${e} but differ`);
+    });
+    if (w13.every((v) => v === w13[0])) fail('random weights: w13 is constant');
+  } finally {
+    placement.close();
+    await ep2.close();
+  }
+}
+
 try {
   await eagerSteps();
   await decodeGraphAndRebalance();
+  await weightsFromFiles();
 } catch (e) {
   fail(`${e.code ?? ''} ${e.message}`);
 }
