@@ -14,12 +14,13 @@
 import { linear } from '../blas/gemm.js';
 import type { Communicator } from '../comm/communicator.js';
 import { Graph } from '../cuda/graph.js';
-import type { Stream } from '../cuda/stream.js';
+import { Stream } from '../cuda/stream.js';
 import type { Timeline } from '../cuda/timeline.js';
 import type { EpBuffer } from '../ep/buffer.js';
 import { WideepError } from '../errors.js';
 import type { ExpertLocationMap } from '../planning/expert-location.js';
 import { planRebalanceMoves, type RebalancePlan } from '../planning/rebalance-moves.js';
+import { splitTwoBatch } from '../planning/tbo.js';
 import type { MoeLayerConfig } from '../simulation/config.js';
 import type { MoeLayerWeights } from '../simulation/weights.js';
 import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
@@ -62,6 +63,21 @@ export interface MoeForwardOptions {
   timeline?: Timeline;
   /** Replaces the grouped SwiGLU experts (the layer's own weights are then unused). */
   experts?: ExpertsFunction;
+  /**
+   * Two-batch overlap: the tokens split in two micro-batches (as the
+   * planner's splitTwoBatch splits `seqLens`, default one token per sequence),
+   * the second on its own stream, so that one micro-batch's dispatch or
+   * combine runs while the other's experts compute. Every rank must pass it
+   * alike (it changes the order of the EP calls); not while capturing.
+   */
+  tbo?: TwoBatchOptions;
+}
+
+export interface TwoBatchOptions {
+  /** Tokens of each sequence this step, in order (sums to T). */
+  seqLens?: readonly number[];
+  /** The second micro-batch's stream (default: one the layer keeps). */
+  stream?: Stream;
 }
 
 export interface MoeLayerOptions {
@@ -85,6 +101,8 @@ export class MoeLayer {
   readonly #ep: EpBuffer;
   readonly #weights: MoeLayerDeviceWeights;
   readonly #numLocal: number;
+  #secondStream: Stream | undefined;
+  #ownsWeights = false;
 
   constructor(ep: EpBuffer, config: MoeLayerConfig, weights: MoeLayerDeviceWeights, options: MoeLayerOptions = {}) {
     const where = 'MoeLayer';
@@ -162,7 +180,9 @@ export class MoeLayer {
       s13.set(weights.shared.up, Is * H);
       dev.shared = { w13: await bf16(s13, [2 * Is, H]), w2: await bf16(weights.shared.down, [H, Is]) };
     }
-    return new MoeLayer(ep, c, dev, { placement });
+    const layer = new MoeLayer(ep, c, dev, { placement });
+    layer.#ownsWeights = true;
+    return layer;
   }
 
   /** The MoE output (routed + shared), bf16 [T, H], for the MoE input x bf16 [T, H]. A collective: every rank calls it. */
@@ -182,19 +202,62 @@ export class MoeLayer {
       throw new WideepError('ERR_INVALID_ARG', `${where}: experts: expected a function ({ x, counts, mode, stream }) => Tensor`);
     }
     const stream = streamFor(where, this.device, options.stream);
-    const step: Step = { x, stream, mode: options.mode, out: options.out, experts: options.experts, stage: stageRunner(options.timeline, stream) };
+    if (options.tbo) return this.#twoBatch(x, options, stream);
+    const step = this.#step(x, options, stream, options.out);
+    for await (const _ of this.#phases(step));
+    return step.result!;
+  }
+
+  #step(x: Tensor, o: MoeForwardOptions, stream: Stream, out: Tensor | undefined, hooks = false): Step {
+    return { x, stream, mode: o.mode, out, experts: o.experts, hooks, stage: stageRunner(o.timeline, stream), result: undefined };
+  }
+
+  /**
+   * Two micro-batches on two streams, their phases interleaved so that each
+   * EP transfer has the other micro-batch's GEMMs beside it. Normal mode:
+   * dispatch 0, experts 0 | dispatch 1, combine 0 | experts 1, combine 1.
+   * Low-latency mode (receive hooks, so no kernel spins while the other
+   * computes): send 0, send 1, receive + experts 0 | in flight 1, combine-send
+   * 0, receive + experts 1, combine-send 1, combine-receive 0 and 1.
+   */
+  async #twoBatch(x: Tensor, o: MoeForwardOptions, s0: Stream): Promise<Tensor> {
+    const where = 'MoeLayer.forward';
+    const T = x.shape[0]!;
+    if (s0.isCapturing()) throw new WideepError('ERR_UNSUPPORTED', `${where}: tbo: not during a CUDA-graph capture`);
+    const seqLens = o.tbo!.seqLens ?? Array.from({ length: T }, () => 1);
+    if (seqLens.reduce((a, b) => a + b, 0) !== T) throw new WideepError('ERR_INVALID_ARG', `${where}: tbo.seqLens: must sum to the ${T} tokens of x`);
+    const split = T === 0 ? 0 : splitTwoBatch({ forwardMode: o.mode === 'normal' ? 'extend' : 'decode', seqLens }).splitTokenIndex;
+    const s1 = o.tbo!.stream ?? (this.#secondStream ??= new Stream(this.device));
+    if (s1 === s0 || s1.device !== this.device) throw new WideepError('ERR_INVALID_ARG', `${where}: tbo.stream: expected a second stream on cuda:${this.device}`);
+    const out = o.out ?? Tensor.empty([T, this.config.hidden], 'bf16', { device: `cuda:${this.device}`, stream: s0 });
+    // s1 starts after what s0 has queued (x's producer); s0 ends after s1.
+    const fork = s0.record();
+    s1.waitEvent(fork);
+    const hooks = o.mode === 'low-latency';
+    const steps = [this.#step(x.narrow(0, split), o, s0, out.narrow(0, split), hooks), this.#step(x.narrow(split, T - split), o, s1, out.narrow(split, T - split), hooks)];
+    const phases = steps.map((st) => this.#phases(st));
+    for (const i of o.mode === 'normal' ? [0, 0, 1, 0, 1, 1] : [0, 1, 0, 0, 1, 1, 0, 1]) await phases[i]!.next();
+    const join = s1.record();
+    s0.waitEvent(join);
+    fork.close();
+    join.close();
+    return out;
+  }
+
+  /** One micro-batch's forward; each yield is a point where another micro-batch's phase may be enqueued. */
+  async *#phases(step: Step): AsyncGenerator<void, void> {
     const w = this.#weights;
     const p = this.placement;
+    const { x, stream } = step;
     const { topkIdx, topkWeights, logits } = await step.stage('router', () =>
       route({ x, gateWeight: w.gate, bias: w.gateBias, config: this.config, replicas: p?.replicas(), counts: p?.loads, stream }),
     );
     logits.close(stream);
     const shared = await step.stage('shared', () => this.#sharedActivation(x, stream));
-    const out = step.mode === 'normal' ? await this.#normal(step, topkIdx, topkWeights, shared) : await this.#lowLatency(step, topkIdx, topkWeights, shared);
+    yield* step.mode === 'normal' ? this.#normal(step, topkIdx, topkWeights, shared) : this.#lowLatency(step, topkIdx, topkWeights, shared);
     shared?.close(stream);
     topkIdx.close(stream);
     topkWeights.close(stream);
-    return out;
   }
 
   /**
@@ -230,6 +293,15 @@ export class MoeLayer {
     return plan;
   }
 
+  /** Frees what the layer made itself: its second stream, and the weights when fromHost uploaded them. Idempotent. */
+  close(): void {
+    this.#secondStream?.close();
+    this.#secondStream = undefined;
+    if (!this.#ownsWeights) return;
+    const w = this.#weights;
+    for (const t of [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.shared?.w13, w.shared?.w2]) t?.close();
+  }
+
   /** silu(gate) * up of the shared expert for every token; its down projection is added where the layer's output is made. */
   #sharedActivation(x: Tensor, stream: Stream): Tensor | undefined {
     const s = this.#weights.shared;
@@ -245,9 +317,10 @@ export class MoeLayer {
     return expertsForward({ x, counts, weights: this.#weights.experts, stream: step.stream });
   }
 
-  async #normal(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): Promise<Tensor> {
+  async *#normal(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): AsyncGenerator<void, void> {
     const { x, stream } = step;
     const d = await step.stage('dispatch', () => this.#ep.dispatch({ x, topkIdx, topkWeights, stream }));
+    yield;
     const N = d.numRecvTokens;
     const rows = await step.stage('experts', () => {
       if (N === 0) return Tensor.empty([0, this.config.hidden], 'bf16', { device: `cuda:${this.device}`, stream });
@@ -261,25 +334,32 @@ export class MoeLayer {
     });
     // The combine adds the shared expert's output after its reduction.
     const bias = await step.stage('shared', () => shared && linear(shared, this.#weights.shared!.w2, { stream }));
+    yield;
     const { combinedX } = await step.stage('combine', () => this.#ep.combine({ x: rows, handle: d.handle, bias, out: step.out, stream }));
     rows.close(stream);
     bias?.close(stream);
-    return combinedX;
+    step.result = combinedX;
   }
 
-  async #lowLatency(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): Promise<Tensor> {
+  async *#lowLatency(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): AsyncGenerator<void, void> {
     const ll = this.#ep.config.lowLatency;
     if (!ll) throw new WideepError('ERR_INVALID_ARG', 'MoeLayer.forward: low-latency mode needs an EP buffer created with lowLatency');
     const { x, stream } = step;
+    const returnRecvHook = step.hooks;
     const d = await step.stage('dispatch', () =>
-      this.#ep.lowLatencyDispatch({ x, topkIdx, maxTokensPerRank: ll.maxTokensPerRank, numExperts: this.#ep.config.numExperts, useFp8: false, stream }),
+      this.#ep.lowLatencyDispatch({ x, topkIdx, maxTokensPerRank: ll.maxTokensPerRank, numExperts: this.#ep.config.numExperts, useFp8: false, returnRecvHook, stream }),
     );
+    yield;
+    if (d.hook) await step.stage('dispatch-recv', d.hook);
     const y = await step.stage('experts', () => this.#experts(step, d.recvX, d.recvCount));
-    const { combinedX } = await step.stage('combine', () => this.#ep.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out: step.out, stream }));
+    yield;
+    const c = await step.stage('combine', () => this.#ep.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out: step.out, returnRecvHook, stream }));
+    yield;
+    if (c.hook) await step.stage('combine-recv', c.hook);
     y.close(stream);
     // out = shared · w2ᵀ + combined, in the down projection's epilogue.
-    if (shared) await step.stage('shared', () => linear(shared, this.#weights.shared!.w2, { out: combinedX, add: combinedX, stream }));
-    return combinedX;
+    if (shared) await step.stage('shared', () => linear(shared, this.#weights.shared!.w2, { out: c.combinedX, add: c.combinedX, stream }));
+    step.result = c.combinedX;
   }
 }
 
@@ -289,7 +369,11 @@ interface Step {
   mode: ForwardMode;
   out: Tensor | undefined;
   experts: ExpertsFunction | undefined;
+  /** Low-latency calls return receive hooks (two-batch overlap). */
+  hooks: boolean;
   stage: <T>(label: string, enqueue: () => T | Promise<T>) => Promise<T>;
+  /** The micro-batch's output, once its last phase ran. */
+  result: Tensor | undefined;
 }
 
 function stageRunner(timeline: Timeline | undefined, stream: Stream): Step['stage'] {

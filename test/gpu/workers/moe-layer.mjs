@@ -2,7 +2,8 @@
 // sigmoid routing with bias, SwiGLU experts, a shared expert) on this rank's
 // GPU through the EP buffer, against the layer computed on the host in double
 // from the same bf16 weights:
-// 1. eager normal and low-latency steps (a rank with no tokens in one);
+// 1. eager normal and low-latency steps (a rank with no tokens in one), also
+//    with two-batch overlap on two streams, one of them under a timeline;
 // 2. with redundant expert slots (a DevicePlacement): a decode step captured
 //    as a CUDA graph and replayed on fresh inputs into a poisoned output, the
 //    device's load counters checked, a rebalance in the middle (EPLB's
@@ -17,7 +18,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { DevicePlacement, EpBuffer, MoeLayer, Stream, Tensor, initProcessGroup, loadLayerWeights, randomLayerWeights } from '../../../dist/index.js';
+import { DevicePlacement, EpBuffer, MoeLayer, Stream, Tensor, Timeline, initProcessGroup, loadLayerWeights, randomLayerWeights } from '../../../dist/index.js';
 import { ExpertLocationMap, rebalanceExperts } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
 import { generateMoeLayerWeights, moeLayerConfig } from '../../../dist/simulation/index.js';
@@ -118,18 +119,35 @@ async function eagerSteps() {
   const ep = await EpBuffer.create(pg, { hidden: H, numExperts: E, maxTokensPerRank: maxTokens, lowLatency: { maxTokensPerRank: maxTokens } });
   try {
     const layer = await MoeLayer.fromHost(ep, weights, pg.device);
-    for (const mode of ['normal', 'low-latency', 'normal']) {
+    const timeline = new Timeline();
+    const runs = [
+      ['normal', false],
+      ['low-latency', false],
+      ['normal', true],
+      ['low-latency', true],
+    ];
+    for (const [mode, tbo] of runs) {
       for (let step = 0; step < 3; step++) {
         const rng = new SeededRandom(seed * 17 + pg.rank * 101 + step);
         const T = mode === 'normal' && step === 1 && pg.rank === pg.worldSize - 1 ? 0 : 1 + rng.int(maxTokens);
         const { xf, bits } = randomTokens(rng, T);
         const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }).to(device);
-        const out = await layer.forward(x, { mode });
-        check(`${mode} step ${step}`, xf, T, (await out.cpu()).toFloat32());
+        const out = await layer.forward(x, { mode, ...(tbo ? { tbo: {} } : {}), ...(tbo && step === 2 ? { timeline } : {}) });
+        check(`${mode}${tbo ? ' tbo' : ''} step ${step}`, xf, T, (await out.cpu()).toFloat32());
         out.close();
         x.close();
       }
     }
+    // The timeline of the last two-batch step: both streams, every stage of both micro-batches.
+    const spans = await timeline.read();
+    const lanes = new Set(spans.map((sp) => sp.lane));
+    const labels = new Set(spans.map((sp) => sp.label));
+    report.checks++;
+    if (lanes.size !== 2) fail(`timeline: ${lanes.size} lanes, expected 2 (one per micro-batch stream)`);
+    for (const l of ['router', 'dispatch', 'dispatch-recv', 'experts', 'combine', 'combine-recv', 'shared']) if (!labels.has(l)) fail(`timeline: no ${l} span`);
+    if (spans.some((sp) => !(sp.endUs >= sp.startUs))) fail(`timeline: a span ends before it starts: ${JSON.stringify(spans)}`);
+    timeline.clear();
+    layer.close();
   } finally {
     await ep.close();
   }
