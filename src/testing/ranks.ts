@@ -32,6 +32,8 @@ export function parseRankReport(line: string): RankReport | undefined {
 }
 
 export interface RunOnRanksOptions {
+  /** Arguments for the script. */
+  args?: readonly string[];
   /** Also shows the workers' output as it comes (e.g. `(t) => process.stderr.write(t)`). */
   echo?: (text: string) => void;
   /** How long workers may take to stop once one failed (the launcher's SIGTERM to SIGKILL). */
@@ -53,7 +55,7 @@ export async function runOnRanks(script: string, nproc: number, env: Record<stri
       if (r) reports.push(r);
     }
   };
-  const result = await launch({ script, nprocPerNode: nproc, env: { ...process.env, ...env }, graceMs: options.graceMs, stdout: collect, stderr: keep });
+  const result = await launch({ script, args: options.args, nprocPerNode: nproc, env: { ...process.env, ...env }, graceMs: options.graceMs, stdout: collect, stderr: keep });
   // A rank killed from outside (the OOM killer, say) prints nothing itself.
   if (result.message) log += `\n[launcher] ${result.message}\n`;
   return { ok: result.ok, reports, log };

@@ -31,4 +31,12 @@ describe('wideep/testing: ranks', () => {
       { rank: 2, checks: 3, failures: [] },
     ]);
   });
+
+  it('passes args to the script', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wideep-ranks-'));
+    const script = join(dir, 'worker.mjs');
+    writeFileSync(script, 'console.log(JSON.stringify({ rank: Number(process.env.RANK), checks: 0, failures: [], args: process.argv.slice(2) }));\n');
+    const { reports } = await runOnRanks(script, 2, {}, { args: ['--tokens', '8'] });
+    expect(reports.map((r) => r.args)).toEqual([['--tokens', '8'], ['--tokens', '8']]);
+  });
 });
