@@ -24,7 +24,7 @@ export default defineConfig({
       {
         test: {
           name: 'gpu',
-          include: ['test/gpu/**/*.test.ts'],
+          include: ['test/gpu/**/*.test.ts', 'examples/**/*.test.mjs'],
           pool: 'forks',
           fileParallelism: false,
           testTimeout: 300_000,

@@ -3,7 +3,7 @@
 // the experts (gate+up GEMM, SwiGLU, down GEMM) run as grouped GEMMs, and the
 // weighted outputs come back one row per token.
 //
-//   node examples/expert-compute.mjs            (from a clone, after npm install)
+//   node examples/expert-compute.mjs            (from a clone, after npm install; 'wideep' resolves to dist/)
 //
 // Without a GPU it says so and exits 0: nothing here has a CPU fallback.
 import {
@@ -15,7 +15,7 @@ import {
   permuteToExperts,
   route,
   unpermuteFromExperts,
-} from '../dist/index.js';
+} from 'wideep';
 
 const caps = capabilities();
 if (!caps.cuda.available || !caps.cublasLt.found) {

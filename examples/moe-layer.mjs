@@ -1,0 +1,118 @@
+// A whole DeepSeek-style MoE layer over N GPUs, one process per GPU, sized by
+// SGLang's flags: router, dispatch to the ranks that own the experts, grouped
+// SwiGLU experts, combine back, and the shared expert. One prefill step
+// (normal dispatch) with its stage breakdown, then decode steps replayed as
+// one CUDA graph each. Weights are random, made on the GPU.
+//
+//   npx wideep launch --nproc-per-node 4 examples/moe-layer.mjs \
+//     --tp 4 --dp-size 4 --enable-dp-attention --moe-a2a-backend deepep [--ep-num-redundant-experts 4]
+//
+// Without flags the plan is DP attention + EP over every rank. Own options:
+// --model (a preset or an HF config.json; default DeepSeek-V3), --hidden and
+// --moe-intermediate (narrower layers for a quick run), --tokens (prefill
+// tokens per rank, default 4096), --decode-steps (default 10). Decode steps
+// take --num-max-dispatch-tokens-per-rank tokens per rank (default 128).
+// Without a GPU it says so and exits 0: nothing here has a CPU fallback.
+import {
+  DevicePlacement,
+  MoeLayer,
+  Stream,
+  Tensor,
+  Timeline,
+  WideEp,
+  capabilities,
+  fillRandom,
+  initProcessGroup,
+  randomLayerWeights,
+} from 'wideep';
+import { ExpertLocationMap, ParallelConfig, parseSglangArgs, resolveModel } from 'wideep/planning';
+import { moeLayerConfig } from 'wideep/simulation';
+
+const caps = capabilities();
+if (!caps.cuda.available || !caps.cublasLt.found) {
+  console.log(`skipped: this example needs a GPU and cuBLASLt (${caps.cuda.reason ?? caps.cublasLt.reason})`);
+  process.exit(0);
+}
+
+const own = { model: { type: 'string' }, hidden: { type: 'string' }, 'moe-intermediate': { type: 'string' }, tokens: { type: 'string' }, 'decode-steps': { type: 'string' } };
+const { options: flags, extra } = parseSglangArgs(process.argv.slice(2), own);
+const int = (name, fallback) => (extra[name] === undefined ? fallback : Number(extra[name]));
+
+const pg = await initProcessGroup();
+const R = pg.worldSize;
+const plan = ParallelConfig.fromOptions({ tp: R, dpSize: R, enableDpAttention: R > 1, moeA2aBackend: 'deepep', ...flags });
+const preset = resolveModel(extra.model ?? 'DeepSeek-V3');
+const model = { ...preset, hiddenSize: int('hidden', preset.hiddenSize), moeIntermediateSize: int('moe-intermediate', preset.moeIntermediateSize) };
+const config = moeLayerConfig({
+  hidden: model.hiddenSize,
+  moeIntermediate: model.moeIntermediateSize,
+  numRoutedExperts: model.numRoutedExperts,
+  numSharedExperts: model.numSharedExperts,
+  topK: model.topK,
+  numExpertGroups: model.numExpertGroups,
+  topkGroup: model.topkGroup,
+});
+const prefillTokens = int('tokens', 4096);
+const decodeTokens = plan.options.numMaxDispatchTokensPerRank;
+
+// The plan sizes the EP buffer: hidden, routed + redundant experts, tokens per rank, low-latency slots.
+const wideEp = await WideEp.create(pg, plan, { model, maxTokensPerRank: prefillTokens });
+const stream = new Stream(pg.device);
+const { numExperts } = wideEp.ep.config;
+// Redundant expert slots need a placement: which expert each slot holds, on the device.
+const placement =
+  numExperts > config.numRoutedExperts
+    ? await DevicePlacement.create(ExpertLocationMap.trivial({ numLayers: 1, numLogical: config.numRoutedExperts, numPhysical: numExperts, numRanks: R }), {
+        layer: 0,
+        rank: pg.rank,
+        device: pg.device,
+        stream,
+      })
+    : undefined;
+const weights = randomLayerWeights(wideEp.ep, config, { seed: 1, device: pg.device, stream, placement });
+const layer = new MoeLayer(wideEp.ep, config, weights, { placement });
+
+const on = { device: `cuda:${pg.device}`, stream };
+const tokens = (T, seed) => fillRandom(Tensor.empty([T, config.hidden], 'bf16', on), seed, { kind: 'normal', std: 1 }, stream);
+const finite = async (t) => (await t.cpu({ stream })).toFloat32().every(Number.isFinite);
+
+// Prefill: one warm-up step (cuBLASLt plans, lazily made buffers), then one timed step.
+const x = tokens(prefillTokens, 100 + pg.rank);
+(await layer.forward(x, { mode: 'normal', stream })).close(stream);
+const timeline = new Timeline();
+const t0 = performance.now();
+const y = await layer.forward(x, { mode: 'normal', stream, timeline });
+await stream.synchronize();
+const prefillMs = performance.now() - t0;
+const stages = (await timeline.read()).map((s) => `${s.label} ${((s.endUs - s.startUs) / 1e3).toFixed(2)}`).join(', ');
+let ok = await finite(y);
+
+// Decode: x and out stay allocated; each step refills x in place and replays the graph.
+const xd = tokens(decodeTokens, 200 + pg.rank);
+const out = Tensor.empty([decodeTokens, config.hidden], 'bf16', on);
+const step = await layer.captureDecode(xd, out, { stream });
+const steps = int('decode-steps', 10);
+let hostUs = 0;
+await stream.synchronize();
+const t1 = performance.now();
+for (let i = 0; i < steps; i++) {
+  fillRandom(xd, 300 + i * R + pg.rank, { kind: 'normal', std: 1 }, stream);
+  const h = performance.now();
+  step.launch(stream);
+  hostUs += (performance.now() - h) * 1e3;
+}
+await stream.synchronize();
+const decodeUs = ((performance.now() - t1) * 1e3) / steps;
+ok &&= await finite(out);
+
+console.log(
+  `${R} rank${R === 1 ? '' : 's'}, ${config.numRoutedExperts} experts in ${numExperts} slots (${numExperts / R} per rank), hidden ${config.hidden}: ` +
+    `prefill ${prefillTokens} tokens ${prefillMs.toFixed(2)} ms (GPU ms: ${stages}); ` +
+    `decode ${decodeTokens} tokens ${decodeUs.toFixed(0)} us per step as a graph, ${(hostUs / steps).toFixed(1)} us of host time per launch; ` +
+    `output ${ok ? 'finite' : 'NOT FINITE'}`,
+);
+step.close();
+for (const t of [x, y, xd, out]) t.close(stream);
+placement?.close(stream);
+await wideEp.close();
+process.exit(ok ? 0 : 1);
