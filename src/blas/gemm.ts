@@ -182,8 +182,10 @@ export interface GroupedLinearOptions {
   out?: Tensor;
   stream?: Stream;
   /**
-   * 'batched' (default): one strided-batched cuBLASLt launch for every expert;
-   * 'loop': one launch per expert (the measured alternative, see bench experts).
+   * 'batched': one strided-batched cuBLASLt launch for every expert (the
+   * default for bf16); 'loop': one launch per expert (the default for fp8:
+   * cuBLASLt 13.0 on H100 has no strided-batched algorithm with block scales,
+   * CUBLAS_STATUS_NOT_SUPPORTED, seen 2026-12-07).
    */
   strategy?: 'batched' | 'loop';
 }
@@ -204,7 +206,7 @@ export function groupedLinear(o: GroupedLinearOptions): Tensor {
   checkGemmWidths(where, K, N);
   expectAligned16(where, 'x', x);
   expectAligned16(where, 'weight', weight);
-  const strategy = o.strategy ?? 'batched';
+  const strategy = o.strategy ?? (x.dtype === 'fp8e4m3' ? 'loop' : 'batched');
   if (strategy !== 'batched' && strategy !== 'loop') {
     throw new WideepError('ERR_INVALID_ARG', `${where}: strategy: expected 'batched' or 'loop', got ${String(strategy)}`);
   }

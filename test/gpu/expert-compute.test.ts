@@ -155,7 +155,7 @@ describe.skipIf(gpus < 1)(`expert compute on one GPU (${skipReason(1)})`, () => 
         const { q: wq, s: ws } = quantBlocks(wf, E, N, K);
         const xScales = layout === 'rows' ? xs.reshape([E, M, K / 128]) : blocksLayout(xs.data as Float32Array, E, M, K / 128);
         const out = poisoned([E, M, N], 'bf16', stream);
-        groupedLinear({
+        const args = {
           x: await up(xq.reshape([E, M, K]), stream),
           xScales: await up(xScales, stream),
           xScalesLayout: layout,
@@ -164,7 +164,19 @@ describe.skipIf(gpus < 1)(`expert compute on one GPU (${skipReason(1)})`, () => 
           out,
           stream,
           strategy,
-        });
+        };
+        if (strategy === 'batched') {
+          // cuBLASLt 13.0 on H100 has no strided-batched algorithm with block
+          // scales; where one has none, the refusal must be typed and name the matmul.
+          try {
+            groupedLinear(args);
+          } catch (e) {
+            expect(e).toMatchObject({ code: 'CUBLAS_STATUS_NOT_SUPPORTED', message: expect.stringContaining(`batch=${E}`) });
+            return;
+          }
+        } else {
+          groupedLinear(args);
+        }
         const got = (await out.cpu({ stream })).toFloat32();
         const xd = dequantRows(xq.data as Uint8Array, xs.data as Float32Array, E * M, K);
         for (let e = 0; e < E; e++) {

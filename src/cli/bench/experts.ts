@@ -118,7 +118,7 @@ export function buildReport(
     if (r.phase === 'prefill') {
       goal(`${r.id}: bf16 vs torch._grouped_mm`, GOALS.prefillBf16VsTorch, torchBf16);
       goal(`${r.id}: bf16 vs dense cuBLAS of the same FLOPs`, GOALS.prefillBf16VsDense, r.dense.us / r.bf16.us);
-      goal(`${r.id}: fp8 vs our bf16`, GOALS.prefillFp8VsBf16, r.bf16.us / Math.min(r.fp8.us, r.fp8Loop.us));
+      goal(`${r.id}: fp8 vs our bf16`, GOALS.prefillFp8VsBf16, r.bf16.us / Math.min(r.fp8?.us ?? Infinity, r.fp8Loop.us));
     } else {
       goal(`${r.id}: bf16 vs torch._grouped_mm`, GOALS.decodeBf16VsTorch, torchBf16);
       if (peak) goal(`${r.id}: bf16 weight reads / HBM peak`, GOALS.decodeHbmFraction, r.bf16WeightGBps / peak);
@@ -146,7 +146,7 @@ export function renderExperts(r: ExpertsReport): string {
     const tb = g.torchBf16Us ? round(tflops(gemmFlops(g), g.torchBf16Us), 1) : '-';
     const tf = g.torchFp8Us ? round(tflops(gemmFlops(g), g.torchFp8Us), 1) : '-';
     lines.push(
-      `${g.id.padEnd(30)}${String(g.bf16.tflops).padStart(9)}${String(g.bf16Loop.tflops).padStart(6)}${String(g.fp8.tflops).padStart(10)}${String(g.fp8Loop.tflops).padStart(6)}${String(g.dense.tflops).padStart(7)}${String(tb).padStart(12)}${String(tf).padStart(11)}${String(g.bf16WeightGBps).padStart(15)}`,
+      `${g.id.padEnd(30)}${String(g.bf16.tflops).padStart(9)}${String(g.bf16Loop.tflops).padStart(6)}${String(g.fp8?.tflops ?? 'n/a').padStart(10)}${String(g.fp8Loop.tflops).padStart(6)}${String(g.dense.tflops).padStart(7)}${String(tb).padStart(12)}${String(tf).padStart(11)}${String(g.bf16WeightGBps).padStart(15)}`,
     );
   }
   lines.push('', `router top-k ${ROUTER_CASE.tokens} x ${ROUTER_CASE.experts}: ${r.router.topkUs} µs (PyTorch ops: ${r.router.torchTopkUs ?? '-'} µs); gate GEMM ${r.router.gateGemm.tflops} TFLOP/s`);

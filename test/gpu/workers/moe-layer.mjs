@@ -66,11 +66,18 @@ function reference(w, x, at) {
       }
       act[i] = (g / (1 + Math.exp(-g))) * u;
     }
+    // The tolerance scales with the sum of magnitudes of the down projection's
+    // terms: the GPU rounds h and the activation to bf16, so a channel whose
+    // terms cancel keeps their rounding error.
     for (let h = 0; h < H; h++) {
       let y = 0;
-      for (let i = 0; i < Ie; i++) y += ew.down[h * Ie + i] * act[i];
+      let terms = 0;
+      for (let i = 0; i < Ie; i++) {
+        y += ew.down[h * Ie + i] * act[i];
+        terms += Math.abs(ew.down[h * Ie + i] * act[i]);
+      }
       out[h] += weight * y;
-      mag[h] += Math.abs(weight * y);
+      mag[h] += Math.abs(weight) * terms;
     }
   };
   for (const e of chosen) expert(w.experts[e], (scores[e] / (sum + 1e-20)) * config.routedScalingFactor);

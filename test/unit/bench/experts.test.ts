@@ -67,6 +67,14 @@ describe('bench experts: report', () => {
     expect(renderExperts(report)).toMatch(/NOT MET .*fp8 vs our bf16/);
   });
 
+  it('a batched fp8 run that cuBLASLt refused: the table says n/a and the fp8 goal uses the loop', () => {
+    const { fp8: _, ...refused } = { ...result(0, 1000, 500, 800), fp8Batched: 'cuBLASLt has no algorithm for this matmul' };
+    const report = buildReport('NVIDIA H100 80GB HBM3', { version: '13.1.0', path: '/x' }, [refused], router, host, { available: false, reason: 'no torch' });
+    // fp8Loop is 3x the fp8 time in result(): 1500 µs against bf16's 1000.
+    expect(report.goals.find((g) => g.goal.includes('fp8 vs our bf16'))).toMatchObject({ value: 0.667, met: false });
+    expect(renderExperts(report)).toMatch(/n\/a/);
+  });
+
   it('says when PyTorch is absent and checks the goals that need no baseline', () => {
     const decode = result(9, 600, 400, 300);
     const report = buildReport('NVIDIA H100 80GB HBM3', { version: '13.1.0', path: '/x' }, [decode], router, host, { available: false, reason: 'no module named torch' });
