@@ -1,0 +1,46 @@
+// One rank of the GPU test of the routed experts without token moves
+// (--moe-a2a-backend none): tokens all-gathered over NCCL, each rank's
+// experts on every token, shares reduce-scattered back, against the host
+// layer's routed experts. One rank has no tokens in one step. Prints one JSON report.
+import { Communicator, Tensor, gatheredMoe, initProcessGroup } from '../../../dist/index.js';
+import { SeededRandom } from '../../../dist/testing/index.js';
+import { E, H, check, config, fail, randomTokens, report, sharedWeights } from './moe-common.mjs';
+
+const pg = await initProcessGroup();
+const { seed, weights } = await sharedWeights(pg, 'wideep/test/moe-none-seed');
+const device = `cuda:${pg.device}`;
+const I = config.moeIntermediate;
+const L = E / pg.worldSize;
+const maxTokensPerRank = 48;
+const bf16 = (f32, shape) => Tensor.from(new Uint16Array(new Uint32Array(f32.buffer, f32.byteOffset, f32.length).map((u) => u >>> 16)), { dtype: 'bf16', shape }).to(device);
+const comm = await Communicator.create(pg);
+try {
+  const w13 = new Float32Array(L * 2 * I * H);
+  const w2 = new Float32Array(L * H * I);
+  for (let l = 0; l < L; l++) {
+    const x = weights.experts[pg.rank * L + l];
+    w13.set(x.gate, l * 2 * I * H);
+    w13.set(x.up, l * 2 * I * H + I * H);
+    w2.set(x.down, l * H * I);
+  }
+  const layer = {
+    gate: await bf16(weights.gate, [E, H]),
+    gateBias: await Tensor.from(Float32Array.from(weights.gateBias)).to(device),
+    experts: { w13: await bf16(w13, [L, 2 * I, H]), w2: await bf16(w2, [L, H, I]) },
+  };
+  for (let step = 0; step < 3; step++) {
+    const rng = new SeededRandom(seed * 13 + pg.rank * 7 + step);
+    const T = step === 1 && pg.rank === pg.worldSize - 1 ? 0 : 1 + rng.int(maxTokensPerRank);
+    const { xf, bits } = randomTokens(rng, T);
+    const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }).to(device);
+    const out = await gatheredMoe({ x, comm, maxTokensPerRank, config, ...layer });
+    check(weights, `step ${step}`, xf, T, (await out.cpu()).toFloat32(), false);
+    out.close();
+    x.close();
+  }
+} catch (e) {
+  fail(`${e.code ?? ''} ${e.message}`);
+} finally {
+  comm.close();
+}
+process.stdout.write(`${JSON.stringify(report)}\n`);
