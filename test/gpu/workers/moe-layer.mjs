@@ -8,7 +8,9 @@
 //    device's load counters checked, a rebalance in the middle (EPLB's
 //    placement at one rank; a reordering of each rank's own slots at several,
 //    since moving weights between ranks needs NCCL), and replays after it;
-// 3. weights read from a manifest of raw files give the same output, bit for
+// 3. steps planned together (agreeOnStep): one rank prefills while the
+//    others decode or idle, then all decode; each rank runs the plan's mode;
+// 4. weights read from a manifest of raw files give the same output, bit for
 //    bit, as the same weights uploaded from the host; random device weights
 //    are identical in every replica of an expert.
 // Tokens whose top-k is within rounding of a tie are left out (the GPU's
@@ -17,7 +19,20 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { DevicePlacement, EpBuffer, MoeLayer, Stream, Tensor, Timeline, initProcessGroup, loadLayerWeights, randomLayerWeights } from '../../../dist/index.js';
+import {
+  DevicePlacement,
+  EpBuffer,
+  MoeLayer,
+  Stream,
+  StoreTransport,
+  Tensor,
+  Timeline,
+  agreeOnStep,
+  forwardPlanned,
+  initProcessGroup,
+  loadLayerWeights,
+  randomLayerWeights,
+} from '../../../dist/index.js';
 import { ExpertLocationMap, rebalanceExperts } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
 import { E, H, check as checkLayer, config, fail, k, randomTokens, report, sharedWeights } from './moe-common.mjs';
@@ -72,6 +87,36 @@ function reversedWithinRanks(map) {
   const row = map.layerPhy2Log(0);
   const next = row.map((_, p) => row[Math.floor(p / per) * per + (per - 1 - (p % per))]);
   return ExpertLocationMap.fromPhy2Log([next], { numLogical: E, numRanks: pg.worldSize });
+}
+
+async function plannedSteps() {
+  const ep = await EpBuffer.create(pg, { hidden: H, numExperts: E, maxTokensPerRank: maxTokens, lowLatency: { maxTokensPerRank: maxTokens } });
+  const transport = new StoreTransport(pg.store, pg.rank, pg.worldSize, 'wideep/test/moe-steps');
+  const settings = { attnTpSize: 1, moeA2aBackend: 'deepep', deepepMode: 'auto', enableTwoBatchOverlap: true, numMaxDispatchTokensPerRank: maxTokens };
+  try {
+    const layer = await MoeLayer.fromHost(ep, weights, pg.device);
+    const expected = ['normal', 'low_latency'];
+    for (let step = 0; step < 2; step++) {
+      const rng = new SeededRandom(seed * 37 + pg.rank * 5 + step);
+      const idle = pg.worldSize > 1 && pg.rank === pg.worldSize - 1;
+      const extend = step === 0 && pg.rank === 0;
+      const T = idle ? 0 : extend ? 40 : 2 + rng.int(maxTokens - 2);
+      const seqLens = extend ? [25, 15] : undefined;
+      const plan = await agreeOnStep(transport, settings, { numTokens: T, forwardMode: extend ? 'extend' : 'decode', seqLens });
+      report.checks++;
+      if (plan.deepepMode !== expected[step]) fail(`planned step ${step}: mode ${plan.deepepMode}, expected ${expected[step]}`);
+      const { xf, bits } = randomTokens(rng, T);
+      const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }).to(device);
+      const out = await forwardPlanned(layer, x, plan, { seqLens });
+      check(`planned step ${step} (${plan.deepepMode}${plan.useTbo ? ', tbo' : ''})`, xf, T, (await out.cpu()).toFloat32());
+      out.close();
+      x.close();
+    }
+    layer.close();
+  } finally {
+    await transport.close();
+    await ep.close();
+  }
 }
 
 async function decodeGraphAndRebalance() {
@@ -196,6 +241,7 @@ async function weightsFromFiles() {
 try {
   await eagerSteps();
   await decodeGraphAndRebalance();
+  await plannedSteps();
   await weightsFromFiles();
 } catch (e) {
   fail(`${e.code ?? ''} ${e.message}`);
