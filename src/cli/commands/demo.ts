@@ -2,25 +2,42 @@ import { parseArgs } from 'node:util';
 
 import { capabilities, type Capabilities } from '../../capabilities.js';
 import { WideepError } from '../../errors.js';
+import { cudaRankPlacement, demoBackend, type DemoBackend, type DemoBackendKind } from '../demo/backend.js';
+import { runCudaDemo } from '../demo/cuda-run.js';
+import { cudaSummary, renderCudaDemo } from '../demo/cuda-summary.js';
+import { DECODE_REPLAYS, GPU_DEMO_CONFIG, PREFILL_STEPS } from '../demo/gpu-layer.js';
 import { DEMO_MOE_CONFIG, runMoeLayerCheck, type MoeLayerCheckResult, type PipelineEvent, type StepReport } from '../../simulation/index.js';
 import { parseIntFlag } from '../../planning/sglang-args.js';
 import { reportError, toJson, type CliCommand, type CliIo } from '../command.js';
 
-const USAGE = `usage: wideep demo [--ranks N] [--tbo | --no-tbo] [--eplb | --no-eplb]
-                   [--replica-choice static|dynamic] [--seed S] [--json]
+const USAGE = `usage: wideep demo [--backend cpu|cuda] [--ranks N] [--share-gpu] [--tbo | --no-tbo]
+                   [--eplb | --no-eplb] [--replica-choice static|dynamic] [--seed S] [--json]
 
 Runs one DeepSeek-style MoE layer (grouped top-k gate, ${DEMO_MOE_CONFIG.numRoutedExperts} SwiGLU routed experts,
-a shared expert) across N simulated ranks on the cpu backend: DP attention on
+a shared expert) across N ranks and checks it against a reference. Exit 0 when
+they match, 1 when not.
+
+On the cuda backend (chosen when a supported GPU and cuBLASLt are there) it
+launches one process per rank, each on its own GPU: the plan (DP attention +
+DeepEP) sizes the EP buffer, then prefill steps (normal dispatch) and decode
+steps (low-latency dispatch, replayed as one CUDA graph) run on the GPUs, the
+last rank idle in one step, and every output is compared with the layer
+computed on the host.
+
+On the cpu backend it simulates the ranks in this process: DP attention on
 each rank's own batch (the last rank is idle), tokens to the experts and back
 through EpBuffer dispatch/combine (normal mode for prefill steps, low-latency
-for decode steps), two-batch overlap and EPLB. Then it runs the same layer
-densely in one process and compares. Exit 0 when they match, 1 when not.
+for decode steps), two-batch overlap and EPLB; then it runs the same layer
+densely in one process and compares.
 
-  --ranks N          simulated ranks, a divisor of ${DEMO_MOE_CONFIG.numRoutedExperts} from 2 to ${DEMO_MOE_CONFIG.numRoutedExperts} (default 4)
-  --tbo, --no-tbo    two-batch overlap (default on)
-  --eplb, --no-eplb  EPLB: record loads, rebalance with one redundant expert
+  --backend B        cpu or cuda (default: cuda where it can run, else cpu; it says why)
+  --ranks N          ranks, a divisor of ${DEMO_MOE_CONFIG.numRoutedExperts}: from 2 on the cpu backend (default 4), from
+                     1 to 8 GPUs on the cuda backend (default: every visible GPU, up to 8)
+  --share-gpu        cuda: every rank on GPU 0 (time-sliced; for fewer GPUs than ranks)
+  --tbo, --no-tbo    cpu: two-batch overlap (default on)
+  --eplb, --no-eplb  cpu: EPLB: record loads, rebalance with one redundant expert
                      per rank, move the weights (default on)
-  --replica-choice   how ranks pick among an expert's replicas (default static)
+  --replica-choice   cpu: how ranks pick among an expert's replicas (default static)
   --seed S           seeds the weights and the batches (default 1)
   --json             print one summary object instead of progress`;
 
@@ -32,32 +49,13 @@ const OPTIONS = {
   'no-eplb': { type: 'boolean' },
   'replica-choice': { type: 'string' },
   seed: { type: 'string' },
+  backend: { type: 'string' },
+  'share-gpu': { type: 'boolean' },
   json: { type: 'boolean', default: false },
 } as const;
 
-export interface DemoBackend {
-  backend: 'cpu';
-  /** GPUs the capability probe saw. */
-  gpus: number;
-  /** Why the cpu backend. */
-  reason: string;
-}
-
-/** Which backend the demo uses and why, from a capability report. */
-export function demoBackend(caps: Pick<Capabilities, 'cuda' | 'gpus'>): DemoBackend {
-  if (caps.cuda.available && caps.gpus.length > 0) {
-    const n = caps.gpus.length;
-    const names = [...new Set(caps.gpus.map((g) => g.name))].join(', ');
-    return {
-      backend: 'cpu',
-      gpus: n,
-      reason:
-        `${n} GPU${n === 1 ? '' : 's'} found (${names}), but the demo simulates every rank in this one process, which only the cpu backend can do ` +
-        '(it is also the reference the GPU kernels are tested against); the cuda backend runs one process per GPU: see wideep launch and wideep bench ep',
-    };
-  }
-  return { backend: 'cpu', gpus: 0, reason: `no GPU: ${caps.cuda.reason ?? 'no CUDA GPU is visible'}` };
-}
+/** Options of the cpu backend's simulation that the cuda run does not have yet. */
+const CPU_ONLY_OPTIONS = ['tbo', 'no-tbo', 'eplb', 'no-eplb', 'replica-choice'] as const;
 
 function onOff(on: boolean | undefined, off: boolean | undefined, flag: string): boolean {
   if (on && off) throw new WideepError('ERR_INVALID_ARG', `--${flag} and --no-${flag} contradict each other`);
@@ -171,13 +169,67 @@ function summary(backend: DemoBackend, r: MoeLayerCheckResult, options: { tbo: b
   };
 }
 
+function parseBackend(raw: string | undefined): DemoBackendKind | undefined {
+  if (raw === undefined || raw === 'cpu' || raw === 'cuda') return raw;
+  throw new WideepError('ERR_INVALID_ARG', `--backend ${raw}: must be cpu or cuda`);
+}
+
+function parseDemoArgs(argv: string[]) {
+  return parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false });
+}
+
+type DemoValues = ReturnType<typeof parseDemoArgs>['values'];
+
+/** The largest rank count the cuda demo can use on `gpus` GPUs: a power of two (it divides the experts), at most 8 (one NVLink domain). */
+function defaultCudaRanks(gpus: number): number {
+  let n = 1;
+  while (n * 2 <= Math.min(gpus, 8)) n *= 2;
+  return n;
+}
+
+async function runCuda(values: DemoValues, caps: Capabilities, backend: DemoBackend, seed: number, io: CliIo): Promise<number> {
+  const given = CPU_ONLY_OPTIONS.find((o) => values[o] !== undefined);
+  if (given) {
+    throw new WideepError('ERR_INVALID_ARG', `--${given}: the cuda demo runs prefill and decode steps without two-batch overlap or EPLB yet; --backend cpu simulates them`);
+  }
+  const E = GPU_DEMO_CONFIG.numRoutedExperts;
+  const share = values['share-gpu'] === true;
+  const ranks = values.ranks === undefined ? (share ? 1 : defaultCudaRanks(backend.gpus)) : parseIntFlag('--ranks', values.ranks, 1);
+  if (ranks > 8 || E % ranks !== 0) throw new WideepError('ERR_INVALID_ARG', `--ranks ${ranks}: the cuda demo runs 1, 2, 4 or 8 ranks (a divisor of its ${E} experts, at most 8 GPUs)`);
+  const where = cudaRankPlacement(caps, ranks, share);
+  const c = GPU_DEMO_CONFIG;
+  const text = !values.json;
+  if (text) {
+    io.out(
+      `wideep demo: one DeepSeek-style MoE layer on GPUs, checked against the same layer on the host\n` +
+        `backend   cuda, ${where.where}\n` +
+        `          why: ${backend.reason}\n` +
+        `model     hidden ${c.hidden}; ${c.numRoutedExperts} routed SwiGLU experts of width ${c.moeIntermediate}, top-${c.topK} ` +
+        `from ${c.topkGroup} of ${c.numExpertGroups} groups (${c.scoringFunc}, ×${c.routedScalingFactor}); ${c.numSharedExperts} shared expert\n` +
+        `plan      ${ranks > 1 ? 'DP attention + ' : ''}DeepEP over ${ranks} rank${ranks === 1 ? '' : 's'}: ${E / ranks} experts per rank; ` +
+        `${PREFILL_STEPS} prefill steps, then ${DECODE_REPLAYS} replays of a captured decode step`,
+    );
+    io.progress?.(`demo: running ${ranks} GPU worker${ranks === 1 ? '' : 's'}…`);
+  }
+  const run = await runCudaDemo(ranks, where.env, { seed });
+  const s = cudaSummary(backend, ranks, where.where, seed, run);
+  if (!s.pass && !run.ok) io.err(run.log.slice(-4000));
+  io.out(text ? renderCudaDemo(s) : toJson(s));
+  return s.pass ? 0 : 1;
+}
+
 export const command: CliCommand = {
   name: 'demo',
-  summary: 'run a DeepSeek-style MoE layer across simulated ranks (DP attention, EP, TBO, EPLB) and check it',
+  summary: 'run a DeepSeek-style MoE layer on the GPUs (or across simulated ranks: DP attention, EP, TBO, EPLB) and check it',
   usage: USAGE,
   async run(argv, io) {
     try {
-      const { values } = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false });
+      const { values } = parseDemoArgs(argv);
+      const seed = values.seed === undefined ? 1 : parseIntFlag('--seed', values.seed, 0);
+      const caps = capabilities();
+      const backend = demoBackend(caps, parseBackend(values.backend));
+      if (backend.backend === 'cuda') return await runCuda(values, caps, backend, seed, io);
+      if (values['share-gpu']) throw new WideepError('ERR_INVALID_ARG', '--share-gpu: only the cuda backend runs ranks on GPUs');
       const E = DEMO_MOE_CONFIG.numRoutedExperts;
       const ranks = values.ranks === undefined ? 4 : parseIntFlag('--ranks', values.ranks, 2);
       if (ranks > E || E % ranks !== 0) {
@@ -189,8 +241,6 @@ export const command: CliCommand = {
       if (replicaChoice !== 'static' && replicaChoice !== 'dynamic') {
         throw new WideepError('ERR_INVALID_ARG', `--replica-choice ${replicaChoice}: must be static or dynamic`);
       }
-      const seed = values.seed === undefined ? 1 : parseIntFlag('--seed', values.seed, 0);
-      const backend = demoBackend(capabilities());
       const c = DEMO_MOE_CONFIG;
       const text = !values.json;
       if (text) {

@@ -16,7 +16,8 @@ const { command } = await import('../../../src/cli/commands/demo.js');
 
 async function run(args: string[]): Promise<{ code: number; out: string }> {
   const out: string[] = [];
-  const code = await command.run(args, { out: (t) => out.push(t), err: (t) => out.push(t) });
+  // --backend cpu: the simulation is what this file tests, GPUs or not.
+  const code = await command.run(['--backend', 'cpu', ...args], { out: (t) => out.push(t), err: (t) => out.push(t) });
   return { code, out: out.join('\n') };
 }
 

@@ -1,14 +1,17 @@
 import { describe, expect, it } from 'vitest';
 
-import type { Capabilities } from '../../../src/capabilities.js';
-import { command, demoBackend } from '../../../src/cli/commands/demo.js';
+import { capabilities } from '../../../src/capabilities.js';
+import { command } from '../../../src/cli/commands/demo.js';
 import type { CliIo } from '../../../src/cli/command.js';
+
+// Where the cuda backend could run, the cpu demo is asked for by name.
+const cpu = capabilities().gpus.length > 0 ? ['--backend', 'cpu'] : [];
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
   const err: string[] = [];
   const io: CliIo = { out: (t) => out.push(t), err: (t) => err.push(t) };
-  const code = await command.run(args, io);
+  const code = await command.run([...cpu, ...args], io);
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
@@ -58,6 +61,8 @@ describe('wideep demo', () => {
       [['--tbo', '--no-tbo'], /--tbo and --no-tbo contradict each other/],
       [['--replica-choice', 'random'], /--replica-choice random: must be static or dynamic/],
       [['--bogus'], /Unknown option '--bogus'/],
+      [['--backend', 'tpu'], /--backend tpu: must be cpu or cuda/],
+      [['--backend', 'cpu', '--share-gpu'], /--share-gpu: only the cuda backend runs ranks on GPUs/],
     ] as const) {
       const r = await run([...args]);
       expect(r.code, args.join(' ')).toBe(2);
@@ -65,22 +70,5 @@ describe('wideep demo', () => {
       expect(r.err).toMatch(/\(run 'wideep demo --help' for usage\)\n?$/);
       expect(r.err.trim().split('\n')).toHaveLength(1);
     }
-  });
-});
-
-describe('demoBackend', () => {
-  const gpu = { index: 0, name: 'NVIDIA H200', computeCapability: '9.0', memoryBytes: 1, smCount: 132, pciBusId: '0', l2CacheBytes: 1, supported: true };
-
-  it('says why the cpu backend without a GPU', () => {
-    const b = demoBackend({ cuda: { available: false, deviceCount: 0, reason: 'no CUDA GPU is visible (check nvidia-smi)' }, gpus: [] } as Pick<Capabilities, 'cuda' | 'gpus'>);
-    expect(b).toEqual({ backend: 'cpu', gpus: 0, reason: 'no GPU: no CUDA GPU is visible (check nvidia-smi)' });
-  });
-
-  it('still uses the cpu backend with GPUs, and says so', () => {
-    const b = demoBackend({ cuda: { available: true, deviceCount: 2 }, gpus: [gpu, { ...gpu, index: 1 }] } as Pick<Capabilities, 'cuda' | 'gpus'>);
-    expect(b.backend).toBe('cpu');
-    expect(b.gpus).toBe(2);
-    expect(b.reason).toMatch(/^2 GPUs found \(NVIDIA H200\), but the demo simulates every rank in this one process/);
-    expect(b.reason).toMatch(/wideep launch/);
   });
 });

@@ -1,0 +1,77 @@
+/**
+ * Which backend `wideep demo` runs on, and why. The cuda backend runs one
+ * process per GPU through the launcher; it needs a GPU this build has code
+ * for and cuBLASLt (the expert GEMMs). NCCL is not needed: the EP buffer
+ * moves tokens through CUDA IPC and the job's store. Where any of that is
+ * missing the demo stays on the cpu backend, which simulates every rank in
+ * one process and needs nothing.
+ */
+import type { Capabilities } from '../../capabilities.js';
+import { WideepError } from '../../errors.js';
+
+export type DemoBackendKind = 'cpu' | 'cuda';
+
+export interface DemoBackend {
+  backend: DemoBackendKind;
+  /** GPUs the capability probe saw. */
+  gpus: number;
+  /** Why this backend. */
+  reason: string;
+}
+
+export type DemoCapabilities = Pick<Capabilities, 'cuda' | 'gpus' | 'cublasLt'>;
+
+/** Why the cuda backend cannot run here, or undefined when it can. */
+function cudaBlocker(caps: DemoCapabilities): { code: 'ERR_NO_GPU' | 'ERR_BLAS_NOT_FOUND'; why: string } | undefined {
+  if (!caps.cuda.available || caps.gpus.length === 0) return { code: 'ERR_NO_GPU', why: `no GPU: ${caps.cuda.reason ?? 'no CUDA GPU is visible'}` };
+  const unsupported = caps.gpus.filter((g) => !g.supported);
+  if (unsupported.length > 0) {
+    const g = unsupported[0]!;
+    return { code: 'ERR_NO_GPU', why: `GPU ${g.index} (${g.name}, compute capability ${g.computeCapability}) is not one this build has kernels for (Hopper, 9.0+)` };
+  }
+  if (!caps.cublasLt.found) return { code: 'ERR_BLAS_NOT_FOUND', why: `no cuBLASLt for the expert GEMMs: ${caps.cublasLt.reason ?? 'not found'}` };
+  return undefined;
+}
+
+/** The backend from a capability report; `forced` is --backend. A forced cuda that cannot run is an error saying why. */
+export function demoBackend(caps: DemoCapabilities, forced?: DemoBackendKind): DemoBackend {
+  const gpus = caps.gpus.length;
+  const blocker = cudaBlocker(caps);
+  if (forced === 'cpu') return { backend: 'cpu', gpus, reason: '--backend cpu: every rank simulated in this process (the reference the GPU kernels are tested against)' };
+  if (blocker) {
+    if (forced === 'cuda') throw new WideepError(blocker.code, `--backend cuda: ${blocker.why}`);
+    return { backend: 'cpu', gpus, reason: blocker.why };
+  }
+  const names = [...new Set(caps.gpus.map((g) => g.name))].join(', ');
+  const blas = caps.cublasLt.version ? ` ${caps.cublasLt.version}` : '';
+  return {
+    backend: 'cuda',
+    gpus,
+    reason: `${forced === 'cuda' ? '--backend cuda: ' : ''}${gpus} GPU${gpus === 1 ? '' : 's'} (${names}) and cuBLASLt${blas}: one process per rank through wideep launch (--backend cpu simulates the ranks instead)`,
+  };
+}
+
+/**
+ * Where `ranks` cuda ranks run: one GPU each, or all on GPU 0 with `share`
+ * (slow, time-sliced, but the same logic across processes). More ranks than
+ * GPUs without `share`, or GPUs that cannot map each other's memory, are refused.
+ */
+export function cudaRankPlacement(caps: Pick<Capabilities, 'gpus' | 'peerAccess'>, ranks: number, share: boolean): { env: Record<string, string>; where: string } {
+  const gpus = caps.gpus.length;
+  if (share) return { env: { WIDEEP_DEVICE: '0' }, where: `${ranks} rank${ranks === 1 ? '' : 's'} sharing GPU 0` };
+  if (ranks > gpus) {
+    throw new WideepError(
+      'ERR_INVALID_ARG',
+      `--ranks ${ranks}: the cuda backend runs one rank per GPU and ${gpus} ${gpus === 1 ? 'is' : 'are'} visible; ` +
+        `--share-gpu puts every rank on GPU 0, --backend cpu simulates them`,
+    );
+  }
+  for (let i = 0; i < ranks; i++) {
+    for (let j = 0; j < ranks; j++) {
+      if (!caps.peerAccess[i]?.[j]) {
+        throw new WideepError('ERR_UNSUPPORTED', `--ranks ${ranks}: GPU ${i} cannot map GPU ${j}'s memory (no peer access), which the EP kernels need; try fewer ranks or --share-gpu`);
+      }
+    }
+  }
+  return { env: {}, where: `${ranks} rank${ranks === 1 ? '' : 's'}, one GPU each` };
+}
