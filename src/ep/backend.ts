@@ -9,7 +9,7 @@ import type { ProcessGroup } from '../runtime/types.js';
 import type { Device } from '../tensor/tensor.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { DataCallKind, EpCall } from './calls.js';
-import type { EpConfig, StreamOptions } from './types.js';
+import type { DispatchLayout, EpConfig, StreamOptions } from './types.js';
 
 /**
  * What a backend remembers of one dispatch, so that combine and a cached
@@ -147,7 +147,7 @@ export interface EpBackend<R extends DispatchRouting = DispatchRouting, L extend
    */
   readonly maxNumSms?: number;
   /** Local (no communication). */
-  getDispatchLayout(topkIdx: Tensor, options: StreamOptions): { numTokensPerRank: Tensor; numTokensPerExpert: Tensor; isTokenInRank: Tensor; event?: Event };
+  getDispatchLayout(topkIdx: Tensor, options: StreamOptions): DispatchLayout;
   dispatch(args: BackendDispatchArgs<R>, slot: number, call: EpCall): Promise<BackendDispatchResult<R>>;
   combine(args: BackendCombineArgs<R>, slot: number, call: EpCall): Promise<BackendCombineResult>;
   lowLatencyDispatch(args: BackendLowLatencyDispatchArgs, slot: number, call: EpCall): Promise<BackendLowLatencyDispatchResult<L>>;

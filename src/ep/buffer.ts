@@ -9,6 +9,8 @@
  * (src/ep/calls.ts); a call refused here still takes part, flagged, so that
  * it fails on every rank and the ranks stay in step.
  */
+import { hostname } from 'node:os';
+
 import { WideepError, invalidArg } from '../errors.js';
 import type { ProcessGroup } from '../runtime/types.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -25,6 +27,7 @@ import { localFailureNumber, type CallKind, type DataCallKind, type EpCall } fro
 import { CpuBackend } from './cpu/backend.js';
 import { alignUp } from './dispatch-layout.js';
 import { AlternatingPool, DispatchHandle, LowLatencyHandle, ReceiveHook, RoutingRef, SlotPool, type Lease } from './leases.js';
+import { refuseCudaAcrossNodes, type Placement } from './span.js';
 import { StoreTransport, isCpuTransport, type CpuTransport } from './transport.js';
 import type {
   CombineOptions,
@@ -103,14 +106,22 @@ async function importCudaBackend(): Promise<CreateCudaBackend> {
   return mod.createCudaBackend;
 }
 
-/** All ranks compare the options that must agree; every rank gets the same verdict. */
-async function exchangeOptions(transport: CpuTransport, config: EpConfig): Promise<void> {
-  const mine = new TextEncoder().encode(JSON.stringify(sharedOptions(config)));
-  const all = await transport.allGather(mine, { timeoutMs: config.timeoutMs });
-  checkSharedOptions(
-    config.rank,
-    all.map((bytes) => JSON.parse(new TextDecoder().decode(bytes)) as ReturnType<typeof sharedOptions>),
+/**
+ * All ranks compare the options that must agree, and learn where every rank
+ * runs; every rank gets the same verdict and the same placements.
+ */
+async function exchangeOptions(transport: CpuTransport, config: EpConfig, mine: Placement): Promise<Placement[]> {
+  const sent = new TextEncoder().encode(JSON.stringify({ shared: sharedOptions(config), placement: mine }));
+  const all = (await transport.allGather(sent, { timeoutMs: config.timeoutMs })).map(
+    (bytes) => JSON.parse(new TextDecoder().decode(bytes)) as { shared: ReturnType<typeof sharedOptions>; placement: Placement },
   );
+  checkSharedOptions(config.rank, all.map((o) => o.shared));
+  return all.map((o) => o.placement);
+}
+
+/** A process group's nodes when they are equal (localWorldSize ranks each); undefined otherwise. */
+function groupRanksPerNode(group: ProcessGroup): number | undefined {
+  return group.nnodes > 1 && group.nnodes * group.localWorldSize === group.worldSize ? group.localWorldSize : undefined;
 }
 
 /** What a dispatch's lease holds: its routing (normal mode) and its handle, once made. */
@@ -158,7 +169,8 @@ export class EpBuffer implements AsyncDisposable {
     requireOptions(where, options);
     const backend: EpBackendKind = options.backend ?? (viaTransport || group.device === undefined ? 'cpu' : 'cuda');
     const device = options.device ?? (viaTransport ? undefined : group.device);
-    const config = resolveConfig(group.rank, group.worldSize, backend, { ...options, device });
+    const ranksPerNode = options.ranksPerNode ?? (viaTransport ? undefined : groupRanksPerNode(group));
+    const config = resolveConfig(group.rank, group.worldSize, backend, { ...options, device, ranksPerNode });
     if (backend === 'cuda' && viaTransport) {
       throw new WideepError('ERR_INVALID_ARG', `${where}: the cuda backend needs a ProcessGroup, got a CpuTransport; use backend: 'cpu'`);
     }
@@ -169,8 +181,9 @@ export class EpBuffer implements AsyncDisposable {
     const transport = viaTransport ? group : new StoreTransport(group.store, group.rank, group.worldSize, `wideep/ep/buffer${index}`);
     const own = viaTransport ? undefined : transport;
     try {
-      await exchangeOptions(transport, config);
+      const placements = await exchangeOptions(transport, config, { host: hostname(), nnodes: viaTransport ? 1 : group.nnodes });
       if (createCuda) {
+        refuseCudaAcrossNodes(config, placements);
         await own?.close(); // the cuda backend brings its own communication
         return new EpBuffer(config, await createCuda(group as ProcessGroup, config), undefined, index);
       }

@@ -24,14 +24,18 @@ export function isRepeat(topkIdx: Int32Array, t: number, k: number, col: number,
 
 export interface HostLayout {
   numTokensPerRank: Int32Array;
+  /** [R / ranksPerNode]: tokens sent to each node, once per node. */
+  numTokensPerNode: Int32Array;
   numTokensPerExpert: Int32Array;
   /** [T * R], 0/1. */
   isTokenInRank: Uint8Array;
 }
 
-export function computeDispatchLayout(topkIdx: Int32Array, T: number, k: number, numExperts: number, worldSize: number): HostLayout {
+/** Nodes are runs of `ranksPerNode` consecutive ranks (default: the world is one node). */
+export function computeDispatchLayout(topkIdx: Int32Array, T: number, k: number, numExperts: number, worldSize: number, ranksPerNode = worldSize): HostLayout {
   const L = numExperts / worldSize;
   const numTokensPerRank = new Int32Array(worldSize);
+  const numTokensPerNode = new Int32Array(worldSize / ranksPerNode);
   const numTokensPerExpert = new Int32Array(numExperts);
   const isTokenInRank = new Uint8Array(T * worldSize);
   for (let t = 0; t < T; t++) {
@@ -45,8 +49,11 @@ export function computeDispatchLayout(topkIdx: Int32Array, T: number, k: number,
         numTokensPerRank[r]!++;
       }
     }
+    for (let n = 0; n < numTokensPerNode.length; n++) {
+      if (isTokenInRank.subarray(t * worldSize + n * ranksPerNode, t * worldSize + (n + 1) * ranksPerNode).includes(1)) numTokensPerNode[n]!++;
+    }
   }
-  return { numTokensPerRank, numTokensPerExpert, isTokenInRank };
+  return { numTokensPerRank, numTokensPerNode, numTokensPerExpert, isTokenInRank };
 }
 
 /** For each rank, the ascending indices of the tokens sent to it. */

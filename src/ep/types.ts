@@ -33,6 +33,15 @@ export interface EpBufferOptions {
   timeoutMs?: number;
   /** cuda: the GPU to use (default: the group's device). */
   device?: number;
+  /**
+   * Ranks per node, dividing the world size: ranks r and s share a node when
+   * floor(r / ranksPerNode) equals floor(s / ranksPerNode). Several nodes make
+   * normal mode hierarchical on the cpu backend; the cuda backend refuses them
+   * (ERR_UNSUPPORTED: its network leg is not built). Default: a ProcessGroup's
+   * own layout (localWorldSize when its nnodes nodes are equal), else the
+   * whole world is one node.
+   */
+  ranksPerNode?: number;
 }
 
 /** The options after defaults, identical on every rank except `rank`, `timeoutMs` and `device`. */
@@ -49,6 +58,7 @@ export interface EpConfig {
   readonly lowLatency: Readonly<LowLatencyOptions> | undefined;
   readonly timeoutMs: number;
   readonly device: number | undefined;
+  readonly ranksPerNode: number;
 }
 
 /** cuda-only ordering options; the cpu backend accepts and ignores them (its work is complete when the promise resolves). */
@@ -66,6 +76,12 @@ export interface DispatchLayout {
   numTokensPerExpert: Tensor;
   /** u8 [T, R]: 1 where the token selects some expert of that rank. */
   isTokenInRank: Tensor;
+  /**
+   * i32 [R / ranksPerNode], cpu backend: tokens sent to each node, each token
+   * counted once per node (DeepEP's num_tokens_per_rdma_rank). The cuda
+   * backend serves one node and leaves it out.
+   */
+  numTokensPerNode?: Tensor;
   /** cuda: recorded after the layout kernel. */
   event?: Event;
 }

@@ -44,6 +44,10 @@ export function resolveConfig(rank: number, worldSize: number, backend: EpBacken
   if (numExperts % worldSize !== 0) {
     throw new WideepError('ERR_INVALID_ARG', `${where}.numExperts: expected a multiple of the world size ${worldSize}, got ${numExperts}`);
   }
+  const ranksPerNode = int('ranksPerNode', options.ranksPerNode ?? worldSize, 1, worldSize);
+  if (worldSize % ranksPerNode !== 0) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}.ranksPerNode: expected a divisor of the world size ${worldSize} (equal nodes), got ${ranksPerNode}`);
+  }
   const ll = options.lowLatency;
   if (ll !== undefined && (typeof ll !== 'object' || ll === null)) throw invalidArg(`${where}.lowLatency`, 'an object { maxTokensPerRank }', ll);
   if (options.backend !== undefined && options.backend !== 'cpu' && options.backend !== 'cuda') {
@@ -62,6 +66,7 @@ export function resolveConfig(rank: number, worldSize: number, backend: EpBacken
     lowLatency: ll === undefined ? undefined : { maxTokensPerRank: int('lowLatency.maxTokensPerRank', ll.maxTokensPerRank, 1, MAX_LOW_LATENCY_TOKENS) },
     timeoutMs: checkTimeoutMs(`${where}.timeoutMs`, options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
     device: options.device === undefined ? undefined : int('device', options.device, 0),
+    ranksPerNode,
   };
 }
 
@@ -80,6 +85,7 @@ const SHARED: readonly [string, (c: EpConfig) => Shared, string?][] = [
   ['maxTopk', (c) => c.maxTopk],
   ['lowLatency.maxTokensPerRank', (c) => c.lowLatency?.maxTokensPerRank ?? null],
   ['numRecvSlots', (c) => c.numRecvSlots],
+  ['ranksPerNode', (c) => c.ranksPerNode],
 ];
 
 export function sharedOptions(config: EpConfig): Shared[] {
@@ -350,22 +356,35 @@ function validateLayout(where: string, config: EpConfig, device: Device, layout:
   expectDType(where, 'layout.isTokenInRank', inRank, ['u8']);
   checkShape(where, 'layout.isTokenInRank', inRank, [['T', T], ['R', R]]);
   const valid = { numTokensPerRank: perRank, numTokensPerExpert: perExpert, isTokenInRank: inRank };
-  if (topkIdx.isHost) checkLayoutValues(where, config, valid, topkIdx);
+  let perNode: Tensor | undefined;
+  if (l.numTokensPerNode !== undefined) {
+    perNode = requireTensor(where, 'layout.numTokensPerNode', l.numTokensPerNode, device);
+    expectDType(where, 'layout.numTokensPerNode', perNode, ['i32']);
+    checkShape(where, 'layout.numTokensPerNode', perNode, [['nodes', R / config.ranksPerNode]]);
+  }
+  if (topkIdx.isHost) checkLayoutValues(where, config, { ...valid, numTokensPerNode: perNode }, topkIdx);
   return valid;
 }
 
 /** Host tensors: the layout must be the one getDispatchLayout computes for this topkIdx. */
-function checkLayoutValues(where: string, config: EpConfig, layout: NonNullable<ValidDispatch['layout']>, topkIdx: Tensor): void {
+function checkLayoutValues(
+  where: string,
+  config: EpConfig,
+  layout: NonNullable<ValidDispatch['layout']> & { numTokensPerNode: Tensor | undefined },
+  topkIdx: Tensor,
+): void {
   const T = topkIdx.shape[0]!;
   const k = topkIdx.shape[1]!;
-  const want = computeDispatchLayout(readTopkIdx(topkIdx), T, k, config.numExperts, config.worldSize);
+  const want = computeDispatchLayout(readTopkIdx(topkIdx), T, k, config.numExperts, config.worldSize, config.ranksPerNode);
   const fields = [
     ['numTokensPerRank', want.numTokensPerRank],
+    ['numTokensPerNode', want.numTokensPerNode],
     ['numTokensPerExpert', want.numTokensPerExpert],
     ['isTokenInRank', want.isTokenInRank],
   ] as const;
   for (const [name, expected] of fields) {
-    const got = layout[name].data as Int32Array | Uint8Array;
+    const got = layout[name]?.data as Int32Array | Uint8Array | undefined;
+    if (got === undefined) continue;
     const i = expected.findIndex((v, j) => v !== got[j]);
     if (i >= 0) {
       throw new WideepError(

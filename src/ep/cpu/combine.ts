@@ -28,8 +28,8 @@ import {
 } from './wire.js';
 
 // Meta header: [call words, H, hasTopkWeights, rows]; then the rows' topkWeights.
-const [WIDTH, HAS_WEIGHTS, ROWS] = [CALL_WORDS, CALL_WORDS + 1, CALL_WORDS + 2];
-const AGREED = [
+export const [WIDTH, HAS_WEIGHTS, ROWS] = [CALL_WORDS, CALL_WORDS + 1, CALL_WORDS + 2];
+export const AGREED = [
   [WIDTH, 'the row width H of x'],
   [HAS_WEIGHTS, 'whether topkWeights is given', (v: number) => (v ? 'topkWeights' : 'none')],
 ] as const;

@@ -14,6 +14,7 @@ import { FP8_BLOCK } from '../fp8-quant.js';
 import { computeDispatchLayout, expertOwner, isRepeat, readTopkIdx, tokensPerDestination } from '../dispatch-layout.js';
 import type { CpuTransport } from '../transport.js';
 import type { EpConfig } from '../types.js';
+import type { NodeRouting } from './node-dispatch.js';
 import {
   CALL_WORDS,
   Collective,
@@ -35,11 +36,13 @@ export interface CpuRouting extends DispatchRouting {
   readonly sendTokens: readonly Int32Array[];
   /** Per source rank: the rows received from it (contiguous, in rank order). */
   readonly recvCounts: Int32Array;
+  /** Present when the call crossed nodes (src/ep/cpu/node-dispatch.ts). */
+  readonly nodes?: NodeRouting;
 }
 
 // Meta header: [call words, dtype, H, k, numWorstTokens, T, rows to rank 0, ..., rows to rank R-1];
 // then the token indices, scales, and (unless cached) local topkIdx and weights of the rows.
-const [DTYPE, WIDTH, TOPK, WORST, TOKENS, FIXED] = [0, 1, 2, 3, 4, 5].map((i) => CALL_WORDS + i) as [number, number, number, number, number, number];
+export const [DTYPE, WIDTH, TOPK, WORST, TOKENS, FIXED] = [0, 1, 2, 3, 4, 5].map((i) => CALL_WORDS + i) as [number, number, number, number, number, number];
 const DTYPE_NAMES = Object.fromEntries(Object.entries(DTYPE_CODE).map(([name, code]) => [code, name])) as Record<number, string>;
 const AGREED: readonly AgreedField[] = [
   [DTYPE, 'the dtype of x', (v) => DTYPE_NAMES[v] ?? String(v)],
@@ -47,7 +50,7 @@ const AGREED: readonly AgreedField[] = [
   [TOPK, 'the number of top-k columns k'],
 ];
 
-interface Shape {
+export interface Shape {
   T: number;
   H: number;
   k: number;
@@ -58,10 +61,9 @@ interface Shape {
 /** Sends the meta messages at call time; the returned promise does the rest. */
 export function cpuDispatch(transport: CpuTransport, config: EpConfig, args: BackendDispatchArgs<CpuRouting>, call: EpCall): Promise<BackendDispatchResult<CpuRouting>> {
   const { worldSize: R, numLocalExperts: L } = config;
-  const { x, cached } = args;
-  const [T, H] = x.shape as [number, number];
-  const shape: Shape = { T, H, k: cached ? cached.topk : args.topkIdx!.shape[1]!, rowBytes: H * itemSize(x.dtype), scalesPerRow: args.xScales ? H / FP8_BLOCK : 0 };
-  const { k, scalesPerRow } = shape;
+  const { cached } = args;
+  const shape = dispatchShape(args);
+  const { T, k, scalesPerRow } = shape;
   const topk = cached ? undefined : readTopkIdx(args.topkIdx!);
   const sendTokens = cached ? cached.sendTokens : tokensPerDestination(computeDispatchLayout(topk!, T, k, config.numExperts, R).isTokenInRank, T, R);
 
@@ -70,8 +72,7 @@ export function cpuDispatch(transport: CpuTransport, config: EpConfig, args: Bac
   const meta = sendTokens.map((tokens, dst) => {
     const n = tokens.length;
     const { bytes, sections } = allocMessage([4 * (FIXED + R), 4 * n, 4 * n * scalesPerRow, ...(topk ? [4 * n * k, 4 * n * k] : [])]);
-    const header = [...callWords(cached ? 'cachedDispatch' : 'dispatch', call), DTYPE_CODE[x.dtype], H, k, cached ? 0 : args.numWorstTokens, T];
-    int32View(sections[0]!).set([...header, ...sendTokens.map((s) => s.length)]);
+    int32View(sections[0]!).set(dispatchHeader(args, shape, sendTokens, call));
     int32View(sections[1]!).set(tokens);
     const scales = float32View(sections[2]!);
     tokens.forEach((t, i) => {
@@ -93,6 +94,31 @@ export function cpuDispatch(transport: CpuTransport, config: EpConfig, args: Bac
   return finishDispatch(collective, config, args, shape, sendTokens, call);
 }
 
+export function dispatchShape(args: BackendDispatchArgs<CpuRouting>): Shape {
+  const [T, H] = args.x.shape as [number, number];
+  const k = args.cached ? args.cached.topk : args.topkIdx!.shape[1]!;
+  return { T, H, k, rowBytes: H * itemSize(args.x.dtype), scalesPerRow: args.xScales ? H / FP8_BLOCK : 0 };
+}
+
+/** The meta header both paths send every rank: [call words, dtype, H, k, numWorstTokens, T, rows to each rank]. */
+export function dispatchHeader(args: BackendDispatchArgs<CpuRouting>, shape: Shape, sendTokens: readonly Int32Array[], call: EpCall): number[] {
+  const { cached, x } = args;
+  const op = cached ? 'cachedDispatch' : 'dispatch';
+  return [...callWords(op, call), DTYPE_CODE[x.dtype], shape.H, shape.k, cached ? 0 : args.numWorstTokens, shape.T, ...sendTokens.map((s) => s.length)];
+}
+
+/**
+ * The checks on every rank's header, with the same verdict on every rank
+ * (same call, agreeing arguments, no numWorstTokens overflow); returns the
+ * rows this rank receives from each source rank.
+ */
+export function checkDispatchHeaders(where: string, cached: boolean, call: EpCall, headers: readonly Int32Array[], config: EpConfig): Int32Array {
+  checkCall(where, cached ? 'cachedDispatch' : 'dispatch', call, headers);
+  checkAgreement(where, headers, cached ? AGREED.slice(0, 2) : AGREED);
+  checkWorstTokens(where, headers, config.worldSize);
+  return Int32Array.from(headers, (h) => h[FIXED + config.rank]!);
+}
+
 async function finishDispatch(
   collective: Collective,
   config: EpConfig,
@@ -102,28 +128,18 @@ async function finishDispatch(
   call: EpCall,
 ): Promise<BackendDispatchResult<CpuRouting>> {
   const where = 'dispatch';
-  const { rank: me, worldSize: R } = config;
   const { cached, x } = args;
-  const { T, H, k, rowBytes, scalesPerRow } = shape;
+  const { k, rowBytes, scalesPerRow } = shape;
   const meta = await collective.meta();
   const headers = meta.map((sections) => int32View(sections[0]!));
-  checkCall(where, cached ? 'cachedDispatch' : 'dispatch', call, headers);
-  checkAgreement(where, headers, cached ? AGREED.slice(0, 2) : AGREED);
-  checkWorstTokens(where, headers, R);
-
-  const recvCounts = Int32Array.from(headers, (h) => h[FIXED + me]!);
-  const N = recvCounts.reduce((a, b) => a + b, 0);
-  const numRows = cached ? cached.numRows : args.numWorstTokens > 0 ? args.numWorstTokens : N;
+  const recvCounts = checkDispatchHeaders(where, cached !== undefined, call, headers, config);
+  const numRows = outputRows(args, recvCounts);
   const problem = cached ? cachedCountsProblem(where, cached, recvCounts) : undefined;
   const metaProblem = problem ?? sectionsProblem(where, meta, recvCounts, shape, !cached);
   const send = metaProblem ?? sendTokens.map((tokens) => rowsFor(bytesOf(x.data), tokens, rowBytes, collective.shared));
 
   return collective.bulk(send, (bulk) => {
-    const recvX = Tensor.empty([numRows, H], x.dtype);
-    const out = bytesOf(recvX.data);
-    const recvXScales = scalesPerRow > 0 ? Tensor.empty([numRows, scalesPerRow], 'f32') : undefined;
-    const idx = new Int32Array(numRows * k).fill(-1);
-    const recvTopkWeights = cached ? undefined : Tensor.empty([numRows, k], 'f32');
+    const got = receivedTensors(args, shape, numRows);
     let row = 0;
     meta.forEach((sections, src) => {
       const n = recvCounts[src]!;
@@ -133,31 +149,78 @@ async function finishDispatch(
         throw new WideepError('ERR_PROTOCOL', `${where}: rank ${src} sent ${bulk[src]!.byteLength} bytes of rows, expected ${expected}`);
       }
       if (collective.shared) {
-        for (let i = 0; i < n; i++) out.set(bulk[src]!.subarray(tokens[i]! * rowBytes, (tokens[i]! + 1) * rowBytes), (row + i) * rowBytes);
+        for (let i = 0; i < n; i++) got.rows.set(bulk[src]!.subarray(tokens[i]! * rowBytes, (tokens[i]! + 1) * rowBytes), (row + i) * rowBytes);
       } else {
-        out.set(bulk[src]!, row * rowBytes);
+        got.rows.set(bulk[src]!, row * rowBytes);
       }
-      if (recvXScales) (recvXScales.data as Float32Array).set(float32View(sections[2]!), row * scalesPerRow);
-      if (recvTopkWeights) {
-        idx.set(int32View(sections[3]!), row * k);
-        (recvTopkWeights.data as Float32Array).set(float32View(sections[4]!), row * k);
+      got.scales?.set(float32View(sections[2]!), row * scalesPerRow);
+      if (got.weights) {
+        got.idx.set(int32View(sections[3]!), row * k);
+        got.weights.set(float32View(sections[4]!), row * k);
       }
       row += n;
     });
-    const routing: CpuRouting = cached ?? {
-      numTokens: T,
-      topk: k,
-      numRecvTokens: args.numWorstTokens > 0 ? -1 : N,
-      numRows,
-      numRecvTokensPerExpert: args.numWorstTokens > 0 ? undefined : rowsPerExpert(idx, N, k, config.numLocalExperts),
-      sendTokens,
-      recvCounts,
-    };
-    const recvTopkIdx = cached ? undefined : Tensor.empty([numRows, k], args.topkIdx!.dtype);
-    if (recvTopkIdx?.dtype === 'i64') (recvTopkIdx.data as BigInt64Array).set(Array.from(idx, BigInt));
-    else if (recvTopkIdx) (recvTopkIdx.data as Int32Array).set(idx);
-    return { recvX, recvXScales, recvTopkIdx, recvTopkWeights, routing };
+    return dispatchResult(args, shape, config, got, { sendTokens, recvCounts });
   });
+}
+
+/** A dispatch's outputs, zeroed (idx -1), with views that the path receiving the rows fills. */
+export interface Received {
+  recvX: Tensor;
+  recvXScales: Tensor | undefined;
+  recvTopkWeights: Tensor | undefined;
+  rows: Uint8Array;
+  scales: Float32Array | undefined;
+  /** Local top-k ids (-1 elsewhere), [numRows * k]. */
+  idx: Int32Array;
+  /** Undefined for a cached dispatch. */
+  weights: Float32Array | undefined;
+}
+
+export function receivedTensors(args: BackendDispatchArgs<CpuRouting>, shape: Shape, numRows: number): Received {
+  const recvX = Tensor.empty([numRows, shape.H], args.x.dtype);
+  const recvXScales = shape.scalesPerRow > 0 ? Tensor.empty([numRows, shape.scalesPerRow], 'f32') : undefined;
+  const recvTopkWeights = args.cached ? undefined : Tensor.empty([numRows, shape.k], 'f32');
+  return {
+    recvX,
+    recvXScales,
+    recvTopkWeights,
+    rows: bytesOf(recvX.data),
+    scales: recvXScales?.data as Float32Array | undefined,
+    idx: new Int32Array(numRows * shape.k).fill(-1),
+    weights: recvTopkWeights?.data as Float32Array | undefined,
+  };
+}
+
+/** The result of either path once every row arrived; a new dispatch's routing records `where` its rows went. */
+export function dispatchResult(
+  args: BackendDispatchArgs<CpuRouting>,
+  shape: Shape,
+  config: EpConfig,
+  got: Received,
+  where: Pick<CpuRouting, 'sendTokens' | 'recvCounts' | 'nodes'>,
+): BackendDispatchResult<CpuRouting> {
+  const { cached, numWorstTokens } = args;
+  const { k } = shape;
+  const N = where.recvCounts.reduce((a, b) => a + b, 0);
+  const routing: CpuRouting = cached ?? {
+    numTokens: shape.T,
+    topk: k,
+    numRecvTokens: numWorstTokens > 0 ? -1 : N,
+    numRows: got.recvX.shape[0]!,
+    numRecvTokensPerExpert: numWorstTokens > 0 ? undefined : rowsPerExpert(got.idx, N, k, config.numLocalExperts),
+    ...where,
+  };
+  const recvTopkIdx = cached ? undefined : Tensor.empty([routing.numRows, k], args.topkIdx!.dtype);
+  if (recvTopkIdx?.dtype === 'i64') (recvTopkIdx.data as BigInt64Array).set(Array.from(got.idx, BigInt));
+  else if (recvTopkIdx) (recvTopkIdx.data as Int32Array).set(got.idx);
+  return { recvX: got.recvX, recvXScales: got.recvXScales, recvTopkIdx, recvTopkWeights: got.recvTopkWeights, routing };
+}
+
+/** Rows of a dispatch's outputs: the cached routing's, numWorstTokens, or exactly the rows received. */
+export function outputRows(args: BackendDispatchArgs<CpuRouting>, recvCounts: Int32Array): number {
+  if (args.cached) return args.cached.numRows;
+  return args.numWorstTokens > 0 ? args.numWorstTokens : recvCounts.reduce((a, b) => a + b, 0);
 }
 
 /** Same verdict on every rank: the first rank whose rows exceed its numWorstTokens. */
@@ -171,7 +234,7 @@ function checkWorstTokens(where: string, headers: readonly Int32Array[], R: numb
   }
 }
 
-function cachedCountsProblem(where: string, cached: CpuRouting, recvCounts: Int32Array): WideepError | undefined {
+export function cachedCountsProblem(where: string, cached: CpuRouting, recvCounts: Int32Array): WideepError | undefined {
   const src = recvCounts.findIndex((n, s) => n !== cached.recvCounts[s]);
   if (src < 0) return undefined;
   return new WideepError(
@@ -189,7 +252,7 @@ function sectionsProblem(where: string, meta: Uint8Array[][], recvCounts: Int32A
 }
 
 /** Rows per local expert, each row counted once however often it lists the expert. */
-function rowsPerExpert(idx: Int32Array, N: number, k: number, L: number): number[] {
+export function rowsPerExpert(idx: Int32Array, N: number, k: number, L: number): number[] {
   const counts = new Array<number>(L).fill(0);
   for (let r = 0; r < N; r++) {
     for (let j = 0; j < k; j++) {

@@ -35,3 +35,8 @@ export function roundToBf16(src: Float32Array, dst: Uint16Array, dstAt = 0): voi
 export function copyRow(dst: Uint8Array, dstRow: number, src: Uint8Array, srcRow: number, rowBytes: number): void {
   dst.set(src.subarray(srcRow * rowBytes, (srcRow + 1) * rowBytes), dstRow * rowBytes);
 }
+
+/** Row i of `dst` = row rows[i] of `src` (rows of `rowBytes`), for every listed row. */
+export function copyRows(dst: Uint8Array, src: Uint8Array, rows: ArrayLike<number>, rowBytes: number): void {
+  for (let i = 0; i < rows.length; i++) copyRow(dst, i, src, rows[i]!, rowBytes);
+}

@@ -20,7 +20,7 @@
 import { WideepError } from '../../errors.js';
 import { callsOutOfStep, describeCall, peerFailedLocally, type EpCall } from '../calls.js';
 import type { CpuTransport } from '../transport.js';
-import { copyRow } from './kernels.js';
+import { copyRows } from './kernels.js';
 
 export const OP = {
   dispatch: 1,
@@ -172,7 +172,7 @@ export function firstProblem<T>(items: readonly T[], check: (item: T, src: numbe
 export function rowsFor(source: Uint8Array, rows: ArrayLike<number>, rowBytes: number, shared: boolean): Uint8Array {
   if (shared) return source;
   const out = new Uint8Array(rows.length * rowBytes);
-  for (let i = 0; i < rows.length; i++) copyRow(out, i, source, rows[i]!, rowBytes);
+  copyRows(out, source, rows, rowBytes);
   return out;
 }
 

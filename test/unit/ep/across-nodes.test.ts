@@ -1,0 +1,136 @@
+/**
+ * EP buffers over several nodes: the ranksPerNode option, a dead rank on
+ * another node (cpu backend), and the cuda backend's refusal.
+ */
+import { describe, expect, test } from 'vitest';
+import { EpBuffer } from '../../../src/ep/buffer.js';
+import { acrossNodes } from '../../../src/ep/span.js';
+import { createSimulatedRanks, type CollectiveOptions, type CpuTransport } from '../../../src/ep/transport.js';
+import type { EpBufferOptions } from '../../../src/ep/types.js';
+import type { ProcessGroup } from '../../../src/runtime/types.js';
+import { makeRankInputs } from '../../helpers/ep-inputs.js';
+import { closeAll } from '../../helpers/ep-sim.js';
+import { loopbackStoreGroups } from '../../helpers/ep-store.js';
+import { expectWideepError } from '../../helpers/expect-error.js';
+
+const OPTIONS: EpBufferOptions = { hidden: 128, numExperts: 32, maxTokensPerRank: 8, timeoutMs: 400 };
+
+function inputs(R: number) {
+  return makeRankInputs({ R, E: 32, H: 128, k: 4, tokens: new Array(R).fill(8), kind: 'uniform', dtype: 'bf16', idxDtype: 'i32', seed: 1 });
+}
+
+/** Each rank's outcome of its dispatch, and how long it took. */
+async function dispatchExcept(bufs: readonly EpBuffer[], dead: number): Promise<{ settled: PromiseSettledResult<unknown>[]; ms: number }> {
+  const ins = inputs(bufs.length);
+  const start = performance.now();
+  const settled = await Promise.allSettled(
+    bufs.flatMap((b, r) => (r === dead ? [] : [b.dispatch({ x: ins[r]!.x, topkIdx: ins[r]!.topkIdx, topkWeights: ins[r]!.topkWeights })])),
+  );
+  return { settled, ms: performance.now() - start };
+}
+
+async function expectAllTimedOut(settled: PromiseSettledResult<unknown>[], dead: number): Promise<void> {
+  for (const s of settled) {
+    expect(s.status).toBe('rejected');
+    await expectWideepError(Promise.reject((s as PromiseRejectedResult).reason), 'ERR_TIMEOUT', `rank ${dead}`);
+  }
+}
+
+describe('ranksPerNode', () => {
+  test('must divide the world size', async () => {
+    const t = createSimulatedRanks(16)[0]!;
+    await expectWideepError(EpBuffer.create(t, { ...OPTIONS, ranksPerNode: 3 }), 'ERR_INVALID_ARG', 'ranksPerNode: expected a divisor of the world size 16', 'got 3');
+    await expectWideepError(EpBuffer.create(t, { ...OPTIONS, ranksPerNode: 32 }), 'ERR_INVALID_ARG', 'ranksPerNode');
+  });
+
+  test('every rank refuses ranks that disagree on it', async () => {
+    const res = await Promise.allSettled(createSimulatedRanks(4).map((t, r) => EpBuffer.create(t, { ...OPTIONS, ranksPerNode: r === 3 ? 4 : 2 })));
+    for (const s of res) await expectWideepError(Promise.reject((s as PromiseRejectedResult).reason), 'ERR_INVALID_ARG', 'option ranksPerNode differs');
+  });
+
+  test("defaults to one node, or a process group's equal nodes", async () => {
+    const bufs = await Promise.all(createSimulatedRanks(4).map((t) => EpBuffer.create(t, OPTIONS)));
+    expect(bufs[0]!.config.ranksPerNode).toBe(4);
+    await closeAll(bufs);
+    const { groups, close } = await loopbackStoreGroups(4);
+    try {
+      const twoNodes = groups.map((g) => ({ ...g, localWorldSize: 2, localRank: g.rank % 2, nodeRank: Math.floor(g.rank / 2), nnodes: 2 }));
+      const over = await Promise.all(twoNodes.map((g) => EpBuffer.create(g, OPTIONS)));
+      expect(over.map((b) => b.config.ranksPerNode)).toEqual([2, 2, 2, 2]);
+      await closeAll(over);
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe('a dead rank on another node (cpu backend)', () => {
+  test('one that never calls: every survivor gets ERR_TIMEOUT naming it, within its timeout', async () => {
+    const bufs = await Promise.all(createSimulatedRanks(16).map((t) => EpBuffer.create(t, { ...OPTIONS, ranksPerNode: 8 })));
+    const { settled, ms } = await dispatchExcept(bufs, 11);
+    await expectAllTimedOut(settled, 11);
+    expect(ms).toBeLessThan(400 + 1500);
+    await closeAll(bufs);
+  });
+
+  test('one that dies after the meta step: the network leg times out on every survivor', async () => {
+    const dead = 12;
+    const ranks = createSimulatedRanks(16).map((t): CpuTransport => {
+      if (t.rank !== dead) return t;
+      let exchanges = 0;
+      // Its first exchange is create's, its second the dispatch's meta step; then it is gone.
+      const allToAll = (send: readonly Uint8Array[], o?: CollectiveOptions) => (++exchanges <= 1 ? t.allToAll(send, o) : new Promise<Uint8Array[]>(() => {}));
+      return { rank: t.rank, worldSize: t.worldSize, sharesMemory: true, allToAll, allGather: (v, o) => t.allGather(v, o), close: () => t.close() };
+    });
+    const bufs = await Promise.all(ranks.map((t) => EpBuffer.create(t, { ...OPTIONS, ranksPerNode: 4 })));
+    const ins = inputs(16);
+    const start = performance.now();
+    const calls = bufs.map((b, r) => b.dispatch({ x: ins[r]!.x, topkIdx: ins[r]!.topkIdx, topkWeights: ins[r]!.topkWeights }));
+    const settled = await Promise.allSettled(calls.filter((_, r) => r !== dead)); // the dead rank's call never ends
+    await expectAllTimedOut(settled, dead);
+    expect(performance.now() - start).toBeLessThan(2 * 400 + 1500);
+    await Promise.all(bufs.filter((_, r) => r !== dead).map((b) => b.close()));
+  });
+
+  test('over a TCP store, ranks in two nodes of a process group', async () => {
+    const { groups, close } = await loopbackStoreGroups(4);
+    try {
+      const twoNodes = groups.map((g) => ({ ...g, localWorldSize: 2, nnodes: 2 }));
+      const bufs = await Promise.all(twoNodes.map((g) => EpBuffer.create(g, OPTIONS)));
+      const { settled } = await dispatchExcept(bufs, 3);
+      await expectAllTimedOut(settled, 3);
+      await closeAll(bufs.slice(0, 3));
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe('the cuda backend across nodes', () => {
+  test.each([
+    [{ worldSize: 16, ranksPerNode: 8 }, [{ host: 'a', nnodes: 1 }], 'ranksPerNode 8 makes 2 nodes of the 16 ranks'],
+    [{ worldSize: 4, ranksPerNode: 4 }, [{ host: 'a', nnodes: 2 }], 'the process group spans 2 nodes'],
+    [{ worldSize: 2, ranksPerNode: 2 }, [{ host: 'a', nnodes: 1 }, { host: 'b', nnodes: 1 }], 'the ranks run on 2 hosts (a, b), which CUDA IPC cannot join'],
+    [{ worldSize: 2, ranksPerNode: 2 }, [{ host: 'a', nnodes: 1 }, { host: 'a', nnodes: 1 }], undefined],
+  ])('%o on %o: %s', (config, placements, why) => {
+    expect(acrossNodes(config, placements)).toBe(why);
+  });
+
+  test.each([
+    ["the group's nodes", {}, 'ranksPerNode 1 makes 2 nodes of the 2 ranks', 'NCCL grouped send/receive'],
+    ['low-latency mode', { lowLatency: { maxTokensPerRank: 8 } }, "nor low-latency mode across nodes (NCCL's device API)"],
+    ['one node by ranksPerNode, two by the group', { ranksPerNode: 2 }, 'the process group spans 2 nodes'],
+  ])('EpBuffer.create refuses on every rank, before any kernel (%s)', async (_, extra, ...fragments) => {
+    const { groups, close } = await loopbackStoreGroups(2);
+    try {
+      // Two one-GPU nodes: no GPU is touched, the refusal comes from what the ranks exchanged.
+      const nodes: ProcessGroup[] = groups.map((g) => ({ ...g, localRank: 0, localWorldSize: 1, nodeRank: g.rank, nnodes: 2, device: 0 }));
+      const res = await Promise.allSettled(nodes.map((g) => EpBuffer.create(g, { ...OPTIONS, backend: 'cuda', ...extra })));
+      for (const s of res) {
+        await expectWideepError(Promise.reject((s as PromiseRejectedResult).reason), 'ERR_UNSUPPORTED', 'EpBuffer.create (cuda)', 'is not built yet', ...fragments);
+      }
+    } finally {
+      await close();
+    }
+  });
+});
