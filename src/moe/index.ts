@@ -17,6 +17,7 @@ export {
   type RebalanceOptions,
 } from './layer.js';
 export { agreeOnStep, forwardPlanned, stepMetadata, type StepForwardMode, type StepInput } from './step-plan.js';
+export { dpGather, dpScatter } from './attention-tp.js';
 export { gatheredMoe, type GatheredMoeOptions } from './gathered-moe.js';
 export { loadLayerWeights, randomLayerWeights, type LayerWeightsOptions } from './layer-weights.js';
 export { DevicePlacement, type DevicePlacementOptions, type DispatchAlgorithm } from './placement.js';

@@ -1,8 +1,11 @@
 // One rank of the GPU test of the routed experts without token moves
 // (--moe-a2a-backend none): tokens all-gathered over NCCL, each rank's
 // experts on every token, shares reduce-scattered back, against the host
-// layer's routed experts. One rank has no tokens in one step. Prints one JSON report.
-import { Communicator, Tensor, gatheredMoe, initProcessGroup } from '../../../dist/index.js';
+// layer's routed experts. One rank has no tokens in one step. Then the
+// attention-TP plumbing: dpScatter sums every rank's partials and hands each
+// its share of the tokens, dpGather brings all tokens back (an odd token
+// count, so the padding shows). Prints one JSON report.
+import { Communicator, Tensor, dpGather, dpScatter, gatheredMoe, initProcessGroup } from '../../../dist/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
 import { E, H, check, config, fail, randomTokens, report, sharedWeights } from './moe-common.mjs';
 
@@ -37,6 +40,28 @@ try {
     check(weights, `step ${step}`, xf, T, (await out.cpu()).toFloat32(), false);
     out.close();
     x.close();
+  }
+  // Every rank's partials are seeded by its rank, so each can compute the sums on the host.
+  const T = 2 * pg.worldSize + 1;
+  const partials = (r) => randomTokens(new SeededRandom(seed * 3 + r), T).xf;
+  const mine = await Tensor.from(randomTokens(new SeededRandom(seed * 3 + pg.rank), T).bits, { dtype: 'bf16', shape: [T, H] }).to(device);
+  const sum = new Float64Array(T * H);
+  for (let r = 0; r < pg.worldSize; r++) partials(r).forEach((v, i) => (sum[i] += v));
+  const share = dpScatter(mine, comm);
+  const per = share.shape[0];
+  const got = (await share.cpu()).toFloat32();
+  const tol = (v) => 2 ** -7 * pg.worldSize * (Math.abs(v) + 1);
+  for (let i = 0; i < per * H; i++) {
+    const t = pg.rank * per + Math.floor(i / H);
+    const want = t < T ? sum[t * H + (i % H)] : 0; // padded rows sum zeros
+    report.checks++;
+    if (!(Math.abs(got[i] - want) <= tol(want))) fail(`dpScatter row ${t} channel ${i % H}: got ${got[i]}, expected ${want}`);
+  }
+  const back = (await dpGather(share, comm, T).cpu()).toFloat32();
+  if (back.length !== T * H) fail(`dpGather: ${back.length / H} rows, expected ${T}`);
+  for (let i = 0; i < T * H; i++) {
+    report.checks++;
+    if (!(Math.abs(back[i] - sum[i]) <= tol(sum[i]))) fail(`dpGather row ${Math.floor(i / H)} channel ${i % H}: got ${back[i]}, expected ${sum[i]}`);
   }
 } catch (e) {
   fail(`${e.code ?? ''} ${e.message}`);
