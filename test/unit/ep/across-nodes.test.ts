@@ -120,7 +120,7 @@ describe('the cuda backend across nodes', () => {
     ["the group's nodes", {}, 'ranksPerNode 1 makes 2 nodes of the 2 ranks', 'NCCL grouped send/receive'],
     ['low-latency mode', { lowLatency: { maxTokensPerRank: 8 } }, "nor low-latency mode across nodes (NCCL's device API)"],
     ['one node by ranksPerNode, two by the group', { ranksPerNode: 2 }, 'the process group spans 2 nodes'],
-  ])('EpBuffer.create refuses on every rank, before any kernel (%s)', async (_, extra, ...fragments) => {
+  ] as [string, Partial<EpBufferOptions>, ...string[]][])('EpBuffer.create refuses on every rank, before any kernel (%s)', async (_, extra, ...fragments) => {
     const { groups, close } = await loopbackStoreGroups(2);
     try {
       // Two one-GPU nodes: no GPU is touched, the refusal comes from what the ranks exchanged.
