@@ -28,7 +28,11 @@ export interface WideEpOptions {
 export const DEFAULT_PREFILL_TOKENS_PER_RANK = 4096;
 
 /** What WideEp.create builds for a config, or the reason it cannot: pure, the same on every rank. */
-export function wideEpLayout(config: ParallelConfig, model: ModelConfig, worldSize: number): { numExperts: number; lowLatencyTokens: number } {
+export function wideEpLayout(
+  config: ParallelConfig,
+  model: ModelConfig,
+  worldSize: number,
+): { numExperts: number; lowLatencyTokens: number; ranksPerNode: number } {
   const o = config.options;
   const why = (msg: string) => new WideepError('ERR_INVALID_ARG', `WideEp.create: ${msg}`);
   if (config.worldSize !== worldSize) {
@@ -49,7 +53,8 @@ export function wideEpLayout(config: ParallelConfig, model: ModelConfig, worldSi
     throw why(`${model.name}: ${model.numRoutedExperts} routed + ${o.epNumRedundantExperts} redundant experts do not divide over ${worldSize} EP ranks`);
   }
   if (model.hiddenSize % 8 !== 0) throw why(`${model.name}: hidden size ${model.hiddenSize} is not a multiple of 8 (16-byte rows)`);
-  return { numExperts, lowLatencyTokens: o.numMaxDispatchTokensPerRank };
+  // The plan's --nnodes picks the EP path: several nodes make dispatch and combine hierarchical.
+  return { numExperts, lowLatencyTokens: o.numMaxDispatchTokensPerRank, ranksPerNode: worldSize / config.nnodes };
 }
 
 export class WideEp {
@@ -69,13 +74,14 @@ export class WideEp {
     if (typeof options !== 'object' || options === null || typeof options.model !== 'object') {
       throw new WideepError('ERR_INVALID_ARG', 'WideEp.create: expected options { model: ModelConfig }');
     }
-    const { numExperts, lowLatencyTokens } = wideEpLayout(config, options.model, group.worldSize);
+    const { numExperts, lowLatencyTokens, ranksPerNode } = wideEpLayout(config, options.model, group.worldSize);
     const ep = await EpBuffer.create(group, {
       hidden: options.model.hiddenSize,
       numExperts,
       maxTokensPerRank: options.maxTokensPerRank ?? DEFAULT_PREFILL_TOKENS_PER_RANK,
       maxTopk: options.model.topK,
       lowLatency: { maxTokensPerRank: lowLatencyTokens },
+      ranksPerNode,
       ...(options.backend ? { backend: options.backend } : {}),
     });
     return new WideEp(config, options.model, ep);

@@ -21,6 +21,15 @@ describe('WideEp.create: the plan sizes the EP runtime', () => {
     await Promise.all(all.map((w) => w.close()));
   });
 
+  it("takes the EP path the plan's --nnodes implies: ranksPerNode = world / nnodes", async () => {
+    expect(wideEpLayout(plan({}), model, 4).ranksPerNode).toBe(4);
+    const ranks = createSimulatedRanks(4);
+    const twoNodes = plan({ nnodes: 2, distInitAddr: '10.0.0.1:5000' });
+    const all = await Promise.all(ranks.map((t) => WideEp.create(t, twoNodes, { model, maxTokensPerRank: 8, backend: 'cpu' })));
+    expect(all.map((w) => w.ep.config.ranksPerNode)).toEqual([2, 2, 2, 2]);
+    await Promise.all(all.map((w) => w.close()));
+  });
+
   it('refuses, on every rank and before communicating, what the runtime cannot serve', async () => {
     await expectWideepError(() => wideEpLayout(plan({ tp: 8, dpSize: 8, epSize: 8 }), model, 4), 'ERR_INVALID_ARG', 'needs 8 ranks', 'has 4');
     await expectWideepError(() => wideEpLayout(plan({ epNumRedundantExperts: 2 }), model, 4), 'ERR_INVALID_ARG', '16 routed + 2 redundant', 'do not divide over 4');
