@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole GPU pass in one go, on the GPU machine (docs/gpu-runs.md):
 #   bash scripts/gpu/run.sh OUTDIR [steps...]
-# steps: doctor tests bench-nccl bench-ep-normal bench-ep-ll bench-experts (default: all), and
-# bench-ep-send: the normal combine's sending share swept (SEND_SMS, at NUM_SMS).
+# steps: doctor tests bench-nccl bench-ep-normal bench-ep-ll bench-experts bench-moe (default:
+# all), and bench-ep-send: the normal combine's sending share swept (SEND_SMS, at NUM_SMS).
+# bench-moe (one MoE layer at one rank beside PyTorch; limit 240 s) writes its table to the
+# log, bench-moe.json and bench-moe-timeline.svg; BENCH_MOE_ARGS adds options (e.g. "--experts 64").
 # TESTS_FILTER narrows the tests step to matching files (e.g. "foundation comm"),
 # TESTS_NAME to tests whose name matches (e.g. "EP on 4 GPUs", for a quick
 # check of a kernel change),
@@ -21,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:?usage: run.sh OUTDIR [steps...]}"
 shift
-STEPS="${*:-doctor tests bench-nccl bench-ep-normal bench-ep-ll bench-experts}"
+STEPS="${*:-doctor tests bench-nccl bench-ep-normal bench-ep-ll bench-experts bench-moe}"
 mkdir -p "$OUT"
 LOG="$OUT/run.log"
 
@@ -57,6 +59,7 @@ for s in $STEPS; do
     bench-ep-send) step bench-ep-send 300 node bin/wideep.js bench ep --mode normal --no-baseline --routing uniform --num-sms "${NUM_SMS:-24}" --send-sms "${SEND_SMS:-8,10,12,14,16,18,20}" --json --out "$OUT/bench-ep-send.json" ;;
     bench-ep-ll) step bench-ep-ll 240 node bin/wideep.js bench ep --mode low-latency --json --out "$OUT/bench-ep-ll.json" ${BENCH_EP_ARGS:-} ;;
     bench-experts) step bench-experts 420 node bin/wideep.js bench experts --json --out "$OUT/bench-experts.json" ${BENCH_EXPERTS_ARGS:-} ;;
+    bench-moe) step bench-moe 240 node bin/wideep.js bench moe --out "$OUT/bench-moe.json" --timeline-svg "$OUT/bench-moe-timeline.svg" ${BENCH_MOE_ARGS:-} ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done

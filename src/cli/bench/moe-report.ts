@@ -1,0 +1,122 @@
+/**
+ * The report of `wideep bench moe`: the layer's timings, PyTorch's beside
+ * them, the ratios of the same run, each goal met or not (or unchecked, and
+ * why), as JSON and as a table. Pure: unit tests cover it without a GPU.
+ */
+import type { TimelineSpan } from '../../cuda/timeline.js';
+import { MOE_GOALS, type MoeShape } from './moe-cases.js';
+import type { LayerResult, Timing } from './moe-measure.js';
+import type { StageTimes } from './moe-stages.js';
+import type { TorchMoeResult } from './moe-torch.js';
+import { round } from './stats.js';
+
+export interface MoeGoal {
+  goal: string;
+  target: number;
+  /** The measured value; null where an input was not measured (`why` says which). */
+  value: number | null;
+  met: boolean | null;
+  why?: string;
+}
+
+export interface MoeBenchReport {
+  suite: 'moe';
+  device: { name: string };
+  shape: MoeShape;
+  method: { iters: number; warmup: number; timelineRuns: number };
+  prefill: { step: Timing; tbo: Timing; tboSpeedup: number; stages: StageTimes; torch?: Timing; speedupVsTorch?: number };
+  decode: { eager: Timing; tbo: Timing; tboSpeedup: number; graph: Timing; stages: StageTimes; torch?: Timing; speedupVsTorch?: number };
+  /** The two-batch-overlap prefill step's stages per stream (lane 0: the layer's stream, 1: the second micro-batch's). */
+  timeline: { step: string; spans: TimelineSpan[] };
+  torch: { available: true; version: string } | { available: false; reason: string };
+  warnings: string[];
+  goals: MoeGoal[];
+}
+
+export interface ReportInputs {
+  deviceName: string;
+  shape: MoeShape;
+  method: MoeBenchReport['method'];
+  layer: LayerResult;
+  torch: TorchMoeResult;
+  warnings: string[];
+}
+
+export const TIMELINE_STEP = 'prefill with two-batch overlap';
+
+const ratio = (slow: number, fast: number) => round(slow / fast, 3);
+
+function goal(text: string, target: number, value: number | undefined, atLeast: boolean, why: string): MoeGoal {
+  if (value === undefined || !Number.isFinite(value)) return { goal: text, target, value: null, met: null, why };
+  return { goal: text, target, value, met: atLeast ? value >= target : value <= target };
+}
+
+export function buildMoeReport(i: ReportInputs): MoeBenchReport {
+  const { prefill, decode } = i.layer;
+  const t = i.torch.available ? i.torch : undefined;
+  const noTorch = i.torch.available ? '' : `PyTorch did not run (${i.torch.reason})`;
+  const torch: MoeBenchReport['torch'] = i.torch.available ? { available: true, version: i.torch.torch } : { available: false, reason: i.torch.reason };
+  const prefillVsTorch = t && ratio(t.prefill.gpuUs, prefill.step.gpuUs);
+  const decodeVsTorch = t && ratio(t.decode.gpuUs, decode.graph.gpuUs);
+  return {
+    suite: 'moe',
+    device: { name: i.deviceName },
+    shape: i.shape,
+    method: i.method,
+    prefill: {
+      step: prefill.step,
+      tbo: prefill.tbo,
+      tboSpeedup: ratio(prefill.step.gpuUs, prefill.tbo.gpuUs),
+      stages: prefill.stages,
+      ...(t ? { torch: t.prefill, speedupVsTorch: prefillVsTorch } : {}),
+    },
+    decode: {
+      eager: decode.eager,
+      tbo: decode.tbo,
+      tboSpeedup: ratio(decode.eager.gpuUs, decode.tbo.gpuUs),
+      graph: decode.graph,
+      stages: decode.stages,
+      ...(t ? { torch: t.decode, speedupVsTorch: decodeVsTorch } : {}),
+    },
+    timeline: { step: TIMELINE_STEP, spans: prefill.tboSpans },
+    torch,
+    warnings: i.warnings,
+    goals: [
+      goal('prefill step (no TBO) vs the PyTorch layer', MOE_GOALS.prefillVsTorch, prefillVsTorch, true, noTorch),
+      goal('decode step replayed as a graph vs the PyTorch layer, eager', MOE_GOALS.decodeGraphVsTorch, decodeVsTorch, true, noTorch),
+      goal('host time per decode graph replay (µs)', MOE_GOALS.hostUsPerReplay, decode.graph.hostUs, false, 'not measured'),
+    ],
+  };
+}
+
+const cell = (v: number | undefined, width: number) => (v === undefined ? '-' : String(v)).padStart(width);
+
+export function renderMoe(r: MoeBenchReport): string {
+  const s = r.shape;
+  const lines = [
+    `bench moe on ${r.device.name}: ${s.model} MoE layer${s.reduced ? ` REDUCED to ${s.experts} experts` : ''}, hidden ${s.hidden}, ` +
+      `intermediate ${s.moeIntermediate}, top-${s.topk} of ${s.experts} (${s.groups} groups, ${s.topkGroup} kept), ${s.sharedExperts} shared, ${s.dtype}, one rank`,
+    `PyTorch: ${r.torch.available ? r.torch.version : `not run (${r.torch.reason})`}; medians of ${r.method.iters} runs after ${r.method.warmup}`,
+    '',
+    'step                                    GPU µs    host µs   PyTorch / this',
+  ];
+  const row = (name: string, t: Timing | undefined, vsTorch?: number) => {
+    if (t) lines.push(`${name.padEnd(36)}${cell(t.gpuUs, 10)}${cell(t.hostUs, 11)}${cell(vsTorch, 17)}`);
+  };
+  row(`prefill ${s.prefillTokens} tokens`, r.prefill.step, r.prefill.speedupVsTorch);
+  row('prefill, two-batch overlap', r.prefill.tbo);
+  row('prefill, PyTorch layer', r.prefill.torch);
+  row(`decode ${s.decodeTokens} tokens, eager`, r.decode.eager);
+  row('decode, eager, two-batch overlap', r.decode.tbo);
+  row('decode, replayed as a CUDA graph', r.decode.graph, r.decode.speedupVsTorch);
+  row('decode, PyTorch layer, eager', r.decode.torch);
+  lines.push('', `two-batch overlap at one rank (no / with): prefill ${r.prefill.tboSpeedup}x, decode ${r.decode.tboSpeedup}x`);
+  const stages = (st: StageTimes) => Object.entries(st).map(([k, v]) => `${k} ${v}`).join(', ');
+  lines.push(`stages, GPU µs: prefill ${stages(r.prefill.stages)}`, `                decode ${stages(r.decode.stages)}`, '');
+  for (const g of r.goals) {
+    const verdict = g.met === null ? 'n/a    ' : g.met ? 'met    ' : 'NOT MET';
+    lines.push(`${verdict} ${g.goal}: ${g.value ?? g.why} (goal ${g.target})`);
+  }
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  return lines.join('\n');
+}
