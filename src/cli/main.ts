@@ -13,7 +13,7 @@ export const COMMANDS: Record<string, Entry> = {
     load: () => import('./commands/bench.js'),
   },
   demo: {
-    summary: 'run a DeepSeek-style MoE layer across simulated ranks (DP attention, EP, TBO, EPLB) and check it',
+    summary: 'run a DeepSeek-style MoE layer on the GPUs (or simulated ranks without one) and check it against a reference',
     load: () => import('./commands/demo.js'),
   },
   eplb: {

@@ -10,7 +10,7 @@ import type { MoeLayerWeights } from '../simulation/weights.js';
 export interface MoeReference {
   /** [T * H]: the MoE output (routed + shared). */
   out: Float64Array;
-  /** [T * H]: the sum of the magnitudes of what was added up: a rounding scale for each element. */
+  /** [T * H]: the sum of the magnitudes of every product added up: a rounding scale for each element. */
   scale: Float64Array;
   /** [T]: 1 where the token's top-k is within tieMargin of a tie. */
   nearTie: Uint8Array;
@@ -89,10 +89,17 @@ function addExpert(ew: MoeLayerWeights['experts'][number], x: ArrayLike<number>,
     }
     act[i] = (g / (1 + Math.exp(-g))) * u;
   }
+  // The scale sums the magnitudes of the down projection's terms, not of its
+  // result: a GPU rounds h and the activation to bf16, and where the terms
+  // cancel their rounding error stays (seen on an H100: |y| alone was too tight).
   for (let h = 0; h < H; h++) {
     let y = 0;
-    for (let i = 0; i < I; i++) y += ew.down[h * I + i]! * act[i]!;
+    let terms = 0;
+    for (let i = 0; i < I; i++) {
+      y += ew.down[h * I + i]! * act[i]!;
+      terms += Math.abs(ew.down[h * I + i]! * act[i]!);
+    }
     r.out[at + h]! += w * y;
-    r.scale[at + h]! += Math.abs(w * y);
+    r.scale[at + h]! += Math.abs(w) * terms;
   }
 }

@@ -1,71 +1,16 @@
 // What the GPU MoE layer workers share: a small DeepSeek-style layer
 // (grouped sigmoid routing with bias, SwiGLU experts, a shared expert), its
-// weights (the same on every rank, from a seed rank 0 picks), the layer
-// computed on the host in double from the same bf16 weights, and the report
-// each worker prints as one JSON line.
+// weights (the same on every rank, from a seed rank 0 picks), the check
+// against wideep/testing's host layer, and the report each worker prints as
+// one JSON line.
 import { generateMoeLayerWeights, moeLayerConfig } from '../../../dist/simulation/index.js';
 import { roundRowsToBf16 } from '../../../dist/simulation/math.js';
+import { moeLayerReference } from '../../../dist/testing/index.js';
 
 export const config = moeLayerConfig({ hidden: 256, moeIntermediate: 128, numRoutedExperts: 16, numSharedExperts: 1, topK: 4, numExpertGroups: 4, topkGroup: 2 });
 export const { hidden: H, topK: k, numRoutedExperts: E } = config;
 export const report = { rank: -1, checks: 0, failures: [], nearTies: 0, tokens: 0, replays: 0, moves: 0 };
 export const fail = (msg) => report.failures.length < 20 && report.failures.push(msg);
-
-/** The host layer, in double over bf16 values, for one token; undefined when its top-k is within 1e-3 of a tie. */
-function reference(w, x, at, withShared) {
-  const I = config.moeIntermediate;
-  const scores = new Float64Array(E);
-  const choice = new Float64Array(E);
-  for (let e = 0; e < E; e++) {
-    let s = 0;
-    for (let h = 0; h < H; h++) s += w.gate[e * H + h] * x[at + h];
-    scores[e] = 1 / (1 + Math.exp(-s));
-    choice[e] = scores[e] + w.gateBias[e];
-  }
-  const per = E / config.numExpertGroups;
-  const groups = [...Array(config.numExpertGroups).keys()].map((g) => {
-    const v = [...choice.subarray(g * per, (g + 1) * per)].sort((a, b) => b - a);
-    return { g, s: v[0] + v[1] };
-  });
-  groups.sort((a, b) => b.s - a.s);
-  if (groups[config.topkGroup - 1].s - groups[config.topkGroup].s < 1e-3) return undefined;
-  const kept = new Set(groups.slice(0, config.topkGroup).map((x) => x.g));
-  const cand = [...Array(E).keys()].filter((e) => kept.has(Math.floor(e / per))).sort((a, b) => choice[b] - choice[a]);
-  if (choice[cand[k - 1]] - choice[cand[k]] < 1e-3) return undefined;
-  const chosen = cand.slice(0, k);
-  const sum = chosen.reduce((s, e) => s + scores[e], 0);
-  const out = new Float64Array(H);
-  const mag = new Float64Array(H);
-  const expert = (ew, weight) => {
-    const Ie = ew.intermediate;
-    const act = new Float64Array(Ie);
-    for (let i = 0; i < Ie; i++) {
-      let g = 0;
-      let u = 0;
-      for (let h = 0; h < H; h++) {
-        g += ew.gate[i * H + h] * x[at + h];
-        u += ew.up[i * H + h] * x[at + h];
-      }
-      act[i] = (g / (1 + Math.exp(-g))) * u;
-    }
-    // The tolerance scales with the sum of magnitudes of the down projection's
-    // terms: the GPU rounds h and the activation to bf16, so a channel whose
-    // terms cancel keeps their rounding error.
-    for (let h = 0; h < H; h++) {
-      let y = 0;
-      let terms = 0;
-      for (let i = 0; i < Ie; i++) {
-        y += ew.down[h * Ie + i] * act[i];
-        terms += Math.abs(ew.down[h * Ie + i] * act[i]);
-      }
-      out[h] += weight * y;
-      mag[h] += Math.abs(weight) * terms;
-    }
-  };
-  for (const e of chosen) expert(w.experts[e], (scores[e] / (sum + 1e-20)) * config.routedScalingFactor);
-  if (withShared) expert(w.shared, 1);
-  return { out, mag, chosen };
-}
 
 /** Agrees on a seed through the store and builds the layer's weights, rounded to bf16. */
 export async function sharedWeights(pg, key) {
@@ -85,23 +30,24 @@ export function randomTokens(rng, T) {
 
 /**
  * Compares a [T, H] output with the host layer (routed experts, plus the
- * shared expert unless `withShared` is false); returns the logical experts
- * chosen per checked token.
+ * shared expert unless `withShared` is false), leaving out and counting the
+ * tokens whose top-k is within rounding of a tie (the GPU's float32 logits
+ * may order them otherwise); returns the logical experts chosen per checked token.
  */
 export function check(weights, label, xf, T, got, withShared = true) {
+  const ref = moeLayerReference(withShared ? weights : { ...weights, shared: undefined }, xf, T);
   const chosen = [];
   for (let t = 0; t < T; t++) {
     report.tokens++;
-    const ref = reference(weights, xf, t * H, withShared);
-    if (!ref) {
+    if (ref.nearTie[t]) {
       report.nearTies++;
       continue;
     }
-    chosen.push(ref.chosen);
-    for (let h = 0; h < H; h++) {
+    chosen.push(Array.from(ref.topkIdx.subarray(t * k, (t + 1) * k)));
+    for (let i = t * H; i < (t + 1) * H; i++) {
       report.checks++;
-      const tol = 2 ** -5 * ref.mag[h] + 1e-3;
-      if (!(Math.abs(got[t * H + h] - ref.out[h]) <= tol)) fail(`${label} token ${t} channel ${h}: got ${got[t * H + h]}, expected ${ref.out[h]} ± ${tol}`);
+      const tol = 2 ** -5 * ref.scale[i] + 1e-3;
+      if (!(Math.abs(got[i] - ref.out[i]) <= tol)) fail(`${label} token ${t} channel ${i - t * H}: got ${got[i]}, expected ${ref.out[i]} ± ${tol}`);
     }
   }
   return chosen;
