@@ -18,7 +18,7 @@ import { NodeLink, type LaunchFailure, type RemoteStop } from './launch/node-lin
 import { OutputForwarder, type OutputSink } from './launch/output.js';
 import { LauncherSignals } from './launch/signals.js';
 import { WorkerSet, type RankExit } from './launch/workers.js';
-import { STORE_HOSTED_VAR, STORE_TOKEN_VAR } from './process-group.js';
+import { DEVICE_VAR, STORE_HOSTED_VAR, STORE_TOKEN_VAR } from './process-group.js';
 import { checkToken } from './store/auth.js';
 import { TcpStoreServer, isLoopback, newToken } from './store/index.js';
 
@@ -39,6 +39,14 @@ export interface LaunchOptions {
   nprocPerNode: number;
   /** Nodes in the job (default 1). */
   nnodes?: number;
+  /**
+   * Run all nnodes nodes on this machine, for testing multi-node code on one
+   * host: node n's workers get node n's place in the rank variables and, unless
+   * WIDEEP_DEVICE pins them, the n-th run of nprocPerNode GPUs as their
+   * CUDA_VISIBLE_DEVICES (nodeVisibleDevices), so each node sees its own GPUs
+   * only, as on a real node. One launcher, one store: no nodeRank, no token needed.
+   */
+  singleHost?: boolean;
   /** This node's index (default 0). Node 0's launcher hosts the store. */
   nodeRank?: number;
   /** Node 0's address (default 127.0.0.1; required with nnodes > 1). Node 0's store binds this address only. */
@@ -95,6 +103,7 @@ interface Settings {
   nproc: number;
   nnodes: number;
   nodeRank: number;
+  singleHost: boolean;
   worldSize: number;
   masterAddr: string;
   masterPort: number;
@@ -109,23 +118,28 @@ function checkOptions(o: LaunchOptions): Settings {
     throw new WideepError('ERR_INVALID_ARG', `launch script: expected a path, got ${JSON.stringify(o?.script)}`);
   }
   const nproc = assertInteger('nprocPerNode', o.nprocPerNode, 1, MAX_NPROC_PER_NODE);
-  const nnodes = assertInteger('nnodes', o.nnodes ?? 1, 1);
+  const singleHost = o.singleHost === true;
+  const nnodes = assertInteger('nnodes', o.nnodes ?? 1, 1, singleHost ? Math.floor(MAX_NPROC_PER_NODE / nproc) : undefined);
   const nodeRank = assertInteger('nodeRank', o.nodeRank ?? 0, 0);
   if (nodeRank >= nnodes) throw new WideepError('ERR_INVALID_ARG', `nodeRank ${nodeRank} must be below nnodes ${nnodes}`);
-  if (nnodes > 1 && o.masterAddr === undefined) {
+  if (singleHost && nodeRank !== 0) {
+    throw new WideepError('ERR_INVALID_ARG', `singleHost runs every node here: nodeRank ${nodeRank} has no meaning with it`);
+  }
+  const oneLauncher = nnodes === 1 || singleHost;
+  if (!oneLauncher && o.masterAddr === undefined) {
     throw new WideepError('ERR_INVALID_ARG', `a job over ${nnodes} nodes needs node 0's address (masterAddr, --dist-init-addr)`);
   }
   const masterAddr = o.masterAddr ?? DEFAULT_MASTER_ADDR;
   if (typeof masterAddr !== 'string' || masterAddr === '') {
     throw new WideepError('ERR_INVALID_ARG', `masterAddr: expected a host, got ${JSON.stringify(masterAddr)}`);
   }
-  const masterPort = assertInteger('masterPort', o.masterPort ?? (nnodes === 1 ? 0 : DEFAULT_MASTER_PORT), nodeRank === 0 ? 0 : 1, 65535);
+  const masterPort = assertInteger('masterPort', o.masterPort ?? (oneLauncher ? 0 : DEFAULT_MASTER_PORT), nodeRank === 0 ? 0 : 1, 65535);
   const graceMs = assertInteger('graceMs', o.graceMs ?? DEFAULT_GRACE_MS, 0);
   const rdzvTimeoutMs = assertInteger('rdzvTimeoutMs', o.rdzvTimeoutMs ?? DEFAULT_RDZV_TIMEOUT_MS, 1, 2 ** 31 - 1);
   const env = o.env ?? process.env;
   let token = checkToken('launch token', o.token ?? (env[STORE_TOKEN_VAR] || undefined));
   if (token === undefined) {
-    if (nnodes > 1) {
+    if (!oneLauncher) {
       throw new WideepError(
         'ERR_INVALID_ARG',
         `a job over ${nnodes} nodes needs a secret shared by every node: --rdzv-token or ${STORE_TOKEN_VAR} (e.g. \`openssl rand -hex 32\`)`,
@@ -134,7 +148,7 @@ function checkOptions(o: LaunchOptions): Settings {
     token = newToken();
   }
   const args = o.args ?? [];
-  return { script: o.script, args, nproc, nnodes, nodeRank, worldSize: nnodes * nproc, masterAddr, masterPort, graceMs, rdzvTimeoutMs, token, env };
+  return { script: o.script, args, nproc, nnodes, nodeRank, singleHost, worldSize: nnodes * nproc, masterAddr, masterPort, graceMs, rdzvTimeoutMs, token, env };
 }
 
 function describeExit(e: { exitCode: number | null; signal: NodeJS.Signals | null; error?: string }): string {
@@ -149,6 +163,19 @@ function describeFailure(f: LaunchFailure, nodeRank: number): string {
 }
 
 const signalStatus = (s: NodeJS.Signals) => 128 + (osConstants.signals[s] ?? 15);
+
+/**
+ * With singleHost, node `node`'s share of this machine's GPUs: the node-th run
+ * of `nproc` entries of CUDA_VISIBLE_DEVICES (or of GPU indices 0, 1, ...
+ * when it is unset), so that each node sees its own GPUs as 0..nproc-1.
+ * Nothing when WIDEEP_DEVICE pins every worker to one GPU.
+ */
+export function nodeVisibleDevices(env: Readonly<Record<string, string | undefined>>, node: number, nproc: number): { CUDA_VISIBLE_DEVICES?: string } {
+  if (env[DEVICE_VAR] !== undefined) return {};
+  const listed = env.CUDA_VISIBLE_DEVICES?.split(',').map((d) => d.trim());
+  const all = listed ?? Array.from({ length: (node + 1) * nproc }, (_, i) => String(i));
+  return { CUDA_VISIBLE_DEVICES: all.slice(node * nproc, (node + 1) * nproc).join(',') };
+}
 
 /**
  * Runs `nprocPerNode` workers of the script on this node and waits for them.
@@ -190,11 +217,11 @@ export async function launch(options: LaunchOptions): Promise<LaunchResult> {
   try {
     server = s.nodeRank === 0 ? await TcpStoreServer.listen({ host: s.masterAddr, port: s.masterPort, token: s.token }) : undefined;
     const port = server?.port ?? s.masterPort;
-    if (server && s.nnodes > 1 && isLoopback(server.address)) {
+    if (server && s.nnodes > 1 && !s.singleHost && isLoopback(server.address)) {
       const where = `${server.address} (${s.masterAddr})`;
       err.say(`wideep launch: warning: node 0's store listens on ${where}, a loopback address other machines cannot reach`);
     }
-    if (s.nnodes > 1) {
+    if (s.nnodes > 1 && !s.singleHost) {
       try {
         link = await NodeLink.join({
           host: s.masterAddr,
@@ -250,11 +277,12 @@ async function runJob(
   let markStopped!: () => void;
   const stopped = new Promise<void>((resolve) => (markStopped = resolve));
 
+  const nodes = s.singleHost ? Array.from({ length: s.nnodes }, (_, n) => n) : [s.nodeRank];
+  const nodeOf = (rank: number) => Math.floor(rank / s.nproc);
   const workers = new WorkerSet({
     script: s.script,
     args: s.args,
-    nproc: s.nproc,
-    nodeRank: s.nodeRank,
+    ranks: nodes.flatMap((n) => Array.from({ length: s.nproc }, (_, localRank) => ({ rank: n * s.nproc + localRank, localRank }))),
     stdout: out,
     stderr: err,
     graceMs: s.graceMs,
@@ -264,17 +292,18 @@ async function runJob(
       LOCAL_RANK: String(localRank),
       WORLD_SIZE: String(s.worldSize),
       LOCAL_WORLD_SIZE: String(s.nproc),
-      GROUP_RANK: String(s.nodeRank),
-      NODE_RANK: String(s.nodeRank),
+      GROUP_RANK: String(nodeOf(rank)),
+      NODE_RANK: String(nodeOf(rank)),
       GROUP_WORLD_SIZE: String(s.nnodes),
       MASTER_ADDR: s.masterAddr,
       MASTER_PORT: String(port),
       [STORE_HOSTED_VAR]: '1',
       [STORE_TOKEN_VAR]: s.token,
+      ...(s.singleHost && nodeVisibleDevices(s.env, nodeOf(rank), s.nproc)),
     }),
     onExit: (e) => {
       if (e.exitCode === 0 || stopping) return;
-      failure = { rank: e.rank, nodeRank: s.nodeRank, exitCode: e.exitCode, signal: e.signal, ...(e.error !== undefined && { error: e.error }) };
+      failure = { rank: e.rank, nodeRank: nodeOf(e.rank), exitCode: e.exitCode, signal: e.signal, ...(e.error !== undefined && { error: e.error }) };
       stop('SIGTERM');
       if (link) reported = link.report(failure);
     },

@@ -7,7 +7,8 @@ import { WideepError } from '../../errors.js';
 import { processIo, toJson, type CliCommand } from '../command.js';
 
 const USAGE = `usage: wideep launch --nproc-per-node N [--nnodes M --node-rank i --dist-init-addr host:port]
-                     [--master-port P] [--rdzv-timeout S] [--rdzv-token T] [--json] script [args...]
+                     [--nnodes M --single-host] [--master-port P] [--rdzv-timeout S] [--rdzv-token T]
+                     [--json] script [args...]
 
 Starts N workers of script on this node, one per GPU. A .js/.mjs/.cjs script
 runs under this Node; anything else is executed directly. Arguments after the
@@ -41,6 +42,10 @@ options:
   --nnodes M               nodes in the job (default 1)
   --node-rank i            this node's index, 0..M-1 (default 0)
   --dist-init-addr h[:p]   node 0's address and store port (required with --nnodes > 1)
+  --single-host            run all M nodes here, for testing multi-node code on one machine:
+                           node n gets the n-th run of N GPUs (of CUDA_VISIBLE_DEVICES, if
+                           set) as its CUDA_VISIBLE_DEVICES, and its place in NODE_RANK,
+                           GROUP_RANK and LOCAL_RANK, as on a real node
   --master-port P          the store's port (default: free port for one node, else 29500)
   --rdzv-timeout S         seconds to wait for node 0's store and for every node to join (default 300)
   --rdzv-token T           the job's secret, 16 characters or more (default: WIDEEP_STORE_TOKEN;
@@ -109,6 +114,7 @@ export function parseLaunchArgs(argv: readonly string[]): ParsedLaunchArgs {
         'master-port': { type: 'string' },
         'rdzv-timeout': { type: 'string' },
         'rdzv-token': { type: 'string' },
+        'single-host': { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
       },
     }));
@@ -120,8 +126,12 @@ export function parseLaunchArgs(argv: readonly string[]): ParsedLaunchArgs {
   const nnodes = flagInt('--nnodes', values.nnodes, 1, 1 << 20) ?? 1;
   const nodeRank = flagInt('--node-rank', values['node-rank'], 0, 1 << 20) ?? 0;
   if (nodeRank >= nnodes) throw usageError(`--node-rank ${nodeRank} must be below --nnodes ${nnodes}`);
+  const singleHost = values['single-host'] ?? false;
+  for (const flag of ['node-rank', 'dist-init-addr'] as const) {
+    if (singleHost && values[flag] !== undefined) throw usageError(`--${flag} has no meaning with --single-host, which runs every node here`);
+  }
   const addr = values['dist-init-addr'] === undefined ? undefined : parseHostPort(values['dist-init-addr']);
-  if (nnodes > 1 && !addr) throw usageError('--dist-init-addr is required with --nnodes > 1');
+  if (nnodes > 1 && !addr && !singleHost) throw usageError('--dist-init-addr is required with --nnodes > 1 (or --single-host, to run every node here)');
   const masterPort = flagInt('--master-port', values['master-port'], 1, 65535);
   if (addr?.port !== undefined && masterPort !== undefined && addr.port !== masterPort) {
     throw usageError(`--dist-init-addr port ${addr.port} and --master-port ${masterPort} disagree`);
@@ -135,6 +145,7 @@ export function parseLaunchArgs(argv: readonly string[]): ParsedLaunchArgs {
       nprocPerNode: nproc,
       nnodes,
       nodeRank,
+      ...(singleHost && { singleHost }),
       masterAddr: addr?.host,
       masterPort: addr?.port ?? masterPort,
       rdzvTimeoutMs: rdzvTimeout === undefined ? undefined : rdzvTimeout * 1000,
@@ -163,7 +174,8 @@ export const command: CliCommand = {
   usage: USAGE,
   async run(argv, io) {
     const { options, json } = parseLaunchArgs(argv);
-    const warning = gpuShortfall(options.nprocPerNode, deviceCount(), process.env);
+    const hosted = options.singleHost ? options.nprocPerNode * options.nnodes! : options.nprocPerNode;
+    const warning = gpuShortfall(hosted, deviceCount(), process.env);
     if (warning) io.err(warning);
     // Worker output is written to the process's streams with backpressure; a test's io
     // (callbacks into memory) takes it as text. With --json, stdout is the report's alone.

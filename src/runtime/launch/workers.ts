@@ -1,7 +1,8 @@
 /**
- * This node's workers: one process per local rank, each leading its own
- * process group, with its output forwarded and a pipe that tells it when the
- * launcher dies (launcher-watch.ts).
+ * This launcher's workers (its node's, or every node's with singleHost): one
+ * process per rank, each leading its own process group, with its output
+ * forwarded and a pipe that tells it when the launcher dies
+ * (launcher-watch.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -29,8 +30,8 @@ export interface RankExit {
 export interface WorkerSetOptions {
   script: string;
   args: readonly string[];
-  nproc: number;
-  nodeRank: number;
+  /** The ranks to start here, each with its local rank on its node. */
+  ranks: readonly { rank: number; localRank: number }[];
   /** The environment of local rank `localRank` (rank variables included). */
   envFor(localRank: number, rank: number): Record<string, string | undefined>;
   stdout: OutputForwarder;
@@ -73,10 +74,9 @@ export class WorkerSet {
   }
 
   start(): void {
-    const { nproc, nodeRank, stdout, stderr } = this.#o;
+    const { stdout, stderr } = this.#o;
     const [command, args] = workerCommand(this.#o.script, this.#o.args);
-    for (let localRank = 0; localRank < nproc; localRank++) {
-      const rank = nodeRank * nproc + localRank;
+    for (const { rank, localRank } of this.#o.ranks) {
       const base = this.#o.envFor(localRank, rank);
       const env = { ...base, ...launcherWatchEnv(base) };
       // fd 3: the launcher's end stays open for as long as the launcher lives; nothing is
