@@ -89,4 +89,5 @@ export {
   type TrafficInput,
 } from './comm-cost.js';
 export { DEFAULT_GPU, GPU_PRESETS, type HardwareSpec } from './hardware.js';
-export { planDeployment, type DeploymentPlan, type PlanInput } from './planner.js';
+export { planDeployment, type DeploymentPlan, type PlanInput, type TrafficScenario } from './planner.js';
+export { epCallsOf, type EpCalls, type EpPath } from './ep-path.js';

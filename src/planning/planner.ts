@@ -9,6 +9,7 @@ import { WideepError } from '../errors.js';
 import { layerTraffic, noneBackendTraffic, type LinkBytes } from './comm-cost.js';
 import { ParallelConfig, type ConfigOverride } from './config.js';
 import { resolveDeepepMode } from './dp-step.js';
+import { epCallsOf, type EpCalls } from './ep-path.js';
 import { balancedness, gpuLoadsOf, slotLoadsFromLogical } from './eplb-recorder.js';
 import { rebalanceExperts } from './eplb.js';
 import { ExpertLocationMap } from './expert-location.js';
@@ -72,6 +73,8 @@ export interface TrafficScenario {
   /** With `none`: the all-gather and reduce-scatter (or all-reduce) bytes per rank. */
   allGatherBytes?: number;
   reduceScatterBytes?: number;
+  /** deepep: the EpBuffer calls of this phase and their path (src/planning/ep-path.ts). */
+  epCalls?: EpCalls;
   /** Estimated communication time of one MoE layer. */
   layerTimeUs: number;
   /** `layerTimeUs × MoE layers`: one forward pass. */
@@ -266,13 +269,15 @@ function trafficScenarios(m: ModelConfig, c: ParallelConfig, hw: HardwareSpec, i
       ranksPerNode: epRanksPerNode(c),
     });
     const layerTimeUs = t.dispatch.timeUs + t.combine.timeUs;
+    const mode = resolveDeepepMode(o.deepepMode, phase === 'prefill');
     return {
       phase,
-      mode: resolveDeepepMode(o.deepepMode, phase === 'prefill'),
+      mode,
       tokensPerRank,
       destinationsPerToken: t.destinationsPerToken,
       dispatch: t.dispatch,
       combine: t.combine,
+      ...(o.moeA2aBackend === 'deepep' && { epCalls: epCallsOf(mode, c.moeEpSize, epRanksPerNode(c)) }),
       layerTimeUs,
       forwardTimeUs: layerTimeUs * numMoe,
     };

@@ -84,10 +84,11 @@ function trafficRows(scenarios: TrafficScenario[]): string[][] {
     ];
   }
   return [
-    ['phase', 'mode', 'tokens/rank', 'dest/token', 'dispatch NVLink', 'dispatch RDMA', 'combine NVLink', 'combine RDMA', 'time/layer', 'time/forward'],
+    ['phase', 'mode', 'EP path', 'tokens/rank', 'dest/token', 'dispatch NVLink', 'dispatch RDMA', 'combine NVLink', 'combine RDMA', 'time/layer', 'time/forward'],
     ...scenarios.map((s) => [
       s.phase,
       s.mode ?? '-',
+      s.epCalls?.path ?? '-',
       String(s.tokensPerRank),
       s.destinationsPerToken!.toFixed(2),
       size(s.dispatch!.nvlinkBytes),

@@ -39,7 +39,7 @@ describe('wideep plan', () => {
     expect(r.out).toMatch(/expertsPerGpu 4/);
     expect(r.out).toMatch(/dense weights \(replicated\)/);
     expect(r.out).toMatch(/KV cache budget .* tokens/);
-    expect(r.out).toMatch(/decode\s+low_latency\s+128/);
+    expect(r.out).toMatch(/decode\s+low_latency\s+flat\s+128/);
     expect(r.out).toMatch(/placement of layer 3/);
   });
 
