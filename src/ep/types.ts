@@ -170,6 +170,9 @@ export interface CombineResult {
   /**
    * bf16 [T, H]: starting from +0, the float32 sum over the ranks that received
    * the token, in increasing rank order, then + bias0, + bias1, rounded once.
+   * Over several nodes (cpu backend), each node's sum is rounded to bf16 before
+   * the nodes' partials are added in node order: within 2^-6 of the terms'
+   * magnitudes of the one-node result (docs/architecture.md "EP across nodes").
    */
   combinedX: Tensor;
   /** f32 [T, k] when topkWeights was given. */
