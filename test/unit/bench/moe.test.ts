@@ -86,6 +86,14 @@ describe('bench moe: report', () => {
     expect(JSON.parse(JSON.stringify(r))).toEqual(r);
   });
 
+  it('a host-bound PyTorch decode step counts at its host time, the longer of the two', () => {
+    const hostBound = { ...torch, decode: { gpuUs: 1200, hostUs: 1600 } };
+    const r = buildMoeReport(inputs({ torch: hostBound }));
+    // 1600 µs of enqueueing per PyTorch step against our 800 µs replay.
+    expect(r.decode.speedupVsTorch).toBe(2);
+    expect(r.goals[1]).toMatchObject({ value: 2, met: true });
+  });
+
   it('without PyTorch: no ratio, the goals it needs unchecked with the reason, the warning kept', () => {
     const warnings = ['PyTorch is not usable, so this ran as --no-torch: python3 (import torch) exited 1: ModuleNotFoundError'];
     const r = buildMoeReport(inputs({ torch: { available: false, reason: 'no module named torch' }, warnings }));
