@@ -59,7 +59,7 @@ export function buildMoeReport(i: ReportInputs): MoeBenchReport {
   const prefillVsTorch = t && ratio(t.prefill.gpuUs, prefill.step.gpuUs);
   // An eager step back to back takes the longer of its GPU time and the host's
   // enqueue time (PyTorch's decode step is usually host-bound), and so does a replay.
-  const stepUs = (m: { gpuUs: number; hostUs: number }) => Math.max(m.gpuUs, m.hostUs);
+  const stepUs = (m: { gpuUs: number; hostUs?: number }) => Math.max(m.gpuUs, m.hostUs ?? 0);
   const decodeVsTorch = t && ratio(stepUs(t.decode), stepUs(decode.graph));
   return {
     suite: 'moe',
