@@ -13,20 +13,8 @@
 // tokens per rank, default 4096), --decode-steps (default 10). Decode steps
 // take --num-max-dispatch-tokens-per-rank tokens per rank (default 128).
 // Without a GPU it says so and exits 0: nothing here has a CPU fallback.
-import {
-  DevicePlacement,
-  MoeLayer,
-  Stream,
-  Tensor,
-  Timeline,
-  WideEp,
-  capabilities,
-  fillRandom,
-  initProcessGroup,
-  randomLayerWeights,
-} from 'wideep';
-import { ExpertLocationMap, ParallelConfig, parseSglangArgs, resolveModel } from 'wideep/planning';
-import { moeLayerConfig } from 'wideep/simulation';
+import { Stream, Tensor, Timeline, WideEp, capabilities, fillRandom, initProcessGroup, moeLayerConfigOf } from 'wideep';
+import { ParallelConfig, parseSglangArgs, resolveModel } from 'wideep/planning';
 
 const caps = capabilities();
 if (!caps.cuda.available || !caps.cublasLt.found) {
@@ -43,15 +31,7 @@ const R = pg.worldSize;
 const plan = ParallelConfig.fromOptions({ tp: R, dpSize: R, enableDpAttention: R > 1, moeA2aBackend: 'deepep', ...flags });
 const preset = resolveModel(extra.model ?? 'DeepSeek-V3');
 const model = { ...preset, hiddenSize: int('hidden', preset.hiddenSize), moeIntermediateSize: int('moe-intermediate', preset.moeIntermediateSize) };
-const config = moeLayerConfig({
-  hidden: model.hiddenSize,
-  moeIntermediate: model.moeIntermediateSize,
-  numRoutedExperts: model.numRoutedExperts,
-  numSharedExperts: model.numSharedExperts,
-  topK: model.topK,
-  numExpertGroups: model.numExpertGroups,
-  topkGroup: model.topkGroup,
-});
+const config = moeLayerConfigOf(model);
 const prefillTokens = int('tokens', 4096);
 const decodeTokens = plan.options.numMaxDispatchTokensPerRank;
 
@@ -59,18 +39,8 @@ const decodeTokens = plan.options.numMaxDispatchTokensPerRank;
 const wideEp = await WideEp.create(pg, plan, { model, maxTokensPerRank: prefillTokens });
 const stream = new Stream(pg.device);
 const { numExperts } = wideEp.ep.config;
-// Redundant expert slots need a placement: which expert each slot holds, on the device.
-const placement =
-  numExperts > config.numRoutedExperts
-    ? await DevicePlacement.create(ExpertLocationMap.trivial({ numLayers: 1, numLogical: config.numRoutedExperts, numPhysical: numExperts, numRanks: R }), {
-        layer: 0,
-        rank: pg.rank,
-        device: pg.device,
-        stream,
-      })
-    : undefined;
-const weights = randomLayerWeights(wideEp.ep, config, { seed: 1, device: pg.device, stream, placement });
-const layer = new MoeLayer(wideEp.ep, config, weights, { placement });
+// Random weights on the GPU; with redundant expert slots, a device placement of which expert each slot holds.
+const layer = await wideEp.createLayer({ seed: 1, stream });
 
 const on = { device: `cuda:${pg.device}`, stream };
 const tokens = (T, seed) => fillRandom(Tensor.empty([T, config.hidden], 'bf16', on), seed, { kind: 'normal', std: 1 }, stream);
@@ -113,6 +83,6 @@ console.log(
 );
 step.close();
 for (const t of [x, y, xd, out]) t.close(stream);
-placement?.close(stream);
+layer.close();
 await wideEp.close();
 process.exit(ok ? 0 : 1);

@@ -22,4 +22,4 @@ export { gatheredMoe, type GatheredMoeOptions } from './gathered-moe.js';
 export { loadLayerWeights, randomLayerWeights, type LayerWeightsOptions } from './layer-weights.js';
 export { DevicePlacement, type DevicePlacementOptions, type DispatchAlgorithm } from './placement.js';
 export { moveExpertWeights, type WeightMoveOptions } from './weight-moves.js';
-export { WideEp, wideEpLayout, DEFAULT_PREFILL_TOKENS_PER_RANK, type WideEpOptions } from './wide-ep.js';
+export { WideEp, wideEpLayout, moeLayerConfigOf, DEFAULT_PREFILL_TOKENS_PER_RANK, type CreateLayerOptions, type WideEpOptions } from './wide-ep.js';

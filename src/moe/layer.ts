@@ -83,6 +83,8 @@ export interface TwoBatchOptions {
 export interface MoeLayerOptions {
   /** Needed when the EP buffer has more slots than the layer has experts (redundant experts), and for rebalance(). */
   placement?: DevicePlacement;
+  /** close() also frees the weights and the placement (default false: they are the caller's; fromHost's uploads are the layer's). */
+  owns?: boolean;
 }
 
 export interface RebalanceOptions {
@@ -102,7 +104,8 @@ export class MoeLayer {
   readonly #weights: MoeLayerDeviceWeights;
   readonly #numLocal: number;
   #secondStream: Stream | undefined;
-  #ownsWeights = false;
+  #ownsWeights: boolean;
+  readonly #ownsPlacement: boolean;
 
   constructor(ep: EpBuffer, config: MoeLayerConfig, weights: MoeLayerDeviceWeights, options: MoeLayerOptions = {}) {
     const where = 'MoeLayer';
@@ -140,6 +143,7 @@ export class MoeLayer {
     }
     this.config = config;
     this.placement = placement;
+    this.#ownsWeights = this.#ownsPlacement = options.owns ?? false;
     this.#ep = ep;
     this.#weights = weights;
     this.#numLocal = L;
@@ -181,7 +185,7 @@ export class MoeLayer {
       dev.shared = { w13: await bf16(s13, [2 * Is, H]), w2: await bf16(weights.shared.down, [H, Is]) };
     }
     const layer = new MoeLayer(ep, c, dev, { placement });
-    layer.#ownsWeights = true;
+    layer.#ownsWeights = true; // it uploaded them
     return layer;
   }
 
@@ -293,13 +297,15 @@ export class MoeLayer {
     return plan;
   }
 
-  /** Frees what the layer made itself: its second stream, and the weights when fromHost uploaded them. Idempotent. */
+  /** Frees its second stream, the weights it owns (fromHost's, or with owns) and, with owns, the placement. Idempotent. */
   close(): void {
     this.#secondStream?.close();
     this.#secondStream = undefined;
-    if (!this.#ownsWeights) return;
-    const w = this.#weights;
-    for (const t of [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.shared?.w13, w.shared?.w2]) t?.close();
+    if (this.#ownsWeights) {
+      const w = this.#weights;
+      for (const t of [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.shared?.w13, w.shared?.w2]) t?.close();
+    }
+    if (this.#ownsPlacement) this.placement?.close();
   }
 
   /** silu(gate) * up of the shared expert for every token; its down projection is added where the layer's output is made. */

@@ -16,6 +16,12 @@ import { WideepError } from '../errors.js';
 import type { ParallelConfig } from '../planning/config.js';
 import type { ModelConfig } from '../planning/models.js';
 import type { ProcessGroup } from '../runtime/types.js';
+import type { Stream } from '../cuda/stream.js';
+import { ExpertLocationMap } from '../planning/expert-location.js';
+import { moeLayerConfig, type MoeLayerConfig } from '../simulation/config.js';
+import { MoeLayer } from './layer.js';
+import { loadLayerWeights, randomLayerWeights } from './layer-weights.js';
+import { DevicePlacement, type DispatchAlgorithm } from './placement.js';
 
 export interface WideEpOptions {
   model: ModelConfig;
@@ -42,7 +48,7 @@ export function wideEpLayout(
     throw new WideepError(
       'ERR_UNSUPPORTED',
       `WideEp.create: --moe-a2a-backend ${o.moeA2aBackend}: only deepep (the EP buffer's dispatch/combine) is served here; ` +
-        'the none backend (all-gather + reduce-scatter over NCCL) is not built yet',
+        'for the none backend, run gatheredMoe on a Communicator over the group',
     );
   }
   if (o.ppSize !== 1 || config.moeEpSize !== worldSize) {
@@ -55,6 +61,32 @@ export function wideEpLayout(
   if (model.hiddenSize % 8 !== 0) throw why(`${model.name}: hidden size ${model.hiddenSize} is not a multiple of 8 (16-byte rows)`);
   // The plan's --nnodes picks the EP path: several nodes make dispatch and combine hierarchical.
   return { numExperts, lowLatencyTokens: o.numMaxDispatchTokensPerRank, ranksPerNode: worldSize / config.nnodes };
+}
+
+/** The MoE layer a model describes (its gate's scoring defaults to DeepSeek-V3's: sigmoid, x2.5, normalised). */
+export function moeLayerConfigOf(model: ModelConfig, overrides: Partial<MoeLayerConfig> = {}): MoeLayerConfig {
+  return moeLayerConfig({
+    hidden: model.hiddenSize,
+    moeIntermediate: model.moeIntermediateSize,
+    numRoutedExperts: model.numRoutedExperts,
+    numSharedExperts: model.numSharedExperts,
+    topK: model.topK,
+    numExpertGroups: model.numExpertGroups,
+    topkGroup: model.topkGroup,
+    ...overrides,
+  });
+}
+
+export interface CreateLayerOptions {
+  /** Random weights from this seed (default 0), unless `manifest` names files. */
+  seed?: number;
+  /** A weights manifest (loadLayerWeights); only this rank's slots are read. */
+  manifest?: string;
+  /** How ranks pick among an expert's replicas (default static). */
+  algorithm?: DispatchAlgorithm;
+  /** Overrides of the layer config the model implies (e.g. the gate's scoring). */
+  config?: Partial<MoeLayerConfig>;
+  stream?: Stream;
 }
 
 export class WideEp {
@@ -85,6 +117,32 @@ export class WideEp {
       ...(options.backend ? { backend: options.backend } : {}),
     });
     return new WideEp(config, options.model, ep);
+  }
+
+  /**
+   * One MoE layer on this rank's GPU over the plan's EP buffer: the model's
+   * layer config, weights random or from a manifest, and with redundant
+   * experts a device placement (SGLang's initial one: slot p holds expert
+   * p mod E) that rebalance() can change. The layer owns what it made:
+   * layer.close() frees it. Every rank calls it alike.
+   */
+  async createLayer(options: CreateLayerOptions = {}): Promise<MoeLayer> {
+    const device = this.ep.config.device;
+    if (device === undefined) throw new WideepError('ERR_UNSUPPORTED', 'WideEp.createLayer: the EP buffer is on the cpu backend; the MoE layer runs on a GPU');
+    const config = moeLayerConfigOf(this.model, options.config);
+    const { numExperts, rank, worldSize } = this.ep.config;
+    const placement =
+      numExperts > config.numRoutedExperts
+        ? await DevicePlacement.create(
+            ExpertLocationMap.trivial({ numLayers: 1, numLogical: config.numRoutedExperts, numPhysical: numExperts, numRanks: worldSize, ranksPerNode: this.ep.config.ranksPerNode }),
+            { layer: 0, rank, device, algorithm: options.algorithm, stream: options.stream },
+          )
+        : undefined;
+    const at = { device, stream: options.stream, placement };
+    const weights = options.manifest
+      ? await loadLayerWeights(this.ep, config, options.manifest, at)
+      : randomLayerWeights(this.ep, config, { ...at, seed: options.seed ?? 0 });
+    return new MoeLayer(this.ep, config, weights, { placement, owns: true });
   }
 
   /** Frees everything it built. Idempotent. */

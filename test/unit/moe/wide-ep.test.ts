@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { createSimulatedRanks } from '../../../src/ep/transport.js';
-import { WideEp, wideEpLayout } from '../../../src/moe/wide-ep.js';
+import { WideEp, moeLayerConfigOf, wideEpLayout } from '../../../src/moe/wide-ep.js';
 import { ParallelConfig } from '../../../src/planning/config.js';
 import { findModelPreset } from '../../../src/planning/models.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
@@ -39,5 +39,19 @@ describe('WideEp.create: the plan sizes the EP runtime', () => {
     const results = await Promise.allSettled(ranks.map((t) => WideEp.create(t, plan({}), { model, backend: 'cpu' })));
     expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
     await expectWideepError(() => WideEp.create(ranks[0]!, plan({}), {} as never), 'ERR_INVALID_ARG', 'model');
+  });
+
+  it("the model implies the layer config; a layer needs the buffer's GPU", async () => {
+    const v3 = findModelPreset('DeepSeek-V3')!;
+    expect(moeLayerConfigOf(v3)).toMatchObject({ hidden: 7168, moeIntermediate: 2048, numRoutedExperts: 256, numSharedExperts: 1, topK: 8, numExpertGroups: 8, topkGroup: 4 });
+    expect(moeLayerConfigOf(v3, { scoringFunc: 'softmax' }).scoringFunc).toBe('softmax');
+    await expectWideepError(() => moeLayerConfigOf(v3, { topkGroup: 9 }), 'ERR_INVALID_ARG', 'topkGroup');
+    const [t] = createSimulatedRanks(1);
+    const w = await WideEp.create(t!, plan({ tp: 1, dpSize: 1, epSize: 1, enableDpAttention: false }), { model, maxTokensPerRank: 8, backend: 'cpu' });
+    try {
+      await expectWideepError(() => w.createLayer(), 'ERR_UNSUPPORTED', 'cpu backend', 'runs on a GPU');
+    } finally {
+      await w.close();
+    }
   });
 });
