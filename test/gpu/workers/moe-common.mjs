@@ -12,15 +12,12 @@ export const { hidden: H, topK: k, numRoutedExperts: E } = config;
 export const report = { rank: -1, checks: 0, failures: [], nearTies: 0, tokens: 0, replays: 0, moves: 0 };
 export const fail = (msg) => report.failures.length < 20 && report.failures.push(msg);
 
-/** Agrees on a seed through the store and builds the layer's weights, rounded to bf16. */
+/** Agrees on a seed through the store and builds the layer's weights (bf16 values, which the host reference reads too). */
 export async function sharedWeights(pg, key) {
   report.rank = pg.rank;
   if (pg.rank === 0) await pg.store.set(key, String(Date.now() % 1_000_000_007));
   const seed = Number(new TextDecoder().decode(await pg.store.get(key)));
-  // bf16 weights on both sides: the host reference reads the same values the GPU does.
-  const raw = generateMoeLayerWeights(config, seed);
-  const round = (ew) => ({ ...ew, gate: roundRowsToBf16(ew.gate), up: roundRowsToBf16(ew.up), down: roundRowsToBf16(ew.down) });
-  return { seed, weights: { ...raw, gate: roundRowsToBf16(raw.gate), experts: raw.experts.map(round), shared: round(raw.shared) } };
+  return { seed, weights: generateMoeLayerWeights(config, seed) };
 }
 
 export function randomTokens(rng, T) {
