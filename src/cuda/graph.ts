@@ -10,17 +10,21 @@ import type { Stream } from './stream.js';
 export class Graph implements Disposable {
   readonly device: number;
   #native: NativeGraph | undefined;
+  readonly #owned: readonly { close(): void }[];
 
-  private constructor(device: number, n: NativeGraph) {
+  private constructor(device: number, n: NativeGraph, owned: readonly { close(): void }[]) {
     this.device = device;
     this.#native = n;
+    this.#owned = owned;
   }
 
   /**
    * Captures the work `body` enqueues on `stream` (awaiting it, so async
    * enqueue code works) and instantiates it. Nothing runs during the capture.
+   * `owns`: what the graph reads or writes at every replay (buffers made for
+   * it), closed with the graph.
    */
-  static async capture(stream: Stream, body: () => void | Promise<void>): Promise<Graph> {
+  static async capture(stream: Stream, body: () => void | Promise<void>, options: { owns?: readonly { close(): void }[] } = {}): Promise<Graph> {
     const cuda = requireCuda('Graph');
     callNative(() => cuda.Graph.beginCapture(stream.native));
     try {
@@ -33,7 +37,7 @@ export class Graph implements Disposable {
       }
       throw e;
     }
-    return new Graph(stream.device, callNative(() => cuda.Graph.endCapture(stream.native)));
+    return new Graph(stream.device, callNative(() => cuda.Graph.endCapture(stream.native)), options.owns ?? []);
   }
 
   get closed(): boolean {
@@ -48,8 +52,10 @@ export class Graph implements Disposable {
   }
 
   close(): void {
-    this.#native?.close();
+    if (!this.#native) return;
+    this.#native.close();
     this.#native = undefined;
+    for (const o of this.#owned) o.close();
   }
 
   [Symbol.dispose](): void {

@@ -37,6 +37,12 @@ export interface ExpertsForwardOptions {
   weights: ExpertWeightsOnDevice;
   /** bf16 [E, M, H]; allocated when absent. */
   out?: Tensor;
+  /**
+   * bf16 intermediates to use instead of allocating them: h [E, M, 2I] (gate
+   * and up) and a [E, M, I] (SwiGLU). A CUDA graph captured with them has no
+   * memory nodes, whose launch costs host time (bf16 only).
+   */
+  scratch?: { h: Tensor; a: Tensor };
   stream?: Stream;
   strategy?: 'batched' | 'loop';
 }
@@ -59,11 +65,14 @@ export function expertsForward(o: ExpertsForwardOptions): Tensor {
   expectShape(where, 'weights.w2', w2, ['E', 'H', 'I'], [E, H, I]);
   const stream = streamFor(where, x.deviceIndex, o.stream);
   const strategy = o.strategy;
-  const h = groupedLinear({ x, xScales: o.xScales, weight: w13, weightScales: w.w13Scales, stream, strategy });
-  const a = swiglu({ x: h, counts: o.counts, fp8, stream });
-  h.close(stream);
+  if (o.scratch && fp8) throw new WideepError('ERR_UNSUPPORTED', `${where}: scratch holds bf16 intermediates; fp8 experts allocate theirs`);
+  const h = groupedLinear({ x, xScales: o.xScales, weight: w13, weightScales: w.w13Scales, out: o.scratch?.h, stream, strategy });
+  const a = swiglu({ x: h, counts: o.counts, fp8, out: o.scratch?.a, stream });
   const y = groupedLinear({ x: a.out, xScales: a.scales, xScalesLayout: 'blocks', weight: w2, weightScales: w.w2Scales, out: o.out, stream, strategy });
-  a.out.close(stream);
+  if (!o.scratch) {
+    h.close(stream);
+    a.out.close(stream);
+  }
   a.scales?.close(stream);
   return y;
 }

@@ -191,7 +191,12 @@ export class MoeLayer {
 
   /** The MoE output (routed + shared), bf16 [T, H], for the MoE input x bf16 [T, H]. A collective: every rank calls it. */
   async forward(x: Tensor, options: MoeForwardOptions): Promise<Tensor> {
-    const where = 'MoeLayer.forward';
+    const stream = this.#checkForward('MoeLayer.forward', x, options);
+    if (options.tbo) return this.#twoBatch(x, options, stream);
+    return this.#run(this.#step(x, options, stream, options.out));
+  }
+
+  #checkForward(where: string, x: Tensor, options: MoeForwardOptions): Stream {
     deviceTensor(where, 'x', x, this.device);
     expectDType(where, 'x', x, ['bf16']);
     expectShape(where, 'x', x, ['T', 'H'], [null, this.config.hidden]);
@@ -205,15 +210,16 @@ export class MoeLayer {
     if (options.experts !== undefined && typeof options.experts !== 'function') {
       throw new WideepError('ERR_INVALID_ARG', `${where}: experts: expected a function ({ x, counts, mode, stream }) => Tensor`);
     }
-    const stream = streamFor(where, this.device, options.stream);
-    if (options.tbo) return this.#twoBatch(x, options, stream);
-    const step = this.#step(x, options, stream, options.out);
+    return streamFor(where, this.device, options.stream);
+  }
+
+  async #run(step: Step): Promise<Tensor> {
     for await (const _ of this.#phases(step));
     return step.result!;
   }
 
-  #step(x: Tensor, o: MoeForwardOptions, stream: Stream, out: Tensor | undefined, hooks = false): Step {
-    return { x, stream, mode: o.mode, out, experts: o.experts, hooks, stage: stageRunner(o.timeline, stream), result: undefined };
+  #step(x: Tensor, o: MoeForwardOptions, stream: Stream, out: Tensor | undefined, hooks = false, scratch?: DecodeScratch): Step {
+    return { x, stream, mode: o.mode, out, experts: o.experts, hooks, scratch, stage: stageRunner(o.timeline, stream), result: undefined };
   }
 
   /**
@@ -252,16 +258,13 @@ export class MoeLayer {
   async *#phases(step: Step): AsyncGenerator<void, void> {
     const w = this.#weights;
     const p = this.placement;
-    const { x, stream } = step;
+    const { x, stream, scratch: sc } = step;
     const { topkIdx, topkWeights, logits } = await step.stage('router', () =>
-      route({ x, gateWeight: w.gate, bias: w.gateBias, config: this.config, replicas: p?.replicas(), counts: p?.loads, stream }),
+      route({ x, gateWeight: w.gate, bias: w.gateBias, config: this.config, replicas: p?.replicas(), counts: p?.loads, stream, ...sc?.router }),
     );
-    logits.close(stream);
-    const shared = await step.stage('shared', () => this.#sharedActivation(x, stream));
+    const shared = await step.stage('shared', () => this.#sharedActivation(x, stream, sc));
     yield* step.mode === 'normal' ? this.#normal(step, topkIdx, topkWeights, shared) : this.#lowLatency(step, topkIdx, topkWeights, shared);
-    shared?.close(stream);
-    topkIdx.close(stream);
-    topkWeights.close(stream);
+    if (!sc) for (const t of [logits, shared, topkIdx, topkWeights]) t?.close(stream);
   }
 
   /**
@@ -272,12 +275,36 @@ export class MoeLayer {
    * and the placement's tables as they are at each replay.
    */
   async captureDecode(x: Tensor, out: Tensor, options: { stream?: Stream; experts?: ExpertsFunction } = {}): Promise<Graph> {
-    const stream = streamFor('MoeLayer.captureDecode', this.device, options.stream);
-    const step = { mode: 'low-latency' as const, out, stream, experts: options.experts };
-    await this.forward(x, step);
-    return Graph.capture(stream, async () => {
-      await this.forward(x, step);
-    });
+    const o = { mode: 'low-latency' as const, out, stream: options.stream, experts: options.experts };
+    const stream = this.#checkForward('MoeLayer.captureDecode', x, o);
+    // Every intermediate allocated once, outside the graph: a graph with
+    // memory nodes costs tens of µs of host time per launch.
+    const scratch = this.#decodeScratch(x.shape[0]!, stream);
+    try {
+      await this.#run(this.#step(x, o, stream, out, false, scratch));
+      return await Graph.capture(stream, async () => void (await this.#run(this.#step(x, o, stream, out, false, scratch))), { owns: scratch.all });
+    } catch (e) {
+      for (const t of scratch.all) t.close();
+      throw e;
+    }
+  }
+
+  #decodeScratch(T: number, stream: Stream): DecodeScratch {
+    const ll = this.#ep.config.lowLatency;
+    if (!ll) throw new WideepError('ERR_INVALID_ARG', 'MoeLayer.captureDecode: the EP buffer was created without lowLatency');
+    const c = this.config;
+    const [I, H, L] = [c.moeIntermediate, c.hidden, this.#numLocal];
+    const M = this.#ep.config.worldSize * ll.maxTokensPerRank; // rows per expert of a low-latency dispatch
+    const all: Tensor[] = [];
+    const alloc = (shape: number[], dtype: 'bf16' | 'f32' | 'i32') => (all.push(Tensor.empty(shape, dtype, { device: `cuda:${this.device}`, stream })), all.at(-1)!);
+    const Is = c.numSharedExperts * I;
+    return {
+      router: { logits: alloc([T, c.numRoutedExperts], 'f32'), topkIdx: alloc([T, c.topK], 'i32'), topkWeights: alloc([T, c.topK], 'f32') },
+      shared: this.#weights.shared && T > 0 ? { h: alloc([T, 2 * Is], 'bf16'), a: alloc([T, Is], 'bf16') } : undefined,
+      experts: { h: alloc([L, M, 2 * I], 'bf16'), a: alloc([L, M, I], 'bf16') },
+      y: alloc([L, M, H], 'bf16'),
+      all,
+    };
   }
 
   /**
@@ -309,18 +336,19 @@ export class MoeLayer {
   }
 
   /** silu(gate) * up of the shared expert for every token; its down projection is added where the layer's output is made. */
-  #sharedActivation(x: Tensor, stream: Stream): Tensor | undefined {
+  #sharedActivation(x: Tensor, stream: Stream, scratch: DecodeScratch | undefined): Tensor | undefined {
     const s = this.#weights.shared;
     if (!s || x.shape[0] === 0) return undefined;
-    const h = linear(x, s.w13, { stream });
-    const a = swiglu({ x: h, stream }).out;
-    h.close(stream);
+    const h = linear(x, s.w13, { out: scratch?.shared?.h, stream });
+    const a = swiglu({ x: h, out: scratch?.shared?.a, stream }).out;
+    if (!scratch) h.close(stream);
     return a;
   }
 
   #experts(step: Step, x: Tensor, counts: Tensor): Tensor {
     if (step.experts) return step.experts({ x, counts, mode: step.mode, stream: step.stream });
-    return expertsForward({ x, counts, weights: this.#weights.experts, stream: step.stream });
+    const sc = step.scratch;
+    return expertsForward({ x, counts, weights: this.#weights.experts, stream: step.stream, ...(sc ? { out: sc.y, scratch: sc.experts } : {}) });
   }
 
   async *#normal(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): AsyncGenerator<void, void> {
@@ -362,7 +390,7 @@ export class MoeLayer {
     const c = await step.stage('combine', () => this.#ep.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out: step.out, returnRecvHook, stream }));
     yield;
     if (c.hook) await step.stage('combine-recv', c.hook);
-    y.close(stream);
+    if (!step.scratch || step.experts) y.close(stream);
     // out = shared · w2ᵀ + combined, in the down projection's epilogue.
     if (shared) await step.stage('shared', () => linear(shared, this.#weights.shared!.w2, { out: c.combinedX, add: c.combinedX, stream }));
     step.result = c.combinedX;
@@ -377,9 +405,20 @@ interface Step {
   experts: ExpertsFunction | undefined;
   /** Low-latency calls return receive hooks (two-batch overlap). */
   hooks: boolean;
+  /** A captured decode step's intermediates, allocated outside the graph. */
+  scratch: DecodeScratch | undefined;
   stage: <T>(label: string, enqueue: () => T | Promise<T>) => Promise<T>;
   /** The micro-batch's output, once its last phase ran. */
   result: Tensor | undefined;
+}
+
+/** The intermediates of one low-latency step of T tokens. */
+interface DecodeScratch {
+  router: { logits: Tensor; topkIdx: Tensor; topkWeights: Tensor };
+  shared: { h: Tensor; a: Tensor } | undefined;
+  experts: { h: Tensor; a: Tensor };
+  y: Tensor;
+  all: Tensor[];
 }
 
 function stageRunner(timeline: Timeline | undefined, stream: Stream): Step['stage'] {

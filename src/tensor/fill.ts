@@ -39,12 +39,21 @@ export function fillValue(t: Tensor, value: number, stream?: Stream): Tensor {
   return t;
 }
 
+/** Elements one random fill can draw: the counter hash indexes them with 32 bits. */
+const MAX_RANDOM_FILL = 2 ** 32;
+
 /** Overwrites a device tensor with seeded random values (stream-ordered). */
 export function fillRandom(t: Tensor, seed: number, dist: RandomDistribution = { kind: 'normal' }, stream?: Stream): Tensor {
   const where = 'fillRandom';
   deviceTensor(where, 'tensor', t);
   const type = fillType(where, t, false);
   assertInteger(`${where}: seed`, seed, 0, 0xffffffff);
+  if (t.numel > MAX_RANDOM_FILL) {
+    throw new WideepError(
+      'ERR_INVALID_ARG',
+      `${where}: tensor has ${t.numel} elements; element i draws from (seed, i) with a 32-bit i, so at most 2^32: fill slices (tensor.narrow) with seeds of their own`,
+    );
+  }
   const [kind, a, b] = distributionParams(where, dist);
   const s = streamFor(where, t.deviceIndex, stream);
   const cuda = requireCuda(where);

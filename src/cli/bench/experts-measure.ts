@@ -67,7 +67,11 @@ export async function measureGrouped(c: GroupedCase, o: MeasureOptions, timer: G
   const { stream } = o;
   const on = device(stream);
   const flops = gemmFlops(c);
-  const normal = (t: Tensor, seed: number, std: number) => fillRandom(t, seed, { kind: 'normal', std }, stream);
+  // One fill per expert: a whole prefill weight ([256, 4096, 7168]) has more elements than one fill can draw.
+  const normal = (t: Tensor, seed: number, std: number) => {
+    for (let e = 0; e < t.shape[0]!; e++) fillRandom(t.narrow(e, 1), seed * 1024 + e, { kind: 'normal', std }, stream);
+    return t;
+  };
   const uniform = (t: Tensor, seed: number) => fillRandom(t, seed, { kind: 'uniform', low: 0.5, high: 1 }, stream);
   const owned: Tensor[] = [];
   const alloc = (shape: number[], dtype: Tensor['dtype']) => (owned.push(Tensor.empty(shape, dtype, on)), owned.at(-1)!);
