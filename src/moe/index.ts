@@ -18,6 +18,7 @@ export {
 } from './layer.js';
 export { agreeOnStep, forwardPlanned, stepMetadata, type StepForwardMode, type StepInput } from './step-plan.js';
 export { dpGather, dpScatter } from './attention-tp.js';
+export { CommGroups, LAYER_GROUP_KINDS, splitColors } from './comm-groups.js';
 export { gatheredMoe, type GatheredMoeOptions } from './gathered-moe.js';
 export { loadLayerWeights, randomLayerWeights, type LayerWeightsOptions } from './layer-weights.js';
 export { DevicePlacement, type DevicePlacementOptions, type DispatchAlgorithm } from './placement.js';

@@ -10,7 +10,7 @@
  * rank with the same typed error before anything communicates.
  */
 import { EpBuffer } from '../ep/buffer.js';
-import type { CpuTransport } from '../ep/transport.js';
+import { isCpuTransport, type CpuTransport } from '../ep/transport.js';
 import type { EpBackendKind } from '../ep/types.js';
 import { WideepError } from '../errors.js';
 import type { ParallelConfig } from '../planning/config.js';
@@ -19,6 +19,7 @@ import type { ProcessGroup } from '../runtime/types.js';
 import type { Stream } from '../cuda/stream.js';
 import { ExpertLocationMap } from '../planning/expert-location.js';
 import { moeLayerConfig, type MoeLayerConfig } from '../simulation/config.js';
+import { CommGroups } from './comm-groups.js';
 import { MoeLayer } from './layer.js';
 import { loadLayerWeights, randomLayerWeights } from './layer-weights.js';
 import { DevicePlacement, type DispatchAlgorithm } from './placement.js';
@@ -29,6 +30,12 @@ export interface WideEpOptions {
   maxTokensPerRank?: number;
   /** 'cuda' (default where the group has a GPU) or 'cpu', the reference. */
   backend?: EpBackendKind;
+  /**
+   * Also build the plan's NCCL communicators (world, attention-TP, MoE-EP,
+   * MoE-TP) as `comms`: dpScatter/dpGather, weight moves between ranks and
+   * gatheredMoe run over them. Needs one GPU per rank (NCCL refuses two ranks on one).
+   */
+  communicators?: boolean;
 }
 
 export const DEFAULT_PREFILL_TOKENS_PER_RANK = 4096;
@@ -94,11 +101,14 @@ export class WideEp {
   readonly model: ModelConfig;
   /** The EP buffer of the MoE layers, sized by the plan. */
   readonly ep: EpBuffer;
+  /** The plan's NCCL communicators, with options.communicators. */
+  readonly comms: CommGroups | undefined;
 
-  private constructor(config: ParallelConfig, model: ModelConfig, ep: EpBuffer) {
+  private constructor(config: ParallelConfig, model: ModelConfig, ep: EpBuffer, comms: CommGroups | undefined) {
     this.config = config;
     this.model = model;
     this.ep = ep;
+    this.comms = comms;
   }
 
   /** A collective: every rank of `group` calls it with the same config and model. */
@@ -116,7 +126,17 @@ export class WideEp {
       ranksPerNode,
       ...(options.backend ? { backend: options.backend } : {}),
     });
-    return new WideEp(config, options.model, ep);
+    if (!options.communicators) return new WideEp(config, options.model, ep, undefined);
+    if (isCpuTransport(group)) {
+      await ep.close();
+      throw new WideepError('ERR_INVALID_ARG', 'WideEp.create: communicators need a ProcessGroup (NCCL), not a cpu transport');
+    }
+    try {
+      return new WideEp(config, options.model, ep, await CommGroups.create(group, config));
+    } catch (e) {
+      await ep.close();
+      throw e;
+    }
   }
 
   /**
@@ -147,6 +167,7 @@ export class WideEp {
 
   /** Frees everything it built. Idempotent. */
   close(): Promise<void> {
+    this.comms?.close();
     return this.ep.close();
   }
 

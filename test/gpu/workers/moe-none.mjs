@@ -5,7 +5,8 @@
 // attention-TP plumbing: dpScatter sums every rank's partials and hands each
 // its share of the tokens, dpGather brings all tokens back (an odd token
 // count, so the padding shows). Prints one JSON report.
-import { Communicator, Tensor, dpGather, dpScatter, gatheredMoe, initProcessGroup } from '../../../dist/index.js';
+import { CommGroups, Tensor, dpGather, dpScatter, gatheredMoe, initProcessGroup } from '../../../dist/index.js';
+import { ParallelConfig } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
 import { E, H, check, config, fail, randomTokens, report, sharedWeights } from './moe-common.mjs';
 
@@ -16,7 +17,13 @@ const I = config.moeIntermediate;
 const L = E / pg.worldSize;
 const maxTokensPerRank = 48;
 const bf16 = (f32, shape) => Tensor.from(new Uint16Array(new Uint32Array(f32.buffer, f32.byteOffset, f32.length).map((u) => u >>> 16)), { dtype: 'bf16', shape }).to(device);
-const comm = await Communicator.create(pg);
+// The plan's groups (DP attention + EP over every rank): the world, and an EP group when there are several ranks.
+const plan = ParallelConfig.fromOptions({ tp: pg.worldSize, dpSize: pg.worldSize, enableDpAttention: pg.worldSize > 1, moeA2aBackend: 'deepep' });
+const groups = await CommGroups.create(pg, plan);
+const ep = groups.get('moeEp');
+if ((ep === undefined) !== (pg.worldSize === 1)) fail(`CommGroups: an EP communicator ${ep ? 'at one rank' : `missing at ${pg.worldSize} ranks`}`);
+if (ep && ep.size !== pg.worldSize) fail(`CommGroups: the EP communicator has ${ep.size} ranks, expected ${pg.worldSize}`);
+const comm = groups.world;
 try {
   const w13 = new Float32Array(L * 2 * I * H);
   const w2 = new Float32Array(L * H * I);
@@ -66,6 +73,6 @@ try {
 } catch (e) {
   fail(`${e.code ?? ''} ${e.message}`);
 } finally {
-  comm.close();
+  groups.close();
 }
 process.stdout.write(`${JSON.stringify(report)}\n`);
