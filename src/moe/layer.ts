@@ -27,6 +27,7 @@ import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/che
 import { f32ToBf16Bits } from '../tensor/convert.js';
 import { Tensor } from '../tensor/tensor.js';
 import { swiglu } from './activation.js';
+import { decodeScratch, type DecodeScratch } from './decode-scratch.js';
 import { expertsForward, type ExpertWeightsOnDevice } from './experts.js';
 import { permuteToExperts, unpermuteFromExperts } from './permute.js';
 import type { DevicePlacement } from './placement.js';
@@ -277,9 +278,7 @@ export class MoeLayer {
   async captureDecode(x: Tensor, out: Tensor, options: { stream?: Stream; experts?: ExpertsFunction } = {}): Promise<Graph> {
     const o = { mode: 'low-latency' as const, out, stream: options.stream, experts: options.experts };
     const stream = this.#checkForward('MoeLayer.captureDecode', x, o);
-    // Every intermediate allocated once, outside the graph: a graph with
-    // memory nodes costs tens of µs of host time per launch.
-    const scratch = this.#decodeScratch(x.shape[0]!, stream);
+    const scratch = decodeScratch(this.#ep.config, this.config, { T: x.shape[0]!, hasShared: this.#weights.shared !== undefined, device: this.device, stream });
     try {
       await this.#run(this.#step(x, o, stream, out, false, scratch));
       return await Graph.capture(stream, async () => void (await this.#run(this.#step(x, o, stream, out, false, scratch))), { owns: scratch.all });
@@ -287,24 +286,6 @@ export class MoeLayer {
       for (const t of scratch.all) t.close();
       throw e;
     }
-  }
-
-  #decodeScratch(T: number, stream: Stream): DecodeScratch {
-    const ll = this.#ep.config.lowLatency;
-    if (!ll) throw new WideepError('ERR_INVALID_ARG', 'MoeLayer.captureDecode: the EP buffer was created without lowLatency');
-    const c = this.config;
-    const [I, H, L] = [c.moeIntermediate, c.hidden, this.#numLocal];
-    const M = this.#ep.config.worldSize * ll.maxTokensPerRank; // rows per expert of a low-latency dispatch
-    const all: Tensor[] = [];
-    const alloc = (shape: number[], dtype: 'bf16' | 'f32' | 'i32') => (all.push(Tensor.empty(shape, dtype, { device: `cuda:${this.device}`, stream })), all.at(-1)!);
-    const Is = c.numSharedExperts * I;
-    return {
-      router: { logits: alloc([T, c.numRoutedExperts], 'f32'), topkIdx: alloc([T, c.topK], 'i32'), topkWeights: alloc([T, c.topK], 'f32') },
-      shared: this.#weights.shared && T > 0 ? { h: alloc([T, 2 * Is], 'bf16'), a: alloc([T, Is], 'bf16') } : undefined,
-      experts: { h: alloc([L, M, 2 * I], 'bf16'), a: alloc([L, M, I], 'bf16') },
-      y: alloc([L, M, H], 'bf16'),
-      all,
-    };
   }
 
   /**
@@ -410,15 +391,6 @@ interface Step {
   stage: <T>(label: string, enqueue: () => T | Promise<T>) => Promise<T>;
   /** The micro-batch's output, once its last phase ran. */
   result: Tensor | undefined;
-}
-
-/** The intermediates of one low-latency step of T tokens. */
-interface DecodeScratch {
-  router: { logits: Tensor; topkIdx: Tensor; topkWeights: Tensor };
-  shared: { h: Tensor; a: Tensor } | undefined;
-  experts: { h: Tensor; a: Tensor };
-  y: Tensor;
-  all: Tensor[];
 }
 
 function stageRunner(timeline: Timeline | undefined, stream: Stream): Step['stage'] {
