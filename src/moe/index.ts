@@ -21,6 +21,7 @@ export { dpGather, dpScatter } from './attention-tp.js';
 export { CommGroups, LAYER_GROUP_KINDS, splitColors } from './comm-groups.js';
 export { gatheredMoe, type GatheredMoeOptions } from './gathered-moe.js';
 export { loadLayerWeights, randomLayerWeights, type LayerWeightsOptions } from './layer-weights.js';
+export { DeviceEplb, type DeviceEplbOptions, type DeviceEplbReport, type RebalancingLayer } from './device-eplb.js';
 export { DevicePlacement, type DevicePlacementOptions, type DispatchAlgorithm } from './placement.js';
 export { moveExpertWeights, type WeightMoveOptions } from './weight-moves.js';
 export { WideEp, wideEpLayout, moeLayerConfigOf, DEFAULT_PREFILL_TOKENS_PER_RANK, type CreateLayerOptions, type WideEpOptions } from './wide-ep.js';

@@ -1,0 +1,70 @@
+/**
+ * EPLB on the device, its loop logic on simulated ranks with layers whose
+ * counters are faked (the GPU parts, counting and moving, are in the GPU
+ * suites): nothing happens between intervals; on the interval every rank sums
+ * the same loads, gets the same new placement (the hot expert replicated),
+ * and reports balancedness improving; bad setups are refused.
+ */
+import { describe, expect, it } from 'vitest';
+
+import type { Stream } from '../../../src/cuda/stream.js';
+import { createSimulatedRanks } from '../../../src/ep/transport.js';
+import { DeviceEplb, type RebalancingLayer } from '../../../src/moe/device-eplb.js';
+import { ExpertLocationMap } from '../../../src/planning/expert-location.js';
+import { planRebalanceMoves } from '../../../src/planning/rebalance-moves.js';
+import { expectWideepError } from '../../helpers/expect-error.js';
+
+const [E, P, R] = [8, 12, 2];
+const stream = {} as Stream;
+
+/** A layer whose router counted `loads` per slot; rebalance records the new map. */
+function fakeLayer(map: ExpertLocationMap, layer: number, loads: () => Int32Array): RebalancingLayer & { maps: ExpertLocationMap[] } {
+  const placement = { map, layer, takeLoads: async () => loads() };
+  const maps: ExpertLocationMap[] = [];
+  return {
+    placement,
+    maps,
+    async rebalance(next) {
+      const plan = planRebalanceMoves(placement.map, next);
+      placement.map = next;
+      maps.push(next);
+      return plan;
+    },
+  };
+}
+
+describe('DeviceEplb', () => {
+  it('rebalances on every interval-th step, the same way on every rank, with the hot expert replicated', async () => {
+    const map = ExpertLocationMap.trivial({ numLayers: 1, numLogical: E, numPhysical: P, numRanks: R });
+    const ranks = createSimulatedRanks(R);
+    // Expert 5 is hot on every rank; slots hold p % E initially, so only slot 5 holds it.
+    const loads = () => Int32Array.from({ length: P }, (_, p) => (p % E === 5 && p < E ? 100 : 2));
+    const layers = ranks.map(() => fakeLayer(map, 0, loads));
+    const eplbs = ranks.map((t, r) => new DeviceEplb([layers[r]!], { interval: 3, numGroups: 1, transport: t }));
+    for (let step = 1; step <= 2; step++) expect(await Promise.all(eplbs.map((e) => e.afterStep(stream)))).toEqual([undefined, undefined]);
+    const reports = await Promise.all(eplbs.map((e) => e.afterStep(stream)));
+    expect(reports[0]).toEqual(reports[1]);
+    const report = reports[0]!;
+    expect(report.step).toBe(3);
+    expect(report.balancednessPredicted).toBeGreaterThan(report.balancednessBefore);
+    expect(report.moves.local + report.moves.reuse + report.moves.recv).toBeGreaterThan(0);
+    const [a, b] = layers.map((l) => l.maps[0]!);
+    expect(a!.layerPhy2Log(0)).toEqual(b!.layerPhy2Log(0));
+    expect(a!.layerLogcnt(0)[5]).toBeGreaterThan(1);
+  });
+
+  it('refuses layers without a placement, placements of different maps or the same layer, and a transport of another size', async () => {
+    const map = ExpertLocationMap.trivial({ numLayers: 2, numLogical: E, numPhysical: P, numRanks: R });
+    const other = ExpertLocationMap.trivial({ numLayers: 2, numLogical: E, numPhysical: P, numRanks: R });
+    const [t] = createSimulatedRanks(R);
+    const zero = () => new Int32Array(P);
+    const o = { interval: 1, numGroups: 1, transport: t! };
+    const noPlacement = { placement: undefined, rebalance: async () => ({ moves: [], counts: { unchanged: 0, local: 0, reuse: 0, recv: 0 } }) };
+    await expectWideepError(() => new DeviceEplb([noPlacement], o), 'ERR_INVALID_ARG', 'no placement');
+    await expectWideepError(() => new DeviceEplb([fakeLayer(map, 0, zero), fakeLayer(other, 1, zero)], o), 'ERR_INVALID_ARG', 'one ExpertLocationMap');
+    await expectWideepError(() => new DeviceEplb([fakeLayer(map, 0, zero), fakeLayer(map, 0, zero)], o), 'ERR_INVALID_ARG', 'layer index 0');
+    const [single] = createSimulatedRanks(1);
+    await expectWideepError(() => new DeviceEplb([fakeLayer(map, 0, zero)], { ...o, transport: single! }), 'ERR_INVALID_ARG', 'transport has 1 ranks');
+    await expectWideepError(() => new DeviceEplb([fakeLayer(map, 0, zero)], { ...o, interval: 0 }), 'ERR_INVALID_ARG', 'interval');
+  });
+});
