@@ -8,9 +8,12 @@
 //    device's load counters checked, a rebalance in the middle (EPLB's
 //    placement at one rank; a reordering of each rank's own slots at several,
 //    since moving weights between ranks needs NCCL), and replays after it;
-// 3. steps planned together (agreeOnStep): one rank prefills while the
+// 3. DeviceEplb after three eager decode steps: at one rank it rebalances
+//    (moves on the GPU) and the next steps stay right; at several ranks its
+//    moves cross ranks, and every rank refuses them for want of NCCL;
+// 4. steps planned together (agreeOnStep): one rank prefills while the
 //    others decode or idle, then all decode; each rank runs the plan's mode;
-// 4. weights read from a manifest of raw files give the same output, bit for
+// 5. weights read from a manifest of raw files give the same output, bit for
 //    bit, as the same weights uploaded from the host; random device weights
 //    are identical in every replica of an expert.
 // Tokens whose top-k is within rounding of a tie are left out (the GPU's
@@ -20,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import {
+  DeviceEplb,
   DevicePlacement,
   EpBuffer,
   MoeLayer,
@@ -179,6 +183,50 @@ const concat = (parts) => {
   return out;
 };
 
+async function deviceEplb() {
+  const P = E + 8;
+  const stream = new Stream(pg.device);
+  const ep = await EpBuffer.create(pg, { hidden: H, numExperts: P, maxTokensPerRank: maxTokens, lowLatency: { maxTokensPerRank: maxTokens } });
+  const map = ExpertLocationMap.trivial({ numLayers: 1, numLogical: E, numPhysical: P, numRanks: pg.worldSize });
+  const placement = await DevicePlacement.create(map, { layer: 0, rank: pg.rank, device: pg.device, stream });
+  const transport = new StoreTransport(pg.store, pg.rank, pg.worldSize, 'wideep/test/moe-eplb');
+  try {
+    const layer = await MoeLayer.fromHost(ep, weights, pg.device, { placement, stream });
+    const eplb = new DeviceEplb([layer], { interval: 3, numGroups: config.numExpertGroups, transport });
+    const rng = new SeededRandom(seed * 41 + pg.rank);
+    for (let step = 0; step < 5; step++) {
+      const T = 8 + rng.int(maxTokens - 8);
+      const { xf, bits } = randomTokens(rng, T);
+      const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }).to(device, { stream });
+      const out = await layer.forward(x, { mode: 'low-latency', stream });
+      check(`eplb step ${step}`, xf, T, (await out.cpu({ stream })).toFloat32());
+      out.close(stream);
+      x.close(stream);
+      let r;
+      try {
+        r = await eplb.afterStep(stream);
+      } catch (e) {
+        // Several ranks: EPLB moves experts between them, which needs NCCL.
+        report.checks++;
+        if (pg.worldSize === 1 || e.code !== 'ERR_UNSUPPORTED') fail(`DeviceEplb at step ${step}: ${e.code} ${e.message}`);
+        break;
+      }
+      if (step === 2) {
+        report.checks++;
+        if (!r) fail('DeviceEplb: no rebalance after 3 steps');
+        else if (!(r.balancednessPredicted >= r.balancednessBefore)) fail(`DeviceEplb: balancedness ${r.balancednessBefore} -> ${r.balancednessPredicted}`);
+        else report.eplb = r;
+      } else if (r) fail(`DeviceEplb rebalanced after step ${step}, expected only after step 2`);
+    }
+    layer.close();
+  } finally {
+    await transport.close();
+    placement.close();
+    await ep.close();
+    stream.close();
+  }
+}
+
 async function weightsFromFiles() {
   const dir = mkdtempSync(join(tmpdir(), `wideep-moe-${pg.rank}-`));
   const I = config.moeIntermediate;
@@ -241,6 +289,7 @@ async function weightsFromFiles() {
 try {
   await eagerSteps();
   await decodeGraphAndRebalance();
+  await deviceEplb();
   await plannedSteps();
   await weightsFromFiles();
 } catch (e) {
