@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole GPU pass in one go, on the GPU machine (docs/gpu-runs.md):
 #   bash scripts/gpu/run.sh OUTDIR [steps...]
-# steps: doctor tests bench-nccl bench-ep-normal bench-ep-ll bench-experts bench-moe (default:
+# steps: doctor tests bench-nccl bench-ep-normal bench-ep-ll bench-experts bench-moe bench-moe-rank (default:
 # all), and bench-ep-send: the normal combine's sending share swept (SEND_SMS, at NUM_SMS).
 # bench-moe (one MoE layer at one rank beside PyTorch; limit 240 s) writes its table to the
 # log, bench-moe.json and bench-moe-timeline.svg; BENCH_MOE_ARGS adds options (e.g. "--experts 64").
+# bench-moe-rank (limit 120 s) runs the layer with 32 experts, the weights one rank holds at
+# EP 8, into bench-moe-32.json: decode at 256 experts is bound by reading all their weights.
 # TESTS_FILTER narrows the tests step to matching files (e.g. "foundation comm"),
 # TESTS_NAME to tests whose name matches (e.g. "EP on 4 GPUs", for a quick
 # check of a kernel change),
@@ -23,7 +25,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:?usage: run.sh OUTDIR [steps...]}"
 shift
-STEPS="${*:-doctor tests bench-nccl bench-ep-normal bench-ep-ll bench-experts bench-moe}"
+STEPS="${*:-doctor tests bench-nccl bench-ep-normal bench-ep-ll bench-experts bench-moe bench-moe-rank}"
 mkdir -p "$OUT"
 LOG="$OUT/run.log"
 
@@ -60,6 +62,7 @@ for s in $STEPS; do
     bench-ep-ll) step bench-ep-ll 240 node bin/wideep.js bench ep --mode low-latency --json --out "$OUT/bench-ep-ll.json" ${BENCH_EP_ARGS:-} ;;
     bench-experts) step bench-experts 420 node bin/wideep.js bench experts --json --out "$OUT/bench-experts.json" ${BENCH_EXPERTS_ARGS:-} ;;
     bench-moe) step bench-moe 240 node bin/wideep.js bench moe --out "$OUT/bench-moe.json" --timeline-svg "$OUT/bench-moe-timeline.svg" ${BENCH_MOE_ARGS:-} ;;
+    bench-moe-rank) step bench-moe-rank 120 node bin/wideep.js bench moe --experts 32 --out "$OUT/bench-moe-32.json" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done
