@@ -3,11 +3,8 @@
  * run by python3 in the same job on the same GPU. Absent PyTorch is a result
  * (the report says why), not a failure.
  */
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-
-import { PACKAGE_ROOT } from '../../native/index.js';
 import { ROUTER_CASE, type GroupedCase } from './experts-cases.js';
+import { runBaselineScript, type ScriptResult } from './python-baseline.js';
 
 export interface TorchGrouped {
   E: number;
@@ -20,27 +17,9 @@ export interface TorchGrouped {
   fp8Error?: string;
 }
 
-export type TorchResult =
-  | { available: true; torch: string; device: string; grouped: TorchGrouped[]; router: { topkUs: number } }
-  | { available: false; reason: string };
+export type TorchResult = ScriptResult<{ torch: string; device: string; grouped: TorchGrouped[]; router: { topkUs: number } }>;
 
 export function runTorchExperts(cases: readonly GroupedCase[], iters: number, warmup: number, timeoutMs: number): TorchResult {
-  const script = join(PACKAGE_ROOT, 'scripts', 'bench', 'torch_experts.py');
-  const input = JSON.stringify({
-    iters,
-    warmup,
-    grouped: cases.map(({ E, M, N, K }) => ({ E, M, N, K })),
-    router: ROUTER_CASE,
-  });
-  const r = spawnSync('python3', [script], { input, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 16 << 20 });
-  if (r.error) return { available: false, reason: `python3 could not run: ${r.error.message}` };
-  if (r.status !== 0) {
-    const last = (r.stderr ?? '').trim().split('\n').at(-1) ?? '';
-    return { available: false, reason: `${script} exited ${r.status ?? r.signal}: ${last}` };
-  }
-  try {
-    return { available: true, ...(JSON.parse(r.stdout) as Omit<Extract<TorchResult, { available: true }>, 'available'>) };
-  } catch {
-    return { available: false, reason: `${script} printed no JSON` };
-  }
+  const input = { iters, warmup, grouped: cases.map(({ E, M, N, K }) => ({ E, M, N, K })), router: ROUTER_CASE };
+  return runBaselineScript('torch_experts.py', input, timeoutMs);
 }
