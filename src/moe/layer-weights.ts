@@ -27,13 +27,16 @@ export interface LayerWeightsOptions {
   placement?: DevicePlacement;
 }
 
-/** The logical expert of each of this rank's L slots. */
-function slotExperts(ep: EpBuffer, config: MoeLayerConfig, placement: DevicePlacement | undefined): number[] {
+/** The logical expert of each of this rank's L slots: slot p holds expert p, or the placement's. */
+export function slotExperts(ep: EpBuffer, config: MoeLayerConfig, placement: DevicePlacement | undefined): number[] {
   const L = ep.config.numLocalExperts;
   const first = ep.config.rank * L;
   const phy2log = placement?.map.layerPhy2Log(placement.layer);
   if (!phy2log && ep.config.numExperts !== config.numRoutedExperts) {
     throw new WideepError('ERR_INVALID_ARG', `layer weights: ${ep.config.numExperts} slots for ${config.numRoutedExperts} experts need a placement`);
+  }
+  if (placement && placement.numLogical !== config.numRoutedExperts) {
+    throw new WideepError('ERR_INVALID_ARG', `layer weights: the placement places ${placement.numLogical} experts, the layer has ${config.numRoutedExperts}`);
   }
   return Array.from({ length: L }, (_, l) => (phy2log ? phy2log[first + l]! : first + l));
 }

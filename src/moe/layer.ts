@@ -29,6 +29,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { swiglu } from './activation.js';
 import { decodeScratch, type DecodeScratch } from './decode-scratch.js';
 import { expertsForward, type ExpertWeightsOnDevice } from './experts.js';
+import { slotExperts } from './layer-weights.js';
 import { permuteToExperts, unpermuteFromExperts } from './permute.js';
 import type { DevicePlacement } from './placement.js';
 import { route } from './router.js';
@@ -160,15 +161,12 @@ export class MoeLayer {
     const c = weights.config;
     const [H, I, E] = [c.hidden, c.moeIntermediate, c.numRoutedExperts];
     const L = ep.config.numLocalExperts;
-    const first = ep.config.rank * L;
     const at = `cuda:${device}` as const;
     const bf16 = (values: Float32Array, shape: number[]) => Tensor.from(Uint16Array.from(values, f32ToBf16Bits), { dtype: 'bf16', shape }).to(at, { stream });
-    const phy2log = placement?.map.layerPhy2Log(placement.layer);
     const w13 = new Float32Array(L * 2 * I * H);
     const w2 = new Float32Array(L * H * I);
-    for (let l = 0; l < L; l++) {
-      const x = weights.experts[phy2log ? phy2log[first + l]! : first + l];
-      if (!x) throw new WideepError('ERR_INVALID_ARG', `MoeLayer.fromHost: slot ${first + l} has no expert among the layer's ${E}`);
+    for (const [l, e] of slotExperts(ep, c, placement).entries()) {
+      const x = weights.experts[e]!;
       w13.set(x.gate, l * 2 * I * H);
       w13.set(x.up, l * 2 * I * H + I * H);
       w2.set(x.down, l * H * I);
