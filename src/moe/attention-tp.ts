@@ -8,12 +8,12 @@
  * padTokenCount); padded rows are zero going in and dropped coming out.
  */
 import type { Communicator } from '../comm/communicator.js';
-import { copyDeviceToDevice, memsetDevice } from '../cuda/memory.js';
 import type { Stream } from '../cuda/stream.js';
 import { WideepError } from '../errors.js';
 import { padTokenCount } from '../planning/dp-step.js';
 import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
 import { Tensor } from '../tensor/tensor.js';
+import { firstRows, padRows } from './row-padding.js';
 
 /** Partial sums bf16 [T, H] of every token -> this member's summed share [padded T / size, H]. A collective over `comm`. */
 export function dpScatter(x: Tensor, comm: Communicator, options: { stream?: Stream } = {}): Tensor {
@@ -25,12 +25,7 @@ export function dpScatter(x: Tensor, comm: Communicator, options: { stream?: Str
   const stream = streamFor(where, x.deviceIndex, options.stream);
   const at = `cuda:${x.deviceIndex}` as const;
   const padded = padTokenCount(T, comm.size);
-  let input = x;
-  if (padded !== T) {
-    input = Tensor.empty([padded, H], 'bf16', { device: at, stream });
-    memsetDevice(input.ptr, 0, input.byteLength, stream);
-    if (T > 0) copyDeviceToDevice(input.ptr, x.ptr, x.byteLength, stream);
-  }
+  const input = padded === T ? x : padRows(x, padded, stream);
   const out = comm.reduceScatter(input, Tensor.empty([padded / comm.size, H], 'bf16', { device: at, stream }), { stream });
   if (input !== x) input.close(stream);
   return out;
@@ -49,8 +44,7 @@ export function dpGather(x: Tensor, comm: Communicator, numTokens: number, optio
   const at = `cuda:${x.deviceIndex}` as const;
   const all = comm.allGather(x, Tensor.empty([padded, H], 'bf16', { device: at, stream }), { stream });
   if (padded === numTokens) return all;
-  const out = Tensor.empty([numTokens, H], 'bf16', { device: at, stream });
-  if (numTokens > 0) copyDeviceToDevice(out.ptr, all.ptr, out.byteLength, stream);
+  const out = firstRows(all, numTokens, stream);
   all.close(stream);
   return out;
 }

@@ -7,7 +7,6 @@
  * must beat, and needs NCCL between the ranks.
  */
 import type { Communicator } from '../comm/communicator.js';
-import { copyDeviceToDevice, memsetDevice } from '../cuda/memory.js';
 import type { Stream } from '../cuda/stream.js';
 import { WideepError, assertInteger } from '../errors.js';
 import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
@@ -15,6 +14,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { expertsForward, type ExpertWeightsOnDevice } from './experts.js';
 import { permuteToExperts, unpermuteFromExperts } from './permute.js';
 import { route, type RoutingConfig } from './router.js';
+import { firstRows, padRows } from './row-padding.js';
 
 export interface GatheredMoeOptions {
   /** bf16 [T, H], T <= maxTokensPerRank. */
@@ -54,16 +54,14 @@ export async function gatheredMoe(o: GatheredMoeOptions): Promise<Tensor> {
   const empty = (shape: number[], dtype: Tensor['dtype']) => (owned.push(Tensor.empty(shape, dtype, { device: at, stream })), owned.at(-1)!);
   try {
     // 1. Everyone's tokens, padded: rank r's rows at [r * Tmax, r * Tmax + T_r).
-    const mine = empty([Tmax, H], 'bf16');
-    memsetDevice(mine.ptr, 0, mine.byteLength, stream);
-    if (T > 0) copyDeviceToDevice(mine.ptr, x.ptr, x.byteLength, stream);
+    const mine = padRows(x, Tmax, stream);
+    owned.push(mine);
     const all = o.comm.allGather(mine, empty([R * Tmax, H], 'bf16'), { stream });
     // 2. The gate on every token; ids of other ranks' experts become -1.
     const table = await Tensor.from(Int32Array.from({ length: E }, (_, e) => (Math.floor(e / L) === o.comm.rank ? e % L : -1))).to(at, { stream });
     owned.push(table);
     // The router counts per id it can emit (E); local ids land in the first L.
-    const counts = empty([E], 'i32');
-    memsetDevice(counts.ptr, 0, counts.byteLength, stream);
+    const counts = empty([E], 'i32').fillBytes(0, stream);
     const r = route({ x: all, gateWeight: o.gate, bias: o.gateBias, config: o.config, replicas: { kind: 'static', table }, counts, stream });
     owned.push(r.logits, r.topkIdx, r.topkWeights);
     // 3. This rank's experts on their rows (the slot size from the counts: one host wait).
@@ -77,9 +75,7 @@ export async function gatheredMoe(o: GatheredMoeOptions): Promise<Tensor> {
     owned.push(share);
     // 4. Sum the shares; each rank keeps its own block, then its T rows.
     const summed = o.comm.reduceScatter(share, empty([Tmax, H], 'bf16'), { stream });
-    const out = Tensor.empty([T, H], 'bf16', { device: at, stream });
-    if (T > 0) copyDeviceToDevice(out.ptr, summed.ptr, out.byteLength, stream);
-    return out;
+    return firstRows(summed, T, stream);
   } finally {
     for (const t of owned) t.close(stream);
   }
