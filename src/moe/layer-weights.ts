@@ -4,7 +4,7 @@
  * replicas of an expert are identical wherever they live), or read from raw
  * little-endian files named by a JSON manifest, only this rank's slots.
  */
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
 import type { Stream } from '../cuda/stream.js';
@@ -122,21 +122,23 @@ export async function loadLayerWeights(ep: EpBuffer, config: MoeLayerConfig, pat
   for (const e of Object.values(plan)) await checkFileSize(path, e);
   const experts = slotExperts(ep, config, o.placement);
   const at = `cuda:${o.device}` as const;
-  const whole = async (e: ManifestEntry) => {
-    const host = Tensor.empty(e.shape, e.dtype);
-    await readAt(e.file, host, 0);
-    return host.to(at, { stream: o.stream });
-  };
+  const whole = (e: ManifestEntry) =>
+    withFile(e.file, async (f) => {
+      const host = Tensor.empty(e.shape, e.dtype);
+      await readAt(f, e.file, host, 0);
+      return host.to(at, { stream: o.stream });
+    });
   // Only this rank's slots: one row of the file per slot, uploaded into its place.
-  const slots = async (e: ManifestEntry) => {
-    const t = Tensor.empty([experts.length, ...e.shape.slice(1)], e.dtype, { device: at, stream: o.stream });
-    const row = Tensor.empty([1, ...e.shape.slice(1)], e.dtype);
-    for (let i = 0; i < experts.length; i++) {
-      await readAt(e.file, row, experts[i]! * row.byteLength);
-      await t.narrow(i, 1).copyFrom(row, { stream: o.stream });
-    }
-    return t;
-  };
+  const slots = (e: ManifestEntry) =>
+    withFile(e.file, async (f) => {
+      const t = Tensor.empty([experts.length, ...e.shape.slice(1)], e.dtype, { device: at, stream: o.stream });
+      const row = Tensor.empty([1, ...e.shape.slice(1)], e.dtype);
+      for (let i = 0; i < experts.length; i++) {
+        await readAt(f, e.file, row, experts[i]! * row.byteLength);
+        await t.narrow(i, 1).copyFrom(row, { stream: o.stream });
+      }
+      return t;
+    });
   const weights: MoeLayerDeviceWeights = {
     gate: await whole(plan.gate),
     gateBias: await whole(plan.gateBias),
@@ -146,19 +148,24 @@ export async function loadLayerWeights(ep: EpBuffer, config: MoeLayerConfig, pat
   return weights;
 }
 
-/** Fills host tensor `t` from `file` at byte `position`. */
-async function readAt(file: string, t: Tensor, position: number): Promise<void> {
-  const d = t.data;
-  const bytes = new Uint8Array(d.buffer, d.byteOffset, t.byteLength);
+/** Runs `use` on `file` opened for reading, and closes it. */
+async function withFile<T>(file: string, use: (f: FileHandle) => Promise<T>): Promise<T> {
   const f = await open(file, 'r');
   try {
-    for (let done = 0; done < bytes.length; ) {
-      const { bytesRead } = await f.read(bytes, done, bytes.length - done, position + done);
-      if (bytesRead === 0) throw new WideepError('ERR_INVALID_ARG', `${file}: ended at byte ${position + done}, expected ${bytes.length - done} more`);
-      done += bytesRead;
-    }
+    return await use(f);
   } finally {
     await f.close();
+  }
+}
+
+/** Fills host tensor `t` from open file `f` (named `file` in errors) at byte `position`. */
+async function readAt(f: FileHandle, file: string, t: Tensor, position: number): Promise<void> {
+  const d = t.data;
+  const bytes = new Uint8Array(d.buffer, d.byteOffset, t.byteLength);
+  for (let done = 0; done < bytes.length; ) {
+    const { bytesRead } = await f.read(bytes, done, bytes.length - done, position + done);
+    if (bytesRead === 0) throw new WideepError('ERR_INVALID_ARG', `${file}: ended at byte ${position + done}, expected ${bytes.length - done} more`);
+    done += bytesRead;
   }
 }
 
