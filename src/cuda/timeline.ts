@@ -9,6 +9,8 @@ export interface TimelineSpan {
   lane: number;
   startUs: number;
   endUs: number;
+  /** Host wall time of the stage's enqueue call, until its promise settled. */
+  hostUs: number;
 }
 
 interface OpenSpan {
@@ -16,6 +18,7 @@ interface OpenSpan {
   lane: number;
   start: Event;
   end: Event;
+  hostUs: number;
 }
 
 /**
@@ -39,8 +42,10 @@ export class Timeline {
     }
     const start = stream.record({ timing: true });
     this.#origin ??= start;
+    const t0 = performance.now();
     const result = await enqueue();
-    this.#spans.push({ label, lane, start, end: stream.record({ timing: true }) });
+    const hostUs = (performance.now() - t0) * 1e3;
+    this.#spans.push({ label, lane, start, end: stream.record({ timing: true }), hostUs });
     return result;
   }
 
@@ -50,7 +55,7 @@ export class Timeline {
     if (!origin) return [];
     await Promise.all([origin.done(), ...this.#spans.map((s) => s.end.done())]);
     const us = (e: Event) => origin.elapsedMs(e) * 1e3;
-    return this.#spans.map((s) => ({ label: s.label, lane: s.lane, startUs: us(s.start), endUs: us(s.end) }));
+    return this.#spans.map((s) => ({ label: s.label, lane: s.lane, startUs: us(s.start), endUs: us(s.end), hostUs: s.hostUs }));
   }
 
   /** Frees the events; the timeline can be filled again. */

@@ -28,7 +28,7 @@ export interface Timing {
 
 export interface LayerResult {
   prefill: { step: Timing; tbo: Timing; stages: StageTimes; tboSpans: TimelineSpan[] };
-  decode: { eager: Timing; tbo: Timing; graph: Timing; stages: StageTimes };
+  decode: { eager: Timing; tbo: Timing; graph: Timing; stages: StageTimes; hostStages: StageTimes };
 }
 
 export interface LayerMeasureOptions {
@@ -97,7 +97,7 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
     o.show('bench moe: prefill, two-batch overlap');
     const tbo = await time(() => layer.forward(x, { ...normal, tbo: {} }), true, false);
     o.show('bench moe: prefill timelines');
-    const prefillStages = medianStages((await timeline(x, normal, true)).map(stageTotals));
+    const prefillStages = medianStages((await timeline(x, normal, true)).map((r) => stageTotals(r)));
     const tboSpans = (await timeline(x, { ...normal, tbo: {} }, true)).at(-1)!;
 
     const xd = tokens(shape.decodeTokens, 12);
@@ -106,14 +106,16 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
     o.show(`bench moe: decode, ${shape.decodeTokens} tokens`);
     const eager = await time(() => layer.forward(xd, lowLatency), false, true);
     const decodeTbo = await time(() => layer.forward(xd, { ...lowLatency, tbo: {} }), false, true);
-    const decodeStages = medianStages((await timeline(xd, lowLatency, false)).map(stageTotals));
+    const decodeRuns = await timeline(xd, lowLatency, false);
+    const decodeStages = medianStages(decodeRuns.map((r) => stageTotals(r)));
+    const decodeHostStages = medianStages(decodeRuns.map((r) => stageTotals(r, 'host')));
     o.show('bench moe: decode replayed as a CUDA graph');
     const g = keep(await layer.captureDecode(xd, out, { stream }));
     const graph = await time(async () => (g.launch(stream), out), false, true);
     await stream.synchronize();
     return {
       prefill: { step, tbo, stages: prefillStages, tboSpans },
-      decode: { eager, tbo: decodeTbo, graph, stages: decodeStages },
+      decode: { eager, tbo: decodeTbo, graph, stages: decodeStages, hostStages: decodeHostStages },
     };
   } finally {
     // Freed before PyTorch's run on the same GPU, which needs as much memory again.

@@ -25,7 +25,17 @@ export interface MoeBenchReport {
   shape: MoeShape;
   method: { iters: number; warmup: number; timelineRuns: number };
   prefill: { step: Timing; tbo: Timing; tboSpeedup: number; stages: StageTimes; torch?: Timing; speedupVsTorch?: number };
-  decode: { eager: Timing; tbo: Timing; tboSpeedup: number; graph: Timing; stages: StageTimes; torch?: Timing; speedupVsTorch?: number };
+  decode: {
+    eager: Timing;
+    tbo: Timing;
+    tboSpeedup: number;
+    graph: Timing;
+    stages: StageTimes;
+    /** The eager step's host enqueue time per stage (µs). */
+    hostStages: StageTimes;
+    torch?: Timing;
+    speedupVsTorch?: number;
+  };
   /** The two-batch-overlap prefill step's stages per stream (lane 0: the layer's stream, 1: the second micro-batch's). */
   timeline: { step: string; spans: TimelineSpan[] };
   torch: { available: true; version: string } | { available: false; reason: string };
@@ -79,6 +89,7 @@ export function buildMoeReport(i: ReportInputs): MoeBenchReport {
       tboSpeedup: ratio(decode.eager.gpuUs, decode.tbo.gpuUs),
       graph: decode.graph,
       stages: decode.stages,
+      hostStages: decode.hostStages,
       ...(t ? { torch: t.decode, speedupVsTorch: decodeVsTorch } : {}),
     },
     timeline: { step: TIMELINE_STEP, spans: prefill.tboSpans },
@@ -115,7 +126,12 @@ export function renderMoe(r: MoeBenchReport): string {
   row('decode, PyTorch layer, eager', r.decode.torch);
   lines.push('', `two-batch overlap at one rank (no / with): prefill ${r.prefill.tboSpeedup}x, decode ${r.decode.tboSpeedup}x`);
   const stages = (st: StageTimes) => Object.entries(st).map(([k, v]) => `${k} ${v}`).join(', ');
-  lines.push(`stages, GPU µs: prefill ${stages(r.prefill.stages)}`, `                decode ${stages(r.decode.stages)}`, '');
+  lines.push(
+    `stages, GPU µs: prefill ${stages(r.prefill.stages)}`,
+    `                decode ${stages(r.decode.stages)}`,
+    `decode, eager, host µs per stage: ${stages(r.decode.hostStages)}`,
+    '',
+  );
   for (const g of r.goals) {
     const verdict = g.met === null ? 'n/a    ' : g.met ? 'met    ' : 'NOT MET';
     lines.push(`${verdict} ${g.goal}: ${g.value ?? g.why} (goal ${g.target})`);

@@ -1,7 +1,8 @@
 /**
- * A step's breakdown by stage from Timeline spans: the GPU time of each
- * stage label summed over the step (the shared expert, for one, runs in two
- * parts), then the median of each label over several runs.
+ * A step's breakdown by stage from Timeline spans: the GPU time (or the
+ * host's enqueue time) of each stage label summed over the step (the shared
+ * expert, for one, runs in two parts), then the median of each label over
+ * several runs.
  */
 import type { TimelineSpan } from '../../cuda/timeline.js';
 import { STAGES } from './moe-cases.js';
@@ -10,9 +11,9 @@ import { median, round } from './stats.js';
 /** µs of GPU time per stage label, in STAGES order (labels the layer adds later come last). */
 export type StageTimes = Record<string, number>;
 
-export function stageTotals(spans: readonly TimelineSpan[]): StageTimes {
+export function stageTotals(spans: readonly TimelineSpan[], clock: 'gpu' | 'host' = 'gpu'): StageTimes {
   const sums = new Map<string, number>();
-  for (const s of spans) sums.set(s.label, (sums.get(s.label) ?? 0) + (s.endUs - s.startUs));
+  for (const s of spans) sums.set(s.label, (sums.get(s.label) ?? 0) + (clock === 'gpu' ? s.endUs - s.startUs : s.hostUs));
   return Object.fromEntries(sums);
 }
 

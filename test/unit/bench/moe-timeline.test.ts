@@ -4,7 +4,7 @@ import { medianStages, stageTotals, type StageTimes } from '../../../src/cli/ben
 import { renderTimelineSvg } from '../../../src/cli/bench/moe-svg.js';
 import type { TimelineSpan } from '../../../src/cuda/timeline.js';
 
-const span = (label: string, lane: number, startUs: number, endUs: number): TimelineSpan => ({ label, lane, startUs, endUs });
+const span = (label: string, lane: number, startUs: number, endUs: number, hostUs = 5): TimelineSpan => ({ label, lane, startUs, endUs, hostUs });
 
 // A two-batch-overlap prefill step: micro-batch 1's dispatch beside micro-batch 0's experts.
 const TBO: TimelineSpan[] = [
@@ -17,13 +17,17 @@ const TBO: TimelineSpan[] = [
   span('shared', 0, 1250, 1300),
   span('combine', 0, 1300, 1400),
   span('experts', 1, 1260, 2200),
-  span('combine', 1, 2200, 2300),
+  span('combine', 1, 2200, 2300, 40),
 ];
 
 describe('bench moe: stage breakdown', () => {
   it('sums each label over a step (the shared expert runs in two parts, and per stream)', () => {
     expect(stageTotals(TBO)).toEqual({ router: 90, shared: 150, dispatch: 220, experts: 1940, combine: 200 });
     expect(stageTotals([])).toEqual({});
+  });
+
+  it('sums the host enqueue times per label when asked', () => {
+    expect(stageTotals(TBO, 'host')).toEqual({ router: 10, shared: 10, dispatch: 10, experts: 10, combine: 45 });
   });
 
   it('takes the median of each label over runs, in stage order, a missing label counting 0', () => {

@@ -52,8 +52,8 @@ const layer: LayerResult = {
     tbo: { gpuUs: 8400 },
     stages: { router: 120, shared: 900, dispatch: 300, experts: 6000, combine: 400 },
     tboSpans: [
-      { label: 'router', lane: 0, startUs: 0, endUs: 60 },
-      { label: 'router', lane: 1, startUs: 10, endUs: 70 },
+      { label: 'router', lane: 0, startUs: 0, endUs: 60, hostUs: 8 },
+      { label: 'router', lane: 1, startUs: 10, endUs: 70, hostUs: 9 },
     ],
   },
   decode: {
@@ -61,6 +61,7 @@ const layer: LayerResult = {
     tbo: { gpuUs: 1000, hostUs: 260 },
     graph: { gpuUs: 800, hostUs: 4.2 },
     stages: { router: 15, shared: 60, dispatch: 20, experts: 650, combine: 25 },
+    hostStages: { router: 30, shared: 20, dispatch: 40, experts: 45, combine: 15 },
   },
 };
 
@@ -115,6 +116,7 @@ describe('bench moe: report', () => {
     expect(cells('decode, replayed as a CUDA graph')).toEqual(['800', '4.2', '1.5']);
     expect(cells('decode, PyTorch layer, eager')).toEqual(['1200', '380', '-']);
     expect(text).toContain('prefill router 120, shared 900, dispatch 300, experts 6000, combine 400');
+    expect(text).toContain('decode, eager, host µs per stage: router 30, shared 20, dispatch 40, experts 45, combine 15');
     expect(text).toMatch(/^met {5}prefill step/m);
     expect(text).toMatch(/^NOT MET decode step replayed as a graph vs the PyTorch layer, eager: 1.5 \(goal 2\)/m);
     expect(text).not.toContain('REDUCED');
