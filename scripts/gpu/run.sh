@@ -7,6 +7,9 @@
 # log, bench-moe.json and bench-moe-timeline.svg; BENCH_MOE_ARGS adds options (e.g. "--experts 64").
 # bench-moe-rank (limit 120 s) runs the layer with 32 experts, the weights one rank holds at
 # EP 8, into bench-moe-32.json: decode at 256 experts is bound by reading all their weights.
+# bench-moe-shared (limit 240 s) spreads 64 experts over 2 ranks sharing GPU 0: its two-batch
+# overlap timeline (bench-moe-2shared.svg), honest but no measure of overlap; bench-moe-gpus
+# (limit 300 s) spreads the 256 experts over every GPU, one rank each: the overlap goal.
 # TESTS_FILTER narrows the tests step to matching files (e.g. "foundation comm"),
 # TESTS_NAME to tests whose name matches (e.g. "EP on 4 GPUs", for a quick
 # check of a kernel change),
@@ -63,6 +66,8 @@ for s in $STEPS; do
     bench-experts) step bench-experts 420 node bin/wideep.js bench experts --json --out "$OUT/bench-experts.json" ${BENCH_EXPERTS_ARGS:-} ;;
     bench-moe) step bench-moe 240 node bin/wideep.js bench moe --out "$OUT/bench-moe.json" --timeline-svg "$OUT/bench-moe-timeline.svg" ${BENCH_MOE_ARGS:-} ;;
     bench-moe-rank) step bench-moe-rank 120 node bin/wideep.js bench moe --experts 32 --out "$OUT/bench-moe-32.json" ;;
+    bench-moe-shared) step bench-moe-shared 240 node bin/wideep.js bench moe --ranks 2 --share-gpu --experts 64 --iters 10 --out "$OUT/bench-moe-2shared.json" --timeline-svg "$OUT/bench-moe-2shared.svg" ;;
+    bench-moe-gpus) step bench-moe-gpus 300 node bin/wideep.js bench moe --ranks "$(nvidia-smi -L | wc -l)" --out "$OUT/bench-moe-gpus.json" --timeline-svg "$OUT/bench-moe-gpus.svg" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done

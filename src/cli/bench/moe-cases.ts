@@ -1,8 +1,9 @@
 /**
- * What `wideep bench moe` measures: one DeepSeek-V3 MoE layer at one rank
- * (hidden 7168, moe intermediate 2048, 256 routed experts, top-8 of 8 groups
- * keeping 4, one shared expert), a prefill step and a decode step, and the
- * goals each ratio is held to. Pure: unit tests cover it without a GPU.
+ * What `wideep bench moe` measures: one DeepSeek-V3 MoE layer (hidden 7168,
+ * moe intermediate 2048, 256 routed experts, top-8 of 8 groups keeping 4,
+ * one shared expert) at one rank or with its experts spread over N ranks, a
+ * prefill step and a decode step, and the goals each ratio is held to. Pure:
+ * unit tests cover it without a GPU.
  */
 import { parseArgs } from 'node:util';
 
@@ -23,6 +24,10 @@ export interface MoeBenchOptions {
   experts: number;
   prefillTokens: number;
   decodeTokens: number;
+  /** EP ranks, one process each (1: the layer alone, beside PyTorch). */
+  ranks: number;
+  /** Every rank on GPU 0 (time-sliced: the logic across processes, no measure of overlap). */
+  shareGpu: boolean;
 }
 
 /** The shape a run measured, as the report states it. */
@@ -43,8 +48,13 @@ export interface MoeShape {
   prefillTokens: number;
   decodeTokens: number;
   dtype: 'bf16';
-  ranks: 1;
+  /** Tokens above are per rank; each rank holds experts / ranks of them. */
+  ranks: number;
+  sharedGpu: boolean;
 }
+
+/** Ranks a run may spread the layer over: one GPU's NVLink domain. */
+const MAX_RANKS = 8;
 
 /** The low-latency buffer's limit on tokens per rank. */
 const MAX_DECODE_TOKENS = 1024;
@@ -63,10 +73,14 @@ export function parseMoeArgs(argv: string[]): MoeBenchOptions {
       experts: { type: 'string', default: String(DEEPSEEK_EXPERTS) },
       'prefill-tokens': { type: 'string', default: '4096' },
       'decode-tokens': { type: 'string', default: '128' },
+      ranks: { type: 'string', default: '1' },
+      'share-gpu': { type: 'boolean', default: false },
     },
   });
   const experts = assertInteger('--experts', Number(values.experts), 16, DEEPSEEK_EXPERTS);
   if (experts % 8 !== 0) throw new WideepError('ERR_INVALID_ARG', `--experts: expected a multiple of 8 (DeepSeek-V3's 8 expert groups), got ${experts}`);
+  const ranks = assertInteger('--ranks', Number(values.ranks), 1, MAX_RANKS);
+  if (experts % ranks !== 0) throw new WideepError('ERR_INVALID_ARG', `--ranks: the ${experts} experts must split evenly over the ranks, got ${ranks}`);
   return {
     json: values.json!,
     out: values.out,
@@ -77,10 +91,12 @@ export function parseMoeArgs(argv: string[]): MoeBenchOptions {
     experts,
     prefillTokens: assertInteger('--prefill-tokens', Number(values['prefill-tokens']), 1, 16_384),
     decodeTokens: assertInteger('--decode-tokens', Number(values['decode-tokens']), 1, MAX_DECODE_TOKENS),
+    ranks,
+    shareGpu: values['share-gpu']!,
   };
 }
 
-export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 'decodeTokens'>): MoeShape {
+export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 'decodeTokens'> & Partial<Pick<MoeBenchOptions, 'ranks' | 'shareGpu'>>): MoeShape {
   return {
     model: 'DeepSeek-V3',
     reduced: o.experts < DEEPSEEK_EXPERTS,
@@ -96,7 +112,8 @@ export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 
     prefillTokens: o.prefillTokens,
     decodeTokens: o.decodeTokens,
     dtype: 'bf16',
-    ranks: 1,
+    ranks: o.ranks ?? 1,
+    sharedGpu: (o.ranks ?? 1) > 1 && (o.shareGpu ?? false),
   };
 }
 
@@ -117,7 +134,7 @@ export function layerConfig(s: MoeShape): MoeLayerConfig {
   });
 }
 
-/** The issue's speed goals for the layer at one rank, with PyTorch in the same run. */
+/** The speed goals: the layer at one rank beside PyTorch in the same run, and two-batch overlap on several GPUs. */
 export const MOE_GOALS = {
   /** PyTorch's prefill step time over ours (no TBO): at least. */
   prefillVsTorch: 1.3,
@@ -125,6 +142,9 @@ export const MOE_GOALS = {
   decodeGraphVsTorch: 2,
   /** Host time per graph replay (µs): at most. */
   hostUsPerReplay: 10,
+  /** A step without over with two-batch overlap, on this many GPUs or more (not shared): at least. */
+  tboSpeedup: 1.2,
+  tboMinGpus: 4,
 } as const;
 
 /** The stages a Timeline records in a forward, in the order the table shows them. */

@@ -1,10 +1,12 @@
 /**
- * The GPU side of `wideep bench moe`: one MoeLayer at one rank (its EP
- * buffer on a process group of one), random DeepSeek-V3 weights made on the
- * GPU, timed at prefill (normal mode) and decode (low-latency mode, eager
- * and replayed as a CUDA graph), each with two-batch overlap on and off, and
- * the stages of each step from a Timeline in runs of their own.
+ * The GPU side of `wideep bench moe`: one MoeLayer on this rank (its EP
+ * buffer on a process group of one, or on the launcher's group of N ranks),
+ * random DeepSeek-V3 weights made on the GPU, timed at prefill (normal mode)
+ * and decode (low-latency mode, eager and replayed as a CUDA graph), each
+ * with two-batch overlap on and off, and the stages of each step from a
+ * Timeline in runs of their own. Every rank runs the same sequence of calls.
  */
+import type { Communicator } from '../../comm/communicator.js';
 import { Stream } from '../../cuda/stream.js';
 import { trimMemoryPool } from '../../cuda/device.js';
 import { Timeline, type TimelineSpan } from '../../cuda/timeline.js';
@@ -12,6 +14,7 @@ import { EpBuffer } from '../../ep/buffer.js';
 import { MoeLayer, type MoeForwardOptions } from '../../moe/layer.js';
 import { randomLayerWeights } from '../../moe/layer-weights.js';
 import { initProcessGroup } from '../../runtime/process-group.js';
+import type { ProcessGroup } from '../../runtime/types.js';
 import { fillRandom } from '../../tensor/fill.js';
 import { Tensor } from '../../tensor/tensor.js';
 import { layerConfig, type MoeShape } from './moe-cases.js';
@@ -35,6 +38,10 @@ export interface LayerMeasureOptions {
   iters: number;
   warmup: number;
   show: (text: string) => void;
+  /** The ranks the layer's experts spread over (default: a group of one, made and closed here). */
+  group?: ProcessGroup;
+  /** Lines the ranks up on the GPU before each timed run (ranks on GPUs of their own). */
+  comm?: Communicator;
 }
 
 /** Runs with a Timeline per step: its events cost a little, so they are not the timed runs. */
@@ -46,7 +53,7 @@ const EP_TIMEOUT_MS = 60_000;
 export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Promise<LayerResult> {
   const config = layerConfig(shape);
   // A group of one, whatever launcher variables the environment holds.
-  const pg = await initProcessGroup({ rank: 0, worldSize: 1, env: {} });
+  const pg = o.group ?? (await initProcessGroup({ rank: 0, worldSize: 1, env: {} }));
   const device = pg.device!;
   const stream = new Stream(device);
   const on = { device: `cuda:${device}` as const, stream };
@@ -67,8 +74,8 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
     const w = randomLayerWeights(ep, config, { seed: 1, device, stream });
     for (const t of [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.shared?.w13, w.shared?.w2]) if (t) keep(t);
     const layer = keep(new MoeLayer(ep, config, w));
-    const timer = keep(new GpuTimer(stream, { flushL2: true }));
-    const tokens = (T: number, seed: number) => keep(fillRandom(Tensor.empty([T, shape.hidden], 'bf16', on), seed, { kind: 'normal', std: 1 }, stream));
+    const timer = keep(new GpuTimer(stream, { flushL2: true, comm: o.comm }));
+    const tokens = (T: number, seed: number) => keep(fillRandom(Tensor.empty([T, shape.hidden], 'bf16', on), seed + 101 * pg.rank, { kind: 'normal', std: 1 }, stream));
 
     const time = async (op: () => Promise<Tensor>, release: boolean, withHost: boolean): Promise<Timing> => {
       const s = await timer.time({ iters: o.iters, warmup: o.warmup, op, after: (y) => (release ? y.close(stream) : undefined) });
@@ -124,6 +131,6 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
     await stream.synchronize();
     stream.close();
     trimMemoryPool(device);
-    await pg.close();
+    if (!o.group) await pg.close();
   }
 }

@@ -2,7 +2,8 @@ import { parseArgs } from 'node:util';
 
 import { capabilities, type Capabilities } from '../../capabilities.js';
 import { WideepError } from '../../errors.js';
-import { cudaRankPlacement, demoBackend, type DemoBackend, type DemoBackendKind } from '../demo/backend.js';
+import { demoBackend, type DemoBackend, type DemoBackendKind } from '../demo/backend.js';
+import { cudaRankPlacement } from '../rank-placement.js';
 import { runCudaDemo } from '../demo/cuda-run.js';
 import { cudaSummary, renderCudaDemo } from '../demo/cuda-summary.js';
 import { DECODE_REPLAYS, GPU_DEMO_CONFIG, PREFILL_STEPS } from '../demo/gpu-layer.js';
@@ -196,7 +197,7 @@ async function runCuda(values: DemoValues, caps: Capabilities, backend: DemoBack
   const share = values['share-gpu'] === true;
   const ranks = values.ranks === undefined ? (share ? 1 : defaultCudaRanks(backend.gpus)) : parseIntFlag('--ranks', values.ranks, 1);
   if (ranks > 8 || E % ranks !== 0) throw new WideepError('ERR_INVALID_ARG', `--ranks ${ranks}: the cuda demo runs 1, 2, 4 or 8 ranks (a divisor of its ${E} experts, at most 8 GPUs)`);
-  const where = cudaRankPlacement(caps, ranks, share);
+  const where = cudaRankPlacement(caps, ranks, share, ', --backend cpu simulates them');
   const c = GPU_DEMO_CONFIG;
   const text = !values.json;
   if (text) {

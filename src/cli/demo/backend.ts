@@ -50,28 +50,3 @@ export function demoBackend(caps: DemoCapabilities, forced?: DemoBackendKind): D
     reason: `${forced === 'cuda' ? '--backend cuda: ' : ''}${gpus} GPU${gpus === 1 ? '' : 's'} (${names}) and cuBLASLt${blas}: one process per rank through wideep launch (--backend cpu simulates the ranks instead)`,
   };
 }
-
-/**
- * Where `ranks` cuda ranks run: one GPU each, or all on GPU 0 with `share`
- * (slow, time-sliced, but the same logic across processes). More ranks than
- * GPUs without `share`, or GPUs that cannot map each other's memory, are refused.
- */
-export function cudaRankPlacement(caps: Pick<Capabilities, 'gpus' | 'peerAccess'>, ranks: number, share: boolean): { env: Record<string, string>; where: string } {
-  const gpus = caps.gpus.length;
-  if (share) return { env: { WIDEEP_DEVICE: '0' }, where: `${ranks} rank${ranks === 1 ? '' : 's'} sharing GPU 0` };
-  if (ranks > gpus) {
-    throw new WideepError(
-      'ERR_INVALID_ARG',
-      `--ranks ${ranks}: the cuda backend runs one rank per GPU and ${gpus} ${gpus === 1 ? 'is' : 'are'} visible; ` +
-        `--share-gpu puts every rank on GPU 0, --backend cpu simulates them`,
-    );
-  }
-  for (let i = 0; i < ranks; i++) {
-    for (let j = 0; j < ranks; j++) {
-      if (!caps.peerAccess[i]?.[j]) {
-        throw new WideepError('ERR_UNSUPPORTED', `--ranks ${ranks}: GPU ${i} cannot map GPU ${j}'s memory (no peer access), which the EP kernels need; try fewer ranks or --share-gpu`);
-      }
-    }
-  }
-  return { env: {}, where: `${ranks} rank${ranks === 1 ? '' : 's'}, one GPU each` };
-}

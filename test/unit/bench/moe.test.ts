@@ -22,7 +22,7 @@ function captureIo(): CliIo & { stdout: string } {
 describe('bench moe: arguments and shape', () => {
   it("defaults to DeepSeek-V3's layer at 4096 prefill and 128 decode tokens, PyTorch on", () => {
     const o = parseMoeArgs([]);
-    expect(o).toEqual({ json: false, out: undefined, timelineSvg: undefined, iters: 20, warmup: 5, torch: true, experts: 256, prefillTokens: 4096, decodeTokens: 128 });
+    expect(o).toEqual({ json: false, out: undefined, timelineSvg: undefined, iters: 20, warmup: 5, torch: true, experts: 256, prefillTokens: 4096, decodeTokens: 128, ranks: 1, shareGpu: false });
     const s = moeShape(o);
     expect(s).toMatchObject({ hidden: 7168, moeIntermediate: 2048, experts: 256, sharedExperts: 1, topk: 8, groups: 8, topkGroup: 4, reduced: false, ranks: 1 });
     expect(layerConfig(s)).toMatchObject({ numRoutedExperts: 256, topK: 8, numExpertGroups: 8, topkGroup: 4, scoringFunc: 'sigmoid', routedScalingFactor: 2.5 });
@@ -30,7 +30,7 @@ describe('bench moe: arguments and shape', () => {
 
   it('takes every option, and says in the shape when the experts were cut', () => {
     const o = parseMoeArgs(['--json', '--out', 'r.json', '--timeline-svg', 't.svg', '--iters', '3', '--warmup', '0', '--no-torch', '--experts', '16', '--prefill-tokens', '512', '--decode-tokens', '32']);
-    expect(o).toEqual({ json: true, out: 'r.json', timelineSvg: 't.svg', iters: 3, warmup: 0, torch: false, experts: 16, prefillTokens: 512, decodeTokens: 32 });
+    expect(o).toEqual({ json: true, out: 'r.json', timelineSvg: 't.svg', iters: 3, warmup: 0, torch: false, experts: 16, prefillTokens: 512, decodeTokens: 32, ranks: 1, shareGpu: false });
     expect(moeShape(o)).toMatchObject({ experts: 16, reduced: true, prefillTokens: 512, decodeTokens: 32 });
     // 16 experts in 8 groups of 2, 4 groups kept: exactly the top-8's 8 candidates.
     expect(layerConfig(moeShape(o)).numRoutedExperts).toBe(16);
@@ -42,6 +42,8 @@ describe('bench moe: arguments and shape', () => {
     await expectWideepError(() => parseMoeArgs(['--experts', '512']), 'ERR_INVALID_ARG', '--experts');
     await expectWideepError(() => parseMoeArgs(['--decode-tokens', '1025']), 'ERR_INVALID_ARG', '--decode-tokens');
     await expectWideepError(() => parseMoeArgs(['--iters', '0']), 'ERR_INVALID_ARG', '--iters');
+    await expectWideepError(() => parseMoeArgs(['--ranks', '3']), 'ERR_INVALID_ARG', '--ranks', 'split evenly');
+    await expectWideepError(() => parseMoeArgs(['--ranks', '16']), 'ERR_INVALID_ARG', '--ranks');
     expect(() => parseMoeArgs(['--tokens', '5'])).toThrow(/--tokens/);
   });
 });
@@ -80,6 +82,8 @@ describe('bench moe: report', () => {
       { goal: 'prefill step (no TBO) vs the PyTorch layer', target: MOE_GOALS.prefillVsTorch, value: 1.5, met: true },
       { goal: 'decode step replayed as a graph vs the PyTorch layer, eager', target: MOE_GOALS.decodeGraphVsTorch, value: 1.5, met: false },
       { goal: 'host time per decode graph replay (µs)', target: MOE_GOALS.hostUsPerReplay, value: 4.2, met: true },
+      { goal: 'prefill, two-batch overlap speedup at 1 rank', target: 1.2, value: null, met: null, why: 'needs 4 GPUs or more; this run has 1 rank' },
+      { goal: 'decode, two-batch overlap speedup at 1 rank', target: 1.2, value: null, met: null, why: 'needs 4 GPUs or more; this run has 1 rank' },
     ]);
     expect(r.torch).toEqual({ available: true, version: '2.9.0' });
     expect(r.timeline.spans).toHaveLength(2);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
-import { cudaRankPlacement, demoBackend, type DemoCapabilities } from '../../../src/cli/demo/backend.js';
+import { demoBackend, type DemoCapabilities } from '../../../src/cli/demo/backend.js';
+import { cudaRankPlacement } from '../../../src/cli/rank-placement.js';
 
 const gpu = { index: 0, name: 'NVIDIA H200', computeCapability: '9.0', memoryBytes: 1, smCount: 132, pciBusId: '0', l2CacheBytes: 1, supported: true };
 const blas = { found: true, version: '12.9.1', tried: [] };
@@ -41,7 +42,7 @@ describe('cudaRankPlacement', () => {
   });
 
   it('refuses more ranks than GPUs, naming both ways out, unless asked to share GPU 0', () => {
-    expect(() => cudaRankPlacement(caps, 4, false)).toThrow(
+    expect(() => cudaRankPlacement(caps, 4, false, ', --backend cpu simulates them')).toThrow(
       expect.objectContaining({ code: 'ERR_INVALID_ARG', message: '--ranks 4: the cuda backend runs one rank per GPU and 2 are visible; --share-gpu puts every rank on GPU 0, --backend cpu simulates them' }),
     );
     expect(cudaRankPlacement(caps, 4, true)).toEqual({ env: { WIDEEP_DEVICE: '0' }, where: '4 ranks sharing GPU 0' });
