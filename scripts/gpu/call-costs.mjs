@@ -6,7 +6,7 @@
 // each experiment's mean microseconds per native method.
 import { Communicator, EpBuffer, Event, Stream, Tensor, initProcessGroup } from '../../dist/index.js';
 import { median } from '../../dist/cli/bench/stats.js';
-import { requireCuda } from '../../dist/native/index.js';
+import { clearNativeTimes, nativeMeans, timeNativeCalls } from './native-timing.mjs';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 
@@ -16,46 +16,7 @@ const inspector = profileFile ? new Session() : undefined;
 
 const ROUNDS = 10;
 const PER_ROUND = 50;
-const cuda = requireCuda('call-costs');
-// Every native method's own time, by wrapping the addon's class prototypes.
-const nativeTime = new Map();
-/** Mean microseconds per call of every native method timed since nativeTime was cleared. */
-const nativeMeans = () => Object.fromEntries([...nativeTime].map(([k, e]) => [k, +((e.ms * 1e3) / e.calls).toFixed(1)]));
-function timed(key, fn) {
-  return function (...args) {
-    const t0 = performance.now();
-    try {
-      return fn.apply(this, args);
-    } finally {
-      const e = nativeTime.get(key) ?? { calls: 0, ms: 0 };
-      e.calls++;
-      e.ms += performance.now() - t0;
-      nativeTime.set(key, e);
-    }
-  };
-}
-// The addon's methods are read-only on their prototypes, so each new
-// instance gets timed own methods instead.
-function instrument(obj, cls) {
-  const proto = Object.getPrototypeOf(obj);
-  for (const name of Object.getOwnPropertyNames(proto)) {
-    const d = Object.getOwnPropertyDescriptor(proto, name);
-    if (name !== 'constructor' && typeof d.value === 'function') {
-      Object.defineProperty(obj, name, { value: timed(`${cls}.${name}`, d.value) });
-    }
-  }
-  return obj;
-}
-for (const [cls, ctor] of Object.entries(cuda)) {
-  if (typeof ctor !== 'function') continue;
-  if (!/^[A-Z]/.test(cls)) {
-    cuda[cls] = timed(cls, ctor);
-  } else if (cls === 'Communicator') {
-    cuda[cls] = { getUniqueId: () => ctor.getUniqueId(), init: async (...a) => instrument(await ctor.init(...a), cls) };
-  } else {
-    cuda[cls] = new Proxy(ctor, { construct: (t, a) => instrument(Reflect.construct(t, a), cls) });
-  }
-}
+const cuda = timeNativeCalls('call-costs');
 const pg = await initProcessGroup();
 const dev = pg.device;
 const stream = new Stream(dev);
@@ -90,7 +51,7 @@ function add(name, us) {
 // (or, with idle, each call on an idle GPU), median over rounds, plus the
 // mean time of every native method it called.
 async function measure(name, fn, { perRound = PER_ROUND, idle = false } = {}) {
-  nativeTime.clear();
+  clearNativeTimes();
   for (let r = 0; r < ROUNDS; r++) {
     if (!idle) cuda.sleep(20_000_000, stream.native);
     let us = 0;
@@ -127,7 +88,7 @@ for (const [name, prep] of [
   // Whether a cold host (the event loop just woke from idle) is what costs: spin 1 ms first.
   ['dispatch after sleep + 1 ms host spin', () => { cuda.sleep(2_000_000, stream.native); const e = performance.now() + 1; while (performance.now() < e); }],
 ]) {
-  nativeTime.clear();
+  clearNativeTimes();
   const us = [];
   for (let i = 0; i < 30; i++) {
     prep();
