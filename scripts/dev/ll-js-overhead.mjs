@@ -5,99 +5,10 @@
 //   node scripts/dev/ll-js-overhead.mjs [iterations]
 import { EpBuffer, Tensor, TcpStoreServer, initProcessGroup } from '../../dist/index.js';
 import { median } from '../../dist/cli/bench/stats.js';
-import { requireCuda } from '../../dist/native/index.js';
+import { stubNative } from './stub-native.mjs';
 
 const ITERS = Number(process.argv[2] ?? 20000);
-const cuda = requireCuda('ll-js-overhead');
-
-// ---- a native layer that does nothing ----------------------------------------
-let nextPtr = 0x100000n;
-const props = { name: 'stub', major: 9, minor: 0, multiProcessorCount: 132, totalGlobalMem: 2 ** 37 };
-cuda.probe = () => ({ driverVersion: 13000, runtimeVersion: 13000, deviceCount: 1, devices: [props], peerAccess: [[true]] });
-cuda.setDevice = () => {};
-cuda.memGetInfo = () => ({ free: 2 ** 37, total: 2 ** 37 });
-cuda.memset = () => {};
-cuda.copyHostToDevice = async () => {};
-cuda.Stream = class {
-  constructor(device) {
-    this.device = device;
-    this.handle = 1n;
-    this.closed = false;
-  }
-  async synchronize() {}
-  query() {
-    return true;
-  }
-  isCapturing() {
-    return false;
-  }
-  waitEvent() {}
-  close() {}
-};
-cuda.Event = class {
-  constructor(device) {
-    this.device = device;
-    this.closed = false;
-  }
-  record() {}
-  query() {
-    return true;
-  }
-  async synchronize() {}
-  elapsedMs() {
-    return 0;
-  }
-  close() {}
-};
-cuda.DeviceMemory = class {
-  constructor(bytes) {
-    this.bytes = bytes;
-    this.ptr = nextPtr;
-    nextPtr += BigInt(bytes + 256);
-    this.device = 0;
-    this.closed = false;
-  }
-  close() {}
-};
-const realEpBuffer = cuda.EpBuffer;
-cuda.EpBuffer = class {
-  static batonLayout() {
-    return realEpBuffer.batonLayout();
-  }
-  constructor() {
-    this.base = 0x7000000000n;
-    this.closed = false;
-  }
-  ipcHandle() {
-    return new Uint8Array(64);
-  }
-  openPeers() {}
-  configure() {}
-  // The launches record the call's event themselves (true: recorded).
-  lowLatencyDispatch() {
-    return true;
-  }
-  lowLatencyDispatchSend() {
-    return true;
-  }
-  lowLatencyDispatchRecv() {
-    return false;
-  }
-  lowLatencyCombine() {
-    return true;
-  }
-  lowLatencyCombineSend() {
-    return true;
-  }
-  lowLatencyCombineRecv() {
-    return false;
-  }
-  cleanLowLatency() {}
-  readStatus() {
-    return null;
-  }
-  async close() {}
-};
+stubNative('ll-js-overhead');
 
 // ---- one rank with a real store --------------------------------------------------
 const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
