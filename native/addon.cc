@@ -15,6 +15,7 @@
 #include "cuda/stream.h"
 #include "ep/baseline_binding.h"
 #include "ep/ep_buffer.h"
+#include "ep/node_leg_binding.h"
 #include "moe/moe_binding.h"
 #include "nccl/communicator.h"
 #include "nccl/nccl_loader.h"
@@ -45,6 +46,7 @@ WideepAddon::WideepAddon(Napi::Env env, Napi::Object exports) {
   cuda.Set("EpBuffer", ep::EpBuffer::Define(env));
   cuda.Set("gatherRows", Napi::Function::New(env, ep::GatherRows, "gatherRows"));
   cuda.Set("scatterAddBf16", Napi::Function::New(env, ep::ScatterAddBf16, "scatterAddBf16"));
+  ep::RegisterNodeLeg(env, cuda);
   cuda.Set("blasLoad", Napi::Function::New(env, blas::LoadBinding, "blasLoad"));
   cuda.Set("BlasHandle", blas::BlasHandle::Define(env));
   moe::Register(env, cuda);

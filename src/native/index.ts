@@ -10,9 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { WideepError } from '../errors.js';
 import type { ComputeBinding } from './compute.js';
 import type { EpBinding } from './ep.js';
+import type { NodeLegBinding } from './node-leg.js';
 
 export type * from './compute.js';
 export type * from './ep.js';
+export type * from './node-leg.js';
 
 const require = createRequire(import.meta.url);
 
@@ -102,7 +104,7 @@ export interface NativeGraph {
   close(): void;
 }
 
-export interface CudaBinding extends EpBinding, ComputeBinding {
+export interface CudaBinding extends EpBinding, NodeLegBinding, ComputeBinding {
   probe(): NativeProbe;
   Stream: new (device: number, priority?: number) => NativeStream;
   Event: new (device: number, timing?: boolean) => NativeEvent;
