@@ -27,7 +27,7 @@ import { localFailureNumber, type CallKind, type DataCallKind, type EpCall } fro
 import { CpuBackend } from './cpu/backend.js';
 import { alignUp } from './dispatch-layout.js';
 import { AlternatingPool, DispatchHandle, LowLatencyHandle, ReceiveHook, RoutingRef, SlotPool, type Lease } from './leases.js';
-import { refuseCudaAcrossNodes, type Placement } from './span.js';
+import { cudaPath, type CudaPath, type Placement } from './span.js';
 import { StoreTransport, isCpuTransport, type CpuTransport } from './transport.js';
 import type {
   CombineOptions,
@@ -75,18 +75,21 @@ function nextBufferIndex(group: object): number {
   return n;
 }
 
-/** The cuda backend's module, loaded once for every buffer (and every rank) of the process. */
-let cudaBackend: Promise<CreateCudaBackend> | undefined;
+/** The cuda backends' modules (one node; across nodes), each loaded once for every buffer (and every rank) of the process. */
+const cudaBackends = new Map<CudaPath, Promise<CreateCudaBackend>>();
 
-function loadCudaBackend(): Promise<CreateCudaBackend> {
-  cudaBackend ??= importCudaBackend();
-  return cudaBackend;
+function loadCudaBackend(path: CudaPath): Promise<CreateCudaBackend> {
+  let loading = cudaBackends.get(path);
+  if (!loading) {
+    loading = path === 'one node' ? importCudaBackend('./cuda/backend.js', 'createCudaBackend') : importCudaBackend('./cuda/node/backend.js', 'createCudaNodeBackend');
+    cudaBackends.set(path, loading);
+  }
+  return loading;
 }
 
-async function importCudaBackend(): Promise<CreateCudaBackend> {
+async function importCudaBackend(spec: string, name: string): Promise<CreateCudaBackend> {
   // A variable specifier: the module is optional, and tsc must not resolve it.
-  const spec = './cuda/backend.js';
-  let mod: { createCudaBackend?: CreateCudaBackend };
+  let mod: Record<string, CreateCudaBackend | undefined>;
   try {
     mod = (await import(spec)) as typeof mod;
   } catch (e) {
@@ -95,15 +98,16 @@ async function importCudaBackend(): Promise<CreateCudaBackend> {
       err?.code === 'ERR_MODULE_NOT_FOUND' ||
       err?.code === 'MODULE_NOT_FOUND' ||
       /Cannot find module|Failed to load url|Does the file exist/i.test(String(err?.message));
-    if (notFound && /cuda[\\/]backend/.test(String(err?.message))) {
+    if (notFound && /cuda[\\/](node[\\/])?backend/.test(String(err?.message))) {
       throw new WideepError('ERR_UNSUPPORTED', 'the cuda backend is not built into this version', { cause: e });
     }
     throw e;
   }
-  if (typeof mod.createCudaBackend !== 'function') {
-    throw new WideepError('ERR_UNSUPPORTED', 'the cuda backend is not built into this version (cuda/backend.js has no createCudaBackend)');
+  const create = mod[name];
+  if (typeof create !== 'function') {
+    throw new WideepError('ERR_UNSUPPORTED', `the cuda backend is not built into this version (${spec} has no ${name})`);
   }
-  return mod.createCudaBackend;
+  return create;
 }
 
 /**
@@ -177,13 +181,14 @@ export class EpBuffer implements AsyncDisposable {
     if (backend === 'cuda' && config.device === undefined) {
       throw new WideepError('ERR_INVALID_ARG', `${where}: the cuda backend needs a GPU: the group has no device and options.device is unset`);
     }
-    const createCuda = backend === 'cuda' ? await loadCudaBackend() : undefined;
+    // Both cuda modules load before any rank's exchange, so a missing one fails every rank alike.
+    const cudaModules = backend === 'cuda' ? { 'one node': await loadCudaBackend('one node'), 'across nodes': await loadCudaBackend('across nodes') } : undefined;
     const transport = viaTransport ? group : new StoreTransport(group.store, group.rank, group.worldSize, `wideep/ep/buffer${index}`);
     const own = viaTransport ? undefined : transport;
     try {
       const placements = await exchangeOptions(transport, config, { host: hostname(), nnodes: viaTransport ? 1 : group.nnodes });
-      if (createCuda) {
-        refuseCudaAcrossNodes(config, placements);
+      if (cudaModules) {
+        const createCuda = cudaModules[cudaPath(config, placements)];
         await own?.close(); // the cuda backend brings its own communication
         return new EpBuffer(config, await createCuda(group as ProcessGroup, config), undefined, index);
       }

@@ -36,8 +36,8 @@ export interface EpBufferOptions {
   /**
    * Ranks per node, dividing the world size: ranks r and s share a node when
    * floor(r / ranksPerNode) equals floor(s / ranksPerNode). Several nodes make
-   * normal mode hierarchical on the cpu backend; the cuda backend refuses them
-   * (ERR_UNSUPPORTED: its network leg is not built). Default: a ProcessGroup's
+   * normal mode hierarchical (cuda: NCCL between nodes, each node's ranks on one
+   * host; low-latency mode across nodes is refused, ERR_UNSUPPORTED). Default: a ProcessGroup's
    * own layout (localWorldSize when its nnodes nodes are equal), else the
    * whole world is one node.
    */
@@ -77,9 +77,9 @@ export interface DispatchLayout {
   /** u8 [T, R]: 1 where the token selects some expert of that rank. */
   isTokenInRank: Tensor;
   /**
-   * i32 [R / ranksPerNode], cpu backend: tokens sent to each node, each token
-   * counted once per node (DeepEP's num_tokens_per_rdma_rank). The cuda
-   * backend serves one node and leaves it out.
+   * i32 [R / ranksPerNode]: tokens sent to each node, each token counted once
+   * per node (DeepEP's num_tokens_per_rdma_rank). Left out by the cuda
+   * backend within one node.
    */
   numTokensPerNode?: Tensor;
   /** cuda: recorded after the layout kernel. */

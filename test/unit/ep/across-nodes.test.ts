@@ -1,10 +1,10 @@
 /**
  * EP buffers over several nodes: the ranksPerNode option, a dead rank on
- * another node (cpu backend), and the cuda backend's refusal.
+ * another node (cpu backend), and which cuda path serves which ranks.
  */
 import { describe, expect, test } from 'vitest';
 import { EpBuffer } from '../../../src/ep/buffer.js';
-import { acrossNodes } from '../../../src/ep/span.js';
+import { cudaPath, cudaRefusal } from '../../../src/ep/span.js';
 import { createSimulatedRanks, type CollectiveOptions, type CpuTransport } from '../../../src/ep/transport.js';
 import type { EpBufferOptions } from '../../../src/ep/types.js';
 import type { ProcessGroup } from '../../../src/runtime/types.js';
@@ -107,18 +107,25 @@ describe('a dead rank on another node (cpu backend)', () => {
 });
 
 describe('the cuda backend across nodes', () => {
+  const one = { host: 'a', nnodes: 1 };
   test.each([
-    [{ worldSize: 16, ranksPerNode: 8 }, [{ host: 'a', nnodes: 1 }], 'ranksPerNode 8 makes 2 nodes of the 16 ranks'],
-    [{ worldSize: 4, ranksPerNode: 4 }, [{ host: 'a', nnodes: 2 }], 'the process group spans 2 nodes'],
-    [{ worldSize: 2, ranksPerNode: 2 }, [{ host: 'a', nnodes: 1 }, { host: 'b', nnodes: 1 }], 'the ranks run on 2 hosts (a, b), which CUDA IPC cannot join'],
-    [{ worldSize: 2, ranksPerNode: 2 }, [{ host: 'a', nnodes: 1 }, { host: 'a', nnodes: 1 }], undefined],
-  ])('%o on %o: %s', (config, placements, why) => {
-    expect(acrossNodes(config, placements)).toBe(why);
+    [{ worldSize: 16, ranksPerNode: 8 }, [...new Array(8).fill(one), ...new Array(8).fill({ host: 'b', nnodes: 2 })], 'across nodes'],
+    [{ worldSize: 4, ranksPerNode: 4 }, new Array(4).fill(one), 'one node'],
+    [{ worldSize: 2, ranksPerNode: 1 }, [one, one], 'across nodes'],
+  ])('%o: %s', (config, placements, path) => {
+    expect(cudaPath({ ...config, lowLatency: undefined }, placements)).toBe(path);
   });
 
   test.each([
-    ["the group's nodes", {}, 'ranksPerNode 1 makes 2 nodes of the 2 ranks', 'NCCL grouped send/receive'],
-    ['low-latency mode', { lowLatency: { maxTokensPerRank: 8 } }, "nor low-latency mode across nodes (NCCL's device API)"],
+    [{ worldSize: 4, ranksPerNode: 4 }, [one, one, one, { host: 'a', nnodes: 2 }], 'the process group spans 2 nodes, but ranksPerNode 4 makes one node of all 4 ranks'],
+    [{ worldSize: 2, ranksPerNode: 2 }, [one, { host: 'b', nnodes: 1 }], 'the ranks run on 2 hosts (a, b), which CUDA IPC cannot join'],
+    [{ worldSize: 4, ranksPerNode: 2 }, [one, one, one, { host: 'b', nnodes: 1 }], "node 1's ranks (2..3) run on 2 hosts (a, b)"],
+  ])('%o on %o is refused: %s', (config, placements, why) => {
+    expect(cudaRefusal({ ...config, lowLatency: undefined }, placements)).toContain(why);
+  });
+
+  test.each([
+    ['low-latency mode across nodes', { lowLatency: { maxTokensPerRank: 8 } }, "low-latency mode across nodes needs NCCL's device API", 'GIN', '2.28.7', 'it is not built'],
     ['one node by ranksPerNode, two by the group', { ranksPerNode: 2 }, 'the process group spans 2 nodes'],
   ] as [string, Partial<EpBufferOptions>, ...string[]][])('EpBuffer.create refuses on every rank, before any kernel (%s)', async (_, extra, ...fragments) => {
     const { groups, close } = await loopbackStoreGroups(2);
@@ -127,7 +134,7 @@ describe('the cuda backend across nodes', () => {
       const nodes: ProcessGroup[] = groups.map((g) => ({ ...g, localRank: 0, localWorldSize: 1, nodeRank: g.rank, nnodes: 2, device: 0 }));
       const res = await Promise.allSettled(nodes.map((g) => EpBuffer.create(g, { ...OPTIONS, backend: 'cuda', ...extra })));
       for (const s of res) {
-        await expectWideepError(Promise.reject((s as PromiseRejectedResult).reason), 'ERR_UNSUPPORTED', 'EpBuffer.create (cuda)', 'is not built yet', ...fragments);
+        await expectWideepError(Promise.reject((s as PromiseRejectedResult).reason), 'ERR_UNSUPPORTED', 'EpBuffer.create (cuda)', ...fragments);
       }
     } finally {
       await close();
