@@ -2,8 +2,8 @@
  * Which EpBuffer path a phase of a deepep deployment takes. Normal mode over
  * EP ranks on several nodes is hierarchical: each token crosses the network
  * once per destination node, to the GPU of its own local index there, which
- * forwards it over NVLink (DeepEP's internode kernels; wideep's cpu backend
- * runs it, its cuda network leg is not built). Low-latency mode reaches every
+ * forwards it over NVLink (DeepEP's internode kernels; both of wideep's
+ * backends run it, cuda with NCCL between nodes). Low-latency mode reaches every
  * rank directly, so it stays flat, as does anything within one node.
  */
 import type { ResolvedDeepepMode } from './options.js';
