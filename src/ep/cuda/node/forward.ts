@@ -109,6 +109,12 @@ export class IntranodeForward {
   readonly #config: EpConfig;
   /** This node's experts, [begin, end) of the global ids. */
   readonly #experts: { begin: number; end: number };
+  /**
+   * Per receive slot and output: where the reordered rows go, grown as
+   * needed. Results are views of it, valid while the slot is leased, as the
+   * flat path's are views of its slot: callers never free them.
+   */
+  readonly #staging = new Map<string, { tensor: Tensor; stream: Stream }>();
 
   /** `inner`: a cuda backend of this node's ranks (rank = local index). */
   constructor(inner: EpBackend, kernels: NodeLegKernels, config: EpConfig) {
@@ -152,19 +158,37 @@ export class IntranodeForward {
     if (numRows !== expected) {
       throw new WideepError('ERR_PROTOCOL', `dispatch: the node's forwarders announced ${expected} rows for this rank, but ${numRows} arrived`);
     }
-    const reordered = (t: Tensor | undefined) => {
+    const reordered = (t: Tensor | undefined, field: string) => {
       if (!t) return undefined;
-      const out = Tensor.empty(t.shape, t.dtype, on);
+      const out = this.#staged(`${slot}/${field}`, t, s);
       copyBlocks(out, t, blocks, false, s);
       return out;
     };
     return {
-      recvX: reordered(got.recvX)!,
-      recvXScales: reordered(got.recvXScales),
-      recvTopkIdx: reordered(got.recvTopkIdx),
-      recvTopkWeights: reordered(got.recvTopkWeights),
+      recvX: reordered(got.recvX, 'x')!,
+      recvXScales: reordered(got.recvXScales, 'scales'),
+      recvTopkIdx: reordered(got.recvTopkIdx, 'topkIdx'),
+      recvTopkWeights: reordered(got.recvTopkWeights, 'topkWeights'),
       routing: cached ?? { inner: got.routing, tables, netCounts: args.netCounts, blocks, numRows },
     };
+  }
+
+  /** A view of like's shape and dtype in the staging buffer `key`, which grows (on stream s) when too small. */
+  #staged(key: string, like: Tensor, s: Stream): Tensor {
+    const rows = like.shape[0]!;
+    const rowShape = like.shape.slice(1);
+    const held = this.#staging.get(key);
+    if (held) {
+      const t = held.tensor;
+      if (t.dtype === like.dtype && t.shape[0]! >= rows && t.shape.slice(1).every((d, i) => d === rowShape[i])) {
+        held.stream = s;
+        return t.narrow(0, rows);
+      }
+      t.close(held.stream.closed ? undefined : held.stream);
+    }
+    const grown = Tensor.empty([Math.max(rows, 1), ...rowShape], like.dtype, { device: this.#inner.device, stream: s });
+    this.#staging.set(key, { tensor: grown, stream: s });
+    return grown.narrow(0, rows);
   }
 
   /** Enqueues the reorder back and the intranode combine; the partials are this rank's, as a forwarder. */
@@ -196,6 +220,8 @@ export class IntranodeForward {
   }
 
   close(): Promise<void> {
+    for (const { tensor, stream } of this.#staging.values()) tensor.close(stream.closed ? undefined : stream);
+    this.#staging.clear();
     return this.#inner.close();
   }
 }
