@@ -17,6 +17,9 @@ import { Tensor } from '../../tensor/tensor.js';
 /** Long enough for the host to enqueue any measured call behind it. */
 const ENQUEUE_COVER_NS = 2_000_000;
 
+/** Long enough for the host to enqueue a few dozen calls back to back behind it. */
+const BACK_TO_BACK_COVER_NS = 50_000_000;
+
 /** H200 L2 is 60 MB; writing 256 MiB evicts it. */
 const FLUSH_BYTES = 256 << 20;
 
@@ -92,6 +95,26 @@ export class GpuTimer implements Disposable {
       await after?.(r, b);
     }
     return out;
+  }
+
+  /**
+   * Host µs per call of `op` with `calls` calls back to back behind a long
+   * sleep kernel (the host busy, never woken from an idle wait between
+   * calls), one mean per round: the host's cost of an enqueue-only call as a
+   * loop that keeps launching pays it.
+   */
+  async hostBackToBack(op: () => void, o: { calls: number; rounds: number }): Promise<number[]> {
+    const means: number[] = [];
+    for (let r = 0; r < o.rounds; r++) {
+      requireCuda('GpuTimer').sleep(BACK_TO_BACK_COVER_NS, this.#stream.native);
+      const t0 = performance.now();
+      for (let i = 0; i < o.calls; i++) op();
+      means.push(((performance.now() - t0) * 1e3) / o.calls);
+      const end = this.#stream.record();
+      await end.done();
+      end.close();
+    }
+    return means;
   }
 
   /** Enqueues the same preparation for timing code of its own (see measureLowLatency). */

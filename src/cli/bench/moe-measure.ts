@@ -25,8 +25,14 @@ import { median, round } from './stats.js';
 export interface Timing {
   /** Median GPU time per step, CUDA events around it, the stream kept busy while the host enqueues (µs). */
   gpuUs: number;
-  /** Median wall time of the enqueuing call (µs); absent where the call waits for the GPU (a normal-mode dispatch). */
+  /**
+   * Median wall time of the enqueuing call (µs), one call per run, the host
+   * woken from waiting for the previous run; absent where the call waits for
+   * the GPU (a normal-mode dispatch).
+   */
   hostUs?: number;
+  /** Median host µs per call with calls back to back on a busy host (graph replays). */
+  hostBackToBackUs?: number;
 }
 
 export interface LayerResult {
@@ -46,6 +52,9 @@ export interface LayerMeasureOptions {
 
 /** Runs with a Timeline per step: its events cost a little, so they are not the timed runs. */
 export const TIMELINE_RUNS = 5;
+
+/** Graph replays per round of the back-to-back host timing. */
+const BACK_TO_BACK_REPLAYS = 20;
 
 /** Bound on every wait of the EP buffer: a stuck kernel fails the bench instead of hanging it. */
 const EP_TIMEOUT_MS = 60_000;
@@ -118,7 +127,8 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
     const decodeHostStages = medianStages(decodeRuns.map((r) => stageTotals(r, 'host')));
     o.show('bench moe: decode replayed as a CUDA graph');
     const g = keep(await layer.captureDecode(xd, out, { stream }));
-    const graph = await time(async () => (g.launch(stream), out), false, true);
+    const graph: Timing = await time(async () => (g.launch(stream), out), false, true);
+    graph.hostBackToBackUs = round(median(await timer.hostBackToBack(() => g.launch(stream), { calls: BACK_TO_BACK_REPLAYS, rounds: 7 })), 2);
     await stream.synchronize();
     return {
       prefill: { step, tbo, stages: prefillStages, tboSpans },

@@ -41,8 +41,11 @@ export async function measureOnRanks(settings: MoeWorkerSettings, env: Record<st
 export function foldRanks(ranks: readonly LayerResult[]): LayerResult {
   const timing = (pick: (r: LayerResult) => Timing): Timing => {
     const all = ranks.map(pick);
-    const host = all.map((t) => t.hostUs).filter((v): v is number => v !== undefined);
-    return { gpuUs: round(median(all.map((t) => t.gpuUs)), 1), ...(host.length === all.length ? { hostUs: round(median(host), 2) } : {}) };
+    const medianOf = (key: 'hostUs' | 'hostBackToBackUs') => {
+      const v = all.map((t) => t[key]).filter((u): u is number => u !== undefined);
+      return v.length === all.length ? { [key]: round(median(v), 2) } : {};
+    };
+    return { gpuUs: round(median(all.map((t) => t.gpuUs)), 1), ...medianOf('hostUs'), ...medianOf('hostBackToBackUs') };
   };
   return {
     prefill: {

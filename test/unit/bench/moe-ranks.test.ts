@@ -16,7 +16,7 @@ function rankResult(scale: number, rank: number): LayerResult {
     decode: {
       eager: { gpuUs: 900 * scale, hostUs: 200 * scale },
       tbo: { gpuUs: 800 * scale, hostUs: 300 * scale },
-      graph: { gpuUs: 700 * scale, hostUs: 5 * scale },
+      graph: { gpuUs: 700 * scale, hostUs: 5 * scale, hostBackToBackUs: 2 * scale },
       stages: { router: 10 * scale, experts: 600 * scale },
       hostStages: { router: 20 * scale, experts: 40 * scale },
     },
@@ -29,7 +29,8 @@ describe('bench moe --ranks: folding the ranks', () => {
   it("takes the median over ranks of every timing and stage, and rank 0's timeline", () => {
     const folded = foldRanks([rankResult(1, 0), rankResult(3, 1), rankResult(2, 2)]);
     expect(folded.prefill.step).toEqual({ gpuUs: 16000 });
-    expect(folded.decode.graph).toEqual({ gpuUs: 1400, hostUs: 10 });
+    expect(folded.decode.graph).toEqual({ gpuUs: 1400, hostUs: 10, hostBackToBackUs: 4 });
+    expect(folded.decode.eager).toEqual({ gpuUs: 1800, hostUs: 400 });
     expect(folded.decode.hostStages).toEqual({ router: 40, experts: 80 });
     expect(folded.prefill.stages).toEqual({ router: 200, experts: 10000 });
     expect(folded.prefill.tboSpans[0]!.hostUs).toBe(7);

@@ -61,7 +61,7 @@ const layer: LayerResult = {
   decode: {
     eager: { gpuUs: 900, hostUs: 150 },
     tbo: { gpuUs: 1000, hostUs: 260 },
-    graph: { gpuUs: 800, hostUs: 4.2 },
+    graph: { gpuUs: 800, hostUs: 14.5, hostBackToBackUs: 4.2 },
     stages: { router: 15, shared: 60, dispatch: 20, experts: 650, combine: 25 },
     hostStages: { router: 30, shared: 20, dispatch: 40, experts: 45, combine: 15 },
   },
@@ -81,7 +81,7 @@ describe('bench moe: report', () => {
     expect(r.goals).toEqual([
       { goal: 'prefill step (no TBO) vs the PyTorch layer', target: MOE_GOALS.prefillVsTorch, value: 1.5, met: true },
       { goal: 'decode step replayed as a graph vs the PyTorch layer, eager', target: MOE_GOALS.decodeGraphVsTorch, value: 1.5, met: false },
-      { goal: 'host time per decode graph replay (µs)', target: MOE_GOALS.hostUsPerReplay, value: 4.2, met: true },
+      { goal: 'host time per decode graph replay, replays back to back (µs)', target: MOE_GOALS.hostUsPerReplay, value: 4.2, met: true },
       { goal: 'prefill, two-batch overlap speedup at 1 rank', target: 1.2, value: null, met: null, why: 'needs 4 GPUs or more; this run has 1 rank' },
       { goal: 'decode, two-batch overlap speedup at 1 rank', target: 1.2, value: null, met: null, why: 'needs 4 GPUs or more; this run has 1 rank' },
     ]);
@@ -117,7 +117,8 @@ describe('bench moe: report', () => {
     const text = renderMoe(buildMoeReport(inputs()));
     const cells = (name: string) => text.split('\n').find((l) => l.startsWith(name))!.slice(36).trim().split(/\s+/);
     expect(cells('prefill 4096 tokens')).toEqual(['8000', '-', '1.5']);
-    expect(cells('decode, replayed as a CUDA graph')).toEqual(['800', '4.2', '1.5']);
+    expect(cells('decode, replayed as a CUDA graph')).toEqual(['800', '14.5', '1.5']);
+    expect(text).toContain('decode graph replays back to back: 4.2 host µs each (one per run, the host woken from waiting: 14.5)');
     expect(cells('decode, PyTorch layer, eager')).toEqual(['1200', '380', '-']);
     expect(text).toContain('prefill router 120, shared 900, dispatch 300, experts 6000, combine 400');
     expect(text).toContain('decode, eager, host µs per stage: router 30, shared 20, dispatch 40, experts 45, combine 15');
