@@ -30,10 +30,12 @@ at one rank on GPU 0, its EP buffer on a process group of one:
   prefill: 4096 tokens, normal mode, two-batch overlap off and on, per stage
   decode:  128 tokens, low-latency mode, eager (two-batch overlap off and on),
            and replayed as a CUDA graph: GPU time and host time per replay
+           (one per run, and replays back to back on a busy host)
 beside the same layer in PyTorch ops (gate, grouped top-k, index_select,
 torch._grouped_mm, index_add_) in the same run (python3 with torch; without
 it the report says why). CUDA-event medians; the goals: prefill >= 1.3x
-PyTorch, decode as a graph >= 2x PyTorch eager, <= 10 µs of host per replay.
+PyTorch, decode as a graph >= 2x PyTorch eager, <= 10 µs of host per replay
+back to back.
 --timeline-svg draws the overlapped prefill step's stages per stream.
 --experts (a multiple of 8, 16..256) cuts the routed experts for a smaller run.
 --ranks N spreads the experts over N ranks, one process and GPU each through
