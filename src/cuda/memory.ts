@@ -14,6 +14,21 @@ export interface DeviceStorage {
 }
 
 /**
+ * Each device's total memory, asked once: cudaMemGetInfo is a driver round
+ * trip (tens of µs), too slow to pay on every allocation of a decode step.
+ */
+const totalBytes = new Map<number, number>();
+
+function deviceTotalBytes(device: number): number {
+  let total = totalBytes.get(device);
+  if (total === undefined) {
+    total = requireCuda('DeviceAllocation').memGetInfo(device).total;
+    totalBytes.set(device, total);
+  }
+  return total;
+}
+
+/**
  * One stream-ordered allocation from the device's default pool
  * (cudaMallocAsync). Closing frees it in the order of its stream.
  */
@@ -26,7 +41,7 @@ export class DeviceAllocation implements DeviceStorage, Disposable {
   constructor(bytes: number, stream: Stream) {
     assertInteger('bytes', bytes, 0);
     const cuda = requireCuda('DeviceAllocation');
-    const { total } = cuda.memGetInfo(stream.device);
+    const total = deviceTotalBytes(stream.device);
     if (bytes > total) {
       throw new WideepError(
         'ERR_INVALID_ARG',
