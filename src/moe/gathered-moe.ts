@@ -12,7 +12,7 @@ import { WideepError, assertInteger } from '../errors.js';
 import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
 import { Tensor } from '../tensor/tensor.js';
 import { expertsForward, type ExpertWeightsOnDevice } from './experts.js';
-import { permuteToExperts, unpermuteFromExperts } from './permute.js';
+import { permuteToExperts, slotCapacity, unpermuteFromExperts } from './permute.js';
 import { route, type RoutingConfig } from './router.js';
 import { firstRows, padRows } from './row-padding.js';
 
@@ -30,9 +30,6 @@ export interface GatheredMoeOptions {
   experts: ExpertWeightsOnDevice;
   stream?: Stream;
 }
-
-/** Rows of an expert's slot are padded to this, as in the EP path. */
-const SLOT_ROWS_ALIGN = 8;
 
 /** The routed experts' output, bf16 [T, H]. A collective over `comm`. */
 export async function gatheredMoe(o: GatheredMoeOptions): Promise<Tensor> {
@@ -65,8 +62,7 @@ export async function gatheredMoe(o: GatheredMoeOptions): Promise<Tensor> {
     const r = route({ x: all, gateWeight: o.gate, bias: o.gateBias, config: o.config, replicas: { kind: 'static', table }, counts, stream });
     owned.push(r.logits, r.topkIdx, r.topkWeights);
     // 3. This rank's experts on their rows (the slot size from the counts: one host wait).
-    const most = Math.max(1, ...(await counts.cpu({ stream })).toNumbers().slice(0, L));
-    const cap = Math.ceil(most / SLOT_ROWS_ALIGN) * SLOT_ROWS_ALIGN;
+    const cap = slotCapacity(Math.max(...(await counts.cpu({ stream })).toNumbers().slice(0, L)));
     const g = permuteToExperts({ x: all, topkIdx: r.topkIdx, numExperts: L, cap, stream });
     owned.push(g.x, g.counts, g.slotOf, g.overflow);
     const y = expertsForward({ x: g.x, counts: g.counts, weights: o.experts, stream });

@@ -30,7 +30,7 @@ import { swiglu } from './activation.js';
 import { decodeScratch, type DecodeScratch } from './decode-scratch.js';
 import { expertsForward, type ExpertWeightsOnDevice } from './experts.js';
 import { slotExperts } from './layer-weights.js';
-import { permuteToExperts, unpermuteFromExperts } from './permute.js';
+import { permuteToExperts, slotCapacity, unpermuteFromExperts } from './permute.js';
 import type { DevicePlacement } from './placement.js';
 import { route } from './router.js';
 import { moveExpertWeights } from './weight-moves.js';
@@ -94,9 +94,6 @@ export interface RebalanceOptions {
   comm?: Communicator;
   stream?: Stream;
 }
-
-/** Rows of a normal-mode expert slot are padded to this (cuBLASLt's fp8 scale groups also need 4). */
-const SLOT_ROWS_ALIGN = 8;
 
 export class MoeLayer {
   readonly config: MoeLayerConfig;
@@ -337,8 +334,7 @@ export class MoeLayer {
     const N = d.numRecvTokens;
     const rows = await step.stage('experts', () => {
       if (N === 0) return Tensor.empty([0, this.config.hidden], 'bf16', { device: `cuda:${this.device}`, stream });
-      const most = Math.max(1, ...d.numRecvTokensPerExpert);
-      const cap = Math.ceil(most / SLOT_ROWS_ALIGN) * SLOT_ROWS_ALIGN;
+      const cap = slotCapacity(Math.max(...d.numRecvTokensPerExpert));
       const g = permuteToExperts({ x: d.recvX, topkIdx: d.recvTopkIdx!, numExperts: this.#numLocal, cap, stream });
       const y = this.#experts(step, g.x, g.counts);
       const r = unpermuteFromExperts({ y, slotOf: g.slotOf, topkIdx: d.recvTopkIdx!, weights: d.recvTopkWeights!, stream });

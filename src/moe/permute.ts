@@ -42,6 +42,14 @@ export interface PermuteResult {
   overflow: Tensor;
 }
 
+/** Rows of an expert's slot are padded to this (cuBLASLt's fp8 scale groups also need 4). */
+const SLOT_ROWS_ALIGN = 8;
+
+/** The `cap` for permuteToExperts when the busiest local expert receives `mostRows` rows: at least one slot, aligned. */
+export function slotCapacity(mostRows: number): number {
+  return Math.ceil(Math.max(1, mostRows) / SLOT_ROWS_ALIGN) * SLOT_ROWS_ALIGN;
+}
+
 export function permuteToExperts(o: PermuteOptions): PermuteResult {
   const where = 'permuteToExperts';
   if (typeof o !== 'object' || o === null) throw new WideepError('ERR_INVALID_ARG', `${where}: expected an options object`);
