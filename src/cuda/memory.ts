@@ -1,5 +1,5 @@
 import { WideepError, assertInteger } from '../errors.js';
-import { requireCuda, type NativeDeviceMemory } from '../native/index.js';
+import { requireCuda, type CudaBinding, type NativeDeviceMemory } from '../native/index.js';
 import { awaitNative, callNative } from './call.js';
 import type { Stream } from './stream.js';
 
@@ -19,10 +19,10 @@ export interface DeviceStorage {
  */
 const totalBytes = new Map<number, number>();
 
-function deviceTotalBytes(device: number): number {
+function deviceTotalBytes(cuda: CudaBinding, device: number): number {
   let total = totalBytes.get(device);
   if (total === undefined) {
-    total = requireCuda('DeviceAllocation').memGetInfo(device).total;
+    total = cuda.memGetInfo(device).total;
     totalBytes.set(device, total);
   }
   return total;
@@ -41,7 +41,7 @@ export class DeviceAllocation implements DeviceStorage, Disposable {
   constructor(bytes: number, stream: Stream) {
     assertInteger('bytes', bytes, 0);
     const cuda = requireCuda('DeviceAllocation');
-    const total = deviceTotalBytes(stream.device);
+    const total = deviceTotalBytes(cuda, stream.device);
     if (bytes > total) {
       throw new WideepError(
         'ERR_INVALID_ARG',

@@ -24,6 +24,11 @@ export interface NodeLayoutOutputs {
 
 const ptr = (t: Tensor | undefined) => (t ? t.ptr : 0n);
 
+/** The record's shape, which pack writes and unpack reads. */
+function withRecord(b: Baton, record: RecordLayout): Baton {
+  return b.set('rowBytes', record.rowBytes).set('scalesPerRow', record.scalesPerRow).set('topk', record.topk).set('recordBytes', record.bytes);
+}
+
 export class NodeLegKernels {
   readonly #cuda: CudaBinding;
   readonly #layout: Baton;
@@ -64,18 +69,13 @@ export class NodeLegKernels {
 
   /** Records of the tokens `list` names (its first `n`), into `out`. topkIdx/topkWeights: with record.topk > 0. */
   pack(x: Tensor, xScales: Tensor | undefined, topkIdx: Tensor | undefined, topkWeights: Tensor | undefined, list: Tensor, n: number, record: RecordLayout, out: Tensor, stream: Stream): void {
-    const b = this.#pack
-      .reset()
+    const b = withRecord(this.#pack.reset(), record)
       .set('x', x.ptr)
       .set('xScales', ptr(xScales))
       .set('topkIdx', ptr(topkIdx))
       .set('topkWeights', ptr(topkWeights))
       .set('list', list.ptr)
       .set('numRecords', n)
-      .set('rowBytes', record.rowBytes)
-      .set('scalesPerRow', record.scalesPerRow)
-      .set('topk', record.topk)
-      .set('recordBytes', record.bytes)
       .set('out', out.ptr);
     callNative(() => this.#cuda.nodePack(b.array, stream.native));
   }
@@ -89,14 +89,9 @@ export class NodeLegKernels {
     out: { x: Tensor; xScales?: Tensor; topkIdx?: Tensor; topkWeights?: Tensor },
     stream: Stream,
   ): void {
-    const b = this.#unpack
-      .reset()
+    const b = withRecord(this.#unpack.reset(), record)
       .set('records', records.ptr)
       .set('numRecords', n)
-      .set('rowBytes', record.rowBytes)
-      .set('scalesPerRow', record.scalesPerRow)
-      .set('topk', record.topk)
-      .set('recordBytes', record.bytes)
       .set('expertBegin', experts.begin)
       .set('expertEnd', experts.end)
       .set('x', out.x.ptr)
