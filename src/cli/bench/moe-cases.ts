@@ -142,8 +142,9 @@ export const MOE_GOALS = {
   decodeGraphVsTorch: 2,
   /** Host time per graph replay (µs): at most. */
   hostUsPerReplay: 10,
-  /** A step without over with two-batch overlap, on this many GPUs or more (not shared): at least. */
+  /** Step time without two-batch overlap over the time with it: at least. */
   tboSpeedup: 1.2,
+  /** The overlap goal counts from this many ranks, each on a GPU of its own. */
   tboMinGpus: 4,
 } as const;
 
