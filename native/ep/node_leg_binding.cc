@@ -2,23 +2,12 @@
 
 #include "common/args.h"
 #include "common/baton.h"
-#include "cuda/cuda_error.h"
-#include "cuda/device_guard.h"
-#include "cuda/stream.h"
+#include "cuda/on_stream.h"
 #include "ep/node_leg.h"
 #include "ep/node_leg_fields.h"
 
 namespace wideep::ep {
 namespace {
-
-// Runs `launch` on the stream at argument 1, with its device current.
-template <class Launch>
-void OnStream(const Napi::CallbackInfo& info, const char* what, Launch launch) {
-  Napi::Env env = info.Env();
-  auto stream = Stream::From(env, ArgAt(info, 1, "stream"), "stream");
-  DeviceGuard guard(stream->device);
-  CudaCheck(env, launch(stream->stream), what);
-}
 
 // The last guard before a kernel indexes with these (TypeScript checked them first).
 void Require(const Napi::CallbackInfo& info, bool ok, const char* what) {
@@ -64,7 +53,7 @@ void Layout(const Napi::CallbackInfo& info) {
   Require(info, a.numTokens >= 0 && a.topk >= 0 && a.numRanks > 0 && a.ranksPerNode > 0 && a.numRanks % a.ranksPerNode == 0 &&
                     a.numExperts > 0 && a.numExperts % a.numRanks == 0,
           "nodeLayout: ranks, nodes and experts must divide evenly");
-  OnStream(info, "nodeLayout", [&](cudaStream_t s) { return LaunchNodeLayout(a, s); });
+  OnStream(info, 1, "nodeLayout", [&](cudaStream_t s) { return LaunchNodeLayout(a, s); });
 }
 
 void Pack(const Napi::CallbackInfo& info) {
@@ -83,7 +72,7 @@ void Pack(const Napi::CallbackInfo& info) {
   a.recordBytes = b.Int(F::recordBytes);
   a.out = b.Ptr<void>(F::out);
   RequireRecord(info, a.rowBytes, a.scalesPerRow, a.topk, a.recordBytes, a.numRecords);
-  OnStream(info, "nodePack", [&](cudaStream_t s) { return LaunchNodePack(a, s); });
+  OnStream(info, 1, "nodePack", [&](cudaStream_t s) { return LaunchNodePack(a, s); });
 }
 
 void Unpack(const Napi::CallbackInfo& info) {
@@ -103,7 +92,7 @@ void Unpack(const Napi::CallbackInfo& info) {
   a.topkIdx = b.Ptr<int32_t>(F::topkIdx);
   a.topkWeights = b.Ptr<float>(F::topkWeights);
   RequireRecord(info, a.rowBytes, a.scalesPerRow, a.topk, a.recordBytes, a.numRecords);
-  OnStream(info, "nodeUnpack", [&](cudaStream_t s) { return LaunchNodeUnpack(a, s); });
+  OnStream(info, 1, "nodeUnpack", [&](cudaStream_t s) { return LaunchNodeUnpack(a, s); });
 }
 
 void Reduce(const Napi::CallbackInfo& info) {
@@ -124,7 +113,7 @@ void Reduce(const Napi::CallbackInfo& info) {
   Require(info, a.numTokens >= 0 && a.numNodes > 0 && a.hidden > 0 && a.hidden % 8 == 0 && a.topk >= 0 &&
                     (a.outWeights == nullptr || a.weights != nullptr),
           "nodeReduce: hidden must be a positive multiple of 8, and summed weights need weights");
-  OnStream(info, "nodeReduce", [&](cudaStream_t s) { return LaunchNodeReduce(a, s); });
+  OnStream(info, 1, "nodeReduce", [&](cudaStream_t s) { return LaunchNodeReduce(a, s); });
 }
 
 }  // namespace

@@ -2,24 +2,13 @@
 
 #include "common/args.h"
 #include "common/baton.h"
-#include "cuda/cuda_error.h"
-#include "cuda/device_guard.h"
-#include "cuda/stream.h"
+#include "cuda/on_stream.h"
 #include "moe/moe_fields.h"
 #include "moe/moe_kernels.h"
 #include "tensor/tensor_fill.h"
 
 namespace wideep::moe {
 namespace {
-
-// Runs `launch` on the stream at argument `i`, with its device current.
-template <class Launch>
-void OnStream(const Napi::CallbackInfo& info, size_t i, const char* what, Launch launch) {
-  Napi::Env env = info.Env();
-  auto stream = Stream::From(env, ArgAt(info, i, "stream"), "stream");
-  DeviceGuard guard(stream->device);
-  CudaCheck(env, launch(stream->stream), what);
-}
 
 Napi::Value Fields(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
