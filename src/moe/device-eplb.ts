@@ -13,14 +13,14 @@ import { WideepError, assertInteger } from '../errors.js';
 import { balancedness, gpuLoadsOf, slotLoadsFromLogical } from '../planning/eplb-recorder.js';
 import { rebalanceExperts } from '../planning/eplb.js';
 import { ExpertLocationMap } from '../planning/expert-location.js';
-import type { RebalancePlan } from '../planning/rebalance-moves.js';
+import { planRebalanceMoves, type RebalancePlan } from '../planning/rebalance-moves.js';
 import { allReduceSum } from '../simulation/rebalance.js';
 import type { DevicePlacement } from './placement.js';
 
 /** What DeviceEplb needs of a layer (MoeLayer has it). */
 export interface RebalancingLayer {
   readonly placement: Pick<DevicePlacement, 'map' | 'layer' | 'takeLoads'> | undefined;
-  rebalance(next: ExpertLocationMap, options: { comm?: Communicator; stream?: Stream }): Promise<RebalancePlan>;
+  rebalance(next: ExpertLocationMap, options: { comm?: Communicator; stream?: Stream; plan?: RebalancePlan }): Promise<RebalancePlan>;
 }
 
 export interface DeviceEplbOptions {
@@ -91,12 +91,12 @@ export class DeviceEplb {
     });
     const result = rebalanceExperts(logical, { numReplicas: P, numGroups: this.#o.numGroups, numNodes: R / map.ranksPerNode, numGpus: R });
     const next = ExpertLocationMap.fromEplb(result, { numRanks: R, ranksPerNode: map.ranksPerNode });
+    // One plan for every layer of the map; each layer carries out its part.
+    const plan = planRebalanceMoves(map, next);
+    for (const l of this.#layers) await l.rebalance(next, { comm: this.#o.comm, stream, plan });
+    const mine = new Set(this.#layers.map((l) => l.placement!.layer));
     const moves = { unchanged: 0, local: 0, reuse: 0, recv: 0 };
-    for (const l of this.#layers) {
-      const plan = await l.rebalance(next, { comm: this.#o.comm, stream });
-      // The plan covers every layer and rank of the map; count this layer's part.
-      for (const m of plan.moves) if (m.layer === l.placement!.layer) moves[m.kind]++;
-    }
+    for (const m of plan.moves) if (mine.has(m.layer)) moves[m.kind]++;
     const gpuTotals = (slotLoads: (l: number) => ArrayLike<number>) => {
       const sum = new Float64Array(R);
       for (let l = 0; l < map.numLayers; l++) gpuLoadsOf(slotLoads(l), R).forEach((v, g) => (sum[g]! += v));

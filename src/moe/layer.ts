@@ -19,7 +19,7 @@ import type { Timeline } from '../cuda/timeline.js';
 import type { EpBuffer } from '../ep/buffer.js';
 import { WideepError } from '../errors.js';
 import type { ExpertLocationMap } from '../planning/expert-location.js';
-import { planRebalanceMoves, type RebalancePlan } from '../planning/rebalance-moves.js';
+import { assertPlanForLayer, planRebalanceMoves, type RebalancePlan } from '../planning/rebalance-moves.js';
 import { splitTwoBatch } from '../planning/tbo.js';
 import type { MoeLayerConfig } from '../simulation/config.js';
 import type { MoeLayerWeights } from '../simulation/weights.js';
@@ -93,6 +93,12 @@ export interface RebalanceOptions {
   /** NCCL over the EP group; needed when weights move between ranks. */
   comm?: Communicator;
   stream?: Stream;
+  /**
+   * planRebalanceMoves(placement.map, next), when the caller has it: one plan
+   * covers every layer of the map, so rebalancing L layers plans once, not L
+   * times. Checked against this layer's maps.
+   */
+  plan?: RebalancePlan;
 }
 
 export class MoeLayer {
@@ -287,14 +293,16 @@ export class MoeLayer {
    * Moves to placement `next` (from EPLB): this rank's changed slots get
    * their new experts' weights (copies on the GPU, NCCL send/recv between
    * ranks), then the placement's device tables are rewritten in place. A
-   * collective over the EP group; returns the plan it carried out. Work on
+   * collective over the EP group; returns the plan it carried out (the
+   * given one, or its own). Work on
    * `stream` before it sees the old placement, work after it the new one.
    */
   async rebalance(next: ExpertLocationMap, options: RebalanceOptions = {}): Promise<RebalancePlan> {
     const p = this.placement;
     if (!p) throw new WideepError('ERR_INVALID_ARG', 'MoeLayer.rebalance: the layer was built without a placement');
     const stream = streamFor('MoeLayer.rebalance', this.device, options.stream);
-    const plan = planRebalanceMoves(p.map, next);
+    const plan = options.plan ?? planRebalanceMoves(p.map, next);
+    if (options.plan) assertPlanForLayer(plan, p.map, next, p.layer);
     moveExpertWeights({ plan, layer: p.layer, rank: p.rank, weights: this.#weights.experts, comm: options.comm, stream });
     await p.update(next, stream);
     return plan;

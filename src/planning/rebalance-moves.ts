@@ -93,6 +93,29 @@ export function planRebalanceMoves(from: ExpertLocationMap, to: ExpertLocationMa
   return { moves, counts };
 }
 
+/**
+ * Checks that `plan` carries layer `layer` from `from` to `to`: one move per
+ * slot whose expert changes, bringing the new expert, and none elsewhere. A
+ * caller handing in a plan made once for many layers (DeviceEplb) gets a
+ * typed error, not wrong weights, when it was made for other maps.
+ */
+export function assertPlanForLayer(plan: RebalancePlan, from: ExpertLocationMap, to: ExpertLocationMap, layer: number): void {
+  const bad = (msg: string) => new WideepError('ERR_INVALID_ARG', `rebalance plan: layer ${layer}: ${msg} (plan it with planRebalanceMoves(current map, next map))`);
+  if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.moves)) throw bad('expected { moves, counts }');
+  const before = from.layerPhy2Log(layer);
+  const after = to.layerPhy2Log(layer);
+  const moved = new Set<number>();
+  for (const m of plan.moves) {
+    if (m.layer !== layer) continue;
+    if (after[m.slot] !== m.logical || before[m.slot] === m.logical) throw bad(`the move into slot ${m.slot} brings expert ${m.logical}, the next map puts ${after[m.slot]} there`);
+    if (moved.has(m.slot)) throw bad(`two moves into slot ${m.slot}`);
+    moved.add(m.slot);
+  }
+  for (let slot = 0; slot < before.length; slot++) {
+    if (before[slot] !== after[slot] && !moved.has(slot)) throw bad(`slot ${slot} changes from expert ${before[slot]} to ${after[slot]}, but no move fills it`);
+  }
+}
+
 /** What one rank does in a rebalance: its copies, what it sends, what it receives. */
 export function rebalanceOpsForRank(
   plan: RebalancePlan,

@@ -11,23 +11,27 @@ import type { Stream } from '../../../src/cuda/stream.js';
 import { createSimulatedRanks } from '../../../src/ep/transport.js';
 import { DeviceEplb, type RebalancingLayer } from '../../../src/moe/device-eplb.js';
 import { ExpertLocationMap } from '../../../src/planning/expert-location.js';
-import { planRebalanceMoves } from '../../../src/planning/rebalance-moves.js';
+import { assertPlanForLayer, planRebalanceMoves, type RebalancePlan } from '../../../src/planning/rebalance-moves.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 
 const [E, P, R] = [8, 12, 2];
 const stream = {} as Stream;
 
 /** A layer whose router counted `loads` per slot; rebalance records the new map. */
-function fakeLayer(map: ExpertLocationMap, layer: number, loads: () => Int32Array): RebalancingLayer & { maps: ExpertLocationMap[] } {
+function fakeLayer(map: ExpertLocationMap, layer: number, loads: () => Int32Array): RebalancingLayer & { maps: ExpertLocationMap[]; plans: RebalancePlan[] } {
   const placement = { map, layer, takeLoads: async () => loads() };
   const maps: ExpertLocationMap[] = [];
+  const plans: RebalancePlan[] = [];
   return {
     placement,
     maps,
-    async rebalance(next) {
-      const plan = planRebalanceMoves(placement.map, next);
+    plans,
+    async rebalance(next, o) {
+      const plan = o.plan ?? planRebalanceMoves(placement.map, next);
+      assertPlanForLayer(plan, placement.map, next, layer);
       placement.map = next;
       maps.push(next);
+      plans.push(plan);
       return plan;
     },
   };
@@ -51,6 +55,21 @@ describe('DeviceEplb', () => {
     const [a, b] = layers.map((l) => l.maps[0]!);
     expect(a!.layerPhy2Log(0)).toEqual(b!.layerPhy2Log(0));
     expect(a!.layerLogcnt(0)[5]).toBeGreaterThan(1);
+  });
+
+  it('plans the moves once for all its layers, and counts only its own layers\' moves', async () => {
+    const map = ExpertLocationMap.trivial({ numLayers: 3, numLogical: E, numPhysical: P, numRanks: 1 });
+    const [t] = createSimulatedRanks(1);
+    // Layers 0 and 2 run here (layer 1 elsewhere); expert 1 is hot in both.
+    const loads = () => Int32Array.from({ length: P }, (_, p) => (p === 1 ? 100 : 2));
+    const layers = [fakeLayer(map, 0, loads), fakeLayer(map, 2, loads)];
+    const report = await new DeviceEplb(layers, { interval: 1, numGroups: 1, transport: t! }).afterStep(stream);
+    const [a, b] = layers.map((l) => l.plans[0]!);
+    expect(a).toBe(b);
+    const own = a!.moves.filter((m) => m.layer !== 1).length;
+    expect(own).toBeGreaterThan(0);
+    expect(report!.moves.local + report!.moves.reuse + report!.moves.recv).toBe(own);
+    expect(report!.moves.unchanged).toBe(2 * P - own);
   });
 
   it('refuses layers without a placement, placements of different maps or the same layer, and a transport of another size', async () => {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { ExpertLocationMap } from '../../../src/planning/expert-location.js';
-import { planRebalanceMoves, rebalanceOpsForRank } from '../../../src/planning/rebalance-moves.js';
+import { assertPlanForLayer, planRebalanceMoves, rebalanceOpsForRank } from '../../../src/planning/rebalance-moves.js';
+import { expectWideepError } from '../../helpers/expect-error.js';
 
 const shape = { numLogical: 6, numRanks: 4, ranksPerNode: 2 };
 
@@ -52,5 +53,18 @@ describe('planRebalanceMoves', () => {
   it('refuses placements of different shapes', () => {
     const other = ExpertLocationMap.trivial({ numLayers: 2, numLogical: 6, numPhysical: 8, numRanks: 4 });
     expect(() => planRebalanceMoves(before, other)).toThrow(/placements differ in shape/);
+  });
+
+  it('checks that a plan handed in carries a layer between the maps it was made for', async () => {
+    const after = ExpertLocationMap.fromPhy2Log([[1, 0, 5, 5, 4, 3, 2, 0]], shape);
+    const plan = planRebalanceMoves(before, after);
+    assertPlanForLayer(plan, before, after, 0);
+    // Made for other maps: the next map puts other experts where it moves.
+    const other = ExpertLocationMap.fromPhy2Log([[0, 1, 2, 3, 4, 5, 1, 0]], shape);
+    await expectWideepError(() => assertPlanForLayer(plan, before, other, 0), 'ERR_INVALID_ARG', 'layer 0');
+    // A changed slot without a move, and two moves into one slot.
+    await expectWideepError(() => assertPlanForLayer({ ...plan, moves: plan.moves.slice(1) }, before, after, 0), 'ERR_INVALID_ARG', 'no move fills it');
+    await expectWideepError(() => assertPlanForLayer({ ...plan, moves: [plan.moves[0]!, ...plan.moves] }, before, after, 0), 'ERR_INVALID_ARG', 'two moves into slot 0');
+    await expectWideepError(() => assertPlanForLayer({} as never, before, after, 0), 'ERR_INVALID_ARG', 'expected { moves, counts }');
   });
 });
