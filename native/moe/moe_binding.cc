@@ -15,6 +15,7 @@ Napi::Value Fields(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("topk", WIDEEP_FIELD_MAP(env, WIDEEP_TOPK_FIELDS));
   o.Set("swiglu", WIDEEP_FIELD_MAP(env, WIDEEP_SWIGLU_FIELDS));
+  o.Set("quantizeRows", WIDEEP_FIELD_MAP(env, WIDEEP_QUANTIZE_ROWS_FIELDS));
   o.Set("permute", WIDEEP_FIELD_MAP(env, WIDEEP_PERMUTE_FIELDS));
   o.Set("unpermute", WIDEEP_FIELD_MAP(env, WIDEEP_UNPERMUTE_FIELDS));
   o.Set("maxTopkExperts", kMaxTopkExperts);
@@ -71,6 +72,25 @@ void Swiglu(const Napi::CallbackInfo& info) {
   a.kMajorScales = b[F::kMajorScales] != 0;
   if (a.inter % 128 != 0 || a.batch > 65535) ThrowInvalidArg(info.Env(), "swiglu: inter must be a multiple of 128");
   OnStream(info, 1, "swiglu", [&](cudaStream_t s) { return LaunchSwiglu(a, s); });
+}
+
+void QuantizeRows(const Napi::CallbackInfo& info) {
+  using F = QuantizeRowsField;
+  auto b = ReadBatonArg<F>(info, 0);
+  const int64_t rows = b[F::rows], hidden = b[F::hidden];
+  // The kernel reads 4 channels per lane of a 128-channel block and indexes scales by row * (hidden / 128).
+  if (rows < 0 || rows > INT32_MAX || hidden <= 0 || hidden > INT32_MAX || hidden % 128 != 0) {
+    ThrowInvalidArg(info.Env(), "quantizeRows: rows must be in [0, 2^31) and hidden a positive multiple of 128");
+  }
+  QuantizeRowsArgs a{};
+  a.x = b.Ptr<const uint16_t>(F::x);
+  a.out = b.Ptr<uint8_t>(F::out);
+  a.scales = b.Ptr<float>(F::scales);
+  a.rows = static_cast<int>(rows);
+  a.hidden = static_cast<int>(hidden);
+  a.roundScale = b[F::roundScale] != 0;
+  if (a.rows > 0 && (!a.x || !a.out || !a.scales)) ThrowInvalidArg(info.Env(), "quantizeRows: x, out and scales must be set");
+  OnStream(info, 1, "quantizeRows", [&](cudaStream_t s) { return LaunchQuantizeRows(a, s); });
 }
 
 void Permute(const Napi::CallbackInfo& info) {
@@ -156,6 +176,7 @@ void Register(Napi::Env env, Napi::Object cuda) {
   cuda.Set("moeFields", Napi::Function::New(env, Fields, "moeFields"));
   cuda.Set("routerTopk", Napi::Function::New(env, RouterTopk, "routerTopk"));
   cuda.Set("swiglu", Napi::Function::New(env, Swiglu, "swiglu"));
+  cuda.Set("quantizeRows", Napi::Function::New(env, QuantizeRows, "quantizeRows"));
   cuda.Set("permute", Napi::Function::New(env, Permute, "permute"));
   cuda.Set("unpermute", Napi::Function::New(env, Unpermute, "unpermute"));
   cuda.Set("transposeScales", Napi::Function::New(env, TransposeScales, "transposeScales"));

@@ -1,4 +1,4 @@
-// The baton slots of the MoE kernels (src/moe/kernels.ts reads the same names
+// The baton slots of the MoE kernels (src/moe/fields.ts reads the same names
 // from moeFields()).
 #pragma once
 
@@ -9,6 +9,8 @@
 
 #define WIDEEP_SWIGLU_FIELDS(X) \
   X(x) X(counts) X(out) X(scales) X(batch) X(rows) X(inter) X(fp8) X(roundScale) X(kMajorScales)
+
+#define WIDEEP_QUANTIZE_ROWS_FIELDS(X) X(x) X(out) X(scales) X(rows) X(hidden) X(roundScale)
 
 #define WIDEEP_PERMUTE_FIELDS(X)                                                                         \
   X(x) X(xScales) X(topkIdx) X(idx64) X(out) X(outScales) X(counts) X(slotOf) X(overflow) X(numRows)     \
@@ -22,6 +24,7 @@ namespace wideep::moe {
 #define WIDEEP_ENUM_ENTRY(name) name,
 enum class TopkField { WIDEEP_TOPK_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class SwigluField { WIDEEP_SWIGLU_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
+enum class QuantizeRowsField { WIDEEP_QUANTIZE_ROWS_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class PermuteField { WIDEEP_PERMUTE_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class UnpermuteField { WIDEEP_UNPERMUTE_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 #undef WIDEEP_ENUM_ENTRY

@@ -55,6 +55,17 @@ struct SwigluArgs {
 
 cudaError_t LaunchSwiglu(const SwigluArgs& a, cudaStream_t stream);
 
+struct QuantizeRowsArgs {
+  const uint16_t* x;      // bf16 [rows, hidden], 8-byte aligned
+  uint8_t* out;           // fp8 e4m3 [rows, hidden]
+  float* scales;          // f32 [rows, hidden/128]: scale of row r, block b at r * (hidden/128) + b
+  int rows;
+  int hidden;             // a multiple of 128
+  bool roundScale;        // scales rounded up to powers of two (UE8M0-representable)
+};
+
+cudaError_t LaunchQuantizeRows(const QuantizeRowsArgs& a, cudaStream_t stream);
+
 struct PermuteArgs {
   const void* x;          // [N, H] rows of rowBytes
   const float* xScales;   // [N, H/128] or null

@@ -26,6 +26,7 @@ export interface NativeBlasHandle {
 export interface NativeMoeFields {
   topk: NativeFieldMap;
   swiglu: NativeFieldMap;
+  quantizeRows: NativeFieldMap;
   permute: NativeFieldMap;
   unpermute: NativeFieldMap;
   maxTopkExperts: number;
@@ -43,6 +44,8 @@ export interface ComputeBinding {
   moeFields(): NativeMoeFields;
   routerTopk(baton: BigInt64Array, stream: NativeStream): void;
   swiglu(baton: BigInt64Array, stream: NativeStream): void;
+  /** bf16 [rows, hidden] -> fp8 e4m3 [rows, hidden] and f32 scales [rows, hidden/128] (fp8-quant.ts numerics). */
+  quantizeRows(baton: BigInt64Array, stream: NativeStream): void;
   permute(baton: BigInt64Array, stream: NativeStream): void;
   unpermute(baton: BigInt64Array, stream: NativeStream): void;
   /** f32 [batch, rows, blocks] -> [batch, blocks, ldOut], rows past `rows` zeroed. */

@@ -17,6 +17,7 @@ import { Stream } from '../../src/cuda/stream.js';
 import { quantizeBf16RowsFp8 } from '../../src/ep/fp8-quant.js';
 import { swiglu } from '../../src/moe/activation.js';
 import { expertsForward } from '../../src/moe/experts.js';
+import { quantizeRowsFp8 } from '../../src/moe/quantize.js';
 import { permuteToExperts, unpermuteFromExperts } from '../../src/moe/permute.js';
 import { route, routerTopk, type RoutingConfig } from '../../src/moe/router.js';
 import { groupedTopk } from '../../src/simulation/gate.js';
@@ -91,6 +92,26 @@ function blocksLayout(s: Float32Array, E: number, M: number, kb: number): Tensor
   const out = new Float32Array(E * kb * M);
   for (let e = 0; e < E; e++) for (let m = 0; m < M; m++) for (let b = 0; b < kb; b++) out[(e * kb + b) * M + m] = s[(e * M + m) * kb + b]!;
   return Tensor.from(out, { shape: [E, kb, M] });
+}
+
+/**
+ * bf16 [rows, H] whose 128-channel blocks span magnitudes: zeros (either sign),
+ * values under the amax floor (bf16 subnormals included), moderate and huge
+ * ones, and blocks mixing exponents from 2^-30 to 2^30.
+ */
+function spreadBf16(rng: SeededRandom, rows: number, H: number): Tensor {
+  const t = Tensor.empty([rows, H], 'bf16');
+  const d = t.data as Uint16Array;
+  for (let b = 0; b < (rows * H) / 128; b++) {
+    // 0 zeros, 1 under the floor, 2 subnormal, 3 moderate (2^-12 .. 2^12), 4 huge, 5 an exponent per value.
+    const kind = rng.int(6);
+    const scale = [0, 2 ** -40, 2 ** -130, 2 ** (rng.int(25) - 12), 2 ** 100, 1][kind]!;
+    for (let i = b * 128; i < b * 128 + 128; i++) {
+      if (kind === 0) d[i] = rng.int(2) ? 0x8000 : 0;
+      else d[i] = f32ToBf16Bits(rng.normal() * scale * (kind === 5 ? 2 ** (rng.int(61) - 30) : 1));
+    }
+  }
+  return t;
 }
 
 function gaussian(rng: SeededRandom, n: number, scale: number): Float32Array {
@@ -232,6 +253,53 @@ describe.skipIf(gpus < 1)(`expert compute on one GPU (${skipReason(1)})`, () => 
         }
       }
     }
+  });
+
+  it('quantizeRowsFp8: fp8 rows and 1x128 scales equal the host cast bit for bit, eagerly and in a captured graph', async () => {
+    const stream = new Stream(0);
+    const rng = new SeededRandom(454);
+    // 70 000 rows: more than a grid's y dimension holds.
+    const cases: [number, number][] = [[0, 128], [1, 128], [37, 128], [0, 384], [1, 384], [37, 384], [1, 7168], [19, 7168], [70_000, 128]];
+    for (const [T, H] of cases) {
+      for (const roundScale of [false, true]) {
+        const what = `T=${T} H=${H} roundScale=${roundScale}`;
+        const xh = spreadBf16(rng, T, H);
+        const ref = quantizeBf16RowsFp8(xh.data as Uint16Array, T, H, roundScale);
+        const x = await up(xh, stream);
+        const out = poisoned([T, H], 'fp8e4m3', stream);
+        const scales = poisoned([T, H / 128], 'f32', stream);
+        const r = quantizeRowsFp8({ x, roundScale, out, scales, stream });
+        expect(r.out).toBe(out);
+        expect(r.scales).toBe(scales);
+        assertBitwiseEqual((await out.cpu({ stream })).data, ref.q, `${what}: out`);
+        assertBitwiseEqual((await scales.cpu({ stream })).data, ref.scales, `${what}: scales`);
+        if (T === 37 && H === 384) {
+          // Outputs allocated by the call have the documented shapes and dtypes.
+          const own = quantizeRowsFp8({ x, roundScale, stream });
+          expect([own.out.dtype, own.out.shape, own.scales.dtype, own.scales.shape]).toEqual(['fp8e4m3', [T, H], 'f32', [T, H / 128]]);
+          assertBitwiseEqual((await own.out.cpu({ stream })).data, ref.q, `${what}: allocated out`);
+          assertBitwiseEqual((await own.scales.cpu({ stream })).data, ref.scales, `${what}: allocated scales`);
+        }
+      }
+    }
+
+    // Captured once, replayed onto poisoned outputs: the graph quantises the rows x holds at launch.
+    const [T, H] = [29, 1024];
+    const x = Tensor.empty([T, H], 'bf16', { device: DEV, stream });
+    const out = poisoned([T, H], 'fp8e4m3', stream);
+    const scales = poisoned([T, H / 128], 'f32', stream);
+    const graph = await Graph.capture(stream, () => void quantizeRowsFp8({ x, roundScale: true, out, scales, stream }));
+    for (let i = 0; i < 2; i++) {
+      const xh = spreadBf16(rng, T, H);
+      await x.copyFrom(xh, { stream });
+      out.fillBytes(0xff, stream);
+      scales.fillBytes(0xff, stream);
+      graph.launch(stream);
+      const ref = quantizeBf16RowsFp8(xh.data as Uint16Array, T, H, true);
+      assertBitwiseEqual((await out.cpu({ stream })).data, ref.q, `graph replay ${i}: out`);
+      assertBitwiseEqual((await scales.cpu({ stream })).data, ref.scales, `graph replay ${i}: scales`);
+    }
+    graph.close();
   });
 
   for (const [name, config, withBias] of [
