@@ -27,6 +27,12 @@ export interface ExpertWeightsOnDevice {
   w2Scales?: Tensor;
 }
 
+export interface ExpertsScratch {
+  h: Tensor;
+  a: Tensor;
+  aScales?: Tensor;
+}
+
 export interface ExpertsForwardOptions {
   /** [E, M, H]: bf16, or fp8e4m3 with xScales (then the weights must be fp8 too). */
   x: Tensor;
@@ -37,12 +43,15 @@ export interface ExpertsForwardOptions {
   weights: ExpertWeightsOnDevice;
   /** bf16 [E, M, H]; allocated when absent. */
   out?: Tensor;
+  /** fp8 x: xScales as [E, M, H/128] ('rows', the low-latency dispatch's) or [E, H/128, M] ('blocks', permuteToExperts'). */
+  xScalesLayout?: 'rows' | 'blocks';
   /**
-   * bf16 intermediates to use instead of allocating them: h [E, M, 2I] (gate
-   * and up) and a [E, M, I] (SwiGLU). A CUDA graph captured with them has no
-   * memory nodes, whose launch costs host time (bf16 only).
+   * Intermediates to use instead of allocating them: h bf16 [E, M, 2I] (gate
+   * and up) and a [E, M, I] (SwiGLU: bf16, or fp8e4m3 with aScales f32
+   * [E, I/128, M] for fp8 experts). A CUDA graph captured with them has no
+   * memory nodes, whose launch costs host time.
    */
-  scratch?: { h: Tensor; a: Tensor };
+  scratch?: ExpertsScratch;
   stream?: Stream;
   strategy?: 'batched' | 'loop';
 }
@@ -65,14 +74,13 @@ export function expertsForward(o: ExpertsForwardOptions): Tensor {
   expectShape(where, 'weights.w2', w2, ['E', 'H', 'I'], [E, H, I]);
   const stream = streamFor(where, x.deviceIndex, o.stream);
   const strategy = o.strategy;
-  if (o.scratch && fp8) throw new WideepError('ERR_UNSUPPORTED', `${where}: scratch holds bf16 intermediates; fp8 experts allocate theirs`);
-  const h = groupedLinear({ x, xScales: o.xScales, weight: w13, weightScales: w.w13Scales, out: o.scratch?.h, stream, strategy });
-  const a = swiglu({ x: h, counts: o.counts, fp8, out: o.scratch?.a, stream });
-  const y = groupedLinear({ x: a.out, xScales: a.scales, xScalesLayout: 'blocks', weight: w2, weightScales: w.w2Scales, out: o.out, stream, strategy });
-  if (!o.scratch) {
-    h.close(stream);
-    a.out.close(stream);
+  const sc = o.scratch;
+  if (sc && fp8 !== (sc.aScales !== undefined)) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: scratch.aScales: ${fp8 ? 'fp8 experts need it (the SwiGLU output\'s scales)' : 'belongs to fp8 experts'}`);
   }
-  a.scales?.close(stream);
+  const h = groupedLinear({ x, xScales: o.xScales, xScalesLayout: o.xScalesLayout, weight: w13, weightScales: w.w13Scales, out: sc?.h, stream, strategy });
+  const a = swiglu({ x: h, counts: o.counts, fp8, out: sc?.a, scales: sc?.aScales, stream });
+  const y = groupedLinear({ x: a.out, xScales: a.scales, xScalesLayout: 'blocks', weight: w2, weightScales: w.w2Scales, out: o.out, stream, strategy });
+  if (!sc) for (const t of [h, a.out, a.scales]) t?.close(stream);
   return y;
 }

@@ -6,9 +6,12 @@
 export { route, routerTopk, type ReplicaMap, type RouteOptions, type RoutingConfig, type TopkOptions, type TopkResult } from './router.js';
 export { swiglu, type SwigluOptions, type SwigluResult } from './activation.js';
 export { permuteToExperts, unpermuteFromExperts, type PermuteOptions, type PermuteResult, type UnpermuteOptions } from './permute.js';
-export { expertsForward, type ExpertWeightsOnDevice, type ExpertsForwardOptions } from './experts.js';
+export { expertsForward, type ExpertWeightsOnDevice, type ExpertsForwardOptions, type ExpertsScratch } from './experts.js';
+export { quantizeRowsFp8, type QuantizeRowsOptions } from './quantize.js';
+export { dequantizeWeightFp8, quantizeWeightFp8, type Fp8Matrix } from './fp8-weights.js';
 export {
   MoeLayer,
+  type ExpertDType,
   type ExpertsFunction,
   type ForwardMode,
   type MoeForwardOptions,
@@ -20,7 +23,8 @@ export { agreeOnStep, forwardPlanned, stepMetadata, type StepForwardMode, type S
 export { dpGather, dpScatter } from './attention-tp.js';
 export { CommGroups, LAYER_GROUP_KINDS, splitColors } from './comm-groups.js';
 export { gatheredMoe, type GatheredMoeOptions } from './gathered-moe.js';
-export { loadLayerWeights, randomLayerWeights, type LayerWeightsOptions } from './layer-weights.js';
+export { loadLayerWeights, randomLayerWeights, type LayerWeightsOptions, type RandomLayerWeightsOptions } from './layer-weights.js';
+export type { HostUploadOptions } from './host-upload.js';
 export { DeviceEplb, type DeviceEplbOptions, type DeviceEplbReport, type RebalancingLayer } from './device-eplb.js';
 export { DevicePlacement, type DevicePlacementOptions, type DispatchAlgorithm } from './placement.js';
 export { moveExpertWeights, type WeightMoveOptions } from './weight-moves.js';

@@ -2,7 +2,8 @@
  * A MoE layer's weights on the device for one EP rank, made without a host
  * copy of the whole model: random (seeded per logical expert, so that the
  * replicas of an expert are identical wherever they live), or read from raw
- * little-endian files named by a JSON manifest, only this rank's slots.
+ * little-endian files named by a JSON manifest, only this rank's slots. The
+ * routed experts are bf16, or fp8 e4m3 with one f32 scale per 128x128 block.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
@@ -17,7 +18,7 @@ import type { DType } from '../tensor/dtype.js';
 import { itemSize } from '../tensor/dtype.js';
 import { fillRandom } from '../tensor/fill.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { MoeLayerDeviceWeights } from './layer.js';
+import type { ExpertDType, MoeLayerDeviceWeights } from './layer.js';
 import type { DevicePlacement } from './placement.js';
 
 export interface LayerWeightsOptions {
@@ -25,6 +26,12 @@ export interface LayerWeightsOptions {
   stream?: Stream;
   /** Which expert each of this rank's slots holds; slot p holds expert p without one. */
   placement?: DevicePlacement;
+}
+
+export interface RandomLayerWeightsOptions extends LayerWeightsOptions {
+  seed: number;
+  /** The routed experts' dtype (default bf16). */
+  expertDType?: ExpertDType;
 }
 
 /** The logical expert of each of this rank's L slots: slot p holds expert p, or the placement's. */
@@ -44,15 +51,18 @@ export function slotExperts(ep: EpBuffer, config: MoeLayerConfig, placement: Dev
 function shapes(ep: EpBuffer, c: MoeLayerConfig) {
   const [H, I, E, L] = [c.hidden, c.moeIntermediate, c.numRoutedExperts, ep.config.numLocalExperts];
   const Is = c.numSharedExperts * I;
-  return { H, I, E, L, Is, w13: [L, 2 * I, H], w2: [L, H, I], s13: [2 * Is, H], s2: [H, Is] };
+  const blocks = (shape: number[]) => [shape[0]!, shape[1]! / 128, shape[2]! / 128];
+  const [w13, w2] = [[L, 2 * I, H], [L, H, I]];
+  return { H, I, E, L, Is, w13, w2, w13Scales: blocks(w13), w2Scales: blocks(w2), s13: [2 * Is, H], s2: [H, Is] };
 }
 
 /**
  * Normal weights with std 1/sqrt(fan-in) (activations stay near unit size),
  * the gate bias with config.routerBiasStd. Each tensor, and each logical
- * expert's part, has its own seed derived from `seed`.
+ * expert's part, has its own seed derived from `seed`. fp8 experts hold
+ * normal values of std 1 with block scales drawn from [0.5, 1.5)/sqrt(fan-in).
  */
-export function randomLayerWeights(ep: EpBuffer, config: MoeLayerConfig, o: LayerWeightsOptions & { seed: number }): MoeLayerDeviceWeights {
+export function randomLayerWeights(ep: EpBuffer, config: MoeLayerConfig, o: RandomLayerWeightsOptions): MoeLayerDeviceWeights {
   assertInteger('randomLayerWeights: seed', o.seed, 0, 0xffffffff);
   const s = shapes(ep, config);
   const experts = slotExperts(ep, config, o.placement);
@@ -61,16 +71,22 @@ export function randomLayerWeights(ep: EpBuffer, config: MoeLayerConfig, o: Laye
   const seedOf = (what: number, expert = 0) => counterHash(o.seed, what * 65536 + expert);
   const normal = (t: Tensor, seed: number, fanIn: number) => fillRandom(t, seed, { kind: 'normal', std: 1 / Math.sqrt(fanIn) }, stream);
   const empty = (shape: number[], dtype: DType = 'bf16') => Tensor.empty(shape, dtype, { device: at, stream });
-  const w13 = empty(s.w13);
-  const w2 = empty(s.w2);
+  const fp8 = o.expertDType === 'fp8e4m3';
+  const w13 = empty(s.w13, fp8 ? 'fp8e4m3' : 'bf16');
+  const w2 = empty(s.w2, fp8 ? 'fp8e4m3' : 'bf16');
+  const w13Scales = fp8 ? empty(s.w13Scales, 'f32') : undefined;
+  const w2Scales = fp8 ? empty(s.w2Scales, 'f32') : undefined;
+  const scales = (t: Tensor, seed: number, fanIn: number) => fillRandom(t, seed, { kind: 'uniform', low: 0.5 / Math.sqrt(fanIn), high: 1.5 / Math.sqrt(fanIn) }, stream);
   experts.forEach((e, l) => {
-    normal(w13.narrow(l, 1), seedOf(1, e), s.H);
-    normal(w2.narrow(l, 1), seedOf(2, e), s.I);
+    normal(w13.narrow(l, 1), seedOf(1, e), fp8 ? 1 : s.H);
+    normal(w2.narrow(l, 1), seedOf(2, e), fp8 ? 1 : s.I);
+    if (w13Scales) scales(w13Scales.narrow(l, 1), seedOf(6, e), s.H);
+    if (w2Scales) scales(w2Scales.narrow(l, 1), seedOf(7, e), s.I);
   });
   const weights: MoeLayerDeviceWeights = {
     gate: normal(empty([s.E, s.H]), seedOf(0), s.H),
     gateBias: fillRandom(empty([s.E], 'f32'), seedOf(3), { kind: 'normal', std: config.routerBiasStd }, stream),
-    experts: { w13, w2 },
+    experts: { w13, w2, ...(fp8 ? { w13Scales, w2Scales } : {}) },
   };
   if (s.Is > 0) weights.shared = { w13: normal(empty(s.s13), seedOf(4), s.H), w2: normal(empty(s.s2), seedOf(5), s.Is) };
   return weights;
@@ -102,8 +118,11 @@ function manifestEntry(path: string, tensors: Record<string, unknown>, name: str
  * whose entries are `{ file, dtype, shape }` with the whole model's shapes:
  * gate bf16 [E, H], gateBias f32 [E], experts.w13 bf16 [E, 2I, H] (gate rows,
  * then up rows), experts.w2 bf16 [E, H, I], and the shared expert (when the
- * config has one) as bf16 [2Is, H] and [H, Is]. Every shape and file size is
- * checked before anything is uploaded.
+ * config has one) as bf16 [2Is, H] and [H, Is]. fp8 experts: experts.w13 and
+ * experts.w2 fp8e4m3, with "experts.w13Scales" f32 [E, 2I/128, H/128] and
+ * "experts.w2Scales" f32 [E, H/128, I/128] (weight = value * scale, as
+ * DeepSeek-V3's weight_scale_inv). Every shape and file size is checked
+ * before anything is uploaded.
  */
 export async function loadLayerWeights(ep: EpBuffer, config: MoeLayerConfig, path: string, o: LayerWeightsOptions): Promise<MoeLayerDeviceWeights> {
   const m = readJsonFile(path, 'weights manifest') as { format?: unknown; tensors?: Record<string, unknown> };
@@ -112,11 +131,14 @@ export async function loadLayerWeights(ep: EpBuffer, config: MoeLayerConfig, pat
   }
   const s = shapes(ep, config);
   const entry = (name: string, dtype: DType, shape: number[]) => manifestEntry(path, m.tensors!, name, dtype, shape);
+  const expertDType: ExpertDType = (m.tensors['experts.w13'] as { dtype?: unknown } | undefined)?.dtype === 'fp8e4m3' ? 'fp8e4m3' : 'bf16';
+  const allExperts = (shape: number[]) => [s.E, ...shape.slice(1)];
   const plan = {
     gate: entry('gate', 'bf16', [s.E, s.H]),
     gateBias: entry('gateBias', 'f32', [s.E]),
-    w13: entry('experts.w13', 'bf16', [s.E, 2 * s.I, s.H]),
-    w2: entry('experts.w2', 'bf16', [s.E, s.H, s.I]),
+    w13: entry('experts.w13', expertDType, allExperts(s.w13)),
+    w2: entry('experts.w2', expertDType, allExperts(s.w2)),
+    ...(expertDType === 'fp8e4m3' ? { w13Scales: entry('experts.w13Scales', 'f32', allExperts(s.w13Scales)), w2Scales: entry('experts.w2Scales', 'f32', allExperts(s.w2Scales)) } : {}),
     ...(s.Is > 0 ? { s13: entry('shared.w13', 'bf16', s.s13), s2: entry('shared.w2', 'bf16', s.s2) } : {}),
   };
   for (const e of Object.values(plan)) await checkFileSize(path, e);
@@ -142,7 +164,11 @@ export async function loadLayerWeights(ep: EpBuffer, config: MoeLayerConfig, pat
   const weights: MoeLayerDeviceWeights = {
     gate: await whole(plan.gate),
     gateBias: await whole(plan.gateBias),
-    experts: { w13: await slots(plan.w13), w2: await slots(plan.w2) },
+    experts: {
+      w13: await slots(plan.w13),
+      w2: await slots(plan.w2),
+      ...(plan.w13Scales && plan.w2Scales ? { w13Scales: await slots(plan.w13Scales), w2Scales: await slots(plan.w2Scales) } : {}),
+    },
   };
   if (plan.s13 && plan.s2) weights.shared = { w13: await whole(plan.s13), w2: await whole(plan.s2) };
   return weights;

@@ -5,9 +5,12 @@
  * once, in the dispatch; low-latency mode (decode) never waits for the host
  * and a whole decode step can be captured as one CUDA graph (captureDecode).
  *
- * Weights are bf16 device tensors: the gate and shared expert on every rank
- * (DP), and this rank's physical expert slots (EP: rank r holds slots
- * r*L ... r*L + L - 1, as EpBuffer routes them). With redundant experts or
+ * Weights are device tensors: the gate and shared expert on every rank (DP,
+ * bf16), and this rank's physical expert slots (EP: rank r holds slots
+ * r*L ... r*L + L - 1, as EpBuffer routes them), bf16 or fp8 with 128x128
+ * block scales. fp8 experts get fp8 tokens: the dispatch sends them cast per
+ * 128 channels (half the bytes of bf16) and the GEMMs read half the weight
+ * bytes, which bounds a decode step. With redundant experts or
  * EPLB, a DevicePlacement maps each chosen logical expert to a slot and counts
  * the slots' loads; rebalance() moves weights and rewrites it in place.
  */
@@ -24,13 +27,14 @@ import { splitTwoBatch } from '../planning/tbo.js';
 import type { MoeLayerConfig } from '../simulation/config.js';
 import type { MoeLayerWeights } from '../simulation/weights.js';
 import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
-import { f32ToBf16Bits } from '../tensor/convert.js';
 import { Tensor } from '../tensor/tensor.js';
 import { swiglu } from './activation.js';
 import { decodeScratch, type DecodeScratch } from './decode-scratch.js';
 import { expertsForward, type ExpertWeightsOnDevice } from './experts.js';
-import { slotExperts } from './layer-weights.js';
+import { checkExpertWeights } from './expert-weight-checks.js';
+import { uploadLayerWeights, type HostUploadOptions } from './host-upload.js';
 import { permuteToExperts, slotCapacity, unpermuteFromExperts } from './permute.js';
+import { quantizeRowsFp8 } from './quantize.js';
 import type { DevicePlacement } from './placement.js';
 import { route } from './router.js';
 import { moveExpertWeights } from './weight-moves.js';
@@ -40,7 +44,11 @@ export interface MoeLayerDeviceWeights {
   gate: Tensor;
   /** f32 [E]: DeepSeek-V3's e_score_correction_bias. */
   gateBias?: Tensor;
-  /** This rank's physical expert slots, bf16: w13 [L, 2I, H], w2 [L, H, I]. */
+  /**
+   * This rank's physical expert slots: w13 [L, 2I, H], w2 [L, H, I], bf16, or
+   * fp8e4m3 with w13Scales [L, 2I/128, H/128] and w2Scales [L, H/128, I/128]
+   * (then H and I must be multiples of 512, cuBLASLt's block-scaled K).
+   */
   experts: ExpertWeightsOnDevice;
   /** The shared experts as one, bf16: w13 [2Is, H], w2 [H, Is]. */
   shared?: { w13: Tensor; w2: Tensor };
@@ -51,7 +59,8 @@ export type ForwardMode = 'normal' | 'low-latency';
 /**
  * The local experts' computation between dispatch and combine: for x bf16
  * [L, M, H] (rows of local expert l in x[l], the first counts[l] valid) it
- * returns bf16 [L, M, H] on `stream`. Rows past counts[l] are ignored.
+ * returns bf16 [L, M, H] on `stream`. Rows past counts[l] are ignored. The
+ * tokens come in bf16 whatever the layer's own experts are.
  */
 export type ExpertsFunction = (input: { x: Tensor; counts: Tensor; mode: ForwardMode; stream: Stream }) => Tensor;
 
@@ -82,6 +91,8 @@ export interface TwoBatchOptions {
   stream?: Stream;
 }
 
+export type ExpertDType = 'bf16' | 'fp8e4m3';
+
 export interface MoeLayerOptions {
   /** Needed when the EP buffer has more slots than the layer has experts (redundant experts), and for rebalance(). */
   placement?: DevicePlacement;
@@ -105,6 +116,8 @@ export class MoeLayer {
   readonly config: MoeLayerConfig;
   readonly device: number;
   readonly placement: DevicePlacement | undefined;
+  /** The routed experts' weights (and so the tokens they are sent). */
+  readonly expertDType: ExpertDType;
   readonly #ep: EpBuffer;
   readonly #weights: MoeLayerDeviceWeights;
   readonly #numLocal: number;
@@ -139,8 +152,7 @@ export class MoeLayer {
     expectDType(where, 'weights.gate', gate, ['bf16']);
     expectShape(where, 'weights.gate', gate, ['E', 'H'], [E, H]);
     if (weights.gateBias) expectShape(where, 'weights.gateBias', deviceTensor(where, 'weights.gateBias', weights.gateBias, this.device), ['E'], [E]);
-    expectShape(where, 'weights.experts.w13', deviceTensor(where, 'weights.experts.w13', weights.experts.w13, this.device), ['L', '2I', 'H'], [L, 2 * I, H]);
-    expectShape(where, 'weights.experts.w2', deviceTensor(where, 'weights.experts.w2', weights.experts.w2, this.device), ['L', 'H', 'I'], [L, H, I]);
+    this.expertDType = checkExpertWeights(where, weights.experts, { L, H, I, device: this.device, ep });
     if (weights.shared) {
       const Is = config.numSharedExperts * I;
       expectShape(where, 'weights.shared.w13', deviceTensor(where, 'weights.shared.w13', weights.shared.w13, this.device), ['2Is', 'H'], [2 * Is, H]);
@@ -157,36 +169,12 @@ export class MoeLayer {
   /**
    * Uploads a layer built on the host (src/simulation's weights, rounded to
    * bf16): the gate and shared expert whole, and the experts of rank
-   * `ep.config.rank`'s slots (slot p holds expert p, or the placement's).
+   * `ep.config.rank`'s slots (slot p holds expert p, or the placement's), in
+   * bf16 or, with expertDType 'fp8e4m3', cast to fp8 128x128 blocks on the host.
    */
-  static async fromHost(ep: EpBuffer, weights: MoeLayerWeights, device: number, options: MoeLayerOptions & { stream?: Stream } = {}): Promise<MoeLayer> {
-    const { stream, placement } = options;
-    const c = weights.config;
-    const [H, I, E] = [c.hidden, c.moeIntermediate, c.numRoutedExperts];
-    const L = ep.config.numLocalExperts;
-    const at = `cuda:${device}` as const;
-    const bf16 = (values: Float32Array, shape: number[]) => Tensor.from(Uint16Array.from(values, f32ToBf16Bits), { dtype: 'bf16', shape }).to(at, { stream });
-    const w13 = new Float32Array(L * 2 * I * H);
-    const w2 = new Float32Array(L * H * I);
-    for (const [l, e] of slotExperts(ep, c, placement).entries()) {
-      const x = weights.experts[e]!;
-      w13.set(x.gate, l * 2 * I * H);
-      w13.set(x.up, l * 2 * I * H + I * H);
-      w2.set(x.down, l * H * I);
-    }
-    const dev: MoeLayerDeviceWeights = {
-      gate: await bf16(weights.gate, [E, H]),
-      gateBias: await Tensor.from(Float32Array.from(weights.gateBias)).to(at, { stream }),
-      experts: { w13: await bf16(w13, [L, 2 * I, H]), w2: await bf16(w2, [L, H, I]) },
-    };
-    if (weights.shared) {
-      const Is = weights.shared.intermediate;
-      const s13 = new Float32Array(2 * Is * H);
-      s13.set(weights.shared.gate, 0);
-      s13.set(weights.shared.up, Is * H);
-      dev.shared = { w13: await bf16(s13, [2 * Is, H]), w2: await bf16(weights.shared.down, [H, Is]) };
-    }
-    const layer = new MoeLayer(ep, c, dev, { placement });
+  static async fromHost(ep: EpBuffer, weights: MoeLayerWeights, device: number, options: MoeLayerOptions & HostUploadOptions = {}): Promise<MoeLayer> {
+    const dev = await uploadLayerWeights(ep, weights, device, options);
+    const layer = new MoeLayer(ep, weights.config, dev, { placement: options.placement });
     layer.#ownsWeights = true; // it uploaded them
     return layer;
   }
@@ -279,7 +267,8 @@ export class MoeLayer {
   async captureDecode(x: Tensor, out: Tensor, options: { stream?: Stream; experts?: ExpertsFunction } = {}): Promise<Graph> {
     const o = { mode: 'low-latency' as const, out, stream: options.stream, experts: options.experts };
     const stream = this.#checkForward('MoeLayer.captureDecode', x, o);
-    const scratch = decodeScratch(this.#ep.config, this.config, { T: x.shape[0]!, hasShared: this.#weights.shared !== undefined, device: this.device, stream });
+    const fp8 = this.#fp8Tokens(o.experts);
+    const scratch = decodeScratch(this.#ep.config, this.config, { T: x.shape[0]!, hasShared: this.#weights.shared !== undefined, fp8, device: this.device, stream });
     try {
       await this.#run(this.#step(x, o, stream, out, false, scratch));
       return await Graph.capture(stream, async () => void (await this.#run(this.#step(x, o, stream, out, false, scratch))), { owns: scratch.all });
@@ -314,7 +303,8 @@ export class MoeLayer {
     this.#secondStream = undefined;
     if (this.#ownsWeights) {
       const w = this.#weights;
-      for (const t of [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.shared?.w13, w.shared?.w2]) t?.close();
+      const e = w.experts;
+      for (const t of [w.gate, w.gateBias, e.w13, e.w2, e.w13Scales, e.w2Scales, w.shared?.w13, w.shared?.w2]) t?.close();
     }
     if (this.#ownsPlacement) this.placement?.close();
   }
@@ -329,24 +319,36 @@ export class MoeLayer {
     return a;
   }
 
-  #experts(step: Step, x: Tensor, counts: Tensor): Tensor {
+  /** Whether a step sends fp8 tokens: the layer's own fp8 experts do; a user's experts function gets bf16. */
+  #fp8Tokens(experts: ExpertsFunction | undefined): boolean {
+    return this.expertDType === 'fp8e4m3' && experts === undefined;
+  }
+
+  #experts(step: Step, x: Tensor, counts: Tensor, xScales: { xScales?: Tensor; xScalesLayout?: 'rows' | 'blocks' }): Tensor {
     if (step.experts) return step.experts({ x, counts, mode: step.mode, stream: step.stream });
     const sc = step.scratch;
-    return expertsForward({ x, counts, weights: this.#weights.experts, stream: step.stream, ...(sc ? { out: sc.y, scratch: sc.experts } : {}) });
+    return expertsForward({ x, ...xScales, counts, weights: this.#weights.experts, stream: step.stream, ...(sc ? { out: sc.y, scratch: sc.experts } : {}) });
   }
 
   async *#normal(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): AsyncGenerator<void, void> {
     const { x, stream } = step;
-    const d = await step.stage('dispatch', () => this.#ep.dispatch({ x, topkIdx, topkWeights, stream }));
+    const d = await step.stage('dispatch', () => {
+      if (!this.#fp8Tokens(step.experts)) return this.#ep.dispatch({ x, topkIdx, topkWeights, stream });
+      const q = quantizeRowsFp8({ x, stream });
+      const sent = this.#ep.dispatch({ x: q.out, xScales: q.scales, topkIdx, topkWeights, stream });
+      q.out.close(stream);
+      q.scales.close(stream);
+      return sent;
+    });
     yield;
     const N = d.numRecvTokens;
     const rows = await step.stage('experts', () => {
       if (N === 0) return Tensor.empty([0, this.config.hidden], 'bf16', { device: `cuda:${this.device}`, stream });
       const cap = slotCapacity(Math.max(...d.numRecvTokensPerExpert));
-      const g = permuteToExperts({ x: d.recvX, topkIdx: d.recvTopkIdx!, numExperts: this.#numLocal, cap, stream });
-      const y = this.#experts(step, g.x, g.counts);
+      const g = permuteToExperts({ x: d.recvX, xScales: d.recvXScales, topkIdx: d.recvTopkIdx!, numExperts: this.#numLocal, cap, stream });
+      const y = this.#experts(step, g.x, g.counts, { xScales: g.scales, xScalesLayout: 'blocks' });
       const r = unpermuteFromExperts({ y, slotOf: g.slotOf, topkIdx: d.recvTopkIdx!, weights: d.recvTopkWeights!, stream });
-      for (const t of [g.x, g.counts, g.slotOf, g.overflow, y]) t.close(stream);
+      for (const t of [g.x, g.scales, g.counts, g.slotOf, g.overflow, y]) t?.close(stream);
       return r;
     });
     // The combine adds the shared expert's output after its reduction.
@@ -364,11 +366,11 @@ export class MoeLayer {
     const { x, stream } = step;
     const returnRecvHook = step.hooks;
     const d = await step.stage('dispatch', () =>
-      this.#ep.lowLatencyDispatch({ x, topkIdx, maxTokensPerRank: ll.maxTokensPerRank, numExperts: this.#ep.config.numExperts, useFp8: false, returnRecvHook, stream }),
+      this.#ep.lowLatencyDispatch({ x, topkIdx, maxTokensPerRank: ll.maxTokensPerRank, numExperts: this.#ep.config.numExperts, useFp8: this.#fp8Tokens(step.experts), returnRecvHook, stream }),
     );
     yield;
     if (d.hook) await step.stage('dispatch-recv', d.hook);
-    const y = await step.stage('experts', () => this.#experts(step, d.recvX, d.recvCount));
+    const y = await step.stage('experts', () => this.#experts(step, d.recvX, d.recvCount, { xScales: d.recvXScales }));
     yield;
     const c = await step.stage('combine', () => this.#ep.lowLatencyCombine({ y, topkIdx, topkWeights, handle: d.handle, out: step.out, returnRecvHook, stream }));
     yield;

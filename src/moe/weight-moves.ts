@@ -38,8 +38,9 @@ export function moveExpertWeights(o: WeightMoveOptions): void {
       `rebalance: layer ${o.layer} moves expert weights between ranks, which needs an NCCL communicator (comm) over the EP group`,
     );
   }
-  const parts = [o.weights.w13, o.weights.w2];
-  if (o.weights.w13Scales || o.weights.w2Scales) throw new WideepError('ERR_UNSUPPORTED', 'rebalance: fp8 expert weights are not moved yet');
+  const w = o.weights;
+  // fp8 experts move their block scales with them.
+  const parts = [w.w13, w.w2, w.w13Scales, w.w2Scales].filter((t): t is Tensor => t !== undefined);
   const slotsPerRank = o.weights.w13.shape[0]!;
   const first = o.rank * slotsPerRank;
   const slotView = (t: Tensor, slot: number) => t.narrow(slot - first, 1);
@@ -48,7 +49,7 @@ export function moveExpertWeights(o: WeightMoveOptions): void {
   const copy = (dst: Tensor, src: Tensor) => copyDeviceToDevice(dst.ptr, src.ptr, dst.byteLength, stream);
 
   // 1. Stage: old weights of local sources, and buffers for what arrives.
-  const staged = new Map<number, Tensor[]>(); // destination slot -> [w13, w2]
+  const staged = new Map<number, Tensor[]>(); // destination slot -> one buffer per part
   const stage = (slot: number) => {
     const bufs = parts.map((p) => Tensor.empty(p.shape.slice(1), p.dtype, { device: `cuda:${p.deviceIndex}`, stream }));
     staged.set(slot, bufs);
@@ -62,8 +63,8 @@ export function moveExpertWeights(o: WeightMoveOptions): void {
     const p2p: P2POp[] = [];
     for (const m of ops.sends) parts.forEach((p) => p2p.push({ kind: 'send', peer: m.rank, tensor: slotView(p, m.srcSlot) }));
     for (const m of ops.recvs) stage(m.slot).forEach((b) => p2p.push({ kind: 'recv', peer: m.srcRank, tensor: b }));
-    // One NCCL group per dtype (the two parts share one here: both bf16).
-    o.comm!.sendRecv(p2p, { stream });
+    // One NCCL group per dtype (bf16 or fp8 weights, f32 scales), in the same order on every rank.
+    for (const dtype of new Set(parts.map((p) => p.dtype))) o.comm!.sendRecv(p2p.filter((op) => op.tensor.dtype === dtype), { stream });
   }
   // 2. Write the staged weights into their slots; 3. the reuses, from slots written in 2.
   for (const [slot, bufs] of staged) {

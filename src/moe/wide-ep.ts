@@ -20,7 +20,7 @@ import type { Stream } from '../cuda/stream.js';
 import { ExpertLocationMap } from '../planning/expert-location.js';
 import { moeLayerConfig, type MoeLayerConfig } from '../simulation/config.js';
 import { CommGroups } from './comm-groups.js';
-import { MoeLayer } from './layer.js';
+import { MoeLayer, type ExpertDType } from './layer.js';
 import { loadLayerWeights, randomLayerWeights } from './layer-weights.js';
 import { DevicePlacement, type DispatchAlgorithm } from './placement.js';
 
@@ -87,8 +87,10 @@ export function moeLayerConfigOf(model: ModelConfig, overrides: Partial<MoeLayer
 export interface CreateLayerOptions {
   /** Random weights from this seed (default 0), unless `manifest` names files. */
   seed?: number;
-  /** A weights manifest (loadLayerWeights); only this rank's slots are read. */
+  /** A weights manifest (loadLayerWeights); only this rank's slots are read; its dtypes decide the experts'. */
   manifest?: string;
+  /** Random weights' routed experts: bf16 (default) or fp8e4m3 with 128x128 block scales. */
+  expertDType?: ExpertDType;
   /** How ranks pick among an expert's replicas (default static). */
   algorithm?: DispatchAlgorithm;
   /** Overrides of the layer config the model implies (e.g. the gate's scoring). */
@@ -161,7 +163,7 @@ export class WideEp {
     const at = { device, stream: options.stream, placement };
     const weights = options.manifest
       ? await loadLayerWeights(this.ep, config, options.manifest, at)
-      : randomLayerWeights(this.ep, config, { ...at, seed: options.seed ?? 0 });
+      : randomLayerWeights(this.ep, config, { ...at, seed: options.seed ?? 0, expertDType: options.expertDType });
     return new MoeLayer(this.ep, config, weights, { placement, owns: true });
   }
 

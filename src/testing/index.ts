@@ -19,4 +19,4 @@ export {
 } from './ranks.js';
 export { POISON_BYTE, poison } from './poison.js';
 export { compareClose, describeClose, type CloseMismatch, type CloseOptions, type CloseReport } from './compare.js';
-export { TIE_MARGIN, moeLayerReference, type MoeReference } from './moe-reference.js';
+export { TIE_MARGIN, moeLayerReference, type MoeReference, type MoeReferenceOptions } from './moe-reference.js';

@@ -4,8 +4,16 @@
  * (`MoeLayer.fromHost`). The GPU's float32 router logits may order two
  * nearly equal scores the other way, so tokens whose expert or group choice
  * is within `tieMargin` of a tie are flagged rather than compared.
+ *
+ * With `expertDType: 'fp8e4m3'` the routed experts compute as an fp8 GPU
+ * layer does: 128x128-block fp8 weights, token rows cast to fp8 per 128
+ * channels before they are dispatched, the gate/up outputs rounded to bf16 and
+ * the SwiGLU output cast to fp8 per 128 channels before the down projection.
  */
+import { FP8_BLOCK, quantizeRowFp8 } from '../ep/fp8-quant.js';
+import { fp8RoutedExperts } from '../moe/fp8-weights.js';
 import type { MoeLayerWeights } from '../simulation/weights.js';
+import { bf16BitsToF32, f32ToBf16Bits, fp8E4m3BitsToF32 } from '../tensor/convert.js';
 
 export interface MoeReference {
   /** [T * H]: the MoE output (routed + shared). */
@@ -21,10 +29,21 @@ export interface MoeReference {
 /** Default margin under which a choice counts as a tie: far above float32 logit error at these sizes. */
 export const TIE_MARGIN = 1e-3;
 
+export interface MoeReferenceOptions {
+  /** Default TIE_MARGIN. */
+  tieMargin?: number;
+  /** The routed experts' precision on the GPU (default bf16). */
+  expertDType?: 'bf16' | 'fp8e4m3';
+}
+
 /** The layer for `T` tokens of `x` [T * H] (bf16 values). */
-export function moeLayerReference(weights: MoeLayerWeights, x: ArrayLike<number>, T: number, tieMargin = TIE_MARGIN): MoeReference {
+export function moeLayerReference(weights: MoeLayerWeights, x: ArrayLike<number>, T: number, options: MoeReferenceOptions = {}): MoeReference {
   const c = weights.config;
   const [H, E, k] = [c.hidden, c.numRoutedExperts, c.topK];
+  const tieMargin = options.tieMargin ?? TIE_MARGIN;
+  const fp8 = options.expertDType === 'fp8e4m3';
+  const routed = fp8 ? fp8RoutedExperts(weights).experts : weights.experts;
+  const routedX = fp8 ? fp8Rows(x, T, H) : x;
   const r: MoeReference = { out: new Float64Array(T * H), scale: new Float64Array(T * H), nearTie: new Uint8Array(T), topkIdx: new Int32Array(T * k) };
   for (let t = 0; t < T; t++) {
     const at = t * H;
@@ -40,8 +59,8 @@ export function moeLayerReference(weights: MoeLayerWeights, x: ArrayLike<number>
     r.topkIdx.set(chosen, t * k);
     const sum = chosen.reduce((s, e) => s + scores[e]!, 0);
     const norm = c.normTopkProb ? 1 / (sum + 1e-20) : 1;
-    for (const e of chosen) addExpert(weights.experts[e]!, x, at, scores[e]! * norm * c.routedScalingFactor, r);
-    if (weights.shared) addExpert(weights.shared, x, at, 1, r);
+    for (const e of chosen) addExpert(routed[e]!, routedX, at, scores[e]! * norm * c.routedScalingFactor, r, fp8);
+    if (weights.shared) addExpert(weights.shared, x, at, 1, r, false);
   }
   return r;
 }
@@ -76,10 +95,25 @@ function groupedChoice(scores: Float64Array, bias: Float32Array, c: MoeLayerWeig
   return { chosen: candidates.slice(0, c.topK), margin };
 }
 
-/** r.out[at..] += w * expert(x[at..]), and its magnitude into r.scale. */
-function addExpert(ew: MoeLayerWeights['experts'][number], x: ArrayLike<number>, at: number, w: number, r: MoeReference): void {
+/** x [T, H] cast to fp8 per 128 channels and back (the GPU's cast, bit for bit). */
+function fp8Rows(x: ArrayLike<number>, T: number, H: number): Float32Array {
+  const out = new Float32Array(T * H);
+  const q = new Uint8Array(H);
+  const scales = new Float32Array(H / FP8_BLOCK);
+  for (let t = 0; t < T; t++) {
+    const row = Float32Array.from({ length: H }, (_, h) => x[t * H + h]!);
+    quantizeRowFp8(row, q, 0, scales, 0, false);
+    for (let h = 0; h < H; h++) out[t * H + h] = fp8E4m3BitsToF32(q[h]!) * scales[Math.floor(h / FP8_BLOCK)]!;
+  }
+  return out;
+}
+
+const bf16 = (v: number) => bf16BitsToF32(f32ToBf16Bits(v));
+
+/** r.out[at..] += w * expert(x[at..]), and its magnitude into r.scale; `fp8`: the activation as the fp8 down projection reads it. */
+function addExpert(ew: MoeLayerWeights['experts'][number], x: ArrayLike<number>, at: number, w: number, r: MoeReference, fp8: boolean): void {
   const { hidden: H, intermediate: I } = ew;
-  const act = new Float64Array(I);
+  let act: Float64Array | Float32Array = new Float64Array(I);
   for (let i = 0; i < I; i++) {
     let g = 0;
     let u = 0;
@@ -87,8 +121,10 @@ function addExpert(ew: MoeLayerWeights['experts'][number], x: ArrayLike<number>,
       g += ew.gate[i * H + h]! * x[at + h]!;
       u += ew.up[i * H + h]! * x[at + h]!;
     }
+    if (fp8) [g, u] = [bf16(g), bf16(u)];
     act[i] = (g / (1 + Math.exp(-g))) * u;
   }
+  if (fp8) act = fp8Rows(act, 1, I);
   // The scale sums the magnitudes of the down projection's terms, not of its
   // result: a GPU rounds h and the activation to bf16, and where the terms
   // cancel their rounding error stays (seen on an H100: |y| alone was too tight).

@@ -8,6 +8,7 @@
 import { parseArgs } from 'node:util';
 
 import { WideepError, assertInteger } from '../../errors.js';
+import type { ExpertDType } from '../../moe/layer.js';
 import { moeLayerConfig, type MoeLayerConfig } from '../../simulation/config.js';
 import { DEEPSEEK_HIDDEN, DEEPSEEK_INTER } from './experts-cases.js';
 
@@ -28,6 +29,8 @@ export interface MoeBenchOptions {
   ranks: number;
   /** Every rank on GPU 0 (time-sliced: the logic across processes, no measure of overlap). */
   shareGpu: boolean;
+  /** The routed experts' weights (and the tokens dispatched to them); the PyTorch layer stays bf16. */
+  expertDType: ExpertDType;
 }
 
 /** The shape a run measured, as the report states it. */
@@ -47,7 +50,8 @@ export interface MoeShape {
   routerBiasStd: number;
   prefillTokens: number;
   decodeTokens: number;
-  dtype: 'bf16';
+  /** The routed experts' dtype (fp8e4m3: 128x128 block scales, tokens cast per 128 channels); gate and shared expert are bf16. */
+  dtype: ExpertDType;
   /** Tokens above are per rank; each rank holds experts / ranks of them. */
   ranks: number;
   sharedGpu: boolean;
@@ -75,6 +79,7 @@ export function parseMoeArgs(argv: string[]): MoeBenchOptions {
       'decode-tokens': { type: 'string', default: '128' },
       ranks: { type: 'string', default: '1' },
       'share-gpu': { type: 'boolean', default: false },
+      'expert-dtype': { type: 'string', default: 'bf16' },
     },
   });
   const experts = assertInteger('--experts', Number(values.experts), 16, DEEPSEEK_EXPERTS);
@@ -93,10 +98,17 @@ export function parseMoeArgs(argv: string[]): MoeBenchOptions {
     decodeTokens: assertInteger('--decode-tokens', Number(values['decode-tokens']), 1, MAX_DECODE_TOKENS),
     ranks,
     shareGpu: values['share-gpu']!,
+    expertDType: expertDTypeArg(values['expert-dtype']!),
   };
 }
 
-export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 'decodeTokens'> & Partial<Pick<MoeBenchOptions, 'ranks' | 'shareGpu'>>): MoeShape {
+function expertDTypeArg(v: string): ExpertDType {
+  if (v === 'bf16') return 'bf16';
+  if (v === 'fp8') return 'fp8e4m3';
+  throw new WideepError('ERR_INVALID_ARG', `--expert-dtype: expected bf16 or fp8, got ${v}`);
+}
+
+export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 'decodeTokens'> & Partial<Pick<MoeBenchOptions, 'ranks' | 'shareGpu' | 'expertDType'>>): MoeShape {
   return {
     model: 'DeepSeek-V3',
     reduced: o.experts < DEEPSEEK_EXPERTS,
@@ -111,7 +123,7 @@ export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 
     routerBiasStd: 0,
     prefillTokens: o.prefillTokens,
     decodeTokens: o.decodeTokens,
-    dtype: 'bf16',
+    dtype: o.expertDType ?? 'bf16',
     ranks: o.ranks ?? 1,
     sharedGpu: (o.ranks ?? 1) > 1 && (o.shareGpu ?? false),
   };

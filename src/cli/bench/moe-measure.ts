@@ -80,7 +80,7 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
       timeoutMs: EP_TIMEOUT_MS,
     });
     o.show('bench moe: random weights on the GPU');
-    const w = randomLayerWeights(ep, config, { seed: 1, device, stream });
+    const w = randomLayerWeights(ep, config, { seed: 1, device, stream, expertDType: shape.dtype });
     for (const t of [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.shared?.w13, w.shared?.w2]) if (t) keep(t);
     const layer = keep(new MoeLayer(ep, config, w));
     const timer = keep(new GpuTimer(stream, { flushL2: true, comm: o.comm }));

@@ -133,7 +133,7 @@ export function renderMoe(r: MoeBenchReport): string {
   const lines = [
     `bench moe on ${r.device.name}: ${s.model} MoE layer${s.reduced ? ` REDUCED to ${s.experts} experts` : ''}, hidden ${s.hidden}, ` +
       `intermediate ${s.moeIntermediate}, top-${s.topk} of ${s.experts} (${s.groups} groups, ${s.topkGroup} kept), ${s.sharedExperts} shared, ${s.dtype}, ${ranksText(s)}`,
-    `PyTorch: ${r.torch.available ? r.torch.version : `not run (${r.torch.reason})`}; medians of ${r.method.iters} runs after ${r.method.warmup}`,
+    `PyTorch: ${r.torch.available ? r.torch.version : `not run (${r.torch.reason})`}${s.dtype === 'bf16' ? '' : `, a bf16 layer (this layer's routed experts are ${s.dtype})`}; medians of ${r.method.iters} runs after ${r.method.warmup}`,
     '',
     'step                                    GPU µs    host µs   PyTorch / this',
   ];

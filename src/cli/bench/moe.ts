@@ -22,7 +22,7 @@ import { probeTorch, runTorchMoe, type TorchMoeResult } from './moe-torch.js';
 
 export const USAGE = `usage: wideep bench moe [--iters I] [--warmup W] [--no-torch] [--json] [--out file.json]
                        [--timeline-svg file.svg] [--experts E] [--prefill-tokens T] [--decode-tokens T]
-                       [--ranks N [--share-gpu]]
+                       [--ranks N [--share-gpu]] [--expert-dtype bf16|fp8]
 
 Times one DeepSeek-V3 MoE layer (hidden 7168, moe intermediate 2048, 256 routed
 experts, top-8 of 8 groups keeping 4, one shared expert; bf16, random weights)
@@ -36,6 +36,9 @@ torch._grouped_mm, index_add_) in the same run (python3 with torch; without
 it the report says why). CUDA-event medians; the goals: prefill >= 1.3x
 PyTorch, decode as a graph >= 2x PyTorch eager, <= 10 µs of host per replay
 back to back.
+--expert-dtype fp8 gives the routed experts fp8 weights with 128x128 block
+scales (DeepSeek-V3's checkpoint format) and sends them fp8 tokens: half the
+bytes read and sent; the PyTorch layer stays bf16, as the report says.
 --timeline-svg draws the overlapped prefill step's stages per stream.
 --experts (a multiple of 8, 16..256) cuts the routed experts for a smaller run.
 --ranks N spreads the experts over N ranks, one process and GPU each through

@@ -8,20 +8,22 @@ import { roundRowsToBf16 } from '../../../dist/simulation/math.js';
 import { moeLayerReference } from '../../../dist/testing/index.js';
 
 export const config = moeLayerConfig({ hidden: 256, moeIntermediate: 128, numRoutedExperts: 16, numSharedExperts: 1, topK: 4, numExpertGroups: 4, topkGroup: 2 });
+/** The same layer wide enough for fp8 experts (cuBLASLt's block-scaled GEMMs need K in whole 512s). */
+export const fp8Config = moeLayerConfig({ ...config, hidden: 512, moeIntermediate: 512 });
 export const { hidden: H, topK: k, numRoutedExperts: E } = config;
 export const report = { rank: -1, checks: 0, failures: [], nearTies: 0, tokens: 0, replays: 0, moves: 0 };
 export const fail = (msg) => report.failures.length < 20 && report.failures.push(msg);
 
 /** Agrees on a seed through the store and builds the layer's weights (bf16 values, which the host reference reads too). */
-export async function sharedWeights(pg, key) {
+export async function sharedWeights(pg, key, layerConfig = config) {
   report.rank = pg.rank;
   if (pg.rank === 0) await pg.store.set(key, String(Date.now() % 1_000_000_007));
   const seed = Number(new TextDecoder().decode(await pg.store.get(key)));
-  return { seed, weights: generateMoeLayerWeights(config, seed) };
+  return { seed, weights: generateMoeLayerWeights(layerConfig, seed) };
 }
 
-export function randomTokens(rng, T) {
-  const xf = roundRowsToBf16(Float32Array.from({ length: T * H }, () => rng.normal()));
+export function randomTokens(rng, T, width = H) {
+  const xf = roundRowsToBf16(Float32Array.from({ length: T * width }, () => rng.normal()));
   return { xf, bits: new Uint16Array(new Uint32Array(xf.buffer).map((u) => u >>> 16)) };
 }
 
@@ -30,9 +32,11 @@ export function randomTokens(rng, T) {
  * shared expert unless `withShared` is false), leaving out and counting the
  * tokens whose top-k is within rounding of a tie (the GPU's float32 logits
  * may order them otherwise); returns the logical experts chosen per checked token.
+ * `expertDType`: the GPU layer's routed experts (the reference casts as they do).
  */
-export function check(weights, label, xf, T, got, withShared = true) {
-  const ref = moeLayerReference(withShared ? weights : { ...weights, shared: undefined }, xf, T);
+export function check(weights, label, xf, T, got, { withShared = true, expertDType = 'bf16' } = {}) {
+  const ref = moeLayerReference(withShared ? weights : { ...weights, shared: undefined }, xf, T, { expertDType });
+  const { hidden: H, topK: k } = weights.config;
   const chosen = [];
   for (let t = 0; t < T; t++) {
     report.tokens++;

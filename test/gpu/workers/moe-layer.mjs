@@ -15,7 +15,12 @@
 //    others decode or idle, then all decode; each rank runs the plan's mode;
 // 5. weights read from a manifest of raw files give the same output, bit for
 //    bit, as the same weights uploaded from the host; random device weights
-//    are identical in every replica of an expert.
+//    are identical in every replica of an expert;
+// 6. fp8 experts (a wider layer): eager normal and low-latency steps, with
+//    and without two-batch overlap, against the host layer computing with the
+//    same fp8 casts; a decode graph replayed around a rebalance that moves
+//    the weights and their block scales; fp8 weights without scales, or of a
+//    width cuBLASLt cannot scale, refused.
 // Tokens whose top-k is within rounding of a tie are left out (the GPU's
 // float32 logits may order them otherwise) and counted. Prints one JSON report.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -39,7 +44,7 @@ import {
 } from '../../../dist/index.js';
 import { ExpertLocationMap, rebalanceExperts } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
-import { E, H, check as checkLayer, config, fail, k, randomTokens, report, sharedWeights } from './moe-common.mjs';
+import { E, H, check as checkLayer, config, fail, fp8Config, k, randomTokens, report, sharedWeights } from './moe-common.mjs';
 
 const pg = await initProcessGroup();
 const { seed, weights } = await sharedWeights(pg, 'wideep/test/moe-seed');
@@ -286,12 +291,99 @@ async function weightsFromFiles() {
   }
 }
 
+async function fp8Experts() {
+  const { seed: seed8, weights: w8 } = await sharedWeights(pg, 'wideep/test/moe-fp8-seed', fp8Config);
+  const H8 = fp8Config.hidden;
+  const check8 = (label, xf, T, got) => checkLayer(w8, label, xf, T, got, { expertDType: 'fp8e4m3' });
+  const P = E + 8;
+  const stream = new Stream(pg.device);
+  const ep = await EpBuffer.create(pg, { hidden: H8, numExperts: P, maxTokensPerRank: maxTokens, lowLatency: { maxTokensPerRank: maxTokens } });
+  const initial = ExpertLocationMap.trivial({ numLayers: 1, numLogical: E, numPhysical: P, numRanks: pg.worldSize });
+  const placement = await DevicePlacement.create(initial, { layer: 0, rank: pg.rank, device: pg.device, stream });
+  const rng = new SeededRandom(seed8 * 43 + pg.rank);
+  const upload = async (T) => {
+    const { xf, bits } = randomTokens(rng, T, H8);
+    return { xf, x: await Tensor.from(bits, { dtype: 'bf16', shape: [T, H8] }).to(device, { stream }) };
+  };
+  try {
+    const layer = await MoeLayer.fromHost(ep, w8, pg.device, { placement, stream, expertDType: 'fp8e4m3' });
+    report.checks++;
+    if (layer.expertDType !== 'fp8e4m3') fail(`fp8 layer: expertDType ${layer.expertDType}`);
+    for (const [mode, tbo] of [['normal', false], ['low-latency', false], ['normal', true], ['low-latency', true]]) {
+      const { xf, x } = await upload(1 + rng.int(maxTokens));
+      const out = await layer.forward(x, { mode, stream, ...(tbo ? { tbo: {} } : {}) });
+      check8(`fp8 ${mode}${tbo ? ' tbo' : ''}`, xf, x.shape[0], (await out.cpu({ stream })).toFloat32());
+      out.close(stream);
+      x.close(stream);
+    }
+    // A decode graph (fp8 scratch, no allocation inside), replayed around a rebalance that moves weights and scales.
+    const T = 24;
+    const x = Tensor.empty([T, H8], 'bf16', { device, stream });
+    const out = Tensor.empty([T, H8], 'bf16', { device, stream });
+    const graph = await layer.captureDecode(x, out, { stream });
+    const replays = async (label) => {
+      for (let r = 0; r < 2; r++) {
+        const { xf, bits } = randomTokens(rng, T, H8);
+        await x.copyFrom(Tensor.from(bits, { dtype: 'bf16', shape: [T, H8] }), { stream });
+        out.fillBytes(0xff, stream);
+        graph.launch(stream);
+        await stream.synchronize();
+        report.replays++;
+        check8(`fp8 ${label} replay ${r}`, xf, T, (await out.cpu({ stream })).toFloat32());
+      }
+    };
+    await replays('decode graph');
+    const plan = await layer.rebalance(reversedWithinRanks(initial), { stream });
+    report.moves += plan.moves.length;
+    if (plan.moves.length === 0) fail('fp8: the rebalance moved nothing');
+    await replays('after rebalance');
+    graph.close();
+    x.close();
+    out.close();
+    // Random fp8 weights: block scales in [0.5, 1.5)/sqrt(fan-in), replicas alike, a layer on them gives finite output.
+    const rw = randomLayerWeights(ep, fp8Config, { seed: 3, device: pg.device, placement, expertDType: 'fp8e4m3', stream });
+    const s13 = (await rw.experts.w13Scales.cpu({ stream })).toFloat32();
+    report.checks++;
+    const [lo, hi] = [0.5 / Math.sqrt(H8), 1.5 / Math.sqrt(H8)];
+    if (s13.some((v) => !(v >= lo && v < hi))) fail(`random fp8 weights: a w13 block scale outside [${lo}, ${hi})`);
+    const random = new MoeLayer(ep, fp8Config, rw, { placement, owns: false });
+    const { x: rx } = await upload(8);
+    const ryT = await random.forward(rx, { mode: 'normal', stream });
+    const ry = (await ryT.cpu({ stream })).toFloat32();
+    report.checks++;
+    if (!ry.every(Number.isFinite) || ry.every((v) => v === 0)) fail('random fp8 weights: the layer output is not finite, or all zero');
+    // Refusals before any kernel: fp8 weights without scales, and a width the block-scaled GEMMs cannot take.
+    const narrow = { ...fp8Config, hidden: 256 };
+    const rw256 = randomLayerWeights(ep, narrow, { seed: 4, device: pg.device, placement, expertDType: 'fp8e4m3', stream });
+    for (const [label, make, code, words] of [
+      ['fp8 weights without scales', () => new MoeLayer(ep, fp8Config, { ...rw, experts: { w13: rw.experts.w13, w2: rw.experts.w2 } }, { placement }), 'ERR_INVALID_ARG', 'w13Scales'],
+      ['fp8 experts of hidden 256', () => new MoeLayer(ep, narrow, rw256, { placement }), 'ERR_SHAPE', 'multiples of 512'],
+    ]) {
+      report.checks++;
+      try {
+        make();
+        fail(`${label}: accepted`);
+      } catch (err) {
+        if (err.code !== code || !err.message.includes(words)) fail(`${label}: ${err.code} ${err.message}`);
+      }
+    }
+    const all = (w) => [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.experts.w13Scales, w.experts.w2Scales, w.shared?.w13, w.shared?.w2];
+    for (const t of [rx, ryT, ...all(rw), ...all(rw256)]) t?.close(stream);
+    layer.close();
+  } finally {
+    placement.close();
+    await ep.close();
+    stream.close();
+  }
+}
+
 try {
   await eagerSteps();
   await decodeGraphAndRebalance();
   await deviceEplb();
   await plannedSteps();
   await weightsFromFiles();
+  await fp8Experts();
 } catch (e) {
   fail(`${e.code ?? ''} ${e.message}`);
 }

@@ -44,7 +44,7 @@ try {
     const { xf, bits } = randomTokens(rng, T);
     const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }).to(device);
     const out = await gatheredMoe({ x, comm, maxTokensPerRank, config, ...layer });
-    check(weights, `step ${step}`, xf, T, (await out.cpu()).toFloat32(), false);
+    check(weights, `step ${step}`, xf, T, (await out.cpu()).toFloat32(), { withShared: false });
     out.close();
     x.close();
   }

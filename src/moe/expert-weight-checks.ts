@@ -1,0 +1,46 @@
+/**
+ * The checks a MoE layer makes of its routed experts' weights before any
+ * kernel runs: bf16, or fp8 with the 128x128 block scales and the widths
+ * cuBLASLt's block-scaled GEMMs need.
+ */
+import type { EpBuffer } from '../ep/buffer.js';
+import { WideepError } from '../errors.js';
+import { deviceTensor, expectDType, expectShape } from '../tensor/checks.js';
+import type { ExpertWeightsOnDevice } from './experts.js';
+import type { ExpertDType } from './layer.js';
+
+/** cuBLASLt reads block scales four at a time along K: K (H for gate/up, I for down) in whole 512s. */
+const FP8_K_ALIGN = 512;
+
+/** Checks this rank's L expert slots of width H and intermediate I on `device`; returns their dtype. */
+export function checkExpertWeights(where: string, w: ExpertWeightsOnDevice, o: { L: number; H: number; I: number; device: number; ep: EpBuffer }): ExpertDType {
+  const { L, H, I, device } = o;
+  const name = (part: string) => `weights.experts.${part}`;
+  if (typeof w !== 'object' || w === null) throw new WideepError('ERR_INVALID_ARG', `${where}: weights.experts: expected { w13, w2 }`);
+  const w13 = deviceTensor(where, name('w13'), w.w13, device);
+  expectDType(where, name('w13'), w13, ['bf16', 'fp8e4m3']);
+  const dtype = w13.dtype as ExpertDType;
+  expectShape(where, name('w13'), w13, ['L', '2I', 'H'], [L, 2 * I, H]);
+  expectDType(where, name('w2'), deviceTensor(where, name('w2'), w.w2, device), [dtype]);
+  expectShape(where, name('w2'), w.w2, ['L', 'H', 'I'], [L, H, I]);
+  if (dtype === 'bf16') {
+    if (w.w13Scales !== undefined || w.w2Scales !== undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: ${name('w13Scales')}/w2Scales belong to fp8 experts; these are bf16`);
+    return dtype;
+  }
+  if (H % FP8_K_ALIGN !== 0 || I % FP8_K_ALIGN !== 0) {
+    throw new WideepError('ERR_SHAPE', `${where}: fp8 experts need hidden and moe intermediate multiples of ${FP8_K_ALIGN} (cuBLASLt's block-scaled GEMMs), got ${H} and ${I}`);
+  }
+  for (const [part, shape] of [['w13Scales', [L, (2 * I) / 128, H / 128]], ['w2Scales', [L, H / 128, I / 128]]] as const) {
+    const t = w[part];
+    if (t === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: fp8 experts need ${name(part)} (f32 [${shape.join(', ')}], one scale per 128x128 block)`);
+    expectDType(where, name(part), deviceTensor(where, name(part), t, device), ['f32']);
+    expectShape(where, name(part), t, ['L', 'N/128', 'K/128'], [...shape]);
+  }
+  // A low-latency dispatch gives each expert R*M rows; the fp8 GEMMs take them in groups of 4.
+  const ll = o.ep.config.lowLatency;
+  const rows = o.ep.config.worldSize * (ll?.maxTokensPerRank ?? 0);
+  if (rows % 4 !== 0) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: fp8 experts need the low-latency rows per expert (${o.ep.config.worldSize} ranks x ${ll?.maxTokensPerRank} tokens) to be a multiple of 4`);
+  }
+  return dtype;
+}
