@@ -13,6 +13,7 @@ import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/che
 import { Tensor } from '../tensor/tensor.js';
 import { expertsForward, type ExpertWeightsOnDevice } from './experts.js';
 import { permuteToExperts, slotCapacity, unpermuteFromExperts } from './permute.js';
+import { quantizeRowsFp8 } from './quantize.js';
 import { route, type RoutingConfig } from './router.js';
 import { firstRows, padRows } from './row-padding.js';
 
@@ -26,7 +27,7 @@ export interface GatheredMoeOptions {
   /** bf16 [E, H] and f32 [E]. */
   gate: Tensor;
   gateBias?: Tensor;
-  /** This rank's experts: rank r holds experts r*L ... r*L + L - 1 of E = L * comm.size. */
+  /** This rank's experts: rank r holds experts r*L ... r*L + L - 1 of E = L * comm.size (bf16, or fp8 with block scales: the tokens are cast to fp8 for them). */
   experts: ExpertWeightsOnDevice;
   stream?: Stream;
 }
@@ -63,9 +64,11 @@ export async function gatheredMoe(o: GatheredMoeOptions): Promise<Tensor> {
     owned.push(r.logits, r.topkIdx, r.topkWeights);
     // 3. This rank's experts on their rows (the slot size from the counts: one host wait).
     const cap = slotCapacity(Math.max(...(await counts.cpu({ stream })).toNumbers().slice(0, L)));
-    const g = permuteToExperts({ x: all, topkIdx: r.topkIdx, numExperts: L, cap, stream });
-    owned.push(g.x, g.counts, g.slotOf, g.overflow);
-    const y = expertsForward({ x: g.x, counts: g.counts, weights: o.experts, stream });
+    const q = o.experts.w13.dtype === 'fp8e4m3' ? quantizeRowsFp8({ x: all, stream }) : undefined;
+    if (q) owned.push(q.out, q.scales);
+    const g = permuteToExperts({ x: q?.out ?? all, xScales: q?.scales, topkIdx: r.topkIdx, numExperts: L, cap, stream });
+    owned.push(g.x, g.counts, g.slotOf, g.overflow, ...(g.scales ? [g.scales] : []));
+    const y = expertsForward({ x: g.x, xScales: g.scales, xScalesLayout: 'blocks', counts: g.counts, weights: o.experts, stream });
     owned.push(y);
     const share = unpermuteFromExperts({ y, slotOf: g.slotOf, topkIdx: r.topkIdx, weights: r.topkWeights, stream });
     owned.push(share);

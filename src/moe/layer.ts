@@ -332,13 +332,16 @@ export class MoeLayer {
 
   async *#normal(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): AsyncGenerator<void, void> {
     const { x, stream } = step;
-    const d = await step.stage('dispatch', () => {
+    const d = await step.stage('dispatch', async () => {
       if (!this.#fp8Tokens(step.experts)) return this.#ep.dispatch({ x, topkIdx, topkWeights, stream });
       const q = quantizeRowsFp8({ x, stream });
-      const sent = this.#ep.dispatch({ x: q.out, xScales: q.scales, topkIdx, topkWeights, stream });
-      q.out.close(stream);
-      q.scales.close(stream);
-      return sent;
+      try {
+        return await this.#ep.dispatch({ x: q.out, xScales: q.scales, topkIdx, topkWeights, stream });
+      } finally {
+        // Freed in stream order, behind the dispatch's kernels that read them.
+        q.out.close(stream);
+        q.scales.close(stream);
+      }
     });
     yield;
     const N = d.numRecvTokens;

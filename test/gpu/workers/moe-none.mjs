@@ -1,14 +1,16 @@
 // One rank of the GPU test of the routed experts without token moves
 // (--moe-a2a-backend none): tokens all-gathered over NCCL, each rank's
 // experts on every token, shares reduce-scattered back, against the host
-// layer's routed experts. One rank has no tokens in one step. Then the
+// layer's routed experts. One rank has no tokens in one step; one step runs
+// fp8 experts (a wider layer; block-scaled weights cast on the host, tokens
+// cast on the device) against the host layer making the same casts. Then the
 // attention-TP plumbing: dpScatter sums every rank's partials and hands each
 // its share of the tokens, dpGather brings all tokens back (an odd token
 // count, so the padding shows). Prints one JSON report.
-import { CommGroups, Tensor, dpGather, dpScatter, gatheredMoe, initProcessGroup } from '../../../dist/index.js';
+import { CommGroups, Tensor, dpGather, dpScatter, gatheredMoe, initProcessGroup, quantizeWeightFp8 } from '../../../dist/index.js';
 import { ParallelConfig } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
-import { E, H, check, config, fail, randomTokens, report, sharedWeights } from './moe-common.mjs';
+import { E, H, check, config, fail, fp8Config, randomTokens, report, sharedWeights } from './moe-common.mjs';
 
 const pg = await initProcessGroup();
 const { seed, weights } = await sharedWeights(pg, 'wideep/test/moe-none-seed');
@@ -48,6 +50,7 @@ try {
     out.close();
     x.close();
   }
+  await fp8Step();
   // Every rank's partials are seeded by its rank, so each can compute the sums on the host.
   const T = 2 * pg.worldSize + 1;
   const partials = (r) => randomTokens(new SeededRandom(seed * 3 + r), T).xf;
@@ -74,5 +77,35 @@ try {
   fail(`${e.code ?? ''} ${e.message}`);
 } finally {
   groups.close();
+}
+
+/** This rank's experts of the fp8 layer, cast to 128x128 blocks on the host, with the gate; one step. */
+async function fp8Step() {
+  const { seed: s8, weights: w8 } = await sharedWeights(pg, 'wideep/test/moe-none-fp8-seed', fp8Config);
+  const [H8, I8] = [fp8Config.hidden, fp8Config.moeIntermediate];
+  const mine = Array.from({ length: L }, (_, l) => w8.experts[pg.rank * L + l]);
+  const q13 = mine.map((e) => quantizeWeightFp8(e.packed.subarray(0, 2 * I8 * H8), 2 * I8, H8));
+  const q2 = mine.map((e) => quantizeWeightFp8(e.down, H8, I8));
+  const cat = (parts, Ctor) => {
+    const out = new Ctor(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+    return out;
+  };
+  const up = (data, dtype, shape) => Tensor.from(data, { dtype, shape }).to(device);
+  const experts = {
+    w13: await up(cat(q13.map((m) => m.q), Uint8Array), 'fp8e4m3', [L, 2 * I8, H8]),
+    w13Scales: await up(cat(q13.map((m) => m.scales), Float32Array), 'f32', [L, (2 * I8) / 128, H8 / 128]),
+    w2: await up(cat(q2.map((m) => m.q), Uint8Array), 'fp8e4m3', [L, H8, I8]),
+    w2Scales: await up(cat(q2.map((m) => m.scales), Float32Array), 'f32', [L, H8 / 128, I8 / 128]),
+  };
+  const gate = await bf16(w8.gate, [E, H8]);
+  const gateBias = await Tensor.from(Float32Array.from(w8.gateBias)).to(device);
+  const rng = new SeededRandom(s8 * 19 + pg.rank);
+  const T = 1 + rng.int(maxTokensPerRank);
+  const { xf, bits } = randomTokens(rng, T, H8);
+  const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H8] }).to(device);
+  const out = await gatheredMoe({ x, comm, maxTokensPerRank, config: fp8Config, gate, gateBias, experts });
+  check(w8, 'fp8 step', xf, T, (await out.cpu()).toFloat32(), { withShared: false, expertDType: 'fp8e4m3' });
+  for (const t of [out, x, gate, gateBias, ...Object.values(experts)]) t.close();
 }
 process.stdout.write(`${JSON.stringify(report)}\n`);
