@@ -10,7 +10,9 @@
 // Without flags the plan is DP attention + EP over every rank. Own options:
 // --model (a preset or an HF config.json; default DeepSeek-V3), --hidden and
 // --moe-intermediate (narrower layers for a quick run), --tokens (prefill
-// tokens per rank, default 4096), --decode-steps (default 10). Decode steps
+// tokens per rank, default 4096), --decode-steps (default 10), --expert-dtype
+// (bf16, or fp8: DeepSeek-V3's fp8 expert weights with 128x128 block scales,
+// tokens sent as fp8; needs hidden and intermediate in 512s). Decode steps
 // take --num-max-dispatch-tokens-per-rank tokens per rank (default 128).
 // Without a GPU it says so and exits 0: nothing here has a CPU fallback.
 import { Stream, Tensor, Timeline, WideEp, capabilities, fillRandom, initProcessGroup, moeLayerConfigOf } from 'wideep';
@@ -22,7 +24,14 @@ if (!caps.cuda.available || !caps.cublasLt.found) {
   process.exit(0);
 }
 
-const own = { model: { type: 'string' }, hidden: { type: 'string' }, 'moe-intermediate': { type: 'string' }, tokens: { type: 'string' }, 'decode-steps': { type: 'string' } };
+const own = {
+  model: { type: 'string' },
+  hidden: { type: 'string' },
+  'moe-intermediate': { type: 'string' },
+  tokens: { type: 'string' },
+  'decode-steps': { type: 'string' },
+  'expert-dtype': { type: 'string' },
+};
 const { options: flags, extra } = parseSglangArgs(process.argv.slice(2), own);
 const int = (name, fallback) => (extra[name] === undefined ? fallback : Number(extra[name]));
 
@@ -40,7 +49,9 @@ const wideEp = await WideEp.create(pg, plan, { model, maxTokensPerRank: prefillT
 const stream = new Stream(pg.device);
 const { numExperts } = wideEp.ep.config;
 // Random weights on the GPU; with redundant expert slots, a device placement of which expert each slot holds.
-const layer = await wideEp.createLayer({ seed: 1, stream });
+const expertDType = { bf16: 'bf16', fp8: 'fp8e4m3' }[extra['expert-dtype'] ?? 'bf16'];
+if (!expertDType) throw new Error(`--expert-dtype: expected bf16 or fp8, got ${extra['expert-dtype']}`);
+const layer = await wideEp.createLayer({ seed: 1, stream, expertDType });
 
 const on = { device: `cuda:${pg.device}`, stream };
 const tokens = (T, seed) => fillRandom(Tensor.empty([T, config.hidden], 'bf16', on), seed, { kind: 'normal', std: 1 }, stream);
@@ -76,7 +87,7 @@ const decodeUs = ((performance.now() - t1) * 1e3) / steps;
 ok &&= await finite(out);
 
 console.log(
-  `${R} rank${R === 1 ? '' : 's'}, ${config.numRoutedExperts} experts in ${numExperts} slots (${numExperts / R} per rank), hidden ${config.hidden}: ` +
+  `${R} rank${R === 1 ? '' : 's'}, ${config.numRoutedExperts} ${layer.expertDType} experts in ${numExperts} slots (${numExperts / R} per rank), hidden ${config.hidden}: ` +
     `prefill ${prefillTokens} tokens ${prefillMs.toFixed(2)} ms (GPU ms: ${stages}); ` +
     `decode ${decodeTokens} tokens ${decodeUs.toFixed(0)} us per step as a graph, ${(hostUs / steps).toFixed(1)} us of host time per launch; ` +
     `output ${ok ? 'finite' : 'NOT FINITE'}`,

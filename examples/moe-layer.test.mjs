@@ -39,6 +39,13 @@ for (const n of [1, 2, 4]) {
       expect(log.match(/output finite/g), log.slice(-4000)).toHaveLength(n);
     });
 
+    it('examples/moe-layer.mjs with fp8 experts (--expert-dtype fp8), finite output', async () => {
+      const flags = ['--tp', String(n), '--dp-size', String(n), '--enable-dp-attention', '--hidden', '1024', '--moe-intermediate', '512', '--tokens', '512', '--expert-dtype', 'fp8'];
+      const { ok, log } = await runOnRanks(here('./moe-layer.mjs'), n, where.env, { args: flags });
+      expect(ok, log.slice(-4000)).toBe(true);
+      expect(log.match(/fp8e4m3 experts in .* output finite/g), log.slice(-4000)).toHaveLength(n);
+    });
+
     it('examples/custom-experts.mjs: a per-expert loop matches the built-in experts', async () => {
       const { ok, log } = await runOnRanks(here('./custom-experts.mjs'), n, where.env);
       expect(ok, log.slice(-4000)).toBe(true);
