@@ -24,7 +24,7 @@ export interface MoeBenchReport {
   device: { name: string };
   shape: MoeShape;
   method: { iters: number; warmup: number; timelineRuns: number };
-  prefill: { step: Timing; tbo: Timing; tboSpeedup: number; stages: StageTimes; torch?: Timing; speedupVsTorch?: number };
+  prefill: { step: Timing; tbo: Timing; tboSpeedup: number; stages: StageTimes; torch?: Timing; speedupVsTorch?: number } & VsTorchFp8;
   decode: {
     eager: Timing;
     tbo: Timing;
@@ -35,12 +35,18 @@ export interface MoeBenchReport {
     hostStages: StageTimes;
     torch?: Timing;
     speedupVsTorch?: number;
-  };
+  } & VsTorchFp8;
   /** The two-batch-overlap prefill step's stages per stream (lane 0: the layer's stream, 1: the second micro-batch's). */
   timeline: { step: string; spans: TimelineSpan[] };
   torch: { available: true; version: string } | { available: false; reason: string };
   warnings: string[];
   goals: MoeGoal[];
+}
+
+/** With fp8 experts: PyTorch's layer with fp8 experts too (rowwise scales), and our speedup over it. Information, not a goal. */
+interface VsTorchFp8 {
+  torchFp8?: Timing;
+  speedupVsTorchFp8?: number;
 }
 
 export interface ReportInputs {
@@ -72,6 +78,9 @@ export function buildMoeReport(i: ReportInputs): MoeBenchReport {
   const stepUs = (m: { gpuUs: number; hostUs?: number }) => Math.max(m.gpuUs, m.hostUs ?? 0);
   const decodeVsTorch = t && ratio(stepUs(t.decode), stepUs(decode.graph));
   const prefillTbo = ratio(prefill.step.gpuUs, prefill.tbo.gpuUs);
+  const fp8Prefill = t?.prefillFp8 && { torchFp8: t.prefillFp8, speedupVsTorchFp8: ratio(t.prefillFp8.gpuUs, prefill.step.gpuUs) };
+  const fp8Decode = t?.decodeFp8 && { torchFp8: t.decodeFp8, speedupVsTorchFp8: ratio(stepUs(t.decodeFp8), stepUs(decode.graph)) };
+  const warnings = t?.fp8Error ? [...i.warnings, `PyTorch's fp8 layer did not run, so the fp8 comparison is missing: ${t.fp8Error}`] : i.warnings;
   const decodeTbo = ratio(decode.eager.gpuUs, decode.tbo.gpuUs);
   return {
     suite: 'moe',
@@ -84,6 +93,7 @@ export function buildMoeReport(i: ReportInputs): MoeBenchReport {
       tboSpeedup: prefillTbo,
       stages: prefill.stages,
       ...(t ? { torch: t.prefill, speedupVsTorch: prefillVsTorch } : {}),
+      ...fp8Prefill,
     },
     decode: {
       eager: decode.eager,
@@ -93,10 +103,11 @@ export function buildMoeReport(i: ReportInputs): MoeBenchReport {
       stages: decode.stages,
       hostStages: decode.hostStages,
       ...(t ? { torch: t.decode, speedupVsTorch: decodeVsTorch } : {}),
+      ...fp8Decode,
     },
     timeline: { step: TIMELINE_STEP, spans: prefill.tboSpans },
     torch,
-    warnings: i.warnings,
+    warnings,
     goals: [
       goal('prefill step (no TBO) vs the PyTorch layer', MOE_GOALS.prefillVsTorch, prefillVsTorch, true, noTorch),
       goal('decode step replayed as a graph vs the PyTorch layer, eager', MOE_GOALS.decodeGraphVsTorch, decodeVsTorch, true, noTorch),
@@ -133,7 +144,7 @@ export function renderMoe(r: MoeBenchReport): string {
   const lines = [
     `bench moe on ${r.device.name}: ${s.model} MoE layer${s.reduced ? ` REDUCED to ${s.experts} experts` : ''}, hidden ${s.hidden}, ` +
       `intermediate ${s.moeIntermediate}, top-${s.topk} of ${s.experts} (${s.groups} groups, ${s.topkGroup} kept), ${s.sharedExperts} shared, ${s.dtype}, ${ranksText(s)}`,
-    `PyTorch: ${r.torch.available ? r.torch.version : `not run (${r.torch.reason})`}${s.dtype === 'bf16' ? '' : `, a bf16 layer (this layer's routed experts are ${s.dtype})`}; medians of ${r.method.iters} runs after ${r.method.warmup}`,
+    `PyTorch: ${r.torch.available ? r.torch.version : `not run (${r.torch.reason})`}${s.dtype === 'bf16' ? '' : ` (this layer's routed experts are ${s.dtype}; the goals compare with PyTorch's bf16 layer, its fp8 layer is shown beside)`}; medians of ${r.method.iters} runs after ${r.method.warmup}`,
     '',
     'step                                    GPU µs    host µs   PyTorch / this',
   ];
@@ -147,6 +158,11 @@ export function renderMoe(r: MoeBenchReport): string {
   row('decode, eager, two-batch overlap', r.decode.tbo);
   row('decode, replayed as a CUDA graph', r.decode.graph, r.decode.speedupVsTorch);
   row('decode, PyTorch layer, eager', r.decode.torch);
+  row('prefill, PyTorch layer, fp8 rowwise', r.prefill.torchFp8);
+  row('decode, PyTorch fp8 rowwise, eager', r.decode.torchFp8);
+  if (r.prefill.speedupVsTorchFp8 !== undefined || r.decode.speedupVsTorchFp8 !== undefined) {
+    lines.push(`vs PyTorch's layer with fp8 experts (same precision): prefill ${r.prefill.speedupVsTorchFp8 ?? '-'}x, decode as a graph ${r.decode.speedupVsTorchFp8 ?? '-'}x`);
+  }
   const b2b = r.decode.graph.hostBackToBackUs;
   if (b2b !== undefined) lines.push(`decode graph replays back to back: ${b2b} host µs each (one per run, the host woken from waiting: ${r.decode.graph.hostUs ?? '-'})`);
   lines.push('', `two-batch overlap (no / with), ${s.ranks === 1 ? 'one rank' : `${s.ranks} ranks`}: prefill ${r.prefill.tboSpeedup}x, decode ${r.decode.tboSpeedup}x`);

@@ -13,7 +13,17 @@ import { pythonFailure, runBaselineScript, type ScriptResult } from './python-ba
 
 export type TorchProbe = { ok: true; version: string } | { ok: false; reason: string };
 
-export type TorchMoeResult = ScriptResult<{ torch: string; device: string; prefill: Timing; decode: Timing }>;
+export type TorchMoeResult = ScriptResult<{
+  torch: string;
+  device: string;
+  prefill: Timing;
+  decode: Timing;
+  /** With fp8 experts on our side: PyTorch's layer with rowwise-scaled fp8 experts (torch._scaled_grouped_mm). */
+  prefillFp8?: Timing;
+  decodeFp8?: Timing;
+  /** Why PyTorch's fp8 layer did not run, where it did not. */
+  fp8Error?: string;
+}>;
 
 const PROBE = [
   'import torch',

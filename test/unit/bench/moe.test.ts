@@ -94,6 +94,23 @@ describe('bench moe: report', () => {
     expect(JSON.parse(JSON.stringify(r))).toEqual(r);
   });
 
+  it("with fp8 experts, PyTorch's fp8 layer stands beside (information, not a goal), and its failure is a warning", () => {
+    const shape = moeShape({ experts: 256, prefillTokens: 4096, decodeTokens: 128, expertDType: 'fp8e4m3' });
+    const withFp8 = { ...torch, prefillFp8: { gpuUs: 9000 }, decodeFp8: { gpuUs: 1000, hostUs: 1100 } };
+    const r = buildMoeReport(inputs({ shape, torch: withFp8 }));
+    // Prefill: GPU times (9000 / 8000); decode: the longer of GPU and host time (1100 / 800).
+    expect(r.prefill).toMatchObject({ torchFp8: { gpuUs: 9000 }, speedupVsTorchFp8: 1.125, speedupVsTorch: 1.5 });
+    expect(r.decode).toMatchObject({ torchFp8: { gpuUs: 1000, hostUs: 1100 }, speedupVsTorchFp8: 1.375 });
+    expect(r.goals.map((g) => g.value)).toEqual(buildMoeReport(inputs({ shape })).goals.map((g) => g.value));
+    const text = renderMoe(r);
+    expect(text).toContain("vs PyTorch's layer with fp8 experts (same precision): prefill 1.125x, decode as a graph 1.375x");
+    expect(text).toMatch(/^decode, PyTorch fp8 rowwise, eager {6}/m);
+    const failed = buildMoeReport(inputs({ shape, torch: { ...torch, fp8Error: 'offsets must be multiples of 16' } }));
+    expect(failed.warnings).toEqual(["PyTorch's fp8 layer did not run, so the fp8 comparison is missing: offsets must be multiples of 16"]);
+    expect(failed.decode.speedupVsTorchFp8).toBeUndefined();
+    expect(renderMoe(failed)).not.toContain('same precision');
+  });
+
   it('a host-bound PyTorch decode step counts at its host time, the longer of the two', () => {
     const hostBound = { ...torch, decode: { gpuUs: 1200, hostUs: 1600 } };
     const r = buildMoeReport(inputs({ torch: hostBound }));
@@ -134,8 +151,8 @@ describe('bench moe: report', () => {
     expect(without).toMatch(/^n\/a {5}prefill step \(no TBO\) vs the PyTorch layer: PyTorch did not run \(--no-torch\)/m);
     expect(without).toContain('warning: w1');
     const fp8 = renderMoe(buildMoeReport(inputs({ shape: moeShape({ experts: 256, prefillTokens: 4096, decodeTokens: 128, expertDType: 'fp8e4m3' }) })));
-    expect(fp8).toContain("a bf16 layer (this layer's routed experts are fp8e4m3)");
-    expect(text).not.toContain('a bf16 layer');
+    expect(fp8).toContain("this layer's routed experts are fp8e4m3; the goals compare with PyTorch's bf16 layer");
+    expect(text).not.toContain('routed experts are');
   });
 });
 
