@@ -2,7 +2,10 @@
 // SGLang's flags: router, dispatch to the ranks that own the experts, grouped
 // SwiGLU experts, combine back, and the shared expert. One prefill step
 // (normal dispatch) with its stage breakdown, then decode steps replayed as
-// one CUDA graph each. Weights are random, made on the GPU.
+// one CUDA graph each, then one decode step of a whole decoder layer: a
+// simple attention (its output projection), split over the attention-TP
+// group when the plan has one, before the MoE, the step planned with every
+// rank. Weights are random, made on the GPU.
 //
 //   npx wideep launch --nproc-per-node 4 examples/moe-layer.mjs \
 //     --tp 4 --dp-size 4 --enable-dp-attention --moe-a2a-backend deepep [--ep-num-redundant-experts 4]
@@ -15,8 +18,23 @@
 // tokens sent as fp8; needs hidden and intermediate in 512s). Decode steps
 // take --num-max-dispatch-tokens-per-rank tokens per rank (default 128).
 // Without a GPU it says so and exits 0: nothing here has a CPU fallback.
-import { Stream, Tensor, Timeline, WideEp, capabilities, fillRandom, initProcessGroup, moeLayerConfigOf } from 'wideep';
-import { ParallelConfig, parseSglangArgs, resolveModel } from 'wideep/planning';
+import {
+  StoreTransport,
+  Stream,
+  Tensor,
+  Timeline,
+  WideEp,
+  agreeOnStep,
+  capabilities,
+  fillRandom,
+  fillValue,
+  forwardDecoderLayer,
+  initProcessGroup,
+  linear,
+  moeLayerConfigOf,
+  moeTokenCount,
+} from 'wideep';
+import { ParallelConfig, parseSglangArgs, resolveModel, stepSettingsOf } from 'wideep/planning';
 
 const caps = capabilities();
 if (!caps.cuda.available || !caps.cublasLt.found) {
@@ -45,7 +63,8 @@ const prefillTokens = int('tokens', 4096);
 const decodeTokens = plan.options.numMaxDispatchTokensPerRank;
 
 // The plan sizes the EP buffer: hidden, routed + redundant experts, tokens per rank, low-latency slots.
-const wideEp = await WideEp.create(pg, plan, { model, maxTokensPerRank: prefillTokens });
+// NCCL communicators only where attention is split over several ranks (dpScatter/dpGather).
+const wideEp = await WideEp.create(pg, plan, { model, maxTokensPerRank: prefillTokens, communicators: plan.attnTpSize > 1 });
 const stream = new Stream(pg.device);
 const { numExperts } = wideEp.ep.config;
 // Random weights on the GPU; with redundant expert slots, a device placement of which expert each slot holds.
@@ -86,14 +105,34 @@ await stream.synchronize();
 const decodeUs = ((performance.now() - t1) * 1e3) / steps;
 ok &&= await finite(out);
 
+// One decoder layer's decode step. The attention stand-in is an output projection; with an
+// attention-TP group each member keeps its share of the output rows (zeros elsewhere), so the
+// members' partial sums add up to the whole, which dpScatter does before the MoE.
+const A = plan.attnTpSize;
+const attnTp = wideEp.comms?.get('attnTp');
+const wo = fillRandom(Tensor.empty([config.hidden, config.hidden], 'bf16', on), 7, { kind: 'normal', std: 1 / Math.sqrt(config.hidden) }, stream);
+const per = config.hidden / A;
+const member = attnTp ? attnTp.rank : 0;
+if (member > 0) fillValue(wo.narrow(0, member * per), 0, stream);
+if (member < A - 1) fillValue(wo.narrow((member + 1) * per, config.hidden - (member + 1) * per), 0, stream);
+// The members of an attention-TP group hold the same tokens: seeded by the DP rank.
+const xs = tokens(decodeTokens, 400 + Math.floor(pg.rank / A));
+const transport = new StoreTransport(pg.store, pg.rank, R, 'example/moe-layer/steps');
+const stepPlan = await agreeOnStep(transport, stepSettingsOf(plan), { numTokens: moeTokenCount(decodeTokens, A), forwardMode: 'decode' });
+const attention = ({ x: h, stream: s }) => linear(h, wo, { stream: s });
+const ys = await forwardDecoderLayer(layer, xs, { attention, plan: stepPlan, attnTp, stream });
+ok &&= ys.shape[0] === decodeTokens && (await finite(ys));
+await transport.close();
+
 console.log(
   `${R} rank${R === 1 ? '' : 's'}, ${config.numRoutedExperts} ${layer.expertDType} experts in ${numExperts} slots (${numExperts / R} per rank), hidden ${config.hidden}: ` +
     `prefill ${prefillTokens} tokens ${prefillMs.toFixed(2)} ms (GPU ms: ${stages}); ` +
     `decode ${decodeTokens} tokens ${decodeUs.toFixed(0)} us per step as a graph, ${(hostUs / steps).toFixed(1)} us of host time per launch; ` +
+    `a decoder step (attention-TP ${A}, ${stepPlan.deepepMode}); ` +
     `output ${ok ? 'finite' : 'NOT FINITE'}`,
 );
 step.close();
-for (const t of [x, y, xd, out]) t.close(stream);
+for (const t of [x, y, xd, out, wo, xs, ys]) t.close(stream);
 layer.close();
 await wideEp.close();
 process.exit(ok ? 0 : 1);

@@ -21,6 +21,7 @@ export {
 } from './layer.js';
 export { agreeOnStep, forwardPlanned, stepMetadata, type StepForwardMode, type StepInput } from './step-plan.js';
 export { dpGather, dpScatter } from './attention-tp.js';
+export { forwardDecoderLayer, moeTokenCount, type AttentionFunction, type DecoderStepOptions } from './decoder-step.js';
 export { CommGroups, LAYER_GROUP_KINDS, splitColors } from './comm-groups.js';
 export { gatheredMoe, type GatheredMoeOptions } from './gathered-moe.js';
 export { loadLayerWeights, randomLayerWeights, type LayerWeightsOptions, type RandomLayerWeightsOptions } from './layer-weights.js';

@@ -22,6 +22,26 @@ export async function sharedWeights(pg, key, layerConfig = config) {
   return { seed, weights: generateMoeLayerWeights(layerConfig, seed) };
 }
 
+/**
+ * The decoder-step tests' attention stand-in, exact in bf16: a = 2 · x with
+ * its channels reversed, as one GEMM (a = x · Wᵀ). `member` of `parts`
+ * (an attention-TP group) computes only its share of the output channels,
+ * zeros elsewhere, so the parts sum to the whole. Returns W's bf16 bits [H, H].
+ */
+export function standInAttentionWeight(width, member = 0, parts = 1) {
+  const w = new Uint16Array(width * width);
+  const per = width / parts;
+  for (let i = member * per; i < (member + 1) * per; i++) w[i * width + (width - 1 - i)] = 0x4000; // bf16 2.0
+  return w;
+}
+
+/** What standInAttentionWeight's GEMM gives for x [T, width] (float32 values). */
+export function standInAttention(xf, T, width) {
+  const out = new Float32Array(T * width);
+  for (let t = 0; t < T; t++) for (let i = 0; i < width; i++) out[t * width + i] = 2 * xf[t * width + width - 1 - i];
+  return out;
+}
+
 export function randomTokens(rng, T, width = H) {
   const xf = roundRowsToBf16(Float32Array.from({ length: T * width }, () => rng.normal()));
   return { xf, bits: new Uint16Array(new Uint32Array(xf.buffer).map((u) => u >>> 16)) };

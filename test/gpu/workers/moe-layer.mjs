@@ -13,6 +13,8 @@
 //    moves cross ranks, and every rank refuses them for want of NCCL;
 // 4. steps planned together (agreeOnStep): one rank prefills while the
 //    others decode or idle, then all decode; each rank runs the plan's mode;
+//    the same steps as decoder layers (forwardDecoderLayer) with an exact
+//    attention stand-in before the MoE;
 // 5. weights read from a manifest of raw files give the same output, bit for
 //    bit, as the same weights uploaded from the host; random device weights
 //    are identical in every replica of an expert;
@@ -37,14 +39,16 @@ import {
   Tensor,
   Timeline,
   agreeOnStep,
+  forwardDecoderLayer,
   forwardPlanned,
+  linear,
   initProcessGroup,
   loadLayerWeights,
   randomLayerWeights,
 } from '../../../dist/index.js';
 import { ExpertLocationMap, rebalanceExperts } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
-import { E, H, check as checkLayer, config, fail, fp8Config, k, randomTokens, report, sharedWeights } from './moe-common.mjs';
+import { E, H, check as checkLayer, config, fail, fp8Config, k, randomTokens, report, sharedWeights, standInAttention, standInAttentionWeight } from './moe-common.mjs';
 
 const pg = await initProcessGroup();
 const { seed, weights } = await sharedWeights(pg, 'wideep/test/moe-seed');
@@ -104,6 +108,7 @@ async function plannedSteps() {
   const settings = { attnTpSize: 1, moeA2aBackend: 'deepep', deepepMode: 'auto', enableTwoBatchOverlap: true, numMaxDispatchTokensPerRank: maxTokens };
   try {
     const layer = await MoeLayer.fromHost(ep, weights, pg.device);
+    const wo = await Tensor.from(standInAttentionWeight(H), { dtype: 'bf16', shape: [H, H] }).to(device);
     const expected = ['normal', 'low_latency'];
     for (let step = 0; step < 2; step++) {
       const rng = new SeededRandom(seed * 37 + pg.rank * 5 + step);
@@ -118,9 +123,14 @@ async function plannedSteps() {
       const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }).to(device);
       const out = await forwardPlanned(layer, x, plan, { seqLens });
       check(`planned step ${step} (${plan.deepepMode}${plan.useTbo ? ', tbo' : ''})`, xf, T, (await out.cpu()).toFloat32());
+      // The same step as a decoder layer: the attention stand-in on the layer's stream, then the MoE on its output.
+      const y = await forwardDecoderLayer(layer, x, { attention: ({ x: a, stream }) => linear(a, wo, { stream }), plan, seqLens });
+      check(`decoder step ${step}`, standInAttention(xf, T, H), T, (await y.cpu()).toFloat32());
+      y.close();
       out.close();
       x.close();
     }
+    wo.close();
     layer.close();
   } finally {
     await transport.close();

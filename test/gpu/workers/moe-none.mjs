@@ -6,11 +6,29 @@
 // cast on the device) against the host layer making the same casts. Then the
 // attention-TP plumbing: dpScatter sums every rank's partials and hands each
 // its share of the tokens, dpGather brings all tokens back (an odd token
-// count, so the padding shows). Prints one JSON report.
-import { CommGroups, Tensor, dpGather, dpScatter, gatheredMoe, initProcessGroup, quantizeWeightFp8 } from '../../../dist/index.js';
+// count, so the padding shows); and decoder-layer steps (forwardDecoderLayer)
+// with one attention-TP group over every rank: each member's share of an
+// exact attention stand-in, scattered, the EP MoE layer on each share, the
+// outputs gathered, against the host layer. Prints one JSON report.
+import {
+  CommGroups,
+  EpBuffer,
+  MoeLayer,
+  StoreTransport,
+  Tensor,
+  agreeOnStep,
+  dpGather,
+  dpScatter,
+  forwardDecoderLayer,
+  gatheredMoe,
+  initProcessGroup,
+  linear,
+  moeTokenCount,
+  quantizeWeightFp8,
+} from '../../../dist/index.js';
 import { ParallelConfig } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
-import { E, H, check, config, fail, fp8Config, randomTokens, report, sharedWeights } from './moe-common.mjs';
+import { E, H, check, config, fail, fp8Config, randomTokens, report, sharedWeights, standInAttention, standInAttentionWeight } from './moe-common.mjs';
 
 const pg = await initProcessGroup();
 const { seed, weights } = await sharedWeights(pg, 'wideep/test/moe-none-seed');
@@ -51,6 +69,7 @@ try {
     x.close();
   }
   await fp8Step();
+  await decoderSteps();
   // Every rank's partials are seeded by its rank, so each can compute the sums on the host.
   const T = 2 * pg.worldSize + 1;
   const partials = (r) => randomTokens(new SeededRandom(seed * 3 + r), T).xf;
@@ -77,6 +96,35 @@ try {
   fail(`${e.code ?? ''} ${e.message}`);
 } finally {
   groups.close();
+}
+
+/** Decoder-layer steps, one attention-TP group over every rank: a prefill step, then a decode step. */
+async function decoderSteps() {
+  const R = pg.worldSize;
+  const ep = await EpBuffer.create(pg, { hidden: H, numExperts: E, maxTokensPerRank, lowLatency: { maxTokensPerRank } });
+  const transport = new StoreTransport(pg.store, pg.rank, R, 'wideep/test/moe-none-decoder');
+  const settings = { attnTpSize: 1, moeA2aBackend: 'deepep', deepepMode: 'auto', enableTwoBatchOverlap: false, numMaxDispatchTokensPerRank: maxTokensPerRank };
+  const layer = await MoeLayer.fromHost(ep, weights, pg.device);
+  const wo = await Tensor.from(standInAttentionWeight(H, pg.rank, R), { dtype: 'bf16', shape: [H, H] }).to(device);
+  try {
+    for (const [step, forwardMode] of [[0, 'extend'], [1, 'decode']]) {
+      // The members of an attention-TP group hold the same tokens; a count no multiple of R, so the padding shows.
+      const rng = new SeededRandom(seed * 23 + step);
+      const T = 2 * R + 1 + 2 * rng.int(10);
+      const { xf, bits } = randomTokens(rng, T);
+      const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H] }).to(device);
+      const plan = await agreeOnStep(transport, settings, { numTokens: moeTokenCount(T, R), forwardMode });
+      const y = await forwardDecoderLayer(layer, x, { attention: ({ x: a, stream }) => linear(a, wo, { stream }), plan, attnTp: R > 1 ? comm : undefined });
+      check(weights, `decoder step ${step} (${plan.deepepMode}), attention-TP ${R}`, standInAttention(xf, T, H), T, (await y.cpu()).toFloat32());
+      y.close();
+      x.close();
+    }
+  } finally {
+    wo.close();
+    layer.close();
+    await transport.close();
+    await ep.close();
+  }
 }
 
 /** This rank's experts of the fp8 layer, cast to 128x128 blocks on the host, with the gate; one step. */
