@@ -1,10 +1,12 @@
 /**
  * EPLB on the device, every `interval` steps: each layer's router counters
- * (tokens sent to each expert slot) are read back in stream order, summed
- * over the EP ranks, placed anew with DeepSeek's EPLB, and each layer moves
- * its weights and rewrites its tables in place, so a captured decode graph
- * stays valid. Every rank calls it after every step alike (a collective on
- * its rebalancing steps).
+ * (tokens sent to each expert slot) are copied out in stream order and
+ * zeroed, and `lagSteps` steps later (when the copies have long finished, so
+ * the host never waits for the GPU to catch up) summed over the EP ranks,
+ * placed anew with DeepSeek's EPLB, and each layer moves its weights and
+ * rewrites its tables in place, so a captured decode graph stays valid.
+ * Every rank calls it after every step alike (a collective on its
+ * rebalancing steps).
  */
 import type { Communicator } from '../comm/communicator.js';
 import type { Stream } from '../cuda/stream.js';
@@ -32,11 +34,18 @@ export interface DeviceEplbOptions {
   transport: CpuTransport;
   /** Moves weights between ranks (NCCL over the EP group); needed when EPLB moves any. */
   comm?: Communicator;
+  /**
+   * Steps between reading the counters out and rebalancing with them
+   * (default 1, or 0 with an interval of 1; 0: at once, the host waiting for
+   * the copy); less than interval. Tokens of the steps between count towards
+   * the next window.
+   */
+  lagSteps?: number;
   timeoutMs?: number;
 }
 
 export interface DeviceEplbReport {
-  /** Steps counted so far. */
+  /** Steps counted so far (the rebalance came after this one). */
   step: number;
   policy: 'hierarchical' | 'global';
   /** Mean over max GPU load of the window under the old placement, all layers together. */
@@ -50,12 +59,16 @@ export interface DeviceEplbReport {
 export class DeviceEplb {
   readonly #layers: RebalancingLayer[];
   readonly #o: DeviceEplbOptions;
+  readonly #lag: number;
   #steps = 0;
+  /** The counters read out on the last interval step, and the step that uses them. */
+  #pending: { at: number; loads: Promise<Int32Array>[] } | undefined;
 
   constructor(layers: readonly RebalancingLayer[], options: DeviceEplbOptions) {
     const where = 'DeviceEplb';
     assertInteger(`${where}: interval`, options?.interval, 1);
     assertInteger(`${where}: numGroups`, options.numGroups, 1);
+    this.#lag = assertInteger(`${where}: lagSteps`, options.lagSteps ?? Math.min(1, options.interval - 1), 0, options.interval - 1);
     const placements = layers.map((l, i) => {
       if (!l.placement) throw new WideepError('ERR_INVALID_ARG', `${where}: layer ${i} has no placement to rebalance`);
       return l.placement;
@@ -75,14 +88,31 @@ export class DeviceEplb {
     this.#o = options;
   }
 
-  /** Counts a step; after every interval-th, rebalances and says what it did. */
+  /**
+   * Counts a step: on every interval-th it reads the counters out (enqueued
+   * on `stream`, not waited for), and lagSteps later rebalances with them and
+   * says what it did.
+   */
   async afterStep(stream: Stream): Promise<DeviceEplbReport | undefined> {
-    if (++this.#steps % this.#o.interval !== 0) return undefined;
+    const step = ++this.#steps;
+    if (step % this.#o.interval === 0) {
+      const loads = this.#layers.map((l) => l.placement!.takeLoads(stream));
+      // Awaited lagSteps later; a failed copy rejects there, not as an unhandled rejection now.
+      for (const p of loads) p.catch(() => undefined);
+      this.#pending = { at: step + this.#lag, loads };
+    }
+    const pending = this.#pending;
+    if (pending?.at !== step) return undefined;
+    this.#pending = undefined;
+    return this.#rebalance(await Promise.all(pending.loads), stream);
+  }
+
+  async #rebalance(loads: Int32Array[], stream: Stream): Promise<DeviceEplbReport> {
     const map = this.#layers[0]!.placement!.map;
     const [P, E, R] = [map.numPhysical, map.numLogical, map.numRanks];
     // Every layer of the map gets a row; layers this process does not run count nothing.
     const physical = new Float64Array(map.numLayers * P);
-    for (const l of this.#layers) physical.set(await l.placement!.takeLoads(stream), l.placement!.layer * P);
+    this.#layers.forEach((l, i) => physical.set(loads[i]!, l.placement!.layer * P));
     const total = await allReduceSum(this.#o.transport, physical, this.#o.timeoutMs);
     const logical = Array.from({ length: map.numLayers }, (_, l) => {
       const row = new Array<number>(E).fill(0);

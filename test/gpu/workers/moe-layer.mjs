@@ -8,9 +8,10 @@
 //    device's load counters checked, a rebalance in the middle (EPLB's
 //    placement at one rank; a reordering of each rank's own slots at several,
 //    since moving weights between ranks needs NCCL), and replays after it;
-// 3. DeviceEplb after three eager decode steps: at one rank it rebalances
-//    (moves on the GPU) and the next steps stay right; at several ranks its
-//    moves cross ranks, and every rank refuses them for want of NCCL;
+// 3. DeviceEplb reading the counters after three eager decode steps and
+//    rebalancing one step later: at one rank it moves weights on the GPU and
+//    the next step stays right; at several ranks its moves cross ranks, and
+//    every rank refuses them for want of NCCL;
 // 4. steps planned together (agreeOnStep): one rank prefills while the
 //    others decode or idle, then all decode; each rank runs the plan's mode;
 //    the same steps as decoder layers (forwardDecoderLayer) with an exact
@@ -226,12 +227,13 @@ async function deviceEplb() {
         if (pg.worldSize === 1 || e.code !== 'ERR_UNSUPPORTED') fail(`DeviceEplb at step ${step}: ${e.code} ${e.message}`);
         break;
       }
-      if (step === 2) {
+      // Counters read after step 2 (the third), used one step later (lagSteps 1, the default).
+      if (step === 3) {
         report.checks++;
-        if (!r) fail('DeviceEplb: no rebalance after 3 steps');
+        if (!r) fail('DeviceEplb: no rebalance after 4 steps (interval 3, lag 1)');
         else if (!(r.balancednessPredicted >= r.balancednessBefore)) fail(`DeviceEplb: balancedness ${r.balancednessBefore} -> ${r.balancednessPredicted}`);
         else report.eplb = r;
-      } else if (r) fail(`DeviceEplb rebalanced after step ${step}, expected only after step 2`);
+      } else if (r) fail(`DeviceEplb rebalanced after step ${step}, expected only after step 3`);
     }
     layer.close();
   } finally {

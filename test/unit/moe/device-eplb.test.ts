@@ -3,7 +3,8 @@
  * counters are faked (the GPU parts, counting and moving, are in the GPU
  * suites): nothing happens between intervals; on the interval every rank sums
  * the same loads, gets the same new placement (the hot expert replicated),
- * and reports balancedness improving; bad setups are refused.
+ * and reports balancedness improving; by default the counters read on the
+ * interval step are used one step later; bad setups are refused.
  */
 import { describe, expect, it } from 'vitest';
 
@@ -44,7 +45,7 @@ describe('DeviceEplb', () => {
     // Expert 5 is hot on every rank; slots hold p % E initially, so only slot 5 holds it.
     const loads = () => Int32Array.from({ length: P }, (_, p) => (p % E === 5 && p < E ? 100 : 2));
     const layers = ranks.map(() => fakeLayer(map, 0, loads));
-    const eplbs = ranks.map((t, r) => new DeviceEplb([layers[r]!], { interval: 3, numGroups: 1, transport: t }));
+    const eplbs = ranks.map((t, r) => new DeviceEplb([layers[r]!], { interval: 3, numGroups: 1, transport: t, lagSteps: 0 }));
     for (let step = 1; step <= 2; step++) expect(await Promise.all(eplbs.map((e) => e.afterStep(stream)))).toEqual([undefined, undefined]);
     const reports = await Promise.all(eplbs.map((e) => e.afterStep(stream)));
     expect(reports[0]).toEqual(reports[1]);
@@ -55,6 +56,24 @@ describe('DeviceEplb', () => {
     const [a, b] = layers.map((l) => l.maps[0]!);
     expect(a!.layerPhy2Log(0)).toEqual(b!.layerPhy2Log(0));
     expect(a!.layerLogcnt(0)[5]).toBeGreaterThan(1);
+  });
+
+  it('by default reads the counters out on the interval step and rebalances with them one step later', async () => {
+    const map = ExpertLocationMap.trivial({ numLayers: 1, numLogical: E, numPhysical: P, numRanks: 1 });
+    const [t] = createSimulatedRanks(1);
+    const reads: number[] = [];
+    let step = 0;
+    const layer = fakeLayer(map, 0, () => (reads.push(step), Int32Array.from({ length: P }, (_, p) => (p === 2 ? 50 : 1))));
+    const eplb = new DeviceEplb([layer], { interval: 2, numGroups: 1, transport: t! });
+    const reports = [];
+    for (step = 1; step <= 5; step++) reports.push(await eplb.afterStep(stream));
+    // Read on steps 2 and 4, rebalanced after steps 3 and 5.
+    expect(reads).toEqual([2, 4]);
+    expect(reports.map((r) => r?.step)).toEqual([undefined, undefined, 3, undefined, 5]);
+    expect(layer.maps).toHaveLength(2);
+    // An interval of 1 has no step between: the default lag is 0 there.
+    const every = new DeviceEplb([fakeLayer(map, 0, () => new Int32Array(P))], { interval: 1, numGroups: 1, transport: t! });
+    expect((await every.afterStep(stream))?.step).toBe(1);
   });
 
   it('plans the moves once for all its layers, and counts only its own layers\' moves', async () => {
@@ -85,5 +104,6 @@ describe('DeviceEplb', () => {
     const [single] = createSimulatedRanks(1);
     await expectWideepError(() => new DeviceEplb([fakeLayer(map, 0, zero)], { ...o, transport: single! }), 'ERR_INVALID_ARG', 'transport has 1 ranks');
     await expectWideepError(() => new DeviceEplb([fakeLayer(map, 0, zero)], { ...o, interval: 0 }), 'ERR_INVALID_ARG', 'interval');
+    await expectWideepError(() => new DeviceEplb([fakeLayer(map, 0, zero)], { ...o, interval: 3, lagSteps: 3 }), 'ERR_INVALID_ARG', 'lagSteps');
   });
 });
