@@ -1,7 +1,8 @@
 /**
  * The weights manifest is checked whole before anything is uploaded: its
  * format, every tensor's presence, dtype and shape against the layer, and
- * each file's size, with errors that name the manifest and the tensor.
+ * each file's size, with errors that name the manifest and the tensor; fp8
+ * experts also need their block scales, and widths of whole 128x128 blocks.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,6 +53,28 @@ describe('layer weights manifest', () => {
       const wrongDtype = { ...tensors, gate: { ...tensors.gate, dtype: 'f32' } };
       await expectWideepError(() => load(manifest('dtype', { format: 'wideep-moe-layer/1', tensors: wrongDtype })), 'ERR_INVALID_ARG', 'tensors.gate', 'expected bf16');
       await expectWideepError(() => load(manifest('short', { format: 'wideep-moe-layer/1', tensors })), 'ERR_INVALID_ARG', 'w2.bin', `${E * H * I * 2 - 2} bytes`, `expected ${E * H * I * 2}`);
+    } finally {
+      await ep.close();
+    }
+  });
+
+  it('fp8 experts need their block scales and widths of whole blocks', async () => {
+    const [t] = createSimulatedRanks(1);
+    const ep = await EpBuffer.create(t!, { hidden: 128, numExperts: E, maxTokensPerRank: 8, backend: 'cpu' });
+    const wide = moeLayerConfig({ ...config, hidden: 128, moeIntermediate: 128 });
+    const fp8 = {
+      gate: { file: 'gate.bin', dtype: 'bf16', shape: [E, 128] },
+      gateBias: tensors.gateBias,
+      'experts.w13': { file: 'w13.bin', dtype: 'fp8e4m3', shape: [E, 256, 128] },
+      'experts.w2': { file: 'w2.bin', dtype: 'fp8e4m3', shape: [E, 128, 128] },
+      'experts.w13Scales': { file: 's13.bin', dtype: 'f32', shape: [E, 2, 1] },
+    };
+    try {
+      const { 'experts.w13Scales': _, ...noScales } = fp8;
+      await expectWideepError(() => loadLayerWeights(ep, wide, manifest('fp8-none', { format: 'wideep-moe-layer/1', tensors: noScales }), { device: 0 }), 'ERR_INVALID_ARG', 'tensors.experts.w13Scales');
+      const badScales = { ...fp8, 'experts.w13Scales': { ...fp8['experts.w13Scales'], shape: [E, 1, 2] } };
+      await expectWideepError(() => loadLayerWeights(ep, wide, manifest('fp8-shape', { format: 'wideep-moe-layer/1', tensors: badScales }), { device: 0 }), 'ERR_INVALID_ARG', 'tensors.experts.w13Scales', `expected [${E}, 2, 1]`);
+      await expectWideepError(() => loadLayerWeights(ep, config, manifest('fp8-narrow', { format: 'wideep-moe-layer/1', tensors: fp8 }), { device: 0 }), 'ERR_SHAPE', 'multiples of 128', `${H} and ${I}`);
     } finally {
       await ep.close();
     }
