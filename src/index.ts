@@ -4,6 +4,7 @@ export { Stream, defaultStream } from './cuda/stream.js';
 export { Event } from './cuda/event.js';
 export { deviceCount, memGetInfo, trimMemoryPool } from './cuda/device.js';
 export { Graph } from './cuda/graph.js';
+export type { GraphShape } from './native/index.js';
 export { Timeline, type TimelineSpan } from './cuda/timeline.js';
 export { capabilities, type Capabilities, type GpuInfo, type NcclInfo } from './capabilities.js';
 export type { KeyValueStore, ProcessGroup, StoreValue } from './runtime/types.js';

@@ -19,6 +19,7 @@ class Graph : public Napi::ObjectWrap<Graph> {
 
  private:
   void Launch(const Napi::CallbackInfo& info);
+  Napi::Value Describe(const Napi::CallbackInfo& info);
   void Close(const Napi::CallbackInfo& info);
   Napi::Value GetClosed(const Napi::CallbackInfo& info);
   void Release();

@@ -1,5 +1,5 @@
 import { WideepError } from '../errors.js';
-import { requireCuda, type NativeGraph } from '../native/index.js';
+import { requireCuda, type GraphShape, type NativeGraph } from '../native/index.js';
 import { callNative } from './call.js';
 import type { Stream } from './stream.js';
 
@@ -49,6 +49,17 @@ export class Graph implements Disposable {
     const n = this.#native;
     if (!n) throw new WideepError('ERR_CLOSED', 'Graph is closed');
     callNative(() => n.launch(stream.native));
+  }
+
+  /**
+   * Its nodes by type and how they depend on each other: a straight line (one
+   * root, no node with more than one edge in or out) is what CUDA launches
+   * fastest; memory nodes and forks cost host time per launch.
+   */
+  describe(): GraphShape {
+    const n = this.#native;
+    if (!n) throw new WideepError('ERR_CLOSED', 'Graph is closed');
+    return callNative(() => n.describe());
   }
 
   close(): void {

@@ -98,9 +98,21 @@ export interface NativeNcclLoad {
   attempts: NativeLibraryAttempt[];
 }
 
+/** What a captured graph holds (native/cuda/graph.cc describe()). */
+export interface GraphShape {
+  nodes: number;
+  /** Nodes per type: kernel, memcpy, memset, eventRecord, memAlloc, ... (types present only). */
+  byType: Record<string, number>;
+  /** Nodes with no dependency: 1 for one stream's work. */
+  roots: number;
+  maxDependencies: number;
+  maxDependents: number;
+}
+
 export interface NativeGraph {
   readonly closed: boolean;
   launch(stream: NativeStream): void;
+  describe(): GraphShape;
   close(): void;
 }
 

@@ -289,6 +289,8 @@ describe.skipIf(gpus < 1)(`expert compute on one GPU (${skipReason(1)})`, () => 
     const out = poisoned([T, H], 'fp8e4m3', stream);
     const scales = poisoned([T, H / 128], 'f32', stream);
     const graph = await Graph.capture(stream, () => void quantizeRowsFp8({ x, roundScale: true, out, scales, stream }));
+    // One kernel, nothing else: describe() reads the captured graph back.
+    expect(graph.describe()).toEqual({ nodes: 1, byType: { kernel: 1 }, roots: 1, maxDependencies: 0, maxDependents: 0 });
     for (let i = 0; i < 2; i++) {
       const xh = spreadBf16(rng, T, H);
       await x.copyFrom(xh, { stream });

@@ -7,6 +7,7 @@
  * Timeline in runs of their own. Every rank runs the same sequence of calls.
  */
 import type { Communicator } from '../../comm/communicator.js';
+import type { GraphShape } from '../../native/index.js';
 import { Stream } from '../../cuda/stream.js';
 import { trimMemoryPool } from '../../cuda/device.js';
 import { Timeline, type TimelineSpan } from '../../cuda/timeline.js';
@@ -33,6 +34,8 @@ export interface Timing {
   hostUs?: number;
   /** Median host µs per call with calls back to back on a busy host (graph replays). */
   hostBackToBackUs?: number;
+  /** A replayed graph's nodes (what each launch submits). */
+  graphShape?: GraphShape;
 }
 
 export interface LayerResult {
@@ -129,6 +132,7 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
     const g = keep(await layer.captureDecode(xd, out, { stream }));
     const graph: Timing = await time(async () => (g.launch(stream), out), false, true);
     graph.hostBackToBackUs = round(median(await timer.hostBackToBack(() => g.launch(stream), { calls: BACK_TO_BACK_REPLAYS, rounds: 7 })), 2);
+    graph.graphShape = g.describe();
     await stream.synchronize();
     return {
       prefill: { step, tbo, stages: prefillStages, tboSpans },

@@ -165,6 +165,11 @@ export function renderMoe(r: MoeBenchReport): string {
   }
   const b2b = r.decode.graph.hostBackToBackUs;
   if (b2b !== undefined) lines.push(`decode graph replays back to back: ${b2b} host µs each (one per run, the host woken from waiting: ${r.decode.graph.hostUs ?? '-'})`);
+  const gs = r.decode.graph.graphShape;
+  if (gs) {
+    const types = Object.entries(gs.byType).map(([k, v]) => `${k} ${v}`).join(', ');
+    lines.push(`decode graph: ${gs.nodes} nodes (${types}), ${gs.roots} root${gs.roots === 1 ? '' : 's'}, at most ${gs.maxDependencies} in and ${gs.maxDependents} out per node`);
+  }
   lines.push('', `two-batch overlap (no / with), ${s.ranks === 1 ? 'one rank' : `${s.ranks} ranks`}: prefill ${r.prefill.tboSpeedup}x, decode ${r.decode.tboSpeedup}x`);
   const stages = (st: StageTimes) => Object.entries(st).map(([k, v]) => `${k} ${v}`).join(', ');
   lines.push(

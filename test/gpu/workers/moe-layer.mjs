@@ -153,6 +153,11 @@ async function decodeGraphAndRebalance() {
     const rng = new SeededRandom(seed * 29 + pg.rank);
     await x.copyFrom(Tensor.from(randomTokens(rng, T).bits, { dtype: 'bf16', shape: [T, H] }), { stream });
     const graph = await layer.captureDecode(x, out, { stream });
+    // Its intermediates are allocated outside: no memory nodes, whose launch costs host time.
+    const shape = graph.describe();
+    report.checks++;
+    report.graphShape = shape;
+    if (shape.byType.memAlloc || shape.byType.memFree || !shape.byType.kernel) fail(`decode graph: ${JSON.stringify(shape)}, expected kernels and no memory nodes`);
     const logicalLoads = new Float64Array(E);
     const replays = async (label) => {
       await placement.takeLoads(stream); // zero the counters: the capture's warm-up step counted too

@@ -139,6 +139,9 @@ describe('bench moe: report', () => {
     expect(cells('prefill 4096 tokens')).toEqual(['8000', '-', '1.5']);
     expect(cells('decode, replayed as a CUDA graph')).toEqual(['800', '14.5', '1.5']);
     expect(text).toContain('decode graph replays back to back: 4.2 host µs each (one per run, the host woken from waiting: 14.5)');
+    expect(text).not.toContain('decode graph: ');
+    const shaped = { ...layer, decode: { ...layer.decode, graph: { ...layer.decode.graph, graphShape: { nodes: 17, byType: { kernel: 15, memset: 2 }, roots: 1, maxDependencies: 1, maxDependents: 1 } } } };
+    expect(renderMoe(buildMoeReport(inputs({ layer: shaped })))).toContain('decode graph: 17 nodes (kernel 15, memset 2), 1 root, at most 1 in and 1 out per node');
     expect(cells('decode, PyTorch layer, eager')).toEqual(['1200', '380', '-']);
     expect(text).toContain('prefill router 120, shared 900, dispatch 300, experts 6000, combine 400');
     expect(text).toContain('decode, eager, host µs per stage: router 30, shared 20, dispatch 40, experts 45, combine 15');
