@@ -89,19 +89,25 @@ class MoeLayer:
         h = F.linear(x, self.s13)
         return F.linear(F.silu(h[:, : self.Is]) * h[:, self.Is :], self.s2)
 
-    def forward(self, x):
+    def sort_by_expert(self, x):
+        """Routes x: each (token, choice) in expert order, its token, its weight, and the groups' end offsets."""
         idx, w = self.route(x)
         flat = idx.view(-1)
         order = flat.argsort()
-        token = order // self.K
         # Counts without a host sync (bincount reads its maximum back).
         counts = torch.zeros(self.E, device="cuda", dtype=torch.int64).scatter_add_(0, flat, torch.ones_like(flat))
-        offs = counts.cumsum(0).to(torch.int32)
+        return order // self.K, w.view(-1)[order], counts.cumsum(0).to(torch.int32)
+
+    def combine(self, x, token, weight, y):
+        """The routed outputs weighted and added back per token, onto the shared expert's."""
+        return self.shared(x).index_add_(0, token, y * weight.unsqueeze(-1).to(y.dtype))
+
+    def forward(self, x):
+        token, weight, offs = self.sort_by_expert(x)
         h = torch._grouped_mm(x.index_select(0, token), self.w13.transpose(-2, -1), offs=offs)
         a = F.silu(h[:, : self.I]) * h[:, self.I :]
         y = torch._grouped_mm(a, self.w2.transpose(-2, -1), offs=offs)
-        y = y * w.view(-1)[order].unsqueeze(-1).to(y.dtype)
-        return self.shared(x).index_add_(0, token, y)
+        return self.combine(x, token, weight, y)
 
 
 def rowwise_fp8(t):
@@ -130,20 +136,13 @@ class Fp8Experts:
 
     def forward(self, x):
         L = self.layer
-        idx, w = L.route(x)
-        flat = idx.view(-1)
-        order = flat.argsort()
-        token = order // L.K
-        counts = torch.zeros(L.E, device="cuda", dtype=torch.int64).scatter_add_(0, flat, torch.ones_like(flat))
-        offs = counts.cumsum(0).to(torch.int32)
-        x8, sx = rowwise_fp8(x)
-        h = torch._scaled_grouped_mm(
-            x8.index_select(0, token), self.w13.transpose(-2, -1), sx.index_select(0, token), self.s13, offs=offs, out_dtype=torch.bfloat16
-        )
+        token, weight, offs = L.sort_by_expert(x)
+        # Gathered in bf16, then cast (rowwise, so the same as casting first).
+        x8, sx = rowwise_fp8(x.index_select(0, token))
+        h = torch._scaled_grouped_mm(x8, self.w13.transpose(-2, -1), sx, self.s13, offs=offs, out_dtype=torch.bfloat16)
         a8, sa = rowwise_fp8(F.silu(h[:, : L.I]) * h[:, L.I :])
         y = torch._scaled_grouped_mm(a8, self.w2.transpose(-2, -1), sa, self.s2, offs=offs, out_dtype=torch.bfloat16)
-        y = y * w.view(-1)[order].unsqueeze(-1).to(y.dtype)
-        return L.shared(x).index_add_(0, token, y)
+        return L.combine(x, token, weight, y)
 
 
 def main():
