@@ -11,7 +11,7 @@
 # overlap timeline (bench-moe-2shared.svg), honest but no measure of overlap; bench-moe-gpus
 # (limit 300 s) spreads the 256 experts over every GPU, one rank each: the overlap goal.
 # bench-moe-fp8 (limit 360 s) runs the layer with fp8 experts (--expert-dtype fp8) at 256 and at
-# 32 experts into bench-moe-fp8.json and bench-moe-fp8-32.json, PyTorch's bf16 layer beside it.
+# 32 experts into bench-moe-fp8.json and bench-moe-fp8-32.json, PyTorch's bf16 and fp8 layers beside it.
 # moe-costs (limit 150 s) traces the MoE decode step's host time (scripts/gpu/moe-call-costs.mjs)
 # at 32 and 256 experts into moe-costs-32.json and moe-costs-256.json.
 # TESTS_FILTER narrows the tests step to matching files (e.g. "foundation comm"),

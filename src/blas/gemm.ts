@@ -176,6 +176,12 @@ export interface GroupedLinearOptions {
   /** fp8: f32 scales of x, one per 128 channels: [E, M, K/128] ('rows', as dispatch makes them) or [E, K/128, M] ('blocks'). */
   xScales?: Tensor;
   xScalesLayout?: 'rows' | 'blocks';
+  /**
+   * fp8 with 'rows' scales: f32 [E, K/128, M] to re-lay them out in, instead
+   * of the stream's shared scratch, which a later, larger call may replace: a
+   * CUDA graph that replays this call must hold its own.
+   */
+  xScalesScratch?: Tensor;
   /** fp8: f32 [E, N/128, K/128], one per 128x128 block of the weight. */
   weightScales?: Tensor;
   /** bf16 [E, M, N]; allocated when absent. */
@@ -257,7 +263,12 @@ function fp8Scales(where: string, o: GroupedLinearOptions, d: Dims): Pick<Operan
   if (layout !== 'rows') throw new WideepError('ERR_INVALID_ARG', `${where}: xScalesLayout: expected 'rows' or 'blocks', got ${String(layout)}`);
   expectShape(where, 'xScales', xs, ['E', 'M', 'K/128'], [d.E, d.M, kb]);
   // cuBLASLt wants the rows' scales contiguous per 128-channel block: re-lay them out.
-  const scratch = blasScratch(d.stream, d.E * kb * d.M * 4);
+  const given = o.xScalesScratch;
+  if (given !== undefined) {
+    expectDType(where, 'xScalesScratch', deviceTensor(where, 'xScalesScratch', given, d.device), ['f32']);
+    expectShape(where, 'xScalesScratch', given, ['E', 'K/128', 'M'], [d.E, kb, d.M]);
+  }
+  const scratch = given ?? blasScratch(d.stream, d.E * kb * d.M * 4);
   const cuda = requireCuda(where);
   callNative(() => cuda.transposeScales(xs.ptr, scratch.ptr, d.E, d.M, kb, d.M, d.stream.native));
   return { aScale: ws.ptr, bScale: scratch.ptr, aScaleStride: (d.N / FP8_SCALE_BLOCK) * kb, bScaleStride: kb * d.M };

@@ -171,23 +171,24 @@ export class Communicator implements Disposable {
     return out;
   }
 
-  /** Point-to-point operations issued as one NCCL group (no ordering deadlocks). */
+  /**
+   * Point-to-point operations issued as one NCCL group (no ordering
+   * deadlocks). Tensors move as their bytes, so one group may mix dtypes
+   * (fp8 weights with their f32 scales) and needs no NCCL fp8 type; a send
+   * and the receive it meets must hold the same number of bytes.
+   */
   sendRecv(ops: readonly P2POp[], options: { stream?: Stream } = {}): void {
     if (ops.length === 0) return;
-    const dtype = ops[0]!.tensor.dtype;
     const packed = new BigInt64Array(ops.length * 4);
     ops.forEach((o, i) => {
       if (o.kind !== 'send' && o.kind !== 'recv') throw invalidArg(`ops[${i}].kind`, "'send' or 'recv'", o.kind);
       assertInteger(`ops[${i}].peer`, o.peer, 0, this.size - 1);
       this.#checkDevice('sendRecv', o.tensor);
-      if (o.tensor.dtype !== dtype) {
-        throw new WideepError('ERR_DTYPE', `sendRecv: every tensor must be ${dtype}, but ops[${i}] is ${o.tensor.dtype}`);
-      }
-      packed.set([o.kind === 'send' ? 0n : 1n, BigInt(o.peer), o.tensor.ptr, BigInt(o.tensor.numel)], i * 4);
+      packed.set([o.kind === 'send' ? 0n : 1n, BigInt(o.peer), o.tensor.ptr, BigInt(o.tensor.byteLength)], i * 4);
     });
     const n = this.#live();
     const s = this.#stream(options.stream);
-    callNative(() => n.sendRecv(packed, NCCL_DTYPE[dtype], s.native));
+    callNative(() => n.sendRecv(packed, NCCL_DTYPE.u8, s.native));
   }
 
   send(tensor: Tensor, peer: number, options: { stream?: Stream } = {}): void {

@@ -35,7 +35,8 @@ export function decodeScratch(ep: EpConfig, c: MoeLayerConfig, o: { T: number; h
     experts: {
       h: alloc([L, M, 2 * I], 'bf16'),
       a: alloc([L, M, I], o.fp8 ? 'fp8e4m3' : 'bf16'),
-      ...(o.fp8 ? { aScales: alloc([L, I / 128, M], 'f32') } : {}),
+      // The low-latency dispatch's token scales come as rows; the first GEMM re-lays them out here.
+      ...(o.fp8 ? { aScales: alloc([L, I / 128, M], 'f32'), xScales: alloc([L, H / 128, M], 'f32') } : {}),
     },
     y: alloc([L, M, H], 'bf16'),
     all,

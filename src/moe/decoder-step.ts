@@ -14,7 +14,7 @@ import type { Stream } from '../cuda/stream.js';
 import { WideepError } from '../errors.js';
 import { padTokenCount, type DpStepPlan } from '../planning/dp-step.js';
 import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import { dpGather, dpScatter } from './attention-tp.js';
 import type { MoeLayer } from './layer.js';
 import { forwardPlanned } from './step-plan.js';
@@ -56,17 +56,17 @@ export async function forwardDecoderLayer(layer: MoeLayer, x: Tensor, o: Decoder
   if (tp && o.seqLens) throw new WideepError('ERR_INVALID_ARG', `${where}: seqLens: the MoE gets a share of the tokens in an attention-TP group, not whole sequences`);
   const stream = streamFor(where, layer.device, o.stream);
   const a = await o.attention({ x, stream });
-  deviceTensor(where, 'the attention output', a, layer.device);
-  expectDType(where, 'the attention output', a, ['bf16']);
-  expectShape(where, 'the attention output', a, ['T', 'H'], [T, layer.config.hidden]);
-  const h = tp ? dpScatter(a, tp, { stream }) : a;
-  const owned = [a, h].filter((t, i, all) => t !== x && all.indexOf(t) === i);
+  const owned = a !== x && a instanceof Tensor ? [a] : [];
   try {
+    deviceTensor(where, 'the attention output', a, layer.device);
+    expectDType(where, 'the attention output', a, ['bf16']);
+    expectShape(where, 'the attention output', a, ['T', 'H'], [T, layer.config.hidden]);
+    const h = tp ? dpScatter(a, tp, { stream }) : a;
+    if (h !== a) owned.push(h);
     const y = await forwardPlanned(layer, h, o.plan, { stream, seqLens: o.seqLens });
     if (!tp) return y;
-    const all = dpGather(y, tp, T, { stream });
-    y.close(stream);
-    return all;
+    owned.push(y);
+    return dpGather(y, tp, T, { stream });
   } finally {
     for (const t of owned) t.close(stream);
   }

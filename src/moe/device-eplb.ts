@@ -37,8 +37,9 @@ export interface DeviceEplbOptions {
   /**
    * Steps between reading the counters out and rebalancing with them
    * (default 1, or 0 with an interval of 1; 0: at once, the host waiting for
-   * the copy); less than interval. Tokens of the steps between count towards
-   * the next window.
+   * the copy); less than interval. The tokens of the steps between are not
+   * counted: they went to slots under the old placement, and the rebalance
+   * zeroes the counters.
    */
   lagSteps?: number;
   timeoutMs?: number;

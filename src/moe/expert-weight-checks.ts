@@ -27,20 +27,29 @@ export function checkExpertWeights(where: string, w: ExpertWeightsOnDevice, o: {
     if (w.w13Scales !== undefined || w.w2Scales !== undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: ${name('w13Scales')}/w2Scales belong to fp8 experts; these are bf16`);
     return dtype;
   }
-  if (H % FP8_K_ALIGN !== 0 || I % FP8_K_ALIGN !== 0) {
-    throw new WideepError('ERR_SHAPE', `${where}: fp8 experts need hidden and moe intermediate multiples of ${FP8_K_ALIGN} (cuBLASLt's block-scaled GEMMs), got ${H} and ${I}`);
-  }
+  checkFp8ExpertShape(where, H, I, o.ep);
   for (const [part, shape] of [['w13Scales', [L, (2 * I) / 128, H / 128]], ['w2Scales', [L, H / 128, I / 128]]] as const) {
     const t = w[part];
     if (t === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: fp8 experts need ${name(part)} (f32 [${shape.join(', ')}], one scale per 128x128 block)`);
     expectDType(where, name(part), deviceTensor(where, name(part), t, device), ['f32']);
     expectShape(where, name(part), t, ['L', 'N/128', 'K/128'], [...shape]);
   }
-  // A low-latency dispatch gives each expert R*M rows; the fp8 GEMMs take them in groups of 4.
-  const ll = o.ep.config.lowLatency;
-  const rows = o.ep.config.worldSize * (ll?.maxTokensPerRank ?? 0);
-  if (rows % 4 !== 0) {
-    throw new WideepError('ERR_INVALID_ARG', `${where}: fp8 experts need the low-latency rows per expert (${o.ep.config.worldSize} ranks x ${ll?.maxTokensPerRank} tokens) to be a multiple of 4`);
-  }
   return dtype;
+}
+
+/**
+ * What fp8 experts of width H and intermediate I need of their shape and EP
+ * buffer, checked before any weights are made: K in whole 512s for the
+ * block-scaled GEMMs, and a low-latency dispatch's R*M rows per expert in
+ * groups of 4.
+ */
+export function checkFp8ExpertShape(where: string, H: number, I: number, ep: EpBuffer): void {
+  if (H % FP8_K_ALIGN !== 0 || I % FP8_K_ALIGN !== 0) {
+    throw new WideepError('ERR_SHAPE', `${where}: fp8 experts need hidden and moe intermediate multiples of ${FP8_K_ALIGN} (cuBLASLt's block-scaled GEMMs), got ${H} and ${I}`);
+  }
+  const ll = ep.config.lowLatency;
+  const rows = ep.config.worldSize * (ll?.maxTokensPerRank ?? 0);
+  if (rows % 4 !== 0) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: fp8 experts need the low-latency rows per expert (${ep.config.worldSize} ranks x ${ll?.maxTokensPerRank} tokens) to be a multiple of 4`);
+  }
 }

@@ -31,6 +31,8 @@ export interface ExpertsScratch {
   h: Tensor;
   a: Tensor;
   aScales?: Tensor;
+  /** fp8 x with 'rows' scales: f32 [E, H/128, M], where the first GEMM re-lays them out. */
+  xScales?: Tensor;
 }
 
 export interface ExpertsForwardOptions {
@@ -48,8 +50,9 @@ export interface ExpertsForwardOptions {
   /**
    * Intermediates to use instead of allocating them: h bf16 [E, M, 2I] (gate
    * and up) and a [E, M, I] (SwiGLU: bf16, or fp8e4m3 with aScales f32
-   * [E, I/128, M] for fp8 experts). A CUDA graph captured with them has no
-   * memory nodes, whose launch costs host time.
+   * [E, I/128, M] for fp8 experts, and xScales for fp8 x with 'rows' scales).
+   * A CUDA graph captured with them has no memory nodes, whose launch costs
+   * host time, and reads no buffer a later call may replace.
    */
   scratch?: ExpertsScratch;
   stream?: Stream;
@@ -78,7 +81,7 @@ export function expertsForward(o: ExpertsForwardOptions): Tensor {
   if (sc && fp8 !== (sc.aScales !== undefined)) {
     throw new WideepError('ERR_INVALID_ARG', `${where}: scratch.aScales: ${fp8 ? 'fp8 experts need it (the SwiGLU output\'s scales)' : 'belongs to fp8 experts'}`);
   }
-  const h = groupedLinear({ x, xScales: o.xScales, xScalesLayout: o.xScalesLayout, weight: w13, weightScales: w.w13Scales, out: sc?.h, stream, strategy });
+  const h = groupedLinear({ x, xScales: o.xScales, xScalesLayout: o.xScalesLayout, xScalesScratch: sc?.xScales, weight: w13, weightScales: w.w13Scales, out: sc?.h, stream, strategy });
   const a = swiglu({ x: h, counts: o.counts, fp8, out: sc?.a, scales: sc?.aScales, stream });
   const y = groupedLinear({ x: a.out, xScales: a.scales, xScalesLayout: 'blocks', weight: w2, weightScales: w.w2Scales, out: o.out, stream, strategy });
   if (!sc) for (const t of [h, a.out, a.scales]) t?.close(stream);

@@ -11,6 +11,7 @@ export { quantizeRowsFp8, type QuantizeRowsOptions } from './quantize.js';
 export { dequantizeWeightFp8, quantizeWeightFp8, type Fp8Matrix } from './fp8-weights.js';
 export {
   MoeLayer,
+  deviceWeightTensors,
   type ExpertDType,
   type ExpertsFunction,
   type ForwardMode,

@@ -18,6 +18,7 @@ import type { DType } from '../tensor/dtype.js';
 import { itemSize } from '../tensor/dtype.js';
 import { fillRandom } from '../tensor/fill.js';
 import { Tensor } from '../tensor/tensor.js';
+import { checkFp8ExpertShape } from './expert-weight-checks.js';
 import type { ExpertDType, MoeLayerDeviceWeights } from './layer.js';
 import type { DevicePlacement } from './placement.js';
 
@@ -48,13 +49,6 @@ export function slotExperts(ep: EpBuffer, config: MoeLayerConfig, placement: Dev
   return Array.from({ length: L }, (_, l) => (phy2log ? phy2log[first + l]! : first + l));
 }
 
-/** fp8 experts hold one scale per 128x128 block: their widths must be whole blocks. */
-function checkFp8Widths(where: string, c: MoeLayerConfig): void {
-  if (c.hidden % 128 !== 0 || c.moeIntermediate % 128 !== 0) {
-    throw new WideepError('ERR_SHAPE', `${where}: fp8 experts need hidden and moe intermediate multiples of 128 (one scale per 128x128 block), got ${c.hidden} and ${c.moeIntermediate}`);
-  }
-}
-
 function shapes(ep: EpBuffer, c: MoeLayerConfig) {
   const [H, I, E, L] = [c.hidden, c.moeIntermediate, c.numRoutedExperts, ep.config.numLocalExperts];
   const Is = c.numSharedExperts * I;
@@ -79,7 +73,7 @@ export function randomLayerWeights(ep: EpBuffer, config: MoeLayerConfig, o: Rand
   const normal = (t: Tensor, seed: number, fanIn: number) => fillRandom(t, seed, { kind: 'normal', std: 1 / Math.sqrt(fanIn) }, stream);
   const empty = (shape: number[], dtype: DType = 'bf16') => Tensor.empty(shape, dtype, { device: at, stream });
   const fp8 = o.expertDType === 'fp8e4m3';
-  if (fp8) checkFp8Widths('randomLayerWeights', config);
+  if (fp8) checkFp8ExpertShape('randomLayerWeights', config.hidden, config.moeIntermediate, ep);
   const w13 = empty(s.w13, fp8 ? 'fp8e4m3' : 'bf16');
   const w2 = empty(s.w2, fp8 ? 'fp8e4m3' : 'bf16');
   const w13Scales = fp8 ? empty(s.w13Scales, 'f32') : undefined;
@@ -140,7 +134,7 @@ export async function loadLayerWeights(ep: EpBuffer, config: MoeLayerConfig, pat
   const s = shapes(ep, config);
   const entry = (name: string, dtype: DType, shape: number[]) => manifestEntry(path, m.tensors!, name, dtype, shape);
   const expertDType: ExpertDType = (m.tensors['experts.w13'] as { dtype?: unknown } | undefined)?.dtype === 'fp8e4m3' ? 'fp8e4m3' : 'bf16';
-  if (expertDType === 'fp8e4m3') checkFp8Widths(`weights manifest ${path}`, config);
+  if (expertDType === 'fp8e4m3') checkFp8ExpertShape(`weights manifest ${path}`, config.hidden, config.moeIntermediate, ep);
   const allExperts = (shape: number[]) => [s.E, ...shape.slice(1)];
   const plan = {
     gate: entry('gate', 'bf16', [s.E, s.H]),

@@ -93,6 +93,12 @@ export interface TwoBatchOptions {
 
 export type ExpertDType = 'bf16' | 'fp8e4m3';
 
+/** Every tensor of a layer's device weights. */
+export function deviceWeightTensors(w: MoeLayerDeviceWeights): Tensor[] {
+  const e = w.experts;
+  return [w.gate, w.gateBias, e.w13, e.w2, e.w13Scales, e.w2Scales, w.shared?.w13, w.shared?.w2].filter((t): t is Tensor => t !== undefined);
+}
+
 export interface MoeLayerOptions {
   /** Needed when the EP buffer has more slots than the layer has experts (redundant experts), and for rebalance(). */
   placement?: DevicePlacement;
@@ -301,11 +307,7 @@ export class MoeLayer {
   close(): void {
     this.#secondStream?.close();
     this.#secondStream = undefined;
-    if (this.#ownsWeights) {
-      const w = this.#weights;
-      const e = w.experts;
-      for (const t of [w.gate, w.gateBias, e.w13, e.w2, e.w13Scales, e.w2Scales, w.shared?.w13, w.shared?.w2]) t?.close();
-    }
+    if (this.#ownsWeights) for (const t of deviceWeightTensors(this.#weights)) t.close();
     if (this.#ownsPlacement) this.placement?.close();
   }
 

@@ -89,9 +89,11 @@ export class DevicePlacement {
   }
 
   /**
-   * Rewrites the tables in place for `next` (same shape). The caller moves the
-   * weights first (moveExpertWeights) and keeps work that reads the tables
-   * (a graph replay, a forward) off `stream` until this resolves.
+   * Rewrites the tables in place for `next` (same shape) and zeroes the load
+   * counters: what they counted was for slots that may now hold other experts.
+   * The caller moves the weights first (moveExpertWeights) and keeps work
+   * that reads the tables (a graph replay, a forward) off `stream` until this
+   * resolves.
    */
   async update(next: ExpertLocationMap, stream: Stream): Promise<void> {
     const m = this.#map;
@@ -100,6 +102,7 @@ export class DevicePlacement {
     }
     const host = hostTables(next, this.layer, this.rank, this.algorithm);
     for (let i = 0; i < host.length; i++) await this.#tables[i]!.copyFrom(host[i]!, { stream });
+    this.loads.fillBytes(0, stream);
     this.#map = next;
   }
 

@@ -63,8 +63,8 @@ export function moveExpertWeights(o: WeightMoveOptions): void {
     const p2p: P2POp[] = [];
     for (const m of ops.sends) parts.forEach((p) => p2p.push({ kind: 'send', peer: m.rank, tensor: slotView(p, m.srcSlot) }));
     for (const m of ops.recvs) stage(m.slot).forEach((b) => p2p.push({ kind: 'recv', peer: m.srcRank, tensor: b }));
-    // One NCCL group per dtype (bf16 or fp8 weights, f32 scales), in the same order on every rank.
-    for (const dtype of new Set(parts.map((p) => p.dtype))) o.comm!.sendRecv(p2p.filter((op) => op.tensor.dtype === dtype), { stream });
+    // One NCCL group: weights and scales move as bytes.
+    o.comm!.sendRecv(p2p, { stream });
   }
   // 2. Write the staged weights into their slots; 3. the reuses, from slots written in 2.
   for (const [slot, bufs] of staged) {

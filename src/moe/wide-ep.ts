@@ -20,7 +20,7 @@ import type { Stream } from '../cuda/stream.js';
 import { ExpertLocationMap } from '../planning/expert-location.js';
 import { moeLayerConfig, type MoeLayerConfig } from '../simulation/config.js';
 import { CommGroups } from './comm-groups.js';
-import { MoeLayer, type ExpertDType } from './layer.js';
+import { MoeLayer, deviceWeightTensors, type ExpertDType, type MoeLayerDeviceWeights } from './layer.js';
 import { loadLayerWeights, randomLayerWeights } from './layer-weights.js';
 import { DevicePlacement, type DispatchAlgorithm } from './placement.js';
 
@@ -161,10 +161,18 @@ export class WideEp {
           )
         : undefined;
     const at = { device, stream: options.stream, placement };
-    const weights = options.manifest
-      ? await loadLayerWeights(this.ep, config, options.manifest, at)
-      : randomLayerWeights(this.ep, config, { ...at, seed: options.seed ?? 0, expertDType: options.expertDType });
-    return new MoeLayer(this.ep, config, weights, { placement, owns: true });
+    let weights: MoeLayerDeviceWeights | undefined;
+    try {
+      weights = options.manifest
+        ? await loadLayerWeights(this.ep, config, options.manifest, at)
+        : randomLayerWeights(this.ep, config, { ...at, seed: options.seed ?? 0, expertDType: options.expertDType });
+      return new MoeLayer(this.ep, config, weights, { placement, owns: true });
+    } catch (e) {
+      // Refused: free what was made for it (the layer would have owned it).
+      if (weights) for (const t of deviceWeightTensors(weights)) t.close(options.stream);
+      placement?.close(options.stream);
+      throw e;
+    }
   }
 
   /** Frees everything it built. Idempotent. */

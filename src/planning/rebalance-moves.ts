@@ -95,20 +95,33 @@ export function planRebalanceMoves(from: ExpertLocationMap, to: ExpertLocationMa
 
 /**
  * Checks that `plan` carries layer `layer` from `from` to `to`: one move per
- * slot whose expert changes, bringing the new expert, and none elsewhere. A
- * caller handing in a plan made once for many layers (DeviceEplb) gets a
- * typed error, not wrong weights, when it was made for other maps.
+ * slot whose expert changes, bringing the new expert from a slot that holds
+ * it (before the rebalance for `local` and `recv`, an earlier slot receiving
+ * it for `reuse`), on the ranks the kinds say, and no move elsewhere. A caller
+ * handing in a plan made once for many layers (DeviceEplb) gets a typed
+ * error, not wrong weights, when it was made for other maps.
  */
 export function assertPlanForLayer(plan: RebalancePlan, from: ExpertLocationMap, to: ExpertLocationMap, layer: number): void {
   const bad = (msg: string) => new WideepError('ERR_INVALID_ARG', `rebalance plan: layer ${layer}: ${msg} (plan it with planRebalanceMoves(current map, next map))`);
   if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.moves)) throw bad('expected { moves, counts }');
   const before = from.layerPhy2Log(layer);
   const after = to.layerPhy2Log(layer);
+  const rankOf = (slot: number) => from.rankOfPhysical(slot);
+  const moves = plan.moves.filter((m) => m.layer === layer);
+  const received = new Map(moves.filter((m) => m.kind === 'recv').map((m) => [m.slot, m.logical]));
   const moved = new Set<number>();
-  for (const m of plan.moves) {
-    if (m.layer !== layer) continue;
-    if (after[m.slot] !== m.logical || before[m.slot] === m.logical) throw bad(`the move into slot ${m.slot} brings expert ${m.logical}, the next map puts ${after[m.slot]} there`);
+  for (const m of moves) {
+    const into = `the move into slot ${m.slot}`;
+    if (before[m.slot] === m.logical) throw bad(`${into} brings expert ${m.logical}, which the slot holds already`);
+    if (after[m.slot] !== m.logical) throw bad(`${into} brings expert ${m.logical}, the next map puts ${after[m.slot]} there`);
     if (moved.has(m.slot)) throw bad(`two moves into slot ${m.slot}`);
+    if (rankOf(m.slot) !== m.rank || rankOf(m.srcSlot) !== m.srcRank) throw bad(`${into}: its ranks (${m.rank} from ${m.srcRank}) do not own its slots`);
+    const sameRank = m.srcRank === m.rank;
+    const source =
+      m.kind === 'reuse'
+        ? sameRank && m.srcSlot < m.slot && received.get(m.srcSlot) === m.logical
+        : (m.kind === 'local') === sameRank && before[m.srcSlot] === m.logical && (m.kind === 'local' || m.kind === 'recv');
+    if (!source) throw bad(`${into}: a ${m.kind} move from slot ${m.srcSlot} (rank ${m.srcRank}) does not find expert ${m.logical} there`);
     moved.add(m.slot);
   }
   for (let slot = 0; slot < before.length; slot++) {

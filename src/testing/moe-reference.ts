@@ -36,8 +36,9 @@ export interface MoeReferenceOptions {
   expertDType?: 'bf16' | 'fp8e4m3';
 }
 
-/** The layer for `T` tokens of `x` [T * H] (bf16 values). */
-export function moeLayerReference(weights: MoeLayerWeights, x: ArrayLike<number>, T: number, options: MoeReferenceOptions = {}): MoeReference {
+/** The layer for `T` tokens of `x` [T * H] (bf16 values); a number for `options` is the tie margin. */
+export function moeLayerReference(weights: MoeLayerWeights, x: ArrayLike<number>, T: number, options: MoeReferenceOptions | number = {}): MoeReference {
+  if (typeof options === 'number') options = { tieMargin: options };
   const c = weights.config;
   const [H, E, k] = [c.hidden, c.numRoutedExperts, c.topK];
   const tieMargin = options.tieMargin ?? TIE_MARGIN;

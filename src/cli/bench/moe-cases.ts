@@ -29,7 +29,7 @@ export interface MoeBenchOptions {
   ranks: number;
   /** Every rank on GPU 0 (time-sliced: the logic across processes, no measure of overlap). */
   shareGpu: boolean;
-  /** The routed experts' weights (and the tokens dispatched to them); the PyTorch layer stays bf16. */
+  /** The routed experts' weights (and the tokens dispatched to them); the goals compare with PyTorch's bf16 layer. */
   expertDType: ExpertDType;
 }
 

@@ -12,7 +12,7 @@ import { Stream } from '../../cuda/stream.js';
 import { trimMemoryPool } from '../../cuda/device.js';
 import { Timeline, type TimelineSpan } from '../../cuda/timeline.js';
 import { EpBuffer } from '../../ep/buffer.js';
-import { MoeLayer, type MoeForwardOptions } from '../../moe/layer.js';
+import { MoeLayer, deviceWeightTensors, type MoeForwardOptions } from '../../moe/layer.js';
 import { randomLayerWeights } from '../../moe/layer-weights.js';
 import { initProcessGroup } from '../../runtime/process-group.js';
 import type { ProcessGroup } from '../../runtime/types.js';
@@ -84,7 +84,7 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
     });
     o.show('bench moe: random weights on the GPU');
     const w = randomLayerWeights(ep, config, { seed: 1, device, stream, expertDType: shape.dtype });
-    for (const t of [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.shared?.w13, w.shared?.w2]) if (t) keep(t);
+    for (const t of deviceWeightTensors(w)) keep(t);
     const layer = keep(new MoeLayer(ep, config, w));
     const timer = keep(new GpuTimer(stream, { flushL2: true, comm: o.comm }));
     const tokens = (T: number, seed: number) => keep(fillRandom(Tensor.empty([T, shape.hidden], 'bf16', on), seed + 101 * pg.rank, { kind: 'normal', std: 1 }, stream));

@@ -80,7 +80,7 @@ export function buildMoeReport(i: ReportInputs): MoeBenchReport {
   const prefillTbo = ratio(prefill.step.gpuUs, prefill.tbo.gpuUs);
   const fp8Prefill = t?.prefillFp8 && { torchFp8: t.prefillFp8, speedupVsTorchFp8: ratio(t.prefillFp8.gpuUs, prefill.step.gpuUs) };
   const fp8Decode = t?.decodeFp8 && { torchFp8: t.decodeFp8, speedupVsTorchFp8: ratio(stepUs(t.decodeFp8), stepUs(decode.graph)) };
-  const warnings = t?.fp8Error ? [...i.warnings, `PyTorch's fp8 layer did not run, so the fp8 comparison is missing: ${t.fp8Error}`] : i.warnings;
+  const warnings = t?.fp8Error ? [...i.warnings, `PyTorch's fp8 layer failed, so the fp8 comparison is missing from there on: ${t.fp8Error}`] : i.warnings;
   const decodeTbo = ratio(decode.eager.gpuUs, decode.tbo.gpuUs);
   return {
     suite: 'moe',

@@ -40,6 +40,7 @@ import {
   Tensor,
   Timeline,
   agreeOnStep,
+  deviceWeightTensors,
   forwardDecoderLayer,
   forwardPlanned,
   linear,
@@ -309,7 +310,7 @@ async function weightsFromFiles() {
 }
 
 async function fp8Experts() {
-  const { seed: seed8, weights: w8 } = await sharedWeights(pg, 'wideep/test/moe-fp8-seed', fp8Config);
+  const { seed: seed8, weights: w8 } = await sharedWeights(pg, 'wideep/test/moe-fp8-seed', fp8Config, { blockMagnitudes: true });
   const H8 = fp8Config.hidden;
   const check8 = (label, xf, T, got) => checkLayer(w8, label, xf, T, got, { expertDType: 'fp8e4m3' });
   const P = E + 8;
@@ -363,6 +364,18 @@ async function fp8Experts() {
     report.checks++;
     const [lo, hi] = [0.5 / Math.sqrt(H8), 1.5 / Math.sqrt(H8)];
     if (s13.some((v) => !(v >= lo && v < hi))) fail(`random fp8 weights: a w13 block scale outside [${lo}, ${hi})`);
+    // Every replica of an expert holds the same values and scales.
+    const q13 = new Uint8Array((await rw.experts.w13.cpu({ stream })).data.buffer);
+    const L8 = ep.config.numLocalExperts;
+    const mine = placement.map.layerPhy2Log(0).slice(pg.rank * L8, (pg.rank + 1) * L8);
+    const [perQ, perS] = [q13.length / L8, s13.length / L8];
+    mine.forEach((e, l) => {
+      const f = mine.indexOf(e);
+      if (f === l) return;
+      report.checks++;
+      const same = (a, per) => a.subarray(l * per, (l + 1) * per).every((v, i) => v === a[f * per + i]);
+      if (!same(q13, perQ) || !same(s13, perS)) fail(`random fp8 weights: slots ${f} and ${l} both hold expert ${e} but differ`);
+    });
     const random = new MoeLayer(ep, fp8Config, rw, { placement, owns: false });
     const { x: rx } = await upload(8);
     const ryT = await random.forward(rx, { mode: 'normal', stream });
@@ -371,10 +384,9 @@ async function fp8Experts() {
     if (!ry.every(Number.isFinite) || ry.every((v) => v === 0)) fail('random fp8 weights: the layer output is not finite, or all zero');
     // Refusals before any kernel: fp8 weights without scales, and a width the block-scaled GEMMs cannot take.
     const narrow = { ...fp8Config, hidden: 256 };
-    const rw256 = randomLayerWeights(ep, narrow, { seed: 4, device: pg.device, placement, expertDType: 'fp8e4m3', stream });
     for (const [label, make, code, words] of [
       ['fp8 weights without scales', () => new MoeLayer(ep, fp8Config, { ...rw, experts: { w13: rw.experts.w13, w2: rw.experts.w2 } }, { placement }), 'ERR_INVALID_ARG', 'w13Scales'],
-      ['fp8 experts of hidden 256', () => new MoeLayer(ep, narrow, rw256, { placement }), 'ERR_SHAPE', 'multiples of 512'],
+      ['fp8 experts of hidden 256', () => randomLayerWeights(ep, narrow, { seed: 4, device: pg.device, placement, expertDType: 'fp8e4m3', stream }), 'ERR_SHAPE', 'multiples of 512'],
     ]) {
       report.checks++;
       try {
@@ -384,8 +396,7 @@ async function fp8Experts() {
         if (err.code !== code || !err.message.includes(words)) fail(`${label}: ${err.code} ${err.message}`);
       }
     }
-    const all = (w) => [w.gate, w.gateBias, w.experts.w13, w.experts.w2, w.experts.w13Scales, w.experts.w2Scales, w.shared?.w13, w.shared?.w2];
-    for (const t of [rx, ryT, ...all(rw), ...all(rw256)]) t?.close(stream);
+    for (const t of [rx, ryT, ...deviceWeightTensors(rw)]) t.close(stream);
     layer.close();
   } finally {
     placement.close();

@@ -9,12 +9,16 @@
 // count, so the padding shows); and decoder-layer steps (forwardDecoderLayer)
 // with one attention-TP group over every rank: each member's share of an
 // exact attention stand-in, scattered, the EP MoE layer on each share, the
-// outputs gathered, against the host layer. Prints one JSON report.
+// outputs gathered, against the host layer; and an fp8 layer whose expert
+// weights and block scales move between ranks over NCCL in a rebalance, a
+// decode step checked before and after. Prints one JSON report.
 import {
   CommGroups,
+  DevicePlacement,
   EpBuffer,
   MoeLayer,
   StoreTransport,
+  Stream,
   Tensor,
   agreeOnStep,
   dpGather,
@@ -26,7 +30,7 @@ import {
   moeTokenCount,
   quantizeWeightFp8,
 } from '../../../dist/index.js';
-import { ParallelConfig } from '../../../dist/planning/index.js';
+import { ExpertLocationMap, ParallelConfig } from '../../../dist/planning/index.js';
 import { SeededRandom } from '../../../dist/testing/index.js';
 import { E, H, check, config, fail, fp8Config, randomTokens, report, sharedWeights, standInAttention, standInAttentionWeight } from './moe-common.mjs';
 
@@ -70,6 +74,7 @@ try {
   }
   await fp8Step();
   await decoderSteps();
+  await crossRankMoves();
   // Every rank's partials are seeded by its rank, so each can compute the sums on the host.
   const T = 2 * pg.worldSize + 1;
   const partials = (r) => randomTokens(new SeededRandom(seed * 3 + r), T).xf;
@@ -96,6 +101,45 @@ try {
   fail(`${e.code ?? ''} ${e.message}`);
 } finally {
   groups.close();
+}
+
+/** fp8 experts with redundant slots: a rebalance where every slot takes its expert from another rank, decode steps before and after. */
+async function crossRankMoves() {
+  const R = pg.worldSize;
+  const { seed: s8, weights: w8 } = await sharedWeights(pg, 'wideep/test/moe-none-move-seed', fp8Config, { blockMagnitudes: true });
+  const H8 = fp8Config.hidden;
+  const P = E + 8;
+  const stream = new Stream(pg.device);
+  const ep = await EpBuffer.create(pg, { hidden: H8, numExperts: P, maxTokensPerRank, lowLatency: { maxTokensPerRank } });
+  const initial = ExpertLocationMap.trivial({ numLayers: 1, numLogical: E, numPhysical: P, numRanks: R });
+  const placement = await DevicePlacement.create(initial, { layer: 0, rank: pg.rank, device: pg.device, stream });
+  const rng = new SeededRandom(s8 * 11 + pg.rank);
+  try {
+    const layer = await MoeLayer.fromHost(ep, w8, pg.device, { placement, stream, expertDType: 'fp8e4m3' });
+    const step = async (label) => {
+      const T = 1 + rng.int(maxTokensPerRank);
+      const { xf, bits } = randomTokens(rng, T, H8);
+      const x = await Tensor.from(bits, { dtype: 'bf16', shape: [T, H8] }).to(device, { stream });
+      const out = await layer.forward(x, { mode: 'low-latency', stream });
+      check(w8, label, xf, T, (await out.cpu({ stream })).toFloat32(), { expertDType: 'fp8e4m3' });
+      out.close(stream);
+      x.close(stream);
+    };
+    await step('fp8 before the cross-rank rebalance');
+    // Slot p takes the expert of slot p + P/R, one rank on: with several ranks, experts this rank lacks arrive over NCCL.
+    const row = initial.layerPhy2Log(0);
+    const next = ExpertLocationMap.fromPhy2Log([row.map((_, p) => row[(p + P / R) % P])], { numLogical: E, numRanks: R });
+    const plan = await layer.rebalance(next, { comm, stream });
+    report.moves += plan.moves.length;
+    report.checks++;
+    if (R > 1 && plan.counts.recv === 0) fail('the rebalance moved nothing between ranks');
+    await step('fp8 after the cross-rank rebalance');
+    layer.close();
+  } finally {
+    placement.close();
+    await ep.close();
+    stream.close();
+  }
 }
 
 /** Decoder-layer steps, one attention-TP group over every rank: a prefill step, then a decode step. */
@@ -129,7 +173,7 @@ async function decoderSteps() {
 
 /** This rank's experts of the fp8 layer, cast to 128x128 blocks on the host, with the gate; one step. */
 async function fp8Step() {
-  const { seed: s8, weights: w8 } = await sharedWeights(pg, 'wideep/test/moe-none-fp8-seed', fp8Config);
+  const { seed: s8, weights: w8 } = await sharedWeights(pg, 'wideep/test/moe-none-fp8-seed', fp8Config, { blockMagnitudes: true });
   const [H8, I8] = [fp8Config.hidden, fp8Config.moeIntermediate];
   const mine = Array.from({ length: L }, (_, l) => w8.experts[pg.rank * L + l]);
   const q13 = mine.map((e) => quantizeWeightFp8(e.packed.subarray(0, 2 * I8 * H8), 2 * I8, H8));

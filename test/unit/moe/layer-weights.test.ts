@@ -58,23 +58,24 @@ describe('layer weights manifest', () => {
     }
   });
 
-  it('fp8 experts need their block scales and widths of whole blocks', async () => {
+  it('fp8 experts need their block scales and widths the block-scaled GEMMs take', async () => {
     const [t] = createSimulatedRanks(1);
-    const ep = await EpBuffer.create(t!, { hidden: 128, numExperts: E, maxTokensPerRank: 8, backend: 'cpu' });
-    const wide = moeLayerConfig({ ...config, hidden: 128, moeIntermediate: 128 });
+    const ep = await EpBuffer.create(t!, { hidden: 512, numExperts: E, maxTokensPerRank: 8, backend: 'cpu' });
+    const wide = moeLayerConfig({ ...config, hidden: 512, moeIntermediate: 512 });
     const fp8 = {
-      gate: { file: 'gate.bin', dtype: 'bf16', shape: [E, 128] },
+      gate: { file: 'gate.bin', dtype: 'bf16', shape: [E, 512] },
       gateBias: tensors.gateBias,
-      'experts.w13': { file: 'w13.bin', dtype: 'fp8e4m3', shape: [E, 256, 128] },
-      'experts.w2': { file: 'w2.bin', dtype: 'fp8e4m3', shape: [E, 128, 128] },
-      'experts.w13Scales': { file: 's13.bin', dtype: 'f32', shape: [E, 2, 1] },
+      'experts.w13': { file: 'w13.bin', dtype: 'fp8e4m3', shape: [E, 1024, 512] },
+      'experts.w2': { file: 'w2.bin', dtype: 'fp8e4m3', shape: [E, 512, 512] },
+      'experts.w13Scales': { file: 's13.bin', dtype: 'f32', shape: [E, 8, 4] },
     };
     try {
       const { 'experts.w13Scales': _, ...noScales } = fp8;
       await expectWideepError(() => loadLayerWeights(ep, wide, manifest('fp8-none', { format: 'wideep-moe-layer/1', tensors: noScales }), { device: 0 }), 'ERR_INVALID_ARG', 'tensors.experts.w13Scales');
-      const badScales = { ...fp8, 'experts.w13Scales': { ...fp8['experts.w13Scales'], shape: [E, 1, 2] } };
-      await expectWideepError(() => loadLayerWeights(ep, wide, manifest('fp8-shape', { format: 'wideep-moe-layer/1', tensors: badScales }), { device: 0 }), 'ERR_INVALID_ARG', 'tensors.experts.w13Scales', `expected [${E}, 2, 1]`);
-      await expectWideepError(() => loadLayerWeights(ep, config, manifest('fp8-narrow', { format: 'wideep-moe-layer/1', tensors: fp8 }), { device: 0 }), 'ERR_SHAPE', 'multiples of 128', `${H} and ${I}`);
+      const badScales = { ...fp8, 'experts.w13Scales': { ...fp8['experts.w13Scales'], shape: [E, 4, 8] } };
+      await expectWideepError(() => loadLayerWeights(ep, wide, manifest('fp8-shape', { format: 'wideep-moe-layer/1', tensors: badScales }), { device: 0 }), 'ERR_INVALID_ARG', 'tensors.experts.w13Scales', `expected [${E}, 8, 4]`);
+      const narrow = moeLayerConfig({ ...config, hidden: 640, moeIntermediate: 512 });
+      await expectWideepError(() => loadLayerWeights(ep, narrow, manifest('fp8-narrow', { format: 'wideep-moe-layer/1', tensors: fp8 }), { device: 0 }), 'ERR_SHAPE', 'multiples of 512', '640 and 512');
     } finally {
       await ep.close();
     }

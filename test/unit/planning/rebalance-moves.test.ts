@@ -66,5 +66,18 @@ describe('planRebalanceMoves', () => {
     await expectWideepError(() => assertPlanForLayer({ ...plan, moves: plan.moves.slice(1) }, before, after, 0), 'ERR_INVALID_ARG', 'no move fills it');
     await expectWideepError(() => assertPlanForLayer({ ...plan, moves: [plan.moves[0]!, ...plan.moves] }, before, after, 0), 'ERR_INVALID_ARG', 'two moves into slot 0');
     await expectWideepError(() => assertPlanForLayer({} as never, before, after, 0), 'ERR_INVALID_ARG', 'expected { moves, counts }');
+    // The right destinations, the wrong sources: a plan from [2, 0, 1, 3] to [1, 2, 0, 3], checked as if from [0, 1, 2, 3].
+    const one = { numLogical: 4, numRanks: 1 };
+    const [a, b, c] = [[0, 1, 2, 3], [2, 0, 1, 3], [1, 2, 0, 3]].map((row) => ExpertLocationMap.fromPhy2Log([row], one));
+    assertPlanForLayer(planRebalanceMoves(a!, c!), a!, c!, 0);
+    await expectWideepError(() => assertPlanForLayer(planRebalanceMoves(b!, c!), a!, c!, 0), 'ERR_INVALID_ARG', 'does not find expert');
+    // A recv that claims another rank's slot as its own, and a reuse of a slot that receives something else.
+    const recv = plan.moves.find((m) => m.kind === 'recv')!;
+    const stolen = plan.moves.map((m) => (m === recv ? { ...m, rank: (m.rank + 1) % 4 } : m));
+    await expectWideepError(() => assertPlanForLayer({ ...plan, moves: stolen }, before, after, 0), 'ERR_INVALID_ARG', 'do not own its slots');
+    const reuse = plan.moves.find((m) => m.kind === 'reuse')!;
+    const wrongReuse = plan.moves.map((m) => (m === reuse ? { ...m, srcSlot: m.slot - 2 } : m));
+    await expectWideepError(() => assertPlanForLayer({ ...plan, moves: wrongReuse }, before, after, 0), 'ERR_INVALID_ARG');
+    await expectWideepError(() => assertPlanForLayer({ ...plan, moves: [{ ...plan.moves[0]!, logical: 0 }, ...plan.moves.slice(1)] }, before, after, 0), 'ERR_INVALID_ARG', 'holds already');
   });
 });

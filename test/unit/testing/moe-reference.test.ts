@@ -49,5 +49,8 @@ describe('wideep/testing: moeLayerReference', () => {
     expect(moeLayerReference(w, x, 1).nearTie[0]).toBe(1);
     w.gateBias[1] = 4;
     expect(moeLayerReference(w, x, 1).nearTie[0]).toBe(0);
+    // A margin past the gap flags it again, given as a number or as an option.
+    expect(moeLayerReference(w, x, 1, 2).nearTie[0]).toBe(1);
+    expect(moeLayerReference(w, x, 1, { tieMargin: 2 }).nearTie[0]).toBe(1);
   });
 });
