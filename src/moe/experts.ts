@@ -75,12 +75,12 @@ export function expertsForward(o: ExpertsForwardOptions): Tensor {
   expectShape(where, 'weights.w13', w13, ['E', '2I', 'H'], [E, null, H]);
   const I = w13.shape[1]! / 2;
   expectShape(where, 'weights.w2', w2, ['E', 'H', 'I'], [E, H, I]);
-  const stream = streamFor(where, x.deviceIndex, o.stream);
-  const strategy = o.strategy;
   const sc = o.scratch;
   if (sc && fp8 !== (sc.aScales !== undefined)) {
     throw new WideepError('ERR_INVALID_ARG', `${where}: scratch.aScales: ${fp8 ? 'fp8 experts need it (the SwiGLU output\'s scales)' : 'belongs to fp8 experts'}`);
   }
+  const stream = streamFor(where, x.deviceIndex, o.stream);
+  const strategy = o.strategy;
   const h = groupedLinear({ x, xScales: o.xScales, xScalesLayout: o.xScalesLayout, xScalesScratch: sc?.xScales, weight: w13, weightScales: w.w13Scales, out: sc?.h, stream, strategy });
   const a = swiglu({ x: h, counts: o.counts, fp8, out: sc?.a, scales: sc?.aScales, stream });
   const y = groupedLinear({ x: a.out, xScales: a.scales, xScalesLayout: 'blocks', weight: w2, weightScales: w.w2Scales, out: o.out, stream, strategy });

@@ -7,13 +7,16 @@
  */
 import { describe, expect, it } from 'vitest';
 
+import type { DeviceStorage } from '../../../src/cuda/memory.js';
 import { SeededRandom } from '../../../src/ep/random-routing.js';
+import { expertsForward } from '../../../src/moe/experts.js';
 import { dequantizeWeightFp8, fp8RoutedExperts, quantizeExpertFp8, quantizeWeightFp8 } from '../../../src/moe/fp8-weights.js';
 import { moeLayerConfig } from '../../../src/simulation/config.js';
 import { roundRowsToBf16 } from '../../../src/simulation/math.js';
 import { generateMoeLayerWeights } from '../../../src/simulation/weights.js';
 import { moeLayerReference } from '../../../src/testing/moe-reference.js';
 import { fp8E4m3BitsToF32 } from '../../../src/tensor/convert.js';
+import { Tensor } from '../../../src/tensor/tensor.js';
 import { expectWideepError } from '../../helpers/expect-error.js';
 
 describe('fp8 expert weights', () => {
@@ -91,5 +94,18 @@ describe('fp8 expert weights', () => {
     // Casts of the weights, the tokens and the activation: each at most 1/16 of a term.
     expect(worst).toBeLessThan(3 / 16);
     expect(differ).toBeGreaterThan(a.out.length / 2);
+  });
+
+  it('expertsForward: fp8 experts given scratch need its activation scales, bf16 ones refuse them (before any launch)', async () => {
+    // Views of fake device storage: the check comes before anything reaches a GPU.
+    const storage: DeviceStorage = { device: 0, ptr: 0x10000n, byteLength: 1 << 26, closed: false, close: () => {} };
+    const dev = (shape: number[], dtype: Tensor['dtype']) => Tensor.fromDeviceStorage(storage, dtype, shape, 0, false);
+    const [E, M, H, I] = [2, 8, 512, 512];
+    const fp8 = { w13: dev([E, 2 * I, H], 'fp8e4m3'), w2: dev([E, H, I], 'fp8e4m3'), w13Scales: dev([E, 8, 4], 'f32'), w2Scales: dev([E, 4, 4], 'f32') };
+    const scratch = { h: dev([E, M, 2 * I], 'bf16'), a: dev([E, M, I], 'fp8e4m3') };
+    await expectWideepError(() => expertsForward({ x: dev([E, M, H], 'fp8e4m3'), xScales: dev([E, M, 4], 'f32'), weights: fp8, scratch }), 'ERR_INVALID_ARG', 'scratch.aScales', 'fp8 experts need it');
+    const bf16 = { w13: dev([E, 2 * I, H], 'bf16'), w2: dev([E, H, I], 'bf16') };
+    const withScales = { h: scratch.h, a: dev([E, M, I], 'bf16'), aScales: dev([E, 4, M], 'f32') };
+    await expectWideepError(() => expertsForward({ x: dev([E, M, H], 'bf16'), weights: bf16, scratch: withScales }), 'ERR_INVALID_ARG', 'scratch.aScales', 'belongs to fp8');
   });
 });
