@@ -6,7 +6,8 @@
 // 2. the decode graph replayed the same two ways;
 // 3. graphs of one part of the step each (router, shared expert, experts,
 //    EP dispatch + combine, one GEMM, one small kernel), each replayed
-//    behind a sleep: which nodes make a replay cost what it costs.
+//    behind a sleep: which nodes make a replay cost what it costs; each
+//    graph's nodes by type (Graph.describe) beside it.
 // Prints one JSON object.
 import { clearNativeTimes, nativeMeans, timeNativeCalls } from './native-timing.mjs';
 import { EpBuffer, Graph, MoeLayer, Stream, Tensor, expertsForward, fillRandom, initProcessGroup, linear, randomLayerWeights, route, swiglu } from '../../dist/index.js';
@@ -32,7 +33,7 @@ const step = () => layer.forward(x, { mode: 'low-latency', stream, out });
 await step();
 await stream.synchronize();
 
-const result = { device: dev, experts, rows: {}, native: {} };
+const result = { device: dev, experts, rows: {}, native: {}, graphs: {} };
 const ROUNDS = 7;
 /** Median over rounds of the mean host µs per call: `perRound` calls behind a sleep of `sleepNs`. */
 async function measure(name, fn, { perRound, sleepNs }) {
@@ -60,6 +61,7 @@ const graphOf = async (body) => {
 };
 const replay = (g) => () => g.launch(stream);
 const whole = await layer.captureDecode(x, out, { stream });
+result.graphs['decode graph'] = whole.describe();
 await measure('decode graph, back to back', replay(whole), busy);
 await measure('decode graph, one per wake-up', replay(whole), woken);
 
@@ -86,6 +88,7 @@ const parts = {
 };
 for (const [name, body] of Object.entries(parts)) {
   const g = await graphOf(body);
+  result.graphs[name] = g.describe();
   await measure(`graph: ${name}`, replay(g), busy);
   g.close();
 }
