@@ -12,6 +12,11 @@ import type { ExpertDType } from './layer.js';
 /** cuBLASLt reads block scales four at a time along K: K (H for gate/up, I for down) in whole 512s. */
 const FP8_K_ALIGN = 512;
 
+/** The shapes of L expert slots of width H and intermediate I: the weights, and fp8's block scales (one per 128x128). */
+export function expertWeightShapes(L: number, H: number, I: number): Record<'w13' | 'w2' | 'w13Scales' | 'w2Scales', number[]> {
+  return { w13: [L, 2 * I, H], w2: [L, H, I], w13Scales: [L, (2 * I) / 128, H / 128], w2Scales: [L, H / 128, I / 128] };
+}
+
 /** Checks this rank's L expert slots of width H and intermediate I on `device`; returns their dtype. */
 export function checkExpertWeights(where: string, w: ExpertWeightsOnDevice, o: { L: number; H: number; I: number; device: number; ep: EpBuffer }): ExpertDType {
   const { L, H, I, device } = o;
@@ -20,19 +25,21 @@ export function checkExpertWeights(where: string, w: ExpertWeightsOnDevice, o: {
   const w13 = deviceTensor(where, name('w13'), w.w13, device);
   expectDType(where, name('w13'), w13, ['bf16', 'fp8e4m3']);
   const dtype = w13.dtype as ExpertDType;
-  expectShape(where, name('w13'), w13, ['L', '2I', 'H'], [L, 2 * I, H]);
+  const shapes = expertWeightShapes(L, H, I);
+  expectShape(where, name('w13'), w13, ['L', '2I', 'H'], shapes.w13);
   expectDType(where, name('w2'), deviceTensor(where, name('w2'), w.w2, device), [dtype]);
-  expectShape(where, name('w2'), w.w2, ['L', 'H', 'I'], [L, H, I]);
+  expectShape(where, name('w2'), w.w2, ['L', 'H', 'I'], shapes.w2);
   if (dtype === 'bf16') {
     if (w.w13Scales !== undefined || w.w2Scales !== undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: ${name('w13Scales')}/w2Scales belong to fp8 experts; these are bf16`);
     return dtype;
   }
   checkFp8ExpertShape(where, H, I, o.ep);
-  for (const [part, shape] of [['w13Scales', [L, (2 * I) / 128, H / 128]], ['w2Scales', [L, H / 128, I / 128]]] as const) {
+  for (const part of ['w13Scales', 'w2Scales'] as const) {
+    const shape = shapes[part];
     const t = w[part];
     if (t === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: fp8 experts need ${name(part)} (f32 [${shape.join(', ')}], one scale per 128x128 block)`);
     expectDType(where, name(part), deviceTensor(where, name(part), t, device), ['f32']);
-    expectShape(where, name(part), t, ['L', 'N/128', 'K/128'], [...shape]);
+    expectShape(where, name(part), t, ['L', 'N/128', 'K/128'], shape);
   }
   return dtype;
 }

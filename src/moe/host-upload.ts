@@ -10,6 +10,7 @@ import type { MoeLayerWeights } from '../simulation/weights.js';
 import { f32ToBf16Bits } from '../tensor/convert.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { ExpertWeightsOnDevice } from './experts.js';
+import { expertWeightShapes } from './expert-weight-checks.js';
 import { quantizeExpertFp8 } from './fp8-weights.js';
 import type { ExpertDType, MoeLayerDeviceWeights } from './layer.js';
 import { slotExperts } from './layer-weights.js';
@@ -52,12 +53,13 @@ async function bf16Experts(slots: Slot[], H: number, I: number, bf16: (v: Float3
     w13.set(x.packed.subarray(0, 2 * I * H), l * 2 * I * H);
     w2.set(x.down, l * H * I);
   });
-  return { w13: await bf16(w13, [L, 2 * I, H]), w2: await bf16(w2, [L, H, I]) };
+  const shapes = expertWeightShapes(L, H, I);
+  return { w13: await bf16(w13, shapes.w13), w2: await bf16(w2, shapes.w2) };
 }
 
 async function fp8Experts(slots: Slot[], H: number, I: number, at: `cuda:${number}`, stream: Stream | undefined): Promise<ExpertWeightsOnDevice> {
   const q = slots.map(quantizeExpertFp8);
-  const L = q.length;
+  const shapes = expertWeightShapes(q.length, H, I);
   // The slots' arrays back to back in one host tensor, then one upload.
   const upload = (parts: (Uint8Array | Float32Array)[], shape: number[], dtype: 'fp8e4m3' | 'f32') => {
     const host = Tensor.empty(shape, dtype);
@@ -66,9 +68,9 @@ async function fp8Experts(slots: Slot[], H: number, I: number, at: `cuda:${numbe
     return host.to(at, { stream });
   };
   return {
-    w13: await upload(q.map((s) => s.w13.q), [L, 2 * I, H], 'fp8e4m3'),
-    w13Scales: await upload(q.map((s) => s.w13.scales), [L, (2 * I) / 128, H / 128], 'f32'),
-    w2: await upload(q.map((s) => s.w2.q), [L, H, I], 'fp8e4m3'),
-    w2Scales: await upload(q.map((s) => s.w2.scales), [L, H / 128, I / 128], 'f32'),
+    w13: await upload(q.map((s) => s.w13.q), shapes.w13, 'fp8e4m3'),
+    w13Scales: await upload(q.map((s) => s.w13.scales), shapes.w13Scales, 'f32'),
+    w2: await upload(q.map((s) => s.w2.q), shapes.w2, 'fp8e4m3'),
+    w2Scales: await upload(q.map((s) => s.w2.scales), shapes.w2Scales, 'f32'),
   };
 }

@@ -18,7 +18,7 @@ import type { DType } from '../tensor/dtype.js';
 import { itemSize } from '../tensor/dtype.js';
 import { fillRandom } from '../tensor/fill.js';
 import { Tensor } from '../tensor/tensor.js';
-import { checkFp8ExpertShape } from './expert-weight-checks.js';
+import { checkFp8ExpertShape, expertWeightShapes } from './expert-weight-checks.js';
 import type { ExpertDType, MoeLayerDeviceWeights } from './layer.js';
 import type { DevicePlacement } from './placement.js';
 
@@ -52,9 +52,7 @@ export function slotExperts(ep: EpBuffer, config: MoeLayerConfig, placement: Dev
 function shapes(ep: EpBuffer, c: MoeLayerConfig) {
   const [H, I, E, L] = [c.hidden, c.moeIntermediate, c.numRoutedExperts, ep.config.numLocalExperts];
   const Is = c.numSharedExperts * I;
-  const blocks = (shape: number[]) => [shape[0]!, shape[1]! / 128, shape[2]! / 128];
-  const [w13, w2] = [[L, 2 * I, H], [L, H, I]];
-  return { H, I, E, L, Is, w13, w2, w13Scales: blocks(w13), w2Scales: blocks(w2), s13: [2 * Is, H], s2: [H, Is] };
+  return { H, I, E, L, Is, ...expertWeightShapes(L, H, I), s13: [2 * Is, H], s2: [H, Is] };
 }
 
 /**

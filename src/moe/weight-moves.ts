@@ -41,7 +41,7 @@ export function moveExpertWeights(o: WeightMoveOptions): void {
   const w = o.weights;
   // fp8 experts move their block scales with them.
   const parts = [w.w13, w.w2, w.w13Scales, w.w2Scales].filter((t): t is Tensor => t !== undefined);
-  const slotsPerRank = o.weights.w13.shape[0]!;
+  const slotsPerRank = w.w13.shape[0]!;
   const first = o.rank * slotsPerRank;
   const slotView = (t: Tensor, slot: number) => t.narrow(slot - first, 1);
   const { stream } = o;
