@@ -10,10 +10,10 @@
  * channels before they are dispatched, the gate/up outputs rounded to bf16 and
  * the SwiGLU output cast to fp8 per 128 channels before the down projection.
  */
-import { FP8_BLOCK, quantizeRowFp8 } from '../ep/fp8-quant.js';
+import { FP8_BLOCK, dequantizeFp8, quantizeRowFp8 } from '../ep/fp8-quant.js';
 import { fp8RoutedExperts } from '../moe/fp8-weights.js';
 import type { MoeLayerWeights } from '../simulation/weights.js';
-import { bf16BitsToF32, f32ToBf16Bits, fp8E4m3BitsToF32 } from '../tensor/convert.js';
+import { bf16BitsToF32, f32ToBf16Bits } from '../tensor/convert.js';
 
 export interface MoeReference {
   /** [T * H]: the MoE output (routed + shared). */
@@ -98,15 +98,10 @@ function groupedChoice(scores: Float64Array, bias: Float32Array, c: MoeLayerWeig
 
 /** x [T, H] cast to fp8 per 128 channels and back (the GPU's cast, bit for bit). */
 function fp8Rows(x: ArrayLike<number>, T: number, H: number): Float32Array {
-  const out = new Float32Array(T * H);
-  const q = new Uint8Array(H);
-  const scales = new Float32Array(H / FP8_BLOCK);
-  for (let t = 0; t < T; t++) {
-    const row = Float32Array.from({ length: H }, (_, h) => x[t * H + h]!);
-    quantizeRowFp8(row, q, 0, scales, 0, false);
-    for (let h = 0; h < H; h++) out[t * H + h] = fp8E4m3BitsToF32(q[h]!) * scales[Math.floor(h / FP8_BLOCK)]!;
-  }
-  return out;
+  const q = new Uint8Array(T * H);
+  const scales = new Float32Array((T * H) / FP8_BLOCK);
+  for (let t = 0; t < T; t++) quantizeRowFp8(Float32Array.from({ length: H }, (_, h) => x[t * H + h]!), q, t * H, scales, (t * H) / FP8_BLOCK, false);
+  return dequantizeFp8(q, scales, T, H);
 }
 
 const bf16 = (v: number) => bf16BitsToF32(f32ToBf16Bits(v));
