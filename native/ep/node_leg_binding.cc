@@ -14,10 +14,17 @@ void Require(const Napi::CallbackInfo& info, bool ok, const char* what) {
   if (!ok) ThrowInvalidArg(info.Env(), what);
 }
 
-// A record holds its row, scales, ids and weights, and keeps 16-byte alignment.
-void RequireRecord(const Napi::CallbackInfo& info, int rowBytes, int scalesPerRow, int topk, int recordBytes, int n) {
-  Require(info, n >= 0 && rowBytes > 0 && rowBytes % 16 == 0 && scalesPerRow >= 0 && topk >= 0 && recordBytes % 16 == 0 &&
-                    recordBytes >= rowBytes + 4 * scalesPerRow + 8 * topk,
+// Pack and unpack read the records' shape from their batons alike. A record
+// holds its row, scales, ids and weights, and keeps 16-byte alignment.
+template <class F, class Args>
+void ReadRecordShape(const Napi::CallbackInfo& info, const Baton<F>& b, Args& a) {
+  a.numRecords = b.Int(F::numRecords);
+  a.rowBytes = b.Int(F::rowBytes);
+  a.scalesPerRow = b.Int(F::scalesPerRow);
+  a.topk = b.Int(F::topk);
+  a.recordBytes = b.Int(F::recordBytes);
+  Require(info, a.numRecords >= 0 && a.rowBytes > 0 && a.rowBytes % 16 == 0 && a.scalesPerRow >= 0 && a.topk >= 0 &&
+                    a.recordBytes % 16 == 0 && a.recordBytes >= a.rowBytes + 4 * a.scalesPerRow + 8 * a.topk,
           "node leg: records must hold a 16-byte multiple row, its scales, ids and weights, in a 16-byte multiple");
 }
 
@@ -65,13 +72,8 @@ void Pack(const Napi::CallbackInfo& info) {
   a.topkIdx = b.Ptr<const int32_t>(F::topkIdx);
   a.topkWeights = b.Ptr<const float>(F::topkWeights);
   a.list = b.Ptr<const int32_t>(F::list);
-  a.numRecords = b.Int(F::numRecords);
-  a.rowBytes = b.Int(F::rowBytes);
-  a.scalesPerRow = b.Int(F::scalesPerRow);
-  a.topk = b.Int(F::topk);
-  a.recordBytes = b.Int(F::recordBytes);
   a.out = b.Ptr<void>(F::out);
-  RequireRecord(info, a.rowBytes, a.scalesPerRow, a.topk, a.recordBytes, a.numRecords);
+  ReadRecordShape(info, b, a);
   OnStream(info, 1, "nodePack", [&](cudaStream_t s) { return LaunchNodePack(a, s); });
 }
 
@@ -80,18 +82,13 @@ void Unpack(const Napi::CallbackInfo& info) {
   auto b = ReadBatonArg<F>(info, 0);
   NodeUnpackArgs a{};
   a.records = b.Ptr<const void>(F::records);
-  a.numRecords = b.Int(F::numRecords);
-  a.rowBytes = b.Int(F::rowBytes);
-  a.scalesPerRow = b.Int(F::scalesPerRow);
-  a.topk = b.Int(F::topk);
-  a.recordBytes = b.Int(F::recordBytes);
   a.expertBegin = b.Int(F::expertBegin);
   a.expertEnd = b.Int(F::expertEnd);
   a.x = b.Ptr<void>(F::x);
   a.xScales = b.Ptr<float>(F::xScales);
   a.topkIdx = b.Ptr<int32_t>(F::topkIdx);
   a.topkWeights = b.Ptr<float>(F::topkWeights);
-  RequireRecord(info, a.rowBytes, a.scalesPerRow, a.topk, a.recordBytes, a.numRecords);
+  ReadRecordShape(info, b, a);
   OnStream(info, 1, "nodeUnpack", [&](cudaStream_t s) { return LaunchNodeUnpack(a, s); });
 }
 
