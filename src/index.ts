@@ -28,7 +28,7 @@ export { launch, type LaunchOptions, type LaunchResult, type RankExit, type Laun
 export { Communicator, type CommunicatorOptions, type ReduceOp, type P2POp } from './comm/communicator.js';
 export { loadNccl } from './comm/nccl-library.js';
 export * from './ep/index.js';
-export { linear, groupedLinear, type LinearOptions, type GroupedLinearOptions } from './blas/gemm.js';
+export { linear, groupedLinear, type GroupedGemmStrategy, type LinearOptions, type GroupedLinearOptions } from './blas/gemm.js';
 export { loadCublasLt, type LoadedCublasLt } from './blas/library.js';
 export * from './moe/index.js';
 export { fillValue, fillRandom, randomTensor, type RandomDistribution } from './tensor/fill.js';

@@ -16,6 +16,7 @@ Napi::Value Fields(const Napi::CallbackInfo& info) {
   o.Set("topk", WIDEEP_FIELD_MAP(env, WIDEEP_TOPK_FIELDS));
   o.Set("swiglu", WIDEEP_FIELD_MAP(env, WIDEEP_SWIGLU_FIELDS));
   o.Set("quantizeRows", WIDEEP_FIELD_MAP(env, WIDEEP_QUANTIZE_ROWS_FIELDS));
+  o.Set("fp8MaskedGemm", WIDEEP_FIELD_MAP(env, WIDEEP_FP8_MASKED_GEMM_FIELDS));
   o.Set("permute", WIDEEP_FIELD_MAP(env, WIDEEP_PERMUTE_FIELDS));
   o.Set("unpermute", WIDEEP_FIELD_MAP(env, WIDEEP_UNPERMUTE_FIELDS));
   o.Set("maxTopkExperts", kMaxTopkExperts);
@@ -91,6 +92,39 @@ void QuantizeRows(const Napi::CallbackInfo& info) {
   a.roundScale = b[F::roundScale] != 0;
   if (a.rows > 0 && (!a.x || !a.out || !a.scales)) ThrowInvalidArg(info.Env(), "quantizeRows: x, out and scales must be set");
   OnStream(info, 1, "quantizeRows", [&](cudaStream_t s) { return LaunchQuantizeRows(a, s); });
+}
+
+void Fp8MaskedGemm(const Napi::CallbackInfo& info) {
+  using F = Fp8MaskedGemmField;
+  auto b = ReadBatonArg<F>(info, 0);
+  const int64_t experts = b[F::experts], rows = b[F::rows], n = b[F::n], k = b[F::k];
+  // The kernel tiles n and k by 128, loads 16-byte chunks, and puts experts on the grid's y axis.
+  if (experts < 0 || experts > 65535 || rows < 0 || rows > INT32_MAX || n < 0 || n > INT32_MAX || n % 128 != 0 ||
+      k <= 0 || k > INT32_MAX || k % 128 != 0) {
+    ThrowInvalidArg(info.Env(), "fp8MaskedGemm: experts must be in [0, 65535], n a multiple of 128 and k a positive one");
+  }
+  const int64_t ptrs[] = {b[F::x], b[F::w], b[F::out]};
+  for (int64_t p : ptrs) {
+    if (p == 0 || p % 16 != 0) ThrowInvalidArg(info.Env(), "fp8MaskedGemm: x, w and out must be set and 16-byte aligned");
+  }
+  if (b[F::xScales] == 0 || b[F::wScales] == 0 || b[F::counts] == 0) {
+    ThrowInvalidArg(info.Env(), "fp8MaskedGemm: xScales, wScales and counts must be set");
+  }
+  Fp8MaskedGemmArgs a{};
+  a.x = b.Ptr<const uint8_t>(F::x);
+  a.xScales = b.Ptr<const float>(F::xScales);
+  a.xsBatch = b[F::xsBatch];
+  a.xsRow = b[F::xsRow];
+  a.xsBlock = b[F::xsBlock];
+  a.w = b.Ptr<const uint8_t>(F::w);
+  a.wScales = b.Ptr<const float>(F::wScales);
+  a.counts = b.Ptr<const int32_t>(F::counts);
+  a.out = b.Ptr<uint16_t>(F::out);
+  a.experts = static_cast<int>(experts);
+  a.rows = static_cast<int>(rows);
+  a.n = static_cast<int>(n);
+  a.k = static_cast<int>(k);
+  OnStream(info, 1, "fp8MaskedGemm", [&](cudaStream_t s) { return LaunchFp8MaskedGemm(a, s); });
 }
 
 void Permute(const Napi::CallbackInfo& info) {
@@ -177,6 +211,7 @@ void Register(Napi::Env env, Napi::Object cuda) {
   cuda.Set("routerTopk", Napi::Function::New(env, RouterTopk, "routerTopk"));
   cuda.Set("swiglu", Napi::Function::New(env, Swiglu, "swiglu"));
   cuda.Set("quantizeRows", Napi::Function::New(env, QuantizeRows, "quantizeRows"));
+  cuda.Set("fp8MaskedGemm", Napi::Function::New(env, Fp8MaskedGemm, "fp8MaskedGemm"));
   cuda.Set("permute", Napi::Function::New(env, Permute, "permute"));
   cuda.Set("unpermute", Napi::Function::New(env, Unpermute, "unpermute"));
   cuda.Set("transposeScales", Napi::Function::New(env, TransposeScales, "transposeScales"));

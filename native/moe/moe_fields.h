@@ -12,6 +12,9 @@
 
 #define WIDEEP_QUANTIZE_ROWS_FIELDS(X) X(x) X(out) X(scales) X(rows) X(hidden) X(roundScale)
 
+#define WIDEEP_FP8_MASKED_GEMM_FIELDS(X) \
+  X(x) X(xScales) X(xsBatch) X(xsRow) X(xsBlock) X(w) X(wScales) X(counts) X(out) X(experts) X(rows) X(n) X(k)
+
 #define WIDEEP_PERMUTE_FIELDS(X)                                                                         \
   X(x) X(xScales) X(topkIdx) X(idx64) X(out) X(outScales) X(counts) X(slotOf) X(overflow) X(numRows)     \
   X(topk) X(numExperts) X(cap) X(rowBytes) X(scaleBlocks)
@@ -25,6 +28,7 @@ namespace wideep::moe {
 enum class TopkField { WIDEEP_TOPK_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class SwigluField { WIDEEP_SWIGLU_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class QuantizeRowsField { WIDEEP_QUANTIZE_ROWS_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
+enum class Fp8MaskedGemmField { WIDEEP_FP8_MASKED_GEMM_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class PermuteField { WIDEEP_PERMUTE_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 enum class UnpermuteField { WIDEEP_UNPERMUTE_FIELDS(WIDEEP_ENUM_ENTRY) kCount };
 #undef WIDEEP_ENUM_ENTRY

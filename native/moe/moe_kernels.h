@@ -101,6 +101,25 @@ struct UnpermuteArgs {
 
 cudaError_t LaunchUnpermute(const UnpermuteArgs& a, cudaStream_t stream);
 
+struct Fp8MaskedGemmArgs {
+  const uint8_t* x;        // fp8 e4m3 [experts, rows, k], 16-byte aligned
+  const float* xScales;    // scale of (e, row, k block b) at e * xsBatch + row * xsRow + b * xsBlock
+  int64_t xsBatch;
+  int64_t xsRow;
+  int64_t xsBlock;
+  const uint8_t* w;        // fp8 e4m3 [experts, n, k], 16-byte aligned
+  const float* wScales;    // f32 [experts, n/128, k/128]
+  const int32_t* counts;   // [experts] valid rows per expert (clamped to [0, rows])
+  uint16_t* out;           // bf16 [experts, rows, n]; rows past a count are not written
+  int experts;
+  int rows;
+  int n;                   // a multiple of 128
+  int k;                   // a multiple of 128
+};
+
+// One launch for every expert (grid n/128 x experts): see fp8_masked_gemm.cu.
+cudaError_t LaunchFp8MaskedGemm(const Fp8MaskedGemmArgs& a, cudaStream_t stream);
+
 // [batch, rows, blocks] -> [batch, blocks, ldOut] with the rows past `rows` zeroed.
 cudaError_t LaunchTransposeScales(const float* in, float* out, int batch, int rows, int blocks, int ldOut,
                                   cudaStream_t stream);

@@ -49,7 +49,8 @@ export function stubNative(where) {
     constructor(bytes) {
       this.bytes = bytes;
       this.ptr = nextPtr;
-      nextPtr += BigInt(bytes + 256);
+      // 256-byte aligned, as cudaMallocAsync's are.
+      nextPtr += BigInt(Math.ceil(bytes / 256) * 256 + 256);
       this.device = 0;
       this.closed = false;
     }

@@ -20,6 +20,7 @@ import { itemSize } from '../tensor/dtype.js';
 import { deviceTensor, expectAligned16, expectDType, expectShape, streamFor } from '../tensor/checks.js';
 import { Tensor } from '../tensor/tensor.js';
 import { blasHandle, blasScratch, blasWorkspace, matmulFields } from './context.js';
+import { enqueueFp8MaskedGemm } from './masked-gemm.js';
 
 /** cudaDataType_t codes (library_types.h). */
 const CUDA_TYPE = { f32: 0n, bf16: 14n, fp8e4m3: 28n } as const;
@@ -118,7 +119,10 @@ export interface LinearOptions {
 }
 
 function outputFor(where: string, given: Tensor | undefined, shape: number[], dtype: 'bf16' | 'f32', device: number, stream: Stream): Tensor {
-  if (given === undefined) return Tensor.empty(shape, dtype, { device: `cuda:${device}`, stream });
+  return given === undefined ? Tensor.empty(shape, dtype, { device: `cuda:${device}`, stream }) : checkedOutput(where, given, shape, device);
+}
+
+function checkedOutput(where: string, given: Tensor, shape: number[], device: number): Tensor {
   const out = deviceTensor(where, 'out', given, device);
   expectDType(where, 'out', out, ['bf16', 'f32']);
   if (out.numel !== shape.reduce((a, b) => a * b, 1) || out.shape.at(-1) !== shape.at(-1)) {
@@ -191,10 +195,18 @@ export interface GroupedLinearOptions {
    * 'batched': one strided-batched cuBLASLt launch for every expert (the
    * default for bf16); 'loop': one launch per expert (the default for fp8:
    * cuBLASLt 13.0 on H100 has no strided-batched algorithm with block scales,
-   * CUBLAS_STATUS_NOT_SUPPORTED, seen 2026-12-07).
+   * CUBLAS_STATUS_NOT_SUPPORTED, seen 2026-12-07); 'masked' (fp8 only, needs
+   * `counts`): one launch of wideep's own kernel for every expert, computing
+   * only each expert's first counts[e] rows and leaving the rest of `out`
+   * unwritten.
    */
-  strategy?: 'batched' | 'loop';
+  strategy?: GroupedGemmStrategy;
+  /** i32 [E]: valid rows per expert, read on the device ('masked' only). */
+  counts?: Tensor;
 }
+
+export type GroupedGemmStrategy = 'batched' | 'loop' | 'masked';
+const STRATEGIES: readonly GroupedGemmStrategy[] = ['batched', 'loop', 'masked'];
 
 /** out[e] = x[e] · weight[e]ᵀ for every expert e. */
 export function groupedLinear(o: GroupedLinearOptions): Tensor {
@@ -213,9 +225,11 @@ export function groupedLinear(o: GroupedLinearOptions): Tensor {
   expectAligned16(where, 'x', x);
   expectAligned16(where, 'weight', weight);
   const strategy = o.strategy ?? (x.dtype === 'fp8e4m3' ? 'loop' : 'batched');
-  if (strategy !== 'batched' && strategy !== 'loop') {
-    throw new WideepError('ERR_INVALID_ARG', `${where}: strategy: expected 'batched' or 'loop', got ${String(strategy)}`);
+  if (!STRATEGIES.includes(strategy)) {
+    throw new WideepError('ERR_INVALID_ARG', `${where}: strategy: expected one of ${STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${String(strategy)}`);
   }
+  if (strategy === 'masked') return maskedFp8(where, o, { E, M, N, K, device }, x, weight);
+  if (o.counts !== undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: counts belong to the 'masked' strategy; cuBLASLt computes every row`);
   const stream = streamFor(where, device, o.stream);
   const out = outputFor(where, o.out, [E, M, N], 'bf16', device, stream);
   expectDType(where, 'out', out, ['bf16']);
@@ -237,6 +251,48 @@ interface Dims {
   stream: Stream;
 }
 
+function maskedFp8(where: string, o: GroupedLinearOptions, d: Omit<Dims, 'stream'>, x: Tensor, weight: Tensor): Tensor {
+  if (x.dtype !== 'fp8e4m3') throw new WideepError('ERR_INVALID_ARG', `${where}: the 'masked' strategy takes fp8 experts; x is ${x.dtype}`);
+  if (d.K % FP8_SCALE_BLOCK !== 0 || d.N % FP8_SCALE_BLOCK !== 0) {
+    throw new WideepError('ERR_SHAPE', `${where}: the 'masked' strategy needs K and N in whole ${FP8_SCALE_BLOCK}-wide scale blocks, got K = ${d.K}, N = ${d.N}`);
+  }
+  const counts = deviceTensor(where, 'counts', o.counts, d.device);
+  expectDType(where, 'counts', counts, ['i32']);
+  expectShape(where, 'counts', counts, ['E'], [d.E]);
+  // Given tensors are checked before the stream, so a bad call fails the same way with or without a GPU.
+  const shape = [d.E, d.M, d.N];
+  const given = o.out === undefined ? undefined : checkedOutput(where, o.out, shape, d.device);
+  if (given) expectDType(where, 'out', given, ['bf16']);
+  const { weightScales, xScales, layout } = checkFp8Scales(where, o, d);
+  const stream = streamFor(where, d.device, o.stream);
+  const out = given ?? Tensor.empty(shape, 'bf16', { device: `cuda:${d.device}`, stream });
+  const kb = d.K / FP8_SCALE_BLOCK;
+  const xScaleStrides = layout === 'rows' ? { batch: d.M * kb, row: kb, block: 1 } : { batch: kb * d.M, row: 1, block: d.M };
+  if (d.E > 0 && d.M > 0 && d.N > 0) enqueueFp8MaskedGemm(where, { x, xScales, xScaleStrides, weight, weightScales, counts, out, ...d, stream });
+  return out;
+}
+
+/** The fp8 scales a grouped GEMM reads, checked against its dimensions. */
+interface Fp8ScaleOperands {
+  weightScales: Tensor;
+  xScales: Tensor;
+  layout: 'rows' | 'blocks';
+}
+
+function checkFp8Scales(where: string, o: Pick<GroupedLinearOptions, 'xScales' | 'xScalesLayout' | 'weightScales'>, d: Omit<Dims, 'stream'>): Fp8ScaleOperands {
+  const kb = d.K / FP8_SCALE_BLOCK;
+  const ws = deviceTensor(where, 'weightScales', o.weightScales, d.device);
+  expectDType(where, 'weightScales', ws, ['f32']);
+  expectShape(where, 'weightScales', ws, ['E', 'N/128', 'K/128'], [d.E, d.N / FP8_SCALE_BLOCK, kb]);
+  const xs = deviceTensor(where, 'xScales', o.xScales, d.device);
+  expectDType(where, 'xScales', xs, ['f32']);
+  const layout = o.xScalesLayout ?? 'rows';
+  if (layout === 'blocks') expectShape(where, 'xScales', xs, ['E', 'K/128', 'M'], [d.E, kb, d.M]);
+  else if (layout === 'rows') expectShape(where, 'xScales', xs, ['E', 'M', 'K/128'], [d.E, d.M, kb]);
+  else throw new WideepError('ERR_INVALID_ARG', `${where}: xScalesLayout: expected 'rows' or 'blocks', got ${String(layout)}`);
+  return { weightScales: ws, xScales: xs, layout };
+}
+
 function fp8Scales(where: string, o: GroupedLinearOptions, d: Dims): Pick<Operands, 'aScale' | 'bScale' | 'aScaleStride' | 'bScaleStride'> {
   const kb = d.K / FP8_SCALE_BLOCK;
   if (!Number.isInteger(kb) || kb % SCALE_GROUP !== 0 || d.N % FP8_SCALE_BLOCK !== 0) {
@@ -248,20 +304,13 @@ function fp8Scales(where: string, o: GroupedLinearOptions, d: Dims): Pick<Operan
   if (d.M % SCALE_GROUP !== 0) {
     throw new WideepError('ERR_SHAPE', `${where}: fp8 needs M (rows per expert) a multiple of ${SCALE_GROUP}, got M = ${d.M}`);
   }
-  const ws = deviceTensor(where, 'weightScales', o.weightScales, d.device);
-  expectDType(where, 'weightScales', ws, ['f32']);
-  expectShape(where, 'weightScales', ws, ['E', 'N/128', 'K/128'], [d.E, d.N / FP8_SCALE_BLOCK, kb]);
+  const { weightScales: ws, xScales: xs, layout } = checkFp8Scales(where, o, d);
   expectAligned16(where, 'weightScales', ws);
-  const xs = deviceTensor(where, 'xScales', o.xScales, d.device);
-  expectDType(where, 'xScales', xs, ['f32']);
-  const layout = o.xScalesLayout ?? 'rows';
+  const strides = { aScaleStride: (d.N / FP8_SCALE_BLOCK) * kb, bScaleStride: kb * d.M };
   if (layout === 'blocks') {
-    expectShape(where, 'xScales', xs, ['E', 'K/128', 'M'], [d.E, kb, d.M]);
     expectAligned16(where, 'xScales', xs);
-    return { aScale: ws.ptr, bScale: xs.ptr, aScaleStride: (d.N / FP8_SCALE_BLOCK) * kb, bScaleStride: kb * d.M };
+    return { aScale: ws.ptr, bScale: xs.ptr, ...strides };
   }
-  if (layout !== 'rows') throw new WideepError('ERR_INVALID_ARG', `${where}: xScalesLayout: expected 'rows' or 'blocks', got ${String(layout)}`);
-  expectShape(where, 'xScales', xs, ['E', 'M', 'K/128'], [d.E, d.M, kb]);
   // cuBLASLt wants the rows' scales contiguous per 128-channel block: re-lay them out.
   const given = o.xScalesScratch;
   if (given !== undefined) {
@@ -271,5 +320,5 @@ function fp8Scales(where: string, o: GroupedLinearOptions, d: Dims): Pick<Operan
   const scratch = given ?? blasScratch(d.stream, d.E * kb * d.M * 4);
   const cuda = requireCuda(where);
   callNative(() => cuda.transposeScales(xs.ptr, scratch.ptr, d.E, d.M, kb, d.M, d.stream.native));
-  return { aScale: ws.ptr, bScale: scratch.ptr, aScaleStride: (d.N / FP8_SCALE_BLOCK) * kb, bScaleStride: kb * d.M };
+  return { aScale: ws.ptr, bScale: scratch.ptr, ...strides };
 }

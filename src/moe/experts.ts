@@ -9,7 +9,7 @@
  * Rows past an expert's count are computed by the GEMMs too (they run on the
  * padded [E, M, H] without a host sync) and left unread: SwiGLU skips them.
  */
-import { groupedLinear } from '../blas/gemm.js';
+import { groupedLinear, type GroupedGemmStrategy } from '../blas/gemm.js';
 import type { Stream } from '../cuda/stream.js';
 import { WideepError } from '../errors.js';
 import { deviceTensor, expectDType, expectShape, streamFor } from '../tensor/checks.js';
@@ -56,7 +56,8 @@ export interface ExpertsForwardOptions {
    */
   scratch?: ExpertsScratch;
   stream?: Stream;
-  strategy?: 'batched' | 'loop';
+  /** groupedLinear's strategy for both GEMMs; 'masked' (fp8) computes only each expert's `counts` rows. */
+  strategy?: GroupedGemmStrategy;
 }
 
 export function expertsForward(o: ExpertsForwardOptions): Tensor {
@@ -79,11 +80,16 @@ export function expertsForward(o: ExpertsForwardOptions): Tensor {
   if (sc && fp8 !== (sc.aScales !== undefined)) {
     throw new WideepError('ERR_INVALID_ARG', `${where}: scratch.aScales: ${fp8 ? 'fp8 experts need it (the SwiGLU output\'s scales)' : 'belongs to fp8 experts'}`);
   }
-  const stream = streamFor(where, x.deviceIndex, o.stream);
   const strategy = o.strategy;
-  const h = groupedLinear({ x, xScales: o.xScales, xScalesLayout: o.xScalesLayout, xScalesScratch: sc?.xScales, weight: w13, weightScales: w.w13Scales, out: sc?.h, stream, strategy });
+  const masked = strategy === 'masked';
+  if (masked && o.counts === undefined) throw new WideepError('ERR_INVALID_ARG', `${where}: the 'masked' strategy needs counts (the rows each expert received)`);
+  const stream = streamFor(where, x.deviceIndex, o.stream);
+  // cuBLASLt computes every row and reads no counts; the masked kernel reads them on the device.
+  const counts = masked ? { counts: o.counts } : {};
+  const xScalesScratch = masked ? undefined : sc?.xScales;
+  const h = groupedLinear({ x, xScales: o.xScales, xScalesLayout: o.xScalesLayout, xScalesScratch, weight: w13, weightScales: w.w13Scales, out: sc?.h, stream, strategy, ...counts });
   const a = swiglu({ x: h, counts: o.counts, fp8, out: sc?.a, scales: sc?.aScales, stream });
-  const y = groupedLinear({ x: a.out, xScales: a.scales, xScalesLayout: 'blocks', weight: w2, weightScales: w.w2Scales, out: o.out, stream, strategy });
+  const y = groupedLinear({ x: a.out, xScales: a.scales, xScalesLayout: 'blocks', weight: w2, weightScales: w.w2Scales, out: o.out, stream, strategy, ...counts });
   if (!sc) for (const t of [h, a.out, a.scales]) t?.close(stream);
   return y;
 }

@@ -13,6 +13,7 @@ export {
   MoeLayer,
   deviceWeightTensors,
   type ExpertDType,
+  type ExpertGemm,
   type ExpertsFunction,
   type ForwardMode,
   type MoeForwardOptions,

@@ -104,7 +104,16 @@ export interface MoeLayerOptions {
   placement?: DevicePlacement;
   /** close() also frees the weights and the placement (default false: they are the caller's; fromHost's uploads are the layer's). */
   owns?: boolean;
+  /**
+   * How fp8 experts run their two GEMMs: 'cublaslt' (default), one cuBLASLt
+   * launch per expert over all its rows (padded slots included); 'masked',
+   * wideep's own kernel, one launch for every expert over the rows each one
+   * received (counted on the device). bf16 experts always use cuBLASLt.
+   */
+  expertGemm?: ExpertGemm;
 }
+
+export type ExpertGemm = 'cublaslt' | 'masked';
 
 export interface RebalanceOptions {
   /** NCCL over the EP group; needed when weights move between ranks. */
@@ -124,6 +133,7 @@ export class MoeLayer {
   readonly placement: DevicePlacement | undefined;
   /** The routed experts' weights (and so the tokens they are sent). */
   readonly expertDType: ExpertDType;
+  readonly expertGemm: ExpertGemm;
   readonly #ep: EpBuffer;
   readonly #weights: MoeLayerDeviceWeights;
   readonly #numLocal: number;
@@ -159,6 +169,7 @@ export class MoeLayer {
     expectShape(where, 'weights.gate', gate, ['E', 'H'], [E, H]);
     if (weights.gateBias) expectShape(where, 'weights.gateBias', deviceTensor(where, 'weights.gateBias', weights.gateBias, this.device), ['E'], [E]);
     this.expertDType = checkExpertWeights(where, weights.experts, { L, H, I, device: this.device, ep });
+    this.expertGemm = expertGemmOf(where, options.expertGemm, this.expertDType);
     if (weights.shared) {
       const Is = config.numSharedExperts * I;
       expectShape(where, 'weights.shared.w13', deviceTensor(where, 'weights.shared.w13', weights.shared.w13, this.device), ['2Is', 'H'], [2 * Is, H]);
@@ -180,7 +191,7 @@ export class MoeLayer {
    */
   static async fromHost(ep: EpBuffer, weights: MoeLayerWeights, device: number, options: MoeLayerOptions & HostUploadOptions = {}): Promise<MoeLayer> {
     const dev = await uploadLayerWeights(ep, weights, device, options);
-    const layer = new MoeLayer(ep, weights.config, dev, { placement: options.placement });
+    const layer = new MoeLayer(ep, weights.config, dev, { placement: options.placement, expertGemm: options.expertGemm });
     layer.#ownsWeights = true; // it uploaded them
     return layer;
   }
@@ -329,7 +340,8 @@ export class MoeLayer {
   #experts(step: Step, x: Tensor, counts: Tensor, xScales: { xScales?: Tensor; xScalesLayout?: 'rows' | 'blocks' }): Tensor {
     if (step.experts) return step.experts({ x, counts, mode: step.mode, stream: step.stream });
     const sc = step.scratch;
-    return expertsForward({ x, ...xScales, counts, weights: this.#weights.experts, stream: step.stream, ...(sc ? { out: sc.y, scratch: sc.experts } : {}) });
+    const strategy = this.expertGemm === 'masked' ? 'masked' : undefined;
+    return expertsForward({ x, ...xScales, counts, weights: this.#weights.experts, stream: step.stream, strategy, ...(sc ? { out: sc.y, scratch: sc.experts } : {}) });
   }
 
   async *#normal(step: Step, topkIdx: Tensor, topkWeights: Tensor, shared: Tensor | undefined): AsyncGenerator<void, void> {
@@ -404,4 +416,11 @@ interface Step {
 
 function stageRunner(timeline: Timeline | undefined, stream: Stream): Step['stage'] {
   return async (label, enqueue) => (timeline ? timeline.span(label, stream, enqueue) : enqueue());
+}
+
+function expertGemmOf(where: string, v: unknown, dtype: ExpertDType): ExpertGemm {
+  if (v === undefined) return 'cublaslt';
+  if (v !== 'cublaslt' && v !== 'masked') throw new WideepError('ERR_INVALID_ARG', `${where}: expertGemm: expected 'cublaslt' or 'masked', got ${String(v)}`);
+  if (v === 'masked' && dtype !== 'fp8e4m3') throw new WideepError('ERR_INVALID_ARG', `${where}: expertGemm 'masked' runs fp8 experts; these are ${dtype}`);
+  return v;
 }

@@ -20,7 +20,7 @@ import type { Stream } from '../cuda/stream.js';
 import { ExpertLocationMap } from '../planning/expert-location.js';
 import { moeLayerConfig, type MoeLayerConfig } from '../simulation/config.js';
 import { CommGroups } from './comm-groups.js';
-import { MoeLayer, deviceWeightTensors, type ExpertDType, type MoeLayerDeviceWeights } from './layer.js';
+import { MoeLayer, deviceWeightTensors, type ExpertDType, type ExpertGemm, type MoeLayerDeviceWeights } from './layer.js';
 import { loadLayerWeights, randomLayerWeights } from './layer-weights.js';
 import { DevicePlacement, type DispatchAlgorithm } from './placement.js';
 
@@ -91,6 +91,8 @@ export interface CreateLayerOptions {
   manifest?: string;
   /** Random weights' routed experts: bf16 (default) or fp8e4m3 with 128x128 block scales. */
   expertDType?: ExpertDType;
+  /** How fp8 experts run their GEMMs (MoeLayerOptions.expertGemm; default 'cublaslt'). */
+  expertGemm?: ExpertGemm;
   /** How ranks pick among an expert's replicas (default static). */
   algorithm?: DispatchAlgorithm;
   /** Overrides of the layer config the model implies (e.g. the gate's scoring). */
@@ -166,7 +168,7 @@ export class WideEp {
       weights = options.manifest
         ? await loadLayerWeights(this.ep, config, options.manifest, at)
         : randomLayerWeights(this.ep, config, { ...at, seed: options.seed ?? 0, expertDType: options.expertDType });
-      return new MoeLayer(this.ep, config, weights, { placement, owns: true });
+      return new MoeLayer(this.ep, config, weights, { placement, owns: true, expertGemm: options.expertGemm });
     } catch (e) {
       // Refused: free what was made for it (the layer would have owned it).
       if (weights) for (const t of deviceWeightTensors(weights)) t.close(options.stream);

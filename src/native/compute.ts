@@ -27,6 +27,7 @@ export interface NativeMoeFields {
   topk: NativeFieldMap;
   swiglu: NativeFieldMap;
   quantizeRows: NativeFieldMap;
+  fp8MaskedGemm: NativeFieldMap;
   permute: NativeFieldMap;
   unpermute: NativeFieldMap;
   maxTopkExperts: number;
@@ -46,6 +47,8 @@ export interface ComputeBinding {
   swiglu(baton: BigInt64Array, stream: NativeStream): void;
   /** bf16 [rows, hidden] -> fp8 e4m3 [rows, hidden] and f32 scales [rows, hidden/128] (fp8-quant.ts numerics). */
   quantizeRows(baton: BigInt64Array, stream: NativeStream): void;
+  /** fp8 block-scaled grouped GEMM over each expert's first counts[e] rows, one launch (fp8_masked_gemm.cu). */
+  fp8MaskedGemm(baton: BigInt64Array, stream: NativeStream): void;
   permute(baton: BigInt64Array, stream: NativeStream): void;
   unpermute(baton: BigInt64Array, stream: NativeStream): void;
   /** f32 [batch, rows, blocks] -> [batch, blocks, ldOut], rows past `rows` zeroed. */

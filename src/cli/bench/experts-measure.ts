@@ -9,7 +9,7 @@ import type { Stream } from '../../cuda/stream.js';
 import { swiglu } from '../../moe/activation.js';
 import { expertsForward } from '../../moe/experts.js';
 import { routerTopk, type RoutingConfig } from '../../moe/router.js';
-import { fillRandom } from '../../tensor/fill.js';
+import { fillRandom, fillValue } from '../../tensor/fill.js';
 import { Tensor } from '../../tensor/tensor.js';
 import { gemmFlops, tflops, weightBytes, ROUTER_CASE, type GroupedCase } from './experts-cases.js';
 import { GpuTimer } from './gpu-timer.js';
@@ -27,9 +27,11 @@ export interface GroupedResult extends GroupedCase {
   fp8?: Timing;
   fp8Batched?: string;
   fp8Loop: Timing;
+  /** wideep's masked fp8 kernel over the same rows (every count = M), one launch. */
+  fp8Masked: Timing;
   /** linear() over [E*M, K] x [N, K]: the same FLOPs as one dense GEMM. */
   dense: Timing;
-  /** Weight bytes read per second by the bf16 batched and the faster fp8 runs (GB/s). */
+  /** Weight bytes read per second by the bf16 batched and the fastest fp8 runs (GB/s). */
   bf16WeightGBps: number;
   fp8WeightGBps: number;
 }
@@ -91,15 +93,19 @@ export async function measureGrouped(c: GroupedCase, o: MeasureOptions, timer: G
     const fp8Args = { x: x8, xScales: xs, xScalesLayout: 'blocks' as const, weight: w8, weightScales: ws, out: out8, stream };
     const fp8 = await valueOrRefusal(() => medianUs(timer, o, () => groupedLinear({ ...fp8Args, strategy: 'batched' })));
     const fp8Loop = await medianUs(timer, o, () => groupedLinear({ ...fp8Args, strategy: 'loop' }));
+    const counts = fillValue(alloc([c.E], 'i32'), c.M, stream);
+    const fp8Masked = await medianUs(timer, o, () => groupedLinear({ ...fp8Args, strategy: 'masked', counts }));
+    const fp8Best = Math.min(fp8Loop, fp8Masked, typeof fp8 === 'number' ? fp8 : Infinity);
     return {
       ...c,
       bf16: timing(bf16, flops),
       bf16Loop: timing(bf16Loop, flops),
       ...(typeof fp8 === 'number' ? { fp8: timing(fp8, flops) } : { fp8Batched: fp8.reason }),
       fp8Loop: timing(fp8Loop, flops),
+      fp8Masked: timing(fp8Masked, flops),
       dense: timing(dense, flops),
       bf16WeightGBps: round(weightBytes(c, false) / bf16 / 1e3, 0),
-      fp8WeightGBps: round(weightBytes(c, true) / Math.min(fp8Loop, typeof fp8 === 'number' ? fp8 : Infinity) / 1e3, 0),
+      fp8WeightGBps: round(weightBytes(c, true) / fp8Best / 1e3, 0),
     };
   } finally {
     owned.forEach((t) => t.close(stream));

@@ -118,10 +118,11 @@ export function buildReport(
     if (r.phase === 'prefill') {
       goal(`${r.id}: bf16 vs torch._grouped_mm`, GOALS.prefillBf16VsTorch, torchBf16);
       goal(`${r.id}: bf16 vs dense cuBLAS of the same FLOPs`, GOALS.prefillBf16VsDense, r.dense.us / r.bf16.us);
-      goal(`${r.id}: fp8 vs our bf16`, GOALS.prefillFp8VsBf16, r.bf16.us / Math.min(r.fp8?.us ?? Infinity, r.fp8Loop.us));
+      goal(`${r.id}: fp8 vs our bf16`, GOALS.prefillFp8VsBf16, r.bf16.us / Math.min(r.fp8?.us ?? Infinity, r.fp8Loop.us, r.fp8Masked.us));
     } else {
       goal(`${r.id}: bf16 vs torch._grouped_mm`, GOALS.decodeBf16VsTorch, torchBf16);
       if (peak) goal(`${r.id}: bf16 weight reads / HBM peak`, GOALS.decodeHbmFraction, r.bf16WeightGBps / peak);
+      if (peak) goal(`${r.id}: fp8 weight reads / HBM peak`, GOALS.decodeHbmFraction, r.fp8WeightGBps / peak);
     }
   }
   goal('router top-k, 4096 x 256 (µs)', GOALS.routerTopkUs, router.topkUs, false);
@@ -141,12 +142,12 @@ export function buildReport(
 
 export function renderExperts(r: ExpertsReport): string {
   const lines = [`bench experts on ${r.device.name}, cuBLASLt ${r.cublasLt.version}; PyTorch ${r.torch.available ? r.torch.version : `absent (${r.torch.reason})`}`, ''];
-  lines.push('case                          bf16 TF/s  loop  fp8 TF/s  loop  dense  torch bf16  torch fp8   weights GB/s');
+  lines.push('case                          bf16 TF/s  loop  fp8 TF/s  loop masked  dense  torch bf16  torch fp8   weights GB/s bf16 / fp8');
   for (const g of r.grouped) {
     const tb = g.torchBf16Us ? round(tflops(gemmFlops(g), g.torchBf16Us), 1) : '-';
     const tf = g.torchFp8Us ? round(tflops(gemmFlops(g), g.torchFp8Us), 1) : '-';
     lines.push(
-      `${g.id.padEnd(30)}${String(g.bf16.tflops).padStart(9)}${String(g.bf16Loop.tflops).padStart(6)}${String(g.fp8?.tflops ?? 'n/a').padStart(10)}${String(g.fp8Loop.tflops).padStart(6)}${String(g.dense.tflops).padStart(7)}${String(tb).padStart(12)}${String(tf).padStart(11)}${String(g.bf16WeightGBps).padStart(15)}`,
+      `${g.id.padEnd(30)}${String(g.bf16.tflops).padStart(9)}${String(g.bf16Loop.tflops).padStart(6)}${String(g.fp8?.tflops ?? 'n/a').padStart(10)}${String(g.fp8Loop.tflops).padStart(6)}${String(g.fp8Masked.tflops).padStart(7)}${String(g.dense.tflops).padStart(7)}${String(tb).padStart(12)}${String(tf).padStart(11)}${String(g.bf16WeightGBps).padStart(15)} / ${g.fp8WeightGBps}`,
     );
   }
   lines.push('', `router top-k ${ROUTER_CASE.tokens} x ${ROUTER_CASE.experts}: ${r.router.topkUs} µs (PyTorch ops: ${r.router.torchTopkUs ?? '-'} µs); gate GEMM ${r.router.gateGemm.tflops} TFLOP/s`);

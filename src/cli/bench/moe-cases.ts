@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 
 import { WideepError, assertInteger } from '../../errors.js';
-import type { ExpertDType } from '../../moe/layer.js';
+import type { ExpertDType, ExpertGemm } from '../../moe/layer.js';
 import { moeLayerConfig, type MoeLayerConfig } from '../../simulation/config.js';
 import { DEEPSEEK_HIDDEN, DEEPSEEK_INTER } from './experts-cases.js';
 
@@ -31,6 +31,8 @@ export interface MoeBenchOptions {
   shareGpu: boolean;
   /** The routed experts' weights (and the tokens dispatched to them); the goals compare with PyTorch's bf16 layer. */
   expertDType: ExpertDType;
+  /** How fp8 experts run their GEMMs (cuBLASLt per expert, or wideep's masked kernel). */
+  expertGemm: ExpertGemm;
 }
 
 /** The shape a run measured, as the report states it. */
@@ -52,6 +54,8 @@ export interface MoeShape {
   decodeTokens: number;
   /** The routed experts' dtype (fp8e4m3: 128x128 block scales, tokens cast per 128 channels); gate and shared expert are bf16. */
   dtype: ExpertDType;
+  /** The fp8 experts' GEMMs: 'cublaslt' (one launch per expert) or 'masked' (wideep's kernel, one launch). */
+  expertGemm: ExpertGemm;
   /** Tokens above are per rank; each rank holds experts / ranks of them. */
   ranks: number;
   sharedGpu: boolean;
@@ -80,12 +84,17 @@ export function parseMoeArgs(argv: string[]): MoeBenchOptions {
       ranks: { type: 'string', default: '1' },
       'share-gpu': { type: 'boolean', default: false },
       'expert-dtype': { type: 'string', default: 'bf16' },
+      'expert-gemm': { type: 'string', default: 'cublaslt' },
     },
   });
   const experts = assertInteger('--experts', Number(values.experts), 16, DEEPSEEK_EXPERTS);
   if (experts % 8 !== 0) throw new WideepError('ERR_INVALID_ARG', `--experts: expected a multiple of 8 (DeepSeek-V3's 8 expert groups), got ${experts}`);
   const ranks = assertInteger('--ranks', Number(values.ranks), 1, MAX_RANKS);
   if (experts % ranks !== 0) throw new WideepError('ERR_INVALID_ARG', `--ranks: the ${experts} experts must split evenly over the ranks, got ${ranks}`);
+  const expertDType = expertDTypeArg(values['expert-dtype']!);
+  const expertGemm = values['expert-gemm'];
+  if (expertGemm !== 'cublaslt' && expertGemm !== 'masked') throw new WideepError('ERR_INVALID_ARG', `--expert-gemm: expected cublaslt or masked, got ${expertGemm}`);
+  if (expertGemm === 'masked' && expertDType !== 'fp8e4m3') throw new WideepError('ERR_INVALID_ARG', '--expert-gemm masked runs fp8 experts: add --expert-dtype fp8');
   return {
     json: values.json!,
     out: values.out,
@@ -98,7 +107,8 @@ export function parseMoeArgs(argv: string[]): MoeBenchOptions {
     decodeTokens: assertInteger('--decode-tokens', Number(values['decode-tokens']), 1, MAX_DECODE_TOKENS),
     ranks,
     shareGpu: values['share-gpu']!,
-    expertDType: expertDTypeArg(values['expert-dtype']!),
+    expertDType,
+    expertGemm,
   };
 }
 
@@ -108,7 +118,7 @@ function expertDTypeArg(v: string): ExpertDType {
   throw new WideepError('ERR_INVALID_ARG', `--expert-dtype: expected bf16 or fp8, got ${v}`);
 }
 
-export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 'decodeTokens'> & Partial<Pick<MoeBenchOptions, 'ranks' | 'shareGpu' | 'expertDType'>>): MoeShape {
+export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 'decodeTokens'> & Partial<Pick<MoeBenchOptions, 'ranks' | 'shareGpu' | 'expertDType' | 'expertGemm'>>): MoeShape {
   return {
     model: 'DeepSeek-V3',
     reduced: o.experts < DEEPSEEK_EXPERTS,
@@ -124,6 +134,7 @@ export function moeShape(o: Pick<MoeBenchOptions, 'experts' | 'prefillTokens' | 
     prefillTokens: o.prefillTokens,
     decodeTokens: o.decodeTokens,
     dtype: o.expertDType ?? 'bf16',
+    expertGemm: o.expertGemm ?? 'cublaslt',
     ranks: o.ranks ?? 1,
     sharedGpu: (o.ranks ?? 1) > 1 && (o.shareGpu ?? false),
   };

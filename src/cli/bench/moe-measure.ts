@@ -85,7 +85,7 @@ export async function measureLayer(shape: MoeShape, o: LayerMeasureOptions): Pro
     o.show('bench moe: random weights on the GPU');
     const w = randomLayerWeights(ep, config, { seed: 1, device, stream, expertDType: shape.dtype });
     for (const t of deviceWeightTensors(w)) keep(t);
-    const layer = keep(new MoeLayer(ep, config, w));
+    const layer = keep(new MoeLayer(ep, config, w, { expertGemm: shape.expertGemm }));
     const timer = keep(new GpuTimer(stream, { flushL2: true, comm: o.comm }));
     const tokens = (T: number, seed: number) => keep(fillRandom(Tensor.empty([T, shape.hidden], 'bf16', on), seed + 101 * pg.rank, { kind: 'normal', std: 1 }, stream));
 

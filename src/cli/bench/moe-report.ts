@@ -143,7 +143,7 @@ export function renderMoe(r: MoeBenchReport): string {
   const s = r.shape;
   const lines = [
     `bench moe on ${r.device.name}: ${s.model} MoE layer${s.reduced ? ` REDUCED to ${s.experts} experts` : ''}, hidden ${s.hidden}, ` +
-      `intermediate ${s.moeIntermediate}, top-${s.topk} of ${s.experts} (${s.groups} groups, ${s.topkGroup} kept), ${s.sharedExperts} shared, ${s.dtype}, ${ranksText(s)}`,
+      `intermediate ${s.moeIntermediate}, top-${s.topk} of ${s.experts} (${s.groups} groups, ${s.topkGroup} kept), ${s.sharedExperts} shared, ${s.dtype}${s.dtype === 'bf16' ? '' : ` (${s.expertGemm === 'masked' ? 'wideep masked GEMM' : 'cuBLASLt per expert'})`}, ${ranksText(s)}`,
     `PyTorch: ${r.torch.available ? r.torch.version : `not run (${r.torch.reason})`}${s.dtype === 'bf16' ? '' : ` (this layer's routed experts are ${s.dtype}; the goals compare with PyTorch's bf16 layer, its fp8 layer is shown beside)`}; medians of ${r.method.iters} runs after ${r.method.warmup}`,
     '',
     'step                                    GPU µs    host µs   PyTorch / this',

@@ -22,7 +22,7 @@ import { probeTorch, runTorchMoe, type TorchMoeResult } from './moe-torch.js';
 
 export const USAGE = `usage: wideep bench moe [--iters I] [--warmup W] [--no-torch] [--json] [--out file.json]
                        [--timeline-svg file.svg] [--experts E] [--prefill-tokens T] [--decode-tokens T]
-                       [--ranks N [--share-gpu]] [--expert-dtype bf16|fp8]
+                       [--ranks N [--share-gpu]] [--expert-dtype bf16|fp8 [--expert-gemm cublaslt|masked]]
 
 Times one DeepSeek-V3 MoE layer (hidden 7168, moe intermediate 2048, 256 routed
 experts, top-8 of 8 groups keeping 4, one shared expert; bf16, random weights)
@@ -40,7 +40,9 @@ back to back.
 scales (DeepSeek-V3's checkpoint format) and sends them fp8 tokens: half the
 bytes read and sent. The goals still compare with PyTorch's bf16 layer; its
 layer with fp8 experts (torch._scaled_grouped_mm, rowwise scales) is timed
-and shown beside.
+and shown beside. --expert-gemm masked runs the fp8 experts' GEMMs with
+wideep's own kernel (one launch for every expert, over the rows each one
+received) instead of cuBLASLt (one launch per expert, over all its slots).
 --timeline-svg draws the overlapped prefill step's stages per stream.
 --experts (a multiple of 8, 16..256) cuts the routed experts for a smaller run.
 --ranks N spreads the experts over N ranks, one process and GPU each through

@@ -19,7 +19,8 @@
 // 5. weights read from a manifest of raw files give the same output, bit for
 //    bit, as the same weights uploaded from the host; random device weights
 //    are identical in every replica of an expert;
-// 6. fp8 experts (a wider layer): eager normal and low-latency steps, with
+// 6. fp8 experts (a wider layer), with cuBLASLt's and wideep's masked GEMMs:
+//    eager normal and low-latency steps, with
 //    and without two-batch overlap, against the host layer computing with the
 //    same fp8 casts; a decode graph replayed around a rebalance that moves
 //    the weights and their block scales; fp8 weights without scales, or of a
@@ -323,41 +324,52 @@ async function fp8Experts() {
     const { xf, bits } = randomTokens(rng, T, H8);
     return { xf, x: await Tensor.from(bits, { dtype: 'bf16', shape: [T, H8] }).to(device, { stream }) };
   };
-  try {
-    const layer = await MoeLayer.fromHost(ep, w8, pg.device, { placement, stream, expertDType: 'fp8e4m3' });
-    report.checks++;
-    if (layer.expertDType !== 'fp8e4m3') fail(`fp8 layer: expertDType ${layer.expertDType}`);
-    for (const [mode, tbo] of [['normal', false], ['low-latency', false], ['normal', true], ['low-latency', true]]) {
-      const { xf, x } = await upload(1 + rng.int(maxTokens));
-      const out = await layer.forward(x, { mode, stream, ...(tbo ? { tbo: {} } : {}) });
-      check8(`fp8 ${mode}${tbo ? ' tbo' : ''}`, xf, x.shape[0], (await out.cpu({ stream })).toFloat32());
-      out.close(stream);
-      x.close(stream);
-    }
-    // A decode graph (fp8 scratch, no allocation inside), replayed around a rebalance that moves weights and scales.
-    const T = 24;
-    const x = Tensor.empty([T, H8], 'bf16', { device, stream });
-    const out = Tensor.empty([T, H8], 'bf16', { device, stream });
-    const graph = await layer.captureDecode(x, out, { stream });
-    const replays = async (label) => {
-      for (let r = 0; r < 2; r++) {
-        const { xf, bits } = randomTokens(rng, T, H8);
-        await x.copyFrom(Tensor.from(bits, { dtype: 'bf16', shape: [T, H8] }), { stream });
-        out.fillBytes(0xff, stream);
-        graph.launch(stream);
-        await stream.synchronize();
-        report.replays++;
-        check8(`fp8 ${label} replay ${r}`, xf, T, (await out.cpu({ stream })).toFloat32());
+  // Eager steps, and a decode graph (fp8 scratch, no allocation inside) replayed around a rebalance
+  // that moves weights and scales, with each way of running the expert GEMMs; each on its own placement.
+  const steps = async (expertGemm) => {
+    const own = await DevicePlacement.create(initial, { layer: 0, rank: pg.rank, device: pg.device, stream });
+    const layer = await MoeLayer.fromHost(ep, w8, pg.device, { placement: own, stream, expertDType: 'fp8e4m3', expertGemm });
+    try {
+      report.checks++;
+      if (layer.expertDType !== 'fp8e4m3' || layer.expertGemm !== expertGemm) fail(`fp8 layer: expertDType ${layer.expertDType}, expertGemm ${layer.expertGemm}`);
+      for (const [mode, tbo] of [['normal', false], ['low-latency', false], ['normal', true], ['low-latency', true]]) {
+        const { xf, x } = await upload(1 + rng.int(maxTokens));
+        const out = await layer.forward(x, { mode, stream, ...(tbo ? { tbo: {} } : {}) });
+        check8(`fp8 ${expertGemm} ${mode}${tbo ? ' tbo' : ''}`, xf, x.shape[0], (await out.cpu({ stream })).toFloat32());
+        out.close(stream);
+        x.close(stream);
       }
-    };
-    await replays('decode graph');
-    const plan = await layer.rebalance(reversedWithinRanks(initial), { stream });
-    report.moves += plan.moves.length;
-    if (plan.moves.length === 0) fail('fp8: the rebalance moved nothing');
-    await replays('after rebalance');
-    graph.close();
-    x.close();
-    out.close();
+      const T = 24;
+      const x = Tensor.empty([T, H8], 'bf16', { device, stream });
+      const out = Tensor.empty([T, H8], 'bf16', { device, stream });
+      const graph = await layer.captureDecode(x, out, { stream });
+      const replays = async (label) => {
+        for (let r = 0; r < 2; r++) {
+          const { xf, bits } = randomTokens(rng, T, H8);
+          await x.copyFrom(Tensor.from(bits, { dtype: 'bf16', shape: [T, H8] }), { stream });
+          out.fillBytes(0xff, stream);
+          graph.launch(stream);
+          await stream.synchronize();
+          report.replays++;
+          check8(`fp8 ${expertGemm} ${label} replay ${r}`, xf, T, (await out.cpu({ stream })).toFloat32());
+        }
+      };
+      await replays('decode graph');
+      const plan = await layer.rebalance(reversedWithinRanks(initial), { stream });
+      report.moves += plan.moves.length;
+      if (plan.moves.length === 0) fail('fp8: the rebalance moved nothing');
+      await replays('after rebalance');
+      graph.close();
+      x.close();
+      out.close();
+    } finally {
+      layer.close();
+      own.close();
+    }
+  };
+  try {
+    await steps('cublaslt');
+    await steps('masked');
     // Random fp8 weights: block scales in [0.5, 1.5)/sqrt(fan-in), replicas alike, a layer on them gives finite output.
     const rw = randomLayerWeights(ep, fp8Config, { seed: 3, device: pg.device, placement, expertDType: 'fp8e4m3', stream });
     const s13 = (await rw.experts.w13Scales.cpu({ stream })).toFloat32();
@@ -397,7 +409,6 @@ async function fp8Experts() {
       }
     }
     for (const t of [rx, ryT, ...deviceWeightTensors(rw)]) t.close(stream);
-    layer.close();
   } finally {
     placement.close();
     await ep.close();

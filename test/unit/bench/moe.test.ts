@@ -22,7 +22,7 @@ function captureIo(): CliIo & { stdout: string } {
 describe('bench moe: arguments and shape', () => {
   it("defaults to DeepSeek-V3's layer at 4096 prefill and 128 decode tokens, PyTorch on", () => {
     const o = parseMoeArgs([]);
-    expect(o).toEqual({ json: false, out: undefined, timelineSvg: undefined, iters: 20, warmup: 5, torch: true, experts: 256, prefillTokens: 4096, decodeTokens: 128, ranks: 1, shareGpu: false, expertDType: 'bf16' });
+    expect(o).toEqual({ json: false, out: undefined, timelineSvg: undefined, iters: 20, warmup: 5, torch: true, experts: 256, prefillTokens: 4096, decodeTokens: 128, ranks: 1, shareGpu: false, expertDType: 'bf16', expertGemm: 'cublaslt' });
     const s = moeShape(o);
     expect(s).toMatchObject({ hidden: 7168, moeIntermediate: 2048, experts: 256, sharedExperts: 1, topk: 8, groups: 8, topkGroup: 4, reduced: false, ranks: 1 });
     expect(layerConfig(s)).toMatchObject({ numRoutedExperts: 256, topK: 8, numExpertGroups: 8, topkGroup: 4, scoringFunc: 'sigmoid', routedScalingFactor: 2.5 });
@@ -30,11 +30,12 @@ describe('bench moe: arguments and shape', () => {
 
   it('takes every option, and says in the shape when the experts were cut', () => {
     const o = parseMoeArgs(['--json', '--out', 'r.json', '--timeline-svg', 't.svg', '--iters', '3', '--warmup', '0', '--no-torch', '--experts', '16', '--prefill-tokens', '512', '--decode-tokens', '32']);
-    expect(o).toEqual({ json: true, out: 'r.json', timelineSvg: 't.svg', iters: 3, warmup: 0, torch: false, experts: 16, prefillTokens: 512, decodeTokens: 32, ranks: 1, shareGpu: false, expertDType: 'bf16' });
+    expect(o).toEqual({ json: true, out: 'r.json', timelineSvg: 't.svg', iters: 3, warmup: 0, torch: false, experts: 16, prefillTokens: 512, decodeTokens: 32, ranks: 1, shareGpu: false, expertDType: 'bf16', expertGemm: 'cublaslt' });
     expect(moeShape(o)).toMatchObject({ experts: 16, reduced: true, prefillTokens: 512, decodeTokens: 32 });
     // 16 experts in 8 groups of 2, 4 groups kept: exactly the top-8's 8 candidates.
     expect(layerConfig(moeShape(o)).numRoutedExperts).toBe(16);
-    expect(moeShape(parseMoeArgs(['--expert-dtype', 'fp8']))).toMatchObject({ dtype: 'fp8e4m3' });
+    expect(moeShape(parseMoeArgs(['--expert-dtype', 'fp8']))).toMatchObject({ dtype: 'fp8e4m3', expertGemm: 'cublaslt' });
+    expect(moeShape(parseMoeArgs(['--expert-dtype', 'fp8', '--expert-gemm', 'masked']))).toMatchObject({ dtype: 'fp8e4m3', expertGemm: 'masked' });
     expect(moeShape(o)).toMatchObject({ dtype: 'bf16' });
   });
 
@@ -45,6 +46,8 @@ describe('bench moe: arguments and shape', () => {
     await expectWideepError(() => parseMoeArgs(['--decode-tokens', '1025']), 'ERR_INVALID_ARG', '--decode-tokens');
     await expectWideepError(() => parseMoeArgs(['--iters', '0']), 'ERR_INVALID_ARG', '--iters');
     await expectWideepError(() => parseMoeArgs(['--expert-dtype', 'fp16']), 'ERR_INVALID_ARG', '--expert-dtype', 'bf16 or fp8');
+    await expectWideepError(() => parseMoeArgs(['--expert-gemm', 'cutlass']), 'ERR_INVALID_ARG', '--expert-gemm', 'cublaslt or masked');
+    await expectWideepError(() => parseMoeArgs(['--expert-gemm', 'masked']), 'ERR_INVALID_ARG', '--expert-gemm masked', '--expert-dtype fp8');
     await expectWideepError(() => parseMoeArgs(['--ranks', '3']), 'ERR_INVALID_ARG', '--ranks', 'split evenly');
     await expectWideepError(() => parseMoeArgs(['--ranks', '16']), 'ERR_INVALID_ARG', '--ranks');
     expect(() => parseMoeArgs(['--tokens', '5'])).toThrow(/--tokens/);
@@ -155,6 +158,9 @@ describe('bench moe: report', () => {
     expect(without).toContain('warning: w1');
     const fp8 = renderMoe(buildMoeReport(inputs({ shape: moeShape({ experts: 256, prefillTokens: 4096, decodeTokens: 128, expertDType: 'fp8e4m3' }) })));
     expect(fp8).toContain("this layer's routed experts are fp8e4m3; the goals compare with PyTorch's bf16 layer");
+    expect(fp8).toContain('fp8e4m3 (cuBLASLt per expert)');
+    const masked = renderMoe(buildMoeReport(inputs({ shape: moeShape({ experts: 256, prefillTokens: 4096, decodeTokens: 128, expertDType: 'fp8e4m3', expertGemm: 'masked' }) })));
+    expect(masked).toContain('fp8e4m3 (wideep masked GEMM)');
     expect(text).not.toContain('routed experts are');
   });
 });

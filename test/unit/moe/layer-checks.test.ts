@@ -3,8 +3,8 @@
  * cannot serve before anything reaches a GPU: more expert slots than experts
  * without a placement, a rebalance without one, a rebalance that moves
  * weights between ranks without a communicator (on every rank alike), bad
- * placement options, and fp8 experts without their scales or of shapes the
- * block-scaled GEMMs cannot take.
+ * placement options, fp8 experts without their scales or of shapes the
+ * block-scaled GEMMs cannot take, and a masked expert GEMM for bf16 experts.
  */
 import { describe, expect, it } from 'vitest';
 
@@ -80,6 +80,11 @@ describe('MoE layer placement checks', () => {
     try {
       expect(new MoeLayer(ep, layerOf(512, 512), weightsOf(512, 512, 'fp8e4m3', true)).expertDType).toBe('fp8e4m3');
       expect(new MoeLayer(ep, layerOf(512, 512), weightsOf(512, 512, 'bf16', false)).expertDType).toBe('bf16');
+      // The expert GEMMs: cuBLASLt by default; wideep's masked kernel for fp8 experts only.
+      expect(new MoeLayer(ep, layerOf(512, 512), weightsOf(512, 512, 'fp8e4m3', true)).expertGemm).toBe('cublaslt');
+      expect(new MoeLayer(ep, layerOf(512, 512), weightsOf(512, 512, 'fp8e4m3', true), { expertGemm: 'masked' }).expertGemm).toBe('masked');
+      await expectWideepError(() => new MoeLayer(ep, layerOf(512, 512), weightsOf(512, 512, 'bf16', false), { expertGemm: 'masked' }), 'ERR_INVALID_ARG', "expertGemm 'masked' runs fp8 experts", 'bf16');
+      await expectWideepError(() => new MoeLayer(ep, layerOf(512, 512), weightsOf(512, 512, 'fp8e4m3', true), { expertGemm: 'cutlass' as never }), 'ERR_INVALID_ARG', "expected 'cublaslt' or 'masked'", 'cutlass');
       await expectWideepError(() => new MoeLayer(ep, layerOf(512, 512), weightsOf(512, 512, 'fp8e4m3', false)), 'ERR_INVALID_ARG', 'w13Scales');
       await expectWideepError(() => new MoeLayer(ep, layerOf(512, 512), weightsOf(512, 512, 'bf16', true)), 'ERR_INVALID_ARG', 'belong to fp8 experts');
       await expectWideepError(() => new MoeLayer(ep, layerOf(640, 512), weightsOf(640, 512, 'fp8e4m3', true)), 'ERR_SHAPE', 'multiples of 512');
