@@ -60,6 +60,18 @@ __device__ __forceinline__ void CopyChunk(void* dst, const void* src, bool valid
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
 
+// Weights are read once per launch: marked first to leave L2, so the tokens every
+// column block of an expert reads stay there.
+__device__ __forceinline__ uint64_t EvictFirstPolicy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+
+__device__ __forceinline__ void CopyStreamedChunk(void* dst, const void* src, uint64_t policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "l"(policy));
+}
+
 __device__ __forceinline__ void CopyWord(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "r"(valid ? 4 : 0));
 }
@@ -87,6 +99,7 @@ struct Tile {
   const float* ws;     // its scale row: one per K block
   const uint8_t* x;    // the expert's rows
   const float* xs;     // the expert's scales
+  uint64_t policy;     // the weights' L2 eviction policy
   int row0;            // first row of this pass
   int rows;            // valid rows in this pass (1..kBlockM)
 };
@@ -97,17 +110,21 @@ __device__ __forceinline__ void LoadStage(const Fp8MaskedGemmArgs& a, const Tile
 #pragma unroll
   for (int i = 0; i < kBlockN * kChunksPerRow / kThreads; ++i) {
     const int id = tid + i * kThreads, r = id / kChunksPerRow, ch = id % kChunksPerRow;
-    CopyChunk(stage + Swizzled(r, ch), t.w + r * static_cast<int64_t>(a.k) + k0 + ch * kChunk, true);
+    CopyStreamedChunk(stage + Swizzled(r, ch), t.w + r * static_cast<int64_t>(a.k) + k0 + ch * kChunk, t.policy);
   }
   uint8_t* xt = stage + kWTileBytes;
+  // Rows past the last 16-row tile holding a valid row are never read: left as they are.
+  const int tileRows = (t.rows + 15) / 16 * 16;
 #pragma unroll
   for (int i = 0; i < kBlockM * kChunksPerRow / kThreads; ++i) {
     const int id = tid + i * kThreads, r = id / kChunksPerRow, ch = id % kChunksPerRow;
+    if (r >= tileRows) break;
     const bool valid = r < t.rows;
     const int64_t row = t.row0 + (valid ? r : 0);
     CopyChunk(xt + Swizzled(r, ch), t.x + row * a.k + k0 + ch * kChunk, valid);
   }
   if (tid < kBlockM) {
+    // Scales of rows past the count are zeros, so those rows' (unstored) sums stay finite.
     const bool valid = tid < t.rows;
     const int64_t row = t.row0 + (valid ? tid : 0);
     CopyWord(stage + kXScaleOffset + tid * 4, t.xs + row * a.xsRow + kb * a.xsBlock, valid);
@@ -190,6 +207,7 @@ __global__ void __launch_bounds__(kThreads, 2) Fp8MaskedGemmKernel(Fp8MaskedGemm
   t.ws = a.wScales + (static_cast<int64_t>(e) * (a.n / kBlockN) + nBlock) * kBlocks;
   t.x = a.x + static_cast<int64_t>(e) * a.rows * a.k;
   t.xs = a.xScales + e * a.xsBatch;
+  t.policy = EvictFirstPolicy();
   for (t.row0 = 0; t.row0 < count; t.row0 += kBlockM) {
     t.rows = min(kBlockM, count - t.row0);
     const int mTiles = (t.rows + 15) / 16;
@@ -218,14 +236,20 @@ __global__ void __launch_bounds__(kThreads, 2) Fp8MaskedGemmKernel(Fp8MaskedGemm
 
 cudaError_t LaunchFp8MaskedGemm(const Fp8MaskedGemmArgs& a, cudaStream_t stream) {
   if (a.experts == 0 || a.rows == 0 || a.n == 0) return cudaSuccess;
-  // Over 48 KiB of dynamic shared memory must be allowed per device, once.
+  // Over 48 KiB of dynamic shared memory must be allowed per device; done once for the
+  // first 64 devices, at every launch past them. The carveout asks for all of L1 as
+  // shared memory, so that two blocks fit on an SM.
   static std::atomic<uint64_t> allowed{0};
   int device = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
-  const uint64_t bit = uint64_t{1} << (device % 64);
-  if ((allowed.load() & bit) == 0) {
+  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
+  if (bit == 0 || (allowed.load() & bit) == 0) {
     err = cudaFuncSetAttribute(Fp8MaskedGemmKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (err == cudaSuccess) {
+      err = cudaFuncSetAttribute(Fp8MaskedGemmKernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+    }
     if (err != cudaSuccess) return err;
     allowed.fetch_or(bit);
   }

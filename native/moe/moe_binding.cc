@@ -107,8 +107,9 @@ void Fp8MaskedGemm(const Napi::CallbackInfo& info) {
   for (int64_t p : ptrs) {
     if (p == 0 || p % 16 != 0) ThrowInvalidArg(info.Env(), "fp8MaskedGemm: x, w and out must be set and 16-byte aligned");
   }
-  if (b[F::xScales] == 0 || b[F::wScales] == 0 || b[F::counts] == 0) {
-    ThrowInvalidArg(info.Env(), "fp8MaskedGemm: xScales, wScales and counts must be set");
+  const int64_t words[] = {b[F::xScales], b[F::wScales], b[F::counts]};
+  for (int64_t p : words) {
+    if (p == 0 || p % 4 != 0) ThrowInvalidArg(info.Env(), "fp8MaskedGemm: xScales, wScales and counts must be set and 4-byte aligned");
   }
   Fp8MaskedGemmArgs a{};
   a.x = b.Ptr<const uint8_t>(F::x);

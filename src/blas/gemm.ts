@@ -173,7 +173,7 @@ function checkGemmWidths(where: string, K: number, N: number): void {
 }
 
 export interface GroupedLinearOptions {
-  /** [E, M, K]: bf16, or fp8e4m3 with xScales. Rows past an expert's count are computed too, and never read. */
+  /** [E, M, K]: bf16, or fp8e4m3 with xScales. cuBLASLt computes rows past an expert's count too; 'masked' skips them. */
   x: Tensor;
   /** [E, N, K]: bf16, or fp8e4m3 with weightScales. */
   weight: Tensor;
@@ -253,8 +253,8 @@ interface Dims {
 
 function maskedFp8(where: string, o: GroupedLinearOptions, d: Omit<Dims, 'stream'>, x: Tensor, weight: Tensor): Tensor {
   if (x.dtype !== 'fp8e4m3') throw new WideepError('ERR_INVALID_ARG', `${where}: the 'masked' strategy takes fp8 experts; x is ${x.dtype}`);
-  if (d.K % FP8_SCALE_BLOCK !== 0 || d.N % FP8_SCALE_BLOCK !== 0) {
-    throw new WideepError('ERR_SHAPE', `${where}: the 'masked' strategy needs K and N in whole ${FP8_SCALE_BLOCK}-wide scale blocks, got K = ${d.K}, N = ${d.N}`);
+  if (d.K === 0 || d.K % FP8_SCALE_BLOCK !== 0 || d.N % FP8_SCALE_BLOCK !== 0) {
+    throw new WideepError('ERR_SHAPE', `${where}: the 'masked' strategy needs K (at least one) and N in whole ${FP8_SCALE_BLOCK}-wide scale blocks, got K = ${d.K}, N = ${d.N}`);
   }
   const counts = deviceTensor(where, 'counts', o.counts, d.device);
   expectDType(where, 'counts', counts, ['i32']);

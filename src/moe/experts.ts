@@ -6,8 +6,10 @@
  * their 1x128 scales feed the gate+up GEMM, SwiGLU re-quantises for the down
  * GEMM, weights carry 128x128 scales.
  *
- * Rows past an expert's count are computed by the GEMMs too (they run on the
- * padded [E, M, H] without a host sync) and left unread: SwiGLU skips them.
+ * Rows past an expert's count are computed by cuBLASLt's GEMMs too (they run
+ * on the padded [E, M, H] without a host sync) and left unread: SwiGLU skips
+ * them. The 'masked' strategy (fp8) computes only the counted rows and leaves
+ * the others of `out` unwritten.
  */
 import { groupedLinear, type GroupedGemmStrategy } from '../blas/gemm.js';
 import type { Stream } from '../cuda/stream.js';

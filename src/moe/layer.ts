@@ -105,10 +105,11 @@ export interface MoeLayerOptions {
   /** close() also frees the weights and the placement (default false: they are the caller's; fromHost's uploads are the layer's). */
   owns?: boolean;
   /**
-   * How fp8 experts run their two GEMMs: 'cublaslt' (default), one cuBLASLt
-   * launch per expert over all its rows (padded slots included); 'masked',
-   * wideep's own kernel, one launch for every expert over the rows each one
-   * received (counted on the device). bf16 experts always use cuBLASLt.
+   * How fp8 experts run their two GEMMs in low-latency (decode) steps:
+   * 'cublaslt' (default), one cuBLASLt launch per expert over all its slots;
+   * 'masked', wideep's own kernel, one launch for every expert over the rows
+   * each one received (counted on the device). Normal steps, whose slots are
+   * sized to the largest count, and bf16 experts always use cuBLASLt.
    */
   expertGemm?: ExpertGemm;
 }
@@ -340,7 +341,8 @@ export class MoeLayer {
   #experts(step: Step, x: Tensor, counts: Tensor, xScales: { xScales?: Tensor; xScalesLayout?: 'rows' | 'blocks' }): Tensor {
     if (step.experts) return step.experts({ x, counts, mode: step.mode, stream: step.stream });
     const sc = step.scratch;
-    const strategy = this.expertGemm === 'masked' ? 'masked' : undefined;
+    // Normal steps size their slots to the largest count, which suits cuBLASLt's tiles.
+    const strategy = this.expertGemm === 'masked' && step.mode === 'low-latency' ? 'masked' : undefined;
     return expertsForward({ x, ...xScales, counts, weights: this.#weights.experts, stream: step.stream, strategy, ...(sc ? { out: sc.y, scratch: sc.experts } : {}) });
   }
 

@@ -40,8 +40,8 @@ back to back.
 scales (DeepSeek-V3's checkpoint format) and sends them fp8 tokens: half the
 bytes read and sent. The goals still compare with PyTorch's bf16 layer; its
 layer with fp8 experts (torch._scaled_grouped_mm, rowwise scales) is timed
-and shown beside. --expert-gemm masked runs the fp8 experts' GEMMs with
-wideep's own kernel (one launch for every expert, over the rows each one
+and shown beside. --expert-gemm masked runs the fp8 experts' decode GEMMs
+with wideep's own kernel (one launch for every expert, over the rows each one
 received) instead of cuBLASLt (one launch per expert, over all its slots).
 --timeline-svg draws the overlapped prefill step's stages per stream.
 --experts (a multiple of 8, 16..256) cuts the routed experts for a smaller run.
