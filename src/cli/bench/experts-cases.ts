@@ -44,6 +44,14 @@ export function groupedCases(): GroupedCase[] {
   return out;
 }
 
+/** A decode step's tokens per rank and top-k: a decode case's experts get about tokens x k / E rows each. */
+export const DECODE_STEP = { tokens: 128, topk: 8 } as const;
+
+/** The rows each expert receives in a decode step spread evenly over the case's experts, at most M. */
+export function decodeRowsPerExpert(c: Pick<GroupedCase, 'E' | 'M'>): number {
+  return Math.min(c.M, Math.ceil((DECODE_STEP.tokens * DECODE_STEP.topk) / c.E));
+}
+
 export const ROUTER_CASE = { tokens: 4096, experts: 256, groups: 8, topkGroup: 4, topk: 8, hidden: DEEPSEEK_HIDDEN } as const;
 
 export function gemmFlops(c: Pick<GroupedCase, 'E' | 'M' | 'N' | 'K'>): number {

@@ -11,7 +11,7 @@ import { expertsForward } from '../../moe/experts.js';
 import { routerTopk, type RoutingConfig } from '../../moe/router.js';
 import { fillRandom, fillValue } from '../../tensor/fill.js';
 import { Tensor } from '../../tensor/tensor.js';
-import { gemmFlops, tflops, weightBytes, ROUTER_CASE, type GroupedCase } from './experts-cases.js';
+import { decodeRowsPerExpert, gemmFlops, tflops, weightBytes, ROUTER_CASE, type GroupedCase } from './experts-cases.js';
 import { GpuTimer } from './gpu-timer.js';
 import { median, round } from './stats.js';
 
@@ -29,6 +29,11 @@ export interface GroupedResult extends GroupedCase {
   fp8Loop: Timing;
   /** wideep's masked fp8 kernel over the same rows (every count = M), one launch. */
   fp8Masked: Timing;
+  /**
+   * Decode cases with fewer rows in a decode step than M (256 experts: 4 of
+   * 128): the masked kernel with every count at that, as a step gives it.
+   */
+  fp8MaskedStep?: Timing & { rows: number; weightGBps: number };
   /** linear() over [E*M, K] x [N, K]: the same FLOPs as one dense GEMM. */
   dense: Timing;
   /** Weight bytes read per second by the bf16 batched and the fastest fp8 runs (GB/s). */
@@ -96,6 +101,13 @@ export async function measureGrouped(c: GroupedCase, o: MeasureOptions, timer: G
     const counts = fillValue(alloc([c.E], 'i32'), c.M, stream);
     const fp8Masked = await medianUs(timer, o, () => groupedLinear({ ...fp8Args, strategy: 'masked', counts }));
     const fp8Best = Math.min(fp8Loop, fp8Masked, typeof fp8 === 'number' ? fp8 : Infinity);
+    const stepRows = c.phase === 'decode' ? decodeRowsPerExpert(c) : c.M;
+    let fp8MaskedStep: GroupedResult['fp8MaskedStep'];
+    if (stepRows < c.M) {
+      fillValue(counts, stepRows, stream);
+      const us = await medianUs(timer, o, () => groupedLinear({ ...fp8Args, strategy: 'masked', counts }));
+      fp8MaskedStep = { ...timing(us, gemmFlops({ ...c, M: stepRows })), rows: stepRows, weightGBps: round(weightBytes(c, true) / us / 1e3, 0) };
+    }
     return {
       ...c,
       bf16: timing(bf16, flops),
@@ -103,6 +115,7 @@ export async function measureGrouped(c: GroupedCase, o: MeasureOptions, timer: G
       ...(typeof fp8 === 'number' ? { fp8: timing(fp8, flops) } : { fp8Batched: fp8.reason }),
       fp8Loop: timing(fp8Loop, flops),
       fp8Masked: timing(fp8Masked, flops),
+      ...(fp8MaskedStep ? { fp8MaskedStep } : {}),
       dense: timing(dense, flops),
       bf16WeightGBps: round(weightBytes(c, false) / bf16 / 1e3, 0),
       fp8WeightGBps: round(weightBytes(c, true) / fp8Best / 1e3, 0),

@@ -123,6 +123,7 @@ export function buildReport(
       goal(`${r.id}: bf16 vs torch._grouped_mm`, GOALS.decodeBf16VsTorch, torchBf16);
       if (peak) goal(`${r.id}: bf16 weight reads / HBM peak`, GOALS.decodeHbmFraction, r.bf16WeightGBps / peak);
       if (peak) goal(`${r.id}: fp8 weight reads / HBM peak`, GOALS.decodeHbmFraction, r.fp8WeightGBps / peak);
+      if (peak && r.fp8MaskedStep) goal(`${r.id}: fp8 masked, ${r.fp8MaskedStep.rows} rows per expert: weight reads / HBM peak`, GOALS.decodeHbmFraction, r.fp8MaskedStep.weightGBps / peak);
     }
   }
   goal('router top-k, 4096 x 256 (µs)', GOALS.routerTopkUs, router.topkUs, false);
@@ -149,6 +150,9 @@ export function renderExperts(r: ExpertsReport): string {
     lines.push(
       `${g.id.padEnd(30)}${String(g.bf16.tflops).padStart(9)}${String(g.bf16Loop.tflops).padStart(6)}${String(g.fp8?.tflops ?? 'n/a').padStart(10)}${String(g.fp8Loop.tflops).padStart(6)}${String(g.fp8Masked.tflops).padStart(7)}${String(g.dense.tflops).padStart(7)}${String(tb).padStart(12)}${String(tf).padStart(11)}${String(g.bf16WeightGBps).padStart(15)} / ${g.fp8WeightGBps}`,
     );
+  }
+  for (const g of r.grouped) {
+    if (g.fp8MaskedStep) lines.push(`${g.id}: fp8 masked at ${g.fp8MaskedStep.rows} rows per expert (a decode step's): ${g.fp8MaskedStep.us} µs, weights ${g.fp8MaskedStep.weightGBps} GB/s`);
   }
   lines.push('', `router top-k ${ROUTER_CASE.tokens} x ${ROUTER_CASE.experts}: ${r.router.topkUs} µs (PyTorch ops: ${r.router.torchTopkUs ?? '-'} µs); gate GEMM ${r.router.gateGemm.tflops} TFLOP/s`);
   lines.push(`host µs per call: ${Object.entries(r.host).map(([k, v]) => `${k} ${v}`).join(', ')}`, '');

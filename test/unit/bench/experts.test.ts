@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { GOALS, gemmFlops, groupedCases, hbmPeakGBps, tflops, weightBytes } from '../../../src/cli/bench/experts-cases.js';
+import { GOALS, decodeRowsPerExpert, gemmFlops, groupedCases, hbmPeakGBps, tflops, weightBytes } from '../../../src/cli/bench/experts-cases.js';
 import { buildReport, renderExperts } from '../../../src/cli/bench/experts.js';
 import type { GroupedResult, HostResult, RouterResult } from '../../../src/cli/bench/experts-measure.js';
 
@@ -74,6 +74,21 @@ describe('bench experts: report', () => {
     // fp8Loop is 3x and fp8Masked 4x the fp8 time in result(): the faster, 1500 µs, against bf16's 1000.
     expect(report.goals.find((g) => g.goal.includes('fp8 vs our bf16'))).toMatchObject({ value: 0.667, met: false });
     expect(renderExperts(report)).toMatch(/n\/a/);
+  });
+
+  it("times the masked kernel at a decode step's rows where they are fewer than M, and holds its weight reads to the HBM goal", () => {
+    expect(groupedCases().filter((c) => c.phase === 'decode').map((c) => [c.E, c.M, decodeRowsPerExpert(c)])).toEqual([
+      [32, 16, 16], [32, 16, 16], [32, 32, 32], [32, 32, 32], [256, 128, 4], [256, 128, 4],
+    ]);
+    const wide = result(12, 9000, 6000, 5000); // decode E256 M128 gate_up
+    expect([wide.E, wide.M]).toEqual([256, 128]);
+    const bytes = weightBytes(wide, true);
+    const step = { ...wide, fp8MaskedStep: { us: 2000, tflops: 1, rows: 4, weightGBps: bytes / 2000 / 1e3 } };
+    const report = buildReport('NVIDIA H100 80GB HBM3', { version: '13.1.0', path: '/x' }, [step], router, host, { available: false, reason: 'no torch' });
+    const goal = report.goals.find((g) => g.goal.includes('fp8 masked, 4 rows per expert'))!;
+    expect(goal.value).toBeCloseTo(bytes / 2000 / 1e3 / 3350, 3);
+    expect(goal.met).toBe(bytes / 2000 / 1e3 / 3350 >= GOALS.decodeHbmFraction);
+    expect(renderExperts(report)).toContain("fp8 masked at 4 rows per expert (a decode step's): 2000 µs");
   });
 
   it('says when PyTorch is absent and checks the goals that need no baseline', () => {
