@@ -14,6 +14,8 @@
 # 32 experts into bench-moe-fp8.json and bench-moe-fp8-32.json, PyTorch's bf16 and fp8 layers beside it.
 # bench-moe-masked (limit 360 s) does the same with wideep's masked fp8 GEMM (--expert-gemm masked)
 # into bench-moe-masked.json and bench-moe-masked-32.json.
+# sanitize (limit 300 s) runs the masked fp8 GEMM on small shapes (scripts/gpu/sanitize-masked.mjs)
+# under compute-sanitizer's memcheck, racecheck and synccheck; exit 3 when there is no compute-sanitizer.
 # moe-costs (limit 150 s) traces the MoE decode step's host time (scripts/gpu/moe-call-costs.mjs)
 # at 32 and 256 experts into moe-costs-32.json and moe-costs-256.json.
 # TESTS_FILTER narrows the tests step to matching files (e.g. "foundation comm"),
@@ -75,6 +77,7 @@ for s in $STEPS; do
     bench-moe-shared) step bench-moe-shared 240 node bin/wideep.js bench moe --ranks 2 --share-gpu --experts 64 --iters 10 --out "$OUT/bench-moe-2shared.json" --timeline-svg "$OUT/bench-moe-2shared.svg" ;;
     bench-moe-fp8) step bench-moe-fp8 360 sh -c "node bin/wideep.js bench moe --expert-dtype fp8 --out '$OUT/bench-moe-fp8.json' && node bin/wideep.js bench moe --expert-dtype fp8 --experts 32 --out '$OUT/bench-moe-fp8-32.json'" ;;
     bench-moe-masked) step bench-moe-masked 360 sh -c "node bin/wideep.js bench moe --expert-dtype fp8 --expert-gemm masked --out '$OUT/bench-moe-masked.json' && node bin/wideep.js bench moe --expert-dtype fp8 --expert-gemm masked --experts 32 --out '$OUT/bench-moe-masked-32.json'" ;;
+    sanitize) step sanitize 300 sh -c 'cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer); [ -x "$cs" ] || { echo "compute-sanitizer not found"; exit 3; }; for tool in memcheck racecheck synccheck; do "$cs" --tool "$tool" --target-processes all --error-exitcode 9 node scripts/gpu/sanitize-masked.mjs || exit $?; done' ;;
     moe-costs) step moe-costs 150 sh -c "node scripts/gpu/moe-call-costs.mjs 32 > '$OUT/moe-costs-32.json' && node scripts/gpu/moe-call-costs.mjs 256 > '$OUT/moe-costs-256.json'" ;;
     bench-moe-gpus) step bench-moe-gpus 300 node bin/wideep.js bench moe --ranks "$(nvidia-smi -L | wc -l)" --out "$OUT/bench-moe-gpus.json" --timeline-svg "$OUT/bench-moe-gpus.svg" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
