@@ -20,8 +20,12 @@ export interface DecodeScratch {
   all: Tensor[];
 }
 
-/** The scratch of a step of T tokens on `device`, shaped by the EP buffer's low-latency slots; `fp8`: for fp8 experts. */
-export function decodeScratch(ep: EpConfig, c: MoeLayerConfig, o: { T: number; hasShared: boolean; fp8: boolean; device: number; stream: Stream }): DecodeScratch {
+/**
+ * The scratch of a step of T tokens on `device`, shaped by the EP buffer's
+ * low-latency slots; `fp8`: for fp8 experts; `masked`: their GEMMs run on the
+ * masked kernel, which reads the dispatch's row scales where they are.
+ */
+export function decodeScratch(ep: EpConfig, c: MoeLayerConfig, o: { T: number; hasShared: boolean; fp8: boolean; masked: boolean; device: number; stream: Stream }): DecodeScratch {
   const ll = ep.lowLatency;
   if (!ll) throw new WideepError('ERR_INVALID_ARG', 'MoeLayer.captureDecode: the EP buffer was created without lowLatency');
   const [I, H, L, T] = [c.moeIntermediate, c.hidden, ep.numLocalExperts, o.T];
@@ -35,8 +39,9 @@ export function decodeScratch(ep: EpConfig, c: MoeLayerConfig, o: { T: number; h
     experts: {
       h: alloc([L, M, 2 * I], 'bf16'),
       a: alloc([L, M, I], o.fp8 ? 'fp8e4m3' : 'bf16'),
-      // The low-latency dispatch's token scales come as rows; the first GEMM re-lays them out here.
-      ...(o.fp8 ? { aScales: alloc([L, I / 128, M], 'f32'), xScales: alloc([L, H / 128, M], 'f32') } : {}),
+      ...(o.fp8 ? { aScales: alloc([L, I / 128, M], 'f32') } : {}),
+      // The low-latency dispatch's token scales come as rows; cuBLASLt's first GEMM re-lays them out here.
+      ...(o.fp8 && !o.masked ? { xScales: alloc([L, H / 128, M], 'f32') } : {}),
     },
     y: alloc([L, M, H], 'bf16'),
     all,

@@ -33,7 +33,7 @@ export interface ExpertsScratch {
   h: Tensor;
   a: Tensor;
   aScales?: Tensor;
-  /** fp8 x with 'rows' scales: f32 [E, H/128, M], where the first GEMM re-lays them out. */
+  /** fp8 x with 'rows' scales on cuBLASLt: f32 [E, H/128, M], where the first GEMM re-lays them out ('masked' reads them in place). */
   xScales?: Tensor;
 }
 
@@ -52,7 +52,8 @@ export interface ExpertsForwardOptions {
   /**
    * Intermediates to use instead of allocating them: h bf16 [E, M, 2I] (gate
    * and up) and a [E, M, I] (SwiGLU: bf16, or fp8e4m3 with aScales f32
-   * [E, I/128, M] for fp8 experts, and xScales for fp8 x with 'rows' scales).
+   * [E, I/128, M] for fp8 experts, and xScales for fp8 x with 'rows' scales
+   * unless the strategy is 'masked').
    * A CUDA graph captured with them has no memory nodes, whose launch costs
    * host time, and reads no buffer a later call may replace.
    */

@@ -286,7 +286,8 @@ export class MoeLayer {
     const o = { mode: 'low-latency' as const, out, stream: options.stream, experts: options.experts };
     const stream = this.#checkForward('MoeLayer.captureDecode', x, o);
     const fp8 = this.#fp8Tokens(o.experts);
-    const scratch = decodeScratch(this.#ep.config, this.config, { T: x.shape[0]!, hasShared: this.#weights.shared !== undefined, fp8, device: this.device, stream });
+    const masked = fp8 && this.expertGemm === 'masked';
+    const scratch = decodeScratch(this.#ep.config, this.config, { T: x.shape[0]!, hasShared: this.#weights.shared !== undefined, fp8, masked, device: this.device, stream });
     try {
       await this.#run(this.#step(x, o, stream, out, false, scratch));
       return await Graph.capture(stream, async () => void (await this.#run(this.#step(x, o, stream, out, false, scratch))), { owns: scratch.all });
