@@ -26,7 +26,9 @@ Times on GPU 0, DeepSeek-V3 shapes (hidden 7168, intermediate 2048):
   grouped expert GEMMs, gate+up (N 4096, K 7168) and down (N 7168, K 2048):
     prefill 32 and 64 experts x 512 and 1024 rows; decode 32 x 16 and 32 rows, 256 x 128
     BF16 and FP8 (1x128 / 128x128 block scales), strided-batched and one launch
-    per expert; a dense GEMM of the same FLOPs as the ceiling
+    per expert; FP8 also on wideep's masked kernel (one launch, each expert's
+    counted rows; at 256 experts also at a decode step's 4 rows per expert);
+    a dense GEMM of the same FLOPs as the ceiling
   the router: fused top-k over 4096 x 256 logits, and the gate GEMM
   host time per enqueued op, and per graph launch
 beside torch._grouped_mm / torch._scaled_grouped_mm and PyTorch-ops routing in
