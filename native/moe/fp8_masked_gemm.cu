@@ -56,7 +56,6 @@ __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
 }
 
 // The "memory" clobbers keep the compiler from moving shared-memory reads across the copies and waits.
-
 // Copies 16 bytes, or writes 16 zeros when valid is false (nothing is read then).
 __device__ __forceinline__ void CopyChunk(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SmemAddr(dst)), "l"(src), "r"(valid ? 16 : 0)
