@@ -15,7 +15,8 @@
 // --moe-intermediate (narrower layers for a quick run), --tokens (prefill
 // tokens per rank, default 4096), --decode-steps (default 10), --expert-dtype
 // (bf16, or fp8: DeepSeek-V3's fp8 expert weights with 128x128 block scales,
-// tokens sent as fp8; needs hidden and intermediate in 512s). Decode steps
+// tokens sent as fp8; needs hidden and intermediate in 512s), --expert-gemm
+// (fp8 decode GEMMs: cublaslt, the default, or masked: wideep's kernel). Decode steps
 // take --num-max-dispatch-tokens-per-rank tokens per rank (default 128).
 // Without a GPU it says so and exits 0: nothing here has a CPU fallback.
 import {
@@ -49,6 +50,7 @@ const own = {
   tokens: { type: 'string' },
   'decode-steps': { type: 'string' },
   'expert-dtype': { type: 'string' },
+  'expert-gemm': { type: 'string' },
 };
 const { options: flags, extra } = parseSglangArgs(process.argv.slice(2), own);
 const int = (name, fallback) => (extra[name] === undefined ? fallback : Number(extra[name]));
@@ -70,7 +72,8 @@ const { numExperts } = wideEp.ep.config;
 // Random weights on the GPU; with redundant expert slots, a device placement of which expert each slot holds.
 const expertDType = { bf16: 'bf16', fp8: 'fp8e4m3' }[extra['expert-dtype'] ?? 'bf16'];
 if (!expertDType) throw new Error(`--expert-dtype: expected bf16 or fp8, got ${extra['expert-dtype']}`);
-const layer = await wideEp.createLayer({ seed: 1, stream, expertDType });
+const expertGemm = extra['expert-gemm'] ?? 'cublaslt';
+const layer = await wideEp.createLayer({ seed: 1, stream, expertDType, expertGemm });
 
 const on = { device: `cuda:${pg.device}`, stream };
 const tokens = (T, seed) => fillRandom(Tensor.empty([T, config.hidden], 'bf16', on), seed, { kind: 'normal', std: 1 }, stream);
@@ -125,7 +128,7 @@ ok &&= ys.shape[0] === decodeTokens && (await finite(ys));
 await transport.close();
 
 console.log(
-  `${R} rank${R === 1 ? '' : 's'}, ${config.numRoutedExperts} ${layer.expertDType} experts in ${numExperts} slots (${numExperts / R} per rank), hidden ${config.hidden}: ` +
+  `${R} rank${R === 1 ? '' : 's'}, ${config.numRoutedExperts} ${layer.expertDType}${layer.expertDType === 'bf16' ? '' : ` (${layer.expertGemm} GEMMs)`} experts in ${numExperts} slots (${numExperts / R} per rank), hidden ${config.hidden}: ` +
     `prefill ${prefillTokens} tokens ${prefillMs.toFixed(2)} ms (GPU ms: ${stages}); ` +
     `decode ${decodeTokens} tokens ${decodeUs.toFixed(0)} us per step as a graph, ${(hostUs / steps).toFixed(1)} us of host time per launch; ` +
     `a decoder step (attention-TP ${A}, ${stepPlan.deepepMode}); ` +

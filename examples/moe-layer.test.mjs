@@ -39,11 +39,11 @@ for (const n of [1, 2, 4]) {
       expect(log.match(/output finite/g), log.slice(-4000)).toHaveLength(n);
     });
 
-    it('examples/moe-layer.mjs with fp8 experts (--expert-dtype fp8), finite output', async () => {
-      const flags = ['--tp', String(n), '--dp-size', String(n), '--enable-dp-attention', '--hidden', '1024', '--moe-intermediate', '512', '--tokens', '512', '--expert-dtype', 'fp8'];
+    it('examples/moe-layer.mjs with fp8 experts on the masked GEMM (--expert-dtype fp8 --expert-gemm masked), finite output', async () => {
+      const flags = ['--tp', String(n), '--dp-size', String(n), '--enable-dp-attention', '--hidden', '1024', '--moe-intermediate', '512', '--tokens', '512', '--expert-dtype', 'fp8', '--expert-gemm', 'masked'];
       const { ok, log } = await runOnRanks(here('./moe-layer.mjs'), n, where.env, { args: flags });
       expect(ok, log.slice(-4000)).toBe(true);
-      expect(log.match(/fp8e4m3 experts in .* output finite/g), log.slice(-4000)).toHaveLength(n);
+      expect(log.match(/fp8e4m3 \(masked GEMMs\) experts in .* output finite/g), log.slice(-4000)).toHaveLength(n);
     });
 
     it('examples/custom-experts.mjs: a per-expert loop matches the built-in experts', async () => {
