@@ -4,7 +4,8 @@
  * low-latency steps (a rank with no tokens in one), then with redundant
  * expert slots a decode step captured as a CUDA graph and replayed before and
  * after a rebalance; the same with fp8 experts (weights with 128x128 block
- * scales, fp8 tokens). At one rank, and at 2 and 4 ranks on GPUs or sharing
+ * scales, fp8 tokens), their GEMMs on cuBLASLt and on wideep's masked
+ * kernel. At one rank, and at 2 and 4 ranks on GPUs or sharing
  * GPU 0. It uses wideep/testing as a user's integration test would.
  */
 import { fileURLToPath } from 'node:url';
@@ -24,8 +25,9 @@ for (const n of [1, 2, 4]) {
       expect(reports, log.slice(-2000)).toHaveLength(n);
       for (const r of reports) {
         expect(r.checks).toBeGreaterThan(1000);
-        // bf16: three decode-graph replays before the rebalance and three after; fp8: two and two. The rebalances moved weights.
-        expect(r.replays).toBe(10);
+        // bf16: three decode-graph replays before the rebalance and three after; fp8: two and two with
+        // cuBLASLt's GEMMs, and two and two with the masked kernel. The rebalances moved weights.
+        expect(r.replays).toBe(14);
         expect(r.moves as number).toBeGreaterThan(0);
         // Near-ties are rare with random weights; many would hide a routing bug.
         expect(r.nearTies as number).toBeLessThan((r.tokens as number) / 10);
