@@ -210,76 +210,79 @@ describe.skipIf(gpus < 1)(`expert compute on one GPU (${skipReason(1)})`, () => 
     }
   }
 
-  it('groupedLinear fp8 masked: only each expert\'s counted rows, both scale layouts, multi-pass experts, block magnitudes; a graph reads the counts at replay', async () => {
-    const stream = new Stream(0);
-    const rng = new SeededRandom(313);
-    // K = 384: whole 128-wide blocks, not the 512s cuBLASLt needs. 150 rows: three 64-row passes.
-    const [E, M, K, N] = [5, 150, 384, 256];
-    const [kb, nb] = [K / 128, N / 128];
-    // Each 128-channel block of x and each 128x128 block of w scaled by its own 2^k (exact in bf16):
-    // a scale read from the wrong row, block or expert shows as a factor of 2 or more.
-    const xf = new Float32Array(E * M * K);
-    for (let i = 0; i < xf.length; i += 128) {
-      const f = 2 ** (rng.int(7) - 3);
-      for (let j = i; j < i + 128; j++) xf[j] = rng.normal() * f;
-    }
-    const xh = Tensor.from(Uint16Array.from(xf, f32ToBf16Bits), { dtype: 'bf16', shape: [E * M, K] });
-    const { q: xq, s: xs } = quantRows(xh, E * M, K);
-    const wf = gaussian(rng, E * N * K, 0.05);
-    for (let e = 0; e < E; e++) {
-      for (let b = 0; b < nb * kb; b++) {
+  // K = 384: whole 128-wide blocks, not the 512s cuBLASLt needs, and fewer than the kernel's 4 pipeline
+  // stages; K = 1024: the stages wrap around. 150 rows: three 64-row passes.
+  for (const K of [384, 1024]) {
+    it(`groupedLinear fp8 masked, K = ${K}: only each expert's counted rows, both scale layouts, multi-pass experts, block magnitudes; a graph reads the counts at replay`, async () => {
+      const stream = new Stream(0);
+      const rng = new SeededRandom(313 + K);
+      const [E, M, N] = [5, 150, 256];
+      const [kb, nb] = [K / 128, N / 128];
+      // Each 128-channel block of x and each 128x128 block of w scaled by its own 2^k (exact in bf16):
+      // a scale read from the wrong row, block or expert shows as a factor of 2 or more.
+      const xf = new Float32Array(E * M * K);
+      for (let i = 0; i < xf.length; i += 128) {
         const f = 2 ** (rng.int(7) - 3);
-        const [bn, bk] = [Math.floor(b / kb), b % kb];
-        for (let n = bn * 128; n < bn * 128 + 128; n++) for (let k = bk * 128; k < bk * 128 + 128; k++) wf[(e * N + n) * K + k]! *= f;
+        for (let j = i; j < i + 128; j++) xf[j] = rng.normal() * f;
       }
-    }
-    const { q: wq, s: ws } = quantBlocks(wf, E, N, K);
-    const xd = dequantRows(xq.data as Uint8Array, xs.data as Float32Array, E * M, K);
-    const refs = Array.from({ length: E }, (_, e) => {
-      const wd = dequantBlocks((wq.data as Uint8Array).subarray(e * N * K), (ws.data as Float32Array).subarray(e * nb * kb), N, K);
-      return refLinear(xd.subarray(e * M * K, (e + 1) * M * K), wd, M, N, K);
-    });
-    const x = await up(xq.reshape([E, M, K]), stream);
-    const weight = await up(wq, stream);
-    const weightScales = await up(ws, stream);
-    const countsDev = Tensor.empty([E], 'i32', { device: DEV, stream });
-    const check = async (out: Tensor, counts: number[], what: string) => {
-      const got = (await out.cpu({ stream })).toFloat32();
-      const bits = (await out.cpu({ stream })).data as Uint16Array;
+      const xh = Tensor.from(Uint16Array.from(xf, f32ToBf16Bits), { dtype: 'bf16', shape: [E * M, K] });
+      const { q: xq, s: xs } = quantRows(xh, E * M, K);
+      const wf = gaussian(rng, E * N * K, 0.05);
       for (let e = 0; e < E; e++) {
-        const rows = Math.min(Math.max(counts[e]!, 0), M);
-        const base = e * M * N;
-        assertClose(got.subarray(base, base + rows * N), refs[e]!.y.subarray(0, rows * N), refs[e]!.mag.subarray(0, rows * N), `${what}: expert ${e}`, { rel: 2 ** -7, abs: 1e-5 });
-        const past = bits.subarray(base + rows * N, base + M * N);
-        expect(past.every((b) => b === 0xffff), `${what}: expert ${e}: rows past its count ${rows} were written`).toBe(true);
+        for (let b = 0; b < nb * kb; b++) {
+          const f = 2 ** (rng.int(7) - 3);
+          const [bn, bk] = [Math.floor(b / kb), b % kb];
+          for (let n = bn * 128; n < bn * 128 + 128; n++) for (let k = bk * 128; k < bk * 128 + 128; k++) wf[(e * N + n) * K + k]! *= f;
+        }
       }
-    };
-    // An empty expert, one row, a partial 16-row tile, just over one pass, all rows; then a negative and an oversized count (clamped).
-    const cases = [[0, 1, 37, 65, M], [M + 9, -3, 16, 64, 150]];
-    for (const layout of ['rows', 'blocks'] as const) {
-      const xScales = await up(layout === 'rows' ? xs.reshape([E, M, kb]) : blocksLayout(xs.data as Float32Array, E, M, kb), stream);
-      for (const counts of cases) {
-        await countsDev.copyFrom(Tensor.from(Int32Array.from(counts), { shape: [E] }), { stream });
-        const out = poisoned([E, M, N], 'bf16', stream);
-        groupedLinear({ x, xScales, xScalesLayout: layout, weight, weightScales, counts: countsDev, out, stream, strategy: 'masked' });
-        await check(out, counts, `${layout} counts [${counts.join(', ')}]`);
+      const { q: wq, s: ws } = quantBlocks(wf, E, N, K);
+      const xd = dequantRows(xq.data as Uint8Array, xs.data as Float32Array, E * M, K);
+      const refs = Array.from({ length: E }, (_, e) => {
+        const wd = dequantBlocks((wq.data as Uint8Array).subarray(e * N * K), (ws.data as Float32Array).subarray(e * nb * kb), N, K);
+        return refLinear(xd.subarray(e * M * K, (e + 1) * M * K), wd, M, N, K);
+      });
+      const x = await up(xq.reshape([E, M, K]), stream);
+      const weight = await up(wq, stream);
+      const weightScales = await up(ws, stream);
+      const countsDev = Tensor.empty([E], 'i32', { device: DEV, stream });
+      const check = async (out: Tensor, counts: number[], what: string) => {
+        const got = (await out.cpu({ stream })).toFloat32();
+        const bits = (await out.cpu({ stream })).data as Uint16Array;
+        for (let e = 0; e < E; e++) {
+          const rows = Math.min(Math.max(counts[e]!, 0), M);
+          const base = e * M * N;
+          assertClose(got.subarray(base, base + rows * N), refs[e]!.y.subarray(0, rows * N), refs[e]!.mag.subarray(0, rows * N), `${what}: expert ${e}`, { rel: 2 ** -7, abs: 1e-5 });
+          const past = bits.subarray(base + rows * N, base + M * N);
+          expect(past.every((b) => b === 0xffff), `${what}: expert ${e}: rows past its count ${rows} were written`).toBe(true);
+        }
+      };
+      // An empty expert, one row, a partial 16-row tile, just over one pass, all rows; then a negative and an oversized count (clamped).
+      const cases = [[0, 1, 37, 65, M], [M + 9, -3, 16, 64, 150]];
+      for (const layout of ['rows', 'blocks'] as const) {
+        const xScales = await up(layout === 'rows' ? xs.reshape([E, M, kb]) : blocksLayout(xs.data as Float32Array, E, M, kb), stream);
+        for (const counts of cases) {
+          await countsDev.copyFrom(Tensor.from(Int32Array.from(counts), { shape: [E] }), { stream });
+          const out = poisoned([E, M, N], 'bf16', stream);
+          groupedLinear({ x, xScales, xScalesLayout: layout, weight, weightScales, counts: countsDev, out, stream, strategy: 'masked' });
+          await check(out, counts, `${layout} counts [${counts.join(', ')}]`);
+        }
       }
-    }
 
-    // Captured once with some counts; replays compute the counts the device holds at launch.
-    const xScales = await up(xs.reshape([E, M, kb]), stream);
-    const out = poisoned([E, M, N], 'bf16', stream);
-    await countsDev.copyFrom(Tensor.from(Int32Array.from([1, 1, 1, 1, 1]), { shape: [E] }), { stream });
-    const graph = await Graph.capture(stream, () => void groupedLinear({ x, xScales, weight, weightScales, counts: countsDev, out, stream, strategy: 'masked' }));
-    expect(graph.describe()).toEqual({ nodes: 1, byType: { kernel: 1 }, roots: 1, maxDependencies: 0, maxDependents: 0 });
-    for (const counts of [[3, 0, 150, 17, 64], [0, 0, 0, 0, 0], [129, 5, 1, 0, 80]]) {
-      await countsDev.copyFrom(Tensor.from(Int32Array.from(counts), { shape: [E] }), { stream });
-      out.fillBytes(0xff, stream);
-      graph.launch(stream);
-      await check(out, counts, `graph replay, counts [${counts.join(', ')}]`);
-    }
-    graph.close();
-  });
+      // Captured once with some counts; replays compute the counts the device holds at launch.
+      const xScales = await up(xs.reshape([E, M, kb]), stream);
+      const out = poisoned([E, M, N], 'bf16', stream);
+      await countsDev.copyFrom(Tensor.from(Int32Array.from([1, 1, 1, 1, 1]), { shape: [E] }), { stream });
+      const graph = await Graph.capture(stream, () => void groupedLinear({ x, xScales, weight, weightScales, counts: countsDev, out, stream, strategy: 'masked' }));
+      expect(graph.describe()).toEqual({ nodes: 1, byType: { kernel: 1 }, roots: 1, maxDependencies: 0, maxDependents: 0 });
+      for (const counts of [[3, 0, 150, 17, 64], [0, 0, 0, 0, 0], [129, 5, 1, 0, 80]]) {
+        await countsDev.copyFrom(Tensor.from(Int32Array.from(counts), { shape: [E] }), { stream });
+        out.fillBytes(0xff, stream);
+        graph.launch(stream);
+        await check(out, counts, `graph replay, counts [${counts.join(', ')}]`);
+      }
+      graph.close();
+    });
+  }
 
   it('swiglu: bf16, and fp8 with row and block scales; rows past a count stay unwritten', async () => {
     const stream = new Stream(0);

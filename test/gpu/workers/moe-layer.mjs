@@ -326,10 +326,14 @@ async function fp8Experts() {
   };
   // Eager steps, and a decode graph (fp8 scratch, no allocation inside) replayed around a rebalance
   // that moves weights and scales, with each way of running the expert GEMMs; each on its own placement.
+  // Kernel nodes of each run's decode graph: the masked GEMM's must hold fewer (two GEMMs, against
+  // one cuBLASLt launch per expert and GEMM), which shows that the masked run ran the masked kernel.
+  const graphKernels = {};
   const steps = async (expertGemm) => {
     const own = await DevicePlacement.create(initial, { layer: 0, rank: pg.rank, device: pg.device, stream });
-    const layer = await MoeLayer.fromHost(ep, w8, pg.device, { placement: own, stream, expertDType: 'fp8e4m3', expertGemm });
+    let layer;
     try {
+      layer = await MoeLayer.fromHost(ep, w8, pg.device, { placement: own, stream, expertDType: 'fp8e4m3', expertGemm });
       report.checks++;
       if (layer.expertDType !== 'fp8e4m3' || layer.expertGemm !== expertGemm) fail(`fp8 layer: expertDType ${layer.expertDType}, expertGemm ${layer.expertGemm}`);
       for (const [mode, tbo] of [['normal', false], ['low-latency', false], ['normal', true], ['low-latency', true]]) {
@@ -343,6 +347,7 @@ async function fp8Experts() {
       const x = Tensor.empty([T, H8], 'bf16', { device, stream });
       const out = Tensor.empty([T, H8], 'bf16', { device, stream });
       const graph = await layer.captureDecode(x, out, { stream });
+      graphKernels[expertGemm] = graph.describe().byType.kernel ?? 0;
       const replays = async (label) => {
         for (let r = 0; r < 2; r++) {
           const { xf, bits } = randomTokens(rng, T, H8);
@@ -363,13 +368,17 @@ async function fp8Experts() {
       x.close();
       out.close();
     } finally {
-      layer.close();
+      layer?.close();
       own.close();
     }
   };
   try {
     await steps('cublaslt');
     await steps('masked');
+    report.checks++;
+    if (!(graphKernels.masked < graphKernels.cublaslt)) {
+      fail(`fp8 decode graphs: ${graphKernels.masked} kernel nodes with the masked GEMM, ${graphKernels.cublaslt} with cuBLASLt's (expected fewer)`);
+    }
     // Random fp8 weights: block scales in [0.5, 1.5)/sqrt(fan-in), replicas alike, a layer on them gives finite output.
     const rw = randomLayerWeights(ep, fp8Config, { seed: 3, device: pg.device, placement, expertDType: 'fp8e4m3', stream });
     const s13 = (await rw.experts.w13Scales.cpu({ stream })).toFloat32();
