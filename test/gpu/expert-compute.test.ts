@@ -15,9 +15,10 @@ import { groupedLinear, linear } from '../../src/blas/gemm.js';
 import { loadCublasLt } from '../../src/blas/library.js';
 import { Graph } from '../../src/cuda/graph.js';
 import { Stream } from '../../src/cuda/stream.js';
-import { quantizeBf16RowsFp8 } from '../../src/ep/fp8-quant.js';
+import { dequantizeFp8, quantizeBf16RowsFp8 } from '../../src/ep/fp8-quant.js';
 import { swiglu } from '../../src/moe/activation.js';
 import { expertsForward } from '../../src/moe/experts.js';
+import { dequantizeWeightFp8 } from '../../src/moe/fp8-weights.js';
 import { quantizeRowsFp8 } from '../../src/moe/quantize.js';
 import { permuteToExperts, unpermuteFromExperts } from '../../src/moe/permute.js';
 import { route, routerTopk, type RoutingConfig } from '../../src/moe/router.js';
@@ -27,7 +28,7 @@ import { counterUniform } from '../../src/tensor/counter-hash.js';
 import { fillValue, randomTensor } from '../../src/tensor/fill.js';
 import { Tensor } from '../../src/tensor/tensor.js';
 import { assertBitwiseEqual } from '../helpers/assert.js';
-import { assertClose, dequantBlocks, dequantRows, refLinear, refSwiglu } from '../helpers/moe-reference.js';
+import { assertClose, refLinear, refSwiglu } from '../helpers/moe-reference.js';
 import { SeededRandom, randomBf16 } from '../helpers/random.js';
 import { gpus, skipReason } from './gpu-env.js';
 
@@ -200,9 +201,9 @@ describe.skipIf(gpus < 1)(`expert compute on one GPU (${skipReason(1)})`, () => 
           groupedLinear(args);
         }
         const got = (await out.cpu({ stream })).toFloat32();
-        const xd = dequantRows(xq.data as Uint8Array, xs.data as Float32Array, E * M, K);
+        const xd = dequantizeFp8(xq.data as Uint8Array, xs.data as Float32Array, E * M, K);
         for (let e = 0; e < E; e++) {
-          const wd = dequantBlocks((wq.data as Uint8Array).subarray(e * N * K), (ws.data as Float32Array).subarray(e * (N / 128) * (K / 128)), N, K);
+          const wd = dequantizeWeightFp8({ q: (wq.data as Uint8Array).subarray(e * N * K), scales: (ws.data as Float32Array).subarray(e * (N / 128) * (K / 128)) }, N, K);
           const ref = refLinear(xd.subarray(e * M * K, (e + 1) * M * K), wd, M, N, K);
           assertClose(got.subarray(e * M * N, (e + 1) * M * N), ref.y, ref.mag, `fp8 expert ${e}`, { rel: 2 ** -7, abs: 1e-5 });
         }
@@ -236,9 +237,9 @@ describe.skipIf(gpus < 1)(`expert compute on one GPU (${skipReason(1)})`, () => 
         }
       }
       const { q: wq, s: ws } = quantBlocks(wf, E, N, K);
-      const xd = dequantRows(xq.data as Uint8Array, xs.data as Float32Array, E * M, K);
+      const xd = dequantizeFp8(xq.data as Uint8Array, xs.data as Float32Array, E * M, K);
       const refs = Array.from({ length: E }, (_, e) => {
-        const wd = dequantBlocks((wq.data as Uint8Array).subarray(e * N * K), (ws.data as Float32Array).subarray(e * nb * kb), N, K);
+        const wd = dequantizeWeightFp8({ q: (wq.data as Uint8Array).subarray(e * N * K), scales: (ws.data as Float32Array).subarray(e * nb * kb) }, N, K);
         return refLinear(xd.subarray(e * M * K, (e + 1) * M * K), wd, M, N, K);
       });
       const x = await up(xq.reshape([E, M, K]), stream);
@@ -570,12 +571,12 @@ describe.skipIf(gpus < 1)(`expert compute on one GPU (${skipReason(1)})`, () => 
         const xq = quantRows(xh, E * M, H);
         const a = quantBlocks(w13f, E, 2 * I, H);
         const b = quantBlocks(w2f, E, H, I);
-        xf = dequantRows(xq.q.data as Uint8Array, xq.s.data as Float32Array, E * M, H);
+        xf = dequantizeFp8(xq.q.data as Uint8Array, xq.s.data as Float32Array, E * M, H);
         w13 = new Float32Array(E * 2 * I * H);
         w2 = new Float32Array(E * H * I);
         for (let e = 0; e < E; e++) {
-          w13.set(dequantBlocks((a.q.data as Uint8Array).subarray(e * 2 * I * H), (a.s.data as Float32Array).subarray(e * (2 * I / 128) * (H / 128)), 2 * I, H), e * 2 * I * H);
-          w2.set(dequantBlocks((b.q.data as Uint8Array).subarray(e * H * I), (b.s.data as Float32Array).subarray(e * (H / 128) * (I / 128)), H, I), e * H * I);
+          w13.set(dequantizeWeightFp8({ q: (a.q.data as Uint8Array).subarray(e * 2 * I * H), scales: (a.s.data as Float32Array).subarray(e * (2 * I / 128) * (H / 128)) }, 2 * I, H), e * 2 * I * H);
+          w2.set(dequantizeWeightFp8({ q: (b.q.data as Uint8Array).subarray(e * H * I), scales: (b.s.data as Float32Array).subarray(e * (H / 128) * (I / 128)) }, H, I), e * H * I);
         }
         const dev = { x: await up(xq.q.reshape([E, M, H]), stream), xs: await up(xq.s.reshape([E, M, H / 128]), stream), w13: await up(a.q, stream), w13s: await up(a.s, stream), w2: await up(b.q, stream), w2s: await up(b.s, stream) };
         run = (out) => void expertsForward({ x: dev.x, xScales: dev.xs, counts: countsDev, weights: { w13: dev.w13, w13Scales: dev.w13s, w2: dev.w2, w2Scales: dev.w2s }, out, stream });

@@ -5,8 +5,6 @@
  */
 import { AssertionError } from 'node:assert';
 
-import { FP8_BLOCK } from '../../src/ep/fp8-quant.js';
-import { fp8E4m3BitsToF32 } from '../../src/tensor/convert.js';
 import { Tensor } from '../../src/tensor/tensor.js';
 
 /** y[m, n] = sum_k x[m, k] * w[n, k] in double, over decoded float values. */
@@ -27,27 +25,6 @@ export function refLinear(x: Float32Array, w: Float32Array, M: number, N: number
     }
   }
   return { y, mag };
-}
-
-/** fp8 codes [rows, K] with row scales [rows, K/128] decoded to float. */
-export function dequantRows(q: Uint8Array, scales: Float32Array, rows: number, K: number): Float32Array {
-  const out = new Float32Array(rows * K);
-  for (let r = 0; r < rows; r++) {
-    for (let k = 0; k < K; k++) out[r * K + k] = fp8E4m3BitsToF32(q[r * K + k]!) * scales[r * (K / FP8_BLOCK) + Math.floor(k / FP8_BLOCK)]!;
-  }
-  return out;
-}
-
-/** fp8 codes [N, K] with 128x128 block scales [N/128, K/128] decoded to float. */
-export function dequantBlocks(q: Uint8Array, scales: Float32Array, N: number, K: number): Float32Array {
-  const out = new Float32Array(N * K);
-  const kb = K / FP8_BLOCK;
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) {
-      out[n * K + k] = fp8E4m3BitsToF32(q[n * K + k]!) * scales[Math.floor(n / FP8_BLOCK) * kb + Math.floor(k / FP8_BLOCK)]!;
-    }
-  }
-  return out;
 }
 
 /**
