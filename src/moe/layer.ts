@@ -286,7 +286,7 @@ export class MoeLayer {
     const o = { mode: 'low-latency' as const, out, stream: options.stream, experts: options.experts };
     const stream = this.#checkForward('MoeLayer.captureDecode', x, o);
     const fp8 = this.#fp8Tokens(o.experts);
-    const masked = fp8 && this.expertGemm === 'masked';
+    const masked = this.#maskedGemm(o.mode, o.experts);
     const scratch = decodeScratch(this.#ep.config, this.config, { T: x.shape[0]!, hasShared: this.#weights.shared !== undefined, fp8, masked, device: this.device, stream });
     try {
       await this.#run(this.#step(x, o, stream, out, false, scratch));
@@ -339,11 +339,19 @@ export class MoeLayer {
     return this.expertDType === 'fp8e4m3' && experts === undefined;
   }
 
+  /**
+   * Whether a step's expert GEMMs run on the masked kernel: the layer's own fp8
+   * experts in low-latency steps (normal steps size their slots to the largest
+   * count, which suits cuBLASLt's tiles).
+   */
+  #maskedGemm(mode: ForwardMode, experts: ExpertsFunction | undefined): boolean {
+    return this.expertGemm === 'masked' && mode === 'low-latency' && this.#fp8Tokens(experts);
+  }
+
   #experts(step: Step, x: Tensor, counts: Tensor, xScales: { xScales?: Tensor; xScalesLayout?: 'rows' | 'blocks' }): Tensor {
     if (step.experts) return step.experts({ x, counts, mode: step.mode, stream: step.stream });
     const sc = step.scratch;
-    // Normal steps size their slots to the largest count, which suits cuBLASLt's tiles.
-    const strategy = this.expertGemm === 'masked' && step.mode === 'low-latency' ? 'masked' : undefined;
+    const strategy = this.#maskedGemm(step.mode, step.experts) ? 'masked' : undefined;
     return expertsForward({ x, ...xScales, counts, weights: this.#weights.experts, stream: step.stream, strategy, ...(sc ? { out: sc.y, scratch: sc.experts } : {}) });
   }
 
